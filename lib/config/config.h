@@ -1,0 +1,93 @@
+#pragma once
+// The daemon's typed configuration. LoadConfig() parses YAML strictly:
+// unknown keys and bad values are errors that name the key path, e.g.
+// "routes[1].table: must be catalog.schema.table". Every problem found is
+// reported, one per line, not just the first. Only config.cc includes yaml-cpp.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace zb {
+
+enum class WhenFull { kBlock, kReject, kDropOldest };
+enum class SyncPolicy { kAlways, kNone };  // kNone: no fsync before the producer ack (explicit opt-in)
+enum class RecordFormat { kJson, kProto };
+
+struct ZerobusConfig {
+  std::string endpoint;        // as written: https://host, http://host:port or host:port
+  std::string workspace_url;   // OAuth token endpoint base, e.g. https://x.cloud.databricks.com
+  std::string workspace_id;    // derived from the endpoint's first label when empty
+  bool tls = true;             // false only for loopback servers
+  std::string ca_file;         // optional PEM bundle replacing the system roots
+  std::string client_id;       // resolved value (from client_id or client_id_file)
+  std::string client_secret;   // resolved value (from client_secret, _file or $CREDENTIALS_DIRECTORY)
+};
+
+struct SpoolConfig {
+  std::string path = "/var/lib/zerobusd/spool";
+  uint64_t max_bytes = 10ull << 30;      // total across routes
+  uint64_t min_free_bytes = 256ull << 20; // filesystem guard
+  WhenFull when_full = WhenFull::kBlock;
+  SyncPolicy sync = SyncPolicy::kAlways;
+};
+
+struct IntakeConfig {
+  std::string socket = "/run/zerobusd/zerobusd.sock";
+  uint32_t socket_mode = 0660;            // octal in YAML: "0660"
+  uint64_t max_record_bytes = 1ull << 20; // at most 10 MiB - 64 KiB
+  uint64_t max_inflight_bytes = 8ull << 20; // per connection, read but not yet durable
+  uint32_t max_connections = 1024;
+};
+
+struct MetricsConfig {
+  std::string listen = "127.0.0.1:9464";  // empty: no exposer
+};
+
+// Drain tuning; `drain:` at top level sets defaults, a route may override.
+struct DrainConfig {
+  uint32_t max_inflight_requests = 64;     // requests sent and not yet acked
+  uint32_t max_batch_records = 1000;       // per request
+  uint64_t max_batch_bytes = 2ull << 20;   // per request, at most 10 MiB - 64 KiB
+  uint32_t linger_ms = 5;                  // wait for a fuller batch
+  uint32_t ack_timeout_ms = 60'000;        // no server message while requests are in flight
+  uint32_t create_timeout_ms = 15'000;     // stream open (token + create reply)
+  uint32_t backoff_initial_ms = 200;
+  uint32_t backoff_max_ms = 30'000;
+};
+
+struct RouteConfig {
+  std::string name;    // [A-Za-z0-9_-]+, what producers name
+  std::string table;   // catalog.schema.table
+  RecordFormat format = RecordFormat::kJson;
+  std::string proto_file;  // proto routes
+  std::string message;     // proto routes: message name (may be package-qualified)
+  std::vector<uint32_t> allow_uids;  // empty and allow_gids empty: everyone who can open the socket
+  std::vector<uint32_t> allow_gids;
+  DrainConfig drain;
+};
+
+struct DaemonConfig {
+  ZerobusConfig zerobus;
+  SpoolConfig spool;
+  IntakeConfig intake;
+  MetricsConfig metrics;
+  uint32_t shutdown_timeout_ms = 10'000;  // SIGTERM: wait this long for in-flight ACKs
+  std::string log_level = "info";
+  std::vector<RouteConfig> routes;
+
+  const RouteConfig* FindRoute(const std::string& name) const;
+};
+
+// Hard limit of the service for one request (sum of record bytes) minus the
+// SDK's safety margin.
+inline constexpr uint64_t kMaxRequestBytes = 10 * 1024 * 1024 - 64 * 1024;
+
+absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path);
+// `origin` names the source in messages (a file name).
+absl::StatusOr<DaemonConfig> LoadConfigString(const std::string& yaml, const std::string& origin);
+
+}  // namespace zb
