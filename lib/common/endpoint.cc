@@ -43,7 +43,7 @@ absl::StatusOr<Endpoint> ParseEndpoint(absl::string_view text) {
   ep.host = std::string(host);
   if (!port_text.empty()) {
     uint32_t port = 0;
-    if (!absl::SimpleAtoi(port_text, &port) || port == 0 || port > 65535) {
+    if (!absl::SimpleAtoi(port_text, &port) || port > 65535) {
       return absl::InvalidArgumentError(absl::StrCat("bad port \"", port_text, "\" in \"", text, "\""));
     }
     ep.port = static_cast<uint16_t>(port);

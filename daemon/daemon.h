@@ -1,0 +1,18 @@
+#pragma once
+// The composition root: builds every module from the config, wires their
+// callbacks, and runs the event loop until SIGTERM/SIGINT.
+
+#include "absl/status/status.h"
+#include "config/config.h"
+
+namespace zb {
+
+// Builds route codecs (loading .proto files) and checks everything that can
+// be checked without starting: what `zerobusd --check` runs after LoadConfig.
+absl::Status CheckRuntimeConfig(const DaemonConfig& config);
+
+// Runs the daemon; returns when it has shut down. A non-OK status means it
+// could not start (or failed fatally) and says why.
+absl::Status RunDaemon(const DaemonConfig& config, const std::string& config_path);
+
+}  // namespace zb

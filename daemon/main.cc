@@ -1,0 +1,81 @@
+// zerobusd: durable Unix-socket -> RocksDB spool -> Databricks Zerobus daemon.
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "config/config.h"
+#include "daemon/daemon.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: zerobusd --config FILE [--check] [--log-level LEVEL]\n"
+               "\n"
+               "  --config FILE      YAML configuration (see zerobusd.example.yaml)\n"
+               "  --check            validate the configuration and exit (0: valid)\n"
+               "  --log-level LEVEL  trace|debug|info|warn|error (overrides log_level)\n"
+               "  --version          print the version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  std::string log_level;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "zerobusd: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--config") config_path = value("--config");
+    else if (arg.rfind("--config=", 0) == 0) config_path = arg.substr(9);
+    else if (arg == "--check") check = true;
+    else if (arg == "--log-level") log_level = value("--log-level");
+    else if (arg == "--version") {
+      std::printf("zerobusd %s\n", ZEROBUSD_VERSION);
+      return 0;
+    } else if (arg == "--help" || arg == "-h") {
+      Usage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "zerobusd: unknown argument \"%s\"\n", arg.c_str());
+      Usage(stderr);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    std::fprintf(stderr, "zerobusd: --config FILE is required\n");
+    Usage(stderr);
+    return 2;
+  }
+  auto config = zb::LoadConfigFile(config_path);
+  absl::Status runtime = config.ok() ? zb::CheckRuntimeConfig(*config) : absl::OkStatus();
+  if (!config.ok() || !runtime.ok()) {
+    const absl::Status& s = config.ok() ? runtime : config.status();
+    std::fprintf(stderr, "zerobusd: invalid configuration %s:\n%s\n", config_path.c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  if (check) {
+    std::printf("zerobusd: configuration %s is valid (%zu route%s)\n", config_path.c_str(), config->routes.size(),
+                config->routes.size() == 1 ? "" : "s");
+    return 0;
+  }
+  const std::string level = log_level.empty() ? config->log_level : log_level;
+  spdlog::set_level(spdlog::level::from_str(level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  absl::Status s = zb::RunDaemon(*config, config_path);
+  if (!s.ok()) {
+    spdlog::critical("zerobusd: {}", std::string(s.message()));
+    return 1;
+  }
+  return 0;
+}

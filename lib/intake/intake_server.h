@@ -1,0 +1,74 @@
+#pragma once
+// The producer-facing Unix socket. Two protocols share one socket; the first
+// byte decides (docs/intake-protocol.md):
+//  - line mode: NDJSON, one record per line, "@route NAME" selects the route;
+//    the daemon answers "ok N" (every record line <= N not rejected is
+//    durable) and "error N reason" per rejected line;
+//  - framed mode (first byte 0x00): length-prefixed intake.proto frames;
+//    every Batch gets ACK(seq) once durable, or NACK(seq, reason).
+// A connection's replies are sent in the order of its input. A connection
+// stops being read while more than max_inflight_bytes of its input is waiting
+// for the spool (credit window), so memory is bounded by configuration.
+
+#include <sys/types.h>
+
+#include <utility>  // before Asio (Boost 1.74 quirk with C++20)
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "metrics/metrics.h"
+#include "schema/record_codec.h"
+#include "spool/spool.h"
+
+namespace zb {
+
+struct IntakeRoute {
+  std::string name;
+  std::shared_ptr<const RecordCodec> codec;
+  std::vector<uint32_t> allow_uids;  // both empty: any peer may write
+  std::vector<uint32_t> allow_gids;
+};
+using IntakeRouteTable = std::map<std::string, IntakeRoute>;
+
+struct IntakeOptions {
+  std::string socket_path;
+  uint32_t socket_mode = 0660;
+  size_t max_record_bytes = 1u << 20;
+  size_t max_inflight_bytes = 8u << 20;  // per connection
+  uint32_t max_connections = 1024;
+};
+
+// Lives on the event loop: every method is called on the loop thread, and so
+// are the callbacks it makes.
+class IntakeServer {
+ public:
+  // Records of `route` with seqs in `appended` just became durable.
+  using AppendedFn = std::function<void(const std::string& route, const AppendResult& appended)>;
+
+  virtual ~IntakeServer() = default;
+
+  // Replaces the routing table for input read from now on (SIGHUP reload).
+  virtual void SetRoutes(std::shared_ptr<const IntakeRouteTable> routes) = 0;
+  // Stops accepting and reading; input already read is still spooled and
+  // answered, then each connection closes.
+  virtual void StopAccepting() = 0;
+  virtual size_t connection_count() const = 0;
+};
+
+// Binds `options.socket_path` (replacing a stale socket file, creating the
+// parent folder) and starts accepting on `loop`. `spool`, `metrics` and
+// `loop` must outlive the server.
+absl::StatusOr<std::unique_ptr<IntakeServer>> StartIntakeServer(boost::asio::io_context& loop,
+                                                                const IntakeOptions& options,
+                                                                std::shared_ptr<const IntakeRouteTable> routes,
+                                                                Spool& spool, Metrics& metrics,
+                                                                IntakeServer::AppendedFn on_appended);
+
+}  // namespace zb

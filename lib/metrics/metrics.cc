@@ -1,0 +1,279 @@
+#include "metrics/metrics.h"
+
+#include <utility>  // before Asio (Boost 1.74 quirk with C++20)
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/endpoint.h"
+#include "common/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "prometheus/text_serializer.h"
+#include "spdlog/spdlog.h"
+
+namespace zb {
+namespace {
+
+const char* ResultLabel(IntakeResult r) {
+  switch (r) {
+    case IntakeResult::kAccepted: return "accepted";
+    case IntakeResult::kInvalid: return "invalid";
+    case IntakeResult::kUnknownRoute: return "unknown_route";
+    case IntakeResult::kTooLarge: return "too_large";
+    case IntakeResult::kNotAllowed: return "not_allowed";
+    case IntakeResult::kSpoolError: return "spool_error";
+  }
+  return "unknown";
+}
+
+class PrometheusMetrics final : public Metrics {
+ public:
+  PrometheusMetrics()
+      : registry_(std::make_shared<prometheus::Registry>()),
+        intake_records_(prometheus::BuildCounter()
+                            .Name("zerobusd_intake_records_total")
+                            .Help("Records received from producers, by route and result")
+                            .Register(*registry_)),
+        intake_bytes_(prometheus::BuildCounter()
+                          .Name("zerobusd_intake_bytes_total")
+                          .Help("Bytes of records accepted into the spool, by route")
+                          .Register(*registry_)),
+        spool_records_(prometheus::BuildGauge()
+                           .Name("zerobusd_spool_records")
+                           .Help("Records in the spool not yet acknowledged by Zerobus, by route")
+                           .Register(*registry_)),
+        spool_bytes_(prometheus::BuildGauge()
+                         .Name("zerobusd_spool_bytes")
+                         .Help("Payload bytes in the spool, all routes")
+                         .Register(*registry_)
+                         .Add({})),
+        oldest_age_(prometheus::BuildGauge()
+                        .Name("zerobusd_oldest_record_age_seconds")
+                        .Help("Age of the oldest unacknowledged record, by route (0 when empty)")
+                        .Register(*registry_)),
+        acked_(prometheus::BuildCounter()
+                   .Name("zerobusd_acked_records_total")
+                   .Help("Records covered by a Zerobus durability ACK and removed from the spool")
+                   .Register(*registry_)),
+        ack_latency_(prometheus::BuildHistogram()
+                         .Name("zerobusd_ack_latency_seconds")
+                         .Help("Time from spool append to the durability ACK that covers the record")
+                         .Register(*registry_)
+                         .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                           2.5, 5, 10, 30, 60, 300, 3600})),
+        stream_opens_(prometheus::BuildCounter()
+                          .Name("zerobusd_stream_opens_total")
+                          .Help("Zerobus streams opened (create_stream answered), by route")
+                          .Register(*registry_)),
+        stream_failures_(prometheus::BuildCounter()
+                             .Name("zerobusd_stream_failures_total")
+                             .Help("Zerobus streams that failed, by route and gRPC code")
+                             .Register(*registry_)),
+        rotations_(prometheus::BuildCounter()
+                       .Name("zerobusd_stream_rotations_total")
+                       .Help("Server-initiated stream rotations (CloseStreamSignal), by route")
+                       .Register(*registry_)),
+        inflight_(prometheus::BuildGauge()
+                      .Name("zerobusd_inflight_requests")
+                      .Help("Ingest requests sent and not yet acknowledged, by route")
+                      .Register(*registry_)),
+        dead_letters_(prometheus::BuildCounter()
+                          .Name("zerobusd_dead_letter_records_total")
+                          .Help("Records moved to the dead-letter store, by route")
+                          .Register(*registry_)),
+        token_failures_(prometheus::BuildCounter()
+                            .Name("zerobusd_token_fetch_failures_total")
+                            .Help("Failed OAuth token fetches")
+                            .Register(*registry_)
+                            .Add({})) {
+    prometheus::BuildGauge()
+        .Name("zerobusd_build_info")
+        .Help("Build information")
+        .Register(*registry_)
+        .Add({{"version", ZEROBUSD_VERSION}})
+        .Set(1);
+  }
+
+  void IntakeRecords(const std::string& route, IntakeResult result, uint64_t n) override {
+    Get(intake_records_, {{"route", route}, {"result", ResultLabel(result)}}).Increment(static_cast<double>(n));
+  }
+  void IntakeBytes(const std::string& route, uint64_t bytes) override {
+    Get(intake_bytes_, {{"route", route}}).Increment(static_cast<double>(bytes));
+  }
+  void SpoolDepth(const std::string& route, uint64_t records) override {
+    Get(spool_records_, {{"route", route}}).Set(static_cast<double>(records));
+  }
+  void SpoolTotalBytes(uint64_t bytes) override { spool_bytes_.Set(static_cast<double>(bytes)); }
+  void OldestRecordAge(const std::string& route, double seconds) override {
+    Get(oldest_age_, {{"route", route}}).Set(seconds);
+  }
+  void AckedRecords(const std::string& route, uint64_t n) override {
+    Get(acked_, {{"route", route}}).Increment(static_cast<double>(n));
+  }
+  void AckLatency(double seconds) override { ack_latency_.Observe(seconds); }
+  void StreamOpened(const std::string& route) override { Get(stream_opens_, {{"route", route}}).Increment(); }
+  void StreamFailure(const std::string& route, const std::string& code) override {
+    Get(stream_failures_, {{"route", route}, {"code", code}}).Increment();
+  }
+  void StreamRotation(const std::string& route) override { Get(rotations_, {{"route", route}}).Increment(); }
+  void InflightRequests(const std::string& route, uint64_t n) override {
+    Get(inflight_, {{"route", route}}).Set(static_cast<double>(n));
+  }
+  void DeadLetterRecords(const std::string& route, uint64_t n) override {
+    Get(dead_letters_, {{"route", route}}).Increment(static_cast<double>(n));
+  }
+  void TokenFetchFailure() override { token_failures_.Increment(); }
+  void DeclareRoute(const std::string& route) override {
+    Get(intake_records_, {{"route", route}, {"result", "accepted"}});
+    Get(intake_bytes_, {{"route", route}});
+    Get(spool_records_, {{"route", route}});
+    Get(oldest_age_, {{"route", route}});
+    Get(acked_, {{"route", route}});
+    Get(stream_opens_, {{"route", route}});
+    Get(inflight_, {{"route", route}});
+    Get(dead_letters_, {{"route", route}});
+  }
+
+  std::string Exposition() override {
+    prometheus::TextSerializer serializer;
+    return serializer.Serialize(registry_->Collect());
+  }
+
+ private:
+  // Family::Add is itself thread-safe and returns the existing series for
+  // known labels, so no extra cache is needed.
+  template <typename T>
+  static T& Get(prometheus::Family<T>& family, const std::map<std::string, std::string>& labels) {
+    return family.Add(labels);
+  }
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& intake_records_;
+  prometheus::Family<prometheus::Counter>& intake_bytes_;
+  prometheus::Family<prometheus::Gauge>& spool_records_;
+  prometheus::Gauge& spool_bytes_;
+  prometheus::Family<prometheus::Gauge>& oldest_age_;
+  prometheus::Family<prometheus::Counter>& acked_;
+  prometheus::Histogram& ack_latency_;
+  prometheus::Family<prometheus::Counter>& stream_opens_;
+  prometheus::Family<prometheus::Counter>& stream_failures_;
+  prometheus::Family<prometheus::Counter>& rotations_;
+  prometheus::Family<prometheus::Gauge>& inflight_;
+  prometheus::Family<prometheus::Counter>& dead_letters_;
+  prometheus::Counter& token_failures_;
+};
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+// A small synchronous HTTP/1.1 server: one thread, one connection at a time
+// (scrapes are short and rare; a slow client only delays other scrapes).
+class BeastMetricsServer final : public MetricsServer {
+ public:
+  BeastMetricsServer(Metrics* metrics, std::function<bool()> ready)
+      : metrics_(metrics), ready_(std::move(ready)), acceptor_(io_) {}
+
+  ~BeastMetricsServer() override {
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  absl::Status Start(const Endpoint& ep) {
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(ep.host == "localhost" ? "127.0.0.1" : ep.host, ec);
+    if (ec) return absl::InvalidArgumentError(absl::StrCat("metrics.listen: bad address \"", ep.host, "\""));
+    asio::ip::tcp::endpoint endpoint(address, ep.port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("metrics.listen: cannot listen on ", ep.Target(), ": ", ec.message()));
+    }
+    port_ = acceptor_.local_endpoint().port();
+    Accept();
+    thread_ = std::thread([this] { io_.run(); });
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+
+ private:
+  void Accept() {
+    acceptor_.async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket socket) {
+      if (ec) return;
+      Serve(std::move(socket));
+      Accept();
+    });
+  }
+
+  void Serve(asio::ip::tcp::socket socket) {
+    beast::error_code ec;
+    beast::flat_buffer buffer;
+    http::request<http::string_body> req;
+    socket.non_blocking(false, ec);
+    // Bound how long a silent client can hold the thread.
+    struct timeval tv{2, 0};
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    http::read(socket, buffer, req, ec);
+    if (ec) return;
+    http::response<http::string_body> res;
+    res.version(req.version());
+    res.keep_alive(false);
+    const std::string target(req.target());
+    const std::string path = target.substr(0, target.find('?'));
+    if (path == "/metrics") {
+      res.result(http::status::ok);
+      res.set(http::field::content_type, "text/plain; version=0.0.4");
+      res.body() = metrics_->Exposition();
+    } else if (path == "/healthz") {
+      res.result(http::status::ok);
+      res.body() = "ok\n";
+    } else if (path == "/readyz") {
+      const bool ready = ready_();
+      res.result(ready ? http::status::ok : http::status::service_unavailable);
+      res.body() = ready ? "ready\n" : "not ready\n";
+    } else {
+      res.result(http::status::not_found);
+      res.body() = "not found: try /metrics, /healthz or /readyz\n";
+    }
+    res.prepare_payload();
+    http::write(socket, res, ec);
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  }
+
+  Metrics* metrics_;
+  std::function<bool()> ready_;
+  asio::io_context io_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Metrics> MakePrometheusMetrics() { return std::make_unique<PrometheusMetrics>(); }
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> StartMetricsServer(const std::string& listen, Metrics* metrics,
+                                                                  std::function<bool()> ready) {
+  auto ep = ParseEndpoint(listen);
+  if (!ep.ok()) return absl::InvalidArgumentError(absl::StrCat("metrics.listen: ", ep.status().message()));
+  auto server = std::make_unique<BeastMetricsServer>(metrics, std::move(ready));
+  ZB_RETURN_IF_ERROR(server->Start(*ep));
+  return std::unique_ptr<MetricsServer>(std::move(server));
+}
+
+}  // namespace zb

@@ -1,0 +1,61 @@
+#pragma once
+// The daemon's Prometheus metrics (names are a contract, see architecture.md)
+// and its HTTP endpoint: /metrics, /healthz, /readyz. prometheus-cpp and the
+// HTTP server appear only in metrics.cc.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace zb {
+
+// Outcome label of zerobusd_intake_records_total{result}.
+enum class IntakeResult { kAccepted, kInvalid, kUnknownRoute, kTooLarge, kNotAllowed, kSpoolError };
+
+// Thread-safe: every method may be called from any thread (counters are
+// atomic; per-route series are created on first use under a lock).
+class Metrics {
+ public:
+  virtual ~Metrics() = default;
+
+  virtual void IntakeRecords(const std::string& route, IntakeResult result, uint64_t n) = 0;
+  virtual void IntakeBytes(const std::string& route, uint64_t bytes) = 0;
+  virtual void SpoolDepth(const std::string& route, uint64_t records) = 0;
+  virtual void SpoolTotalBytes(uint64_t bytes) = 0;
+  virtual void OldestRecordAge(const std::string& route, double seconds) = 0;
+  virtual void AckedRecords(const std::string& route, uint64_t n) = 0;
+  virtual void AckLatency(double seconds) = 0;
+  virtual void StreamOpened(const std::string& route) = 0;
+  // `code`: the gRPC status code name, e.g. "UNAVAILABLE".
+  virtual void StreamFailure(const std::string& route, const std::string& code) = 0;
+  virtual void StreamRotation(const std::string& route) = 0;
+  virtual void InflightRequests(const std::string& route, uint64_t n) = 0;
+  virtual void DeadLetterRecords(const std::string& route, uint64_t n) = 0;
+  virtual void TokenFetchFailure() = 0;
+  // Makes the route's series exist at zero, so dashboards see every route.
+  virtual void DeclareRoute(const std::string& route) = 0;
+
+  // The Prometheus text exposition of every metric (for tests and `status`).
+  virtual std::string Exposition() = 0;
+};
+
+std::unique_ptr<Metrics> MakePrometheusMetrics();
+
+// Serves GET /metrics, /healthz (200 while the process serves) and /readyz
+// (200 while `ready()` is true, else 503) on its own thread.
+class MetricsServer {
+ public:
+  virtual ~MetricsServer() = default;
+  virtual int port() const = 0;  // the bound port (useful with port 0)
+};
+
+// `listen` is "host:port". `metrics` and `ready` must outlive the server.
+absl::StatusOr<std::unique_ptr<MetricsServer>> StartMetricsServer(const std::string& listen,
+                                                                  Metrics* metrics,
+                                                                  std::function<bool()> ready);
+
+}  // namespace zb

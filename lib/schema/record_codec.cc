@@ -1,0 +1,188 @@
+#include "schema/record_codec.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "google/protobuf/compiler/importer.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/dynamic_message.h"
+#include "google/protobuf/util/json_util.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/memorystream.h"
+#include "rapidjson/reader.h"
+
+namespace zb {
+namespace {
+
+class JsonCodec final : public RecordCodec {
+ public:
+  bool is_proto() const override { return false; }
+  absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
+    if (auto s = ValidateJsonObject(json); !s.ok()) return s;
+    return std::string(json);
+  }
+  absl::StatusOr<std::string> FromWire(absl::string_view bytes) const override { return FromJson(bytes); }
+  const std::string& descriptor_proto() const override { return empty_; }
+
+ private:
+  std::string empty_;
+};
+
+class CollectingErrors final : public google::protobuf::compiler::MultiFileErrorCollector {
+ public:
+  void AddError(const std::string& filename, int line, int column, const std::string& message) override {
+    absl::StrAppend(&text_, text_.empty() ? "" : "; ", filename, ":", line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+// Rewrites ".pkg.Msg.Inner" type references into names relative to the
+// message, so the DescriptorProto resolves without the file's package (the
+// server wraps it in a package-less file).
+void StripPackage(google::protobuf::DescriptorProto* message, const std::string& package) {
+  const std::string prefix = package.empty() ? "." : absl::StrCat(".", package, ".");
+  for (auto& field : *message->mutable_field()) {
+    if (field.has_type_name() && absl::StartsWith(field.type_name(), prefix)) {
+      field.set_type_name(field.type_name().substr(prefix.size()));
+    }
+  }
+  for (auto& nested : *message->mutable_nested_type()) StripPackage(&nested, package);
+}
+
+absl::Status CheckSelfContained(const google::protobuf::Descriptor* root, const google::protobuf::Descriptor* d) {
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    const google::protobuf::Descriptor* type = f->message_type();
+    const google::protobuf::EnumDescriptor* enum_type = f->enum_type();
+    auto inside = [&](const google::protobuf::Descriptor* c) {
+      for (; c != nullptr; c = c->containing_type()) if (c == root) return true;
+      return false;
+    };
+    if (type != nullptr && !inside(type)) {
+      return absl::InvalidArgumentError(absl::StrCat("field ", f->full_name(), " uses ", type->full_name(),
+                                                     ", which is not nested inside ", root->full_name(),
+                                                     " (the descriptor sent to Zerobus must be self-contained)"));
+    }
+    if (enum_type != nullptr && !inside(enum_type->containing_type())) {
+      return absl::InvalidArgumentError(absl::StrCat("field ", f->full_name(), " uses enum ", enum_type->full_name(),
+                                                     ", which is not nested inside ", root->full_name()));
+    }
+    if (type != nullptr && type != d && inside(type)) {
+      if (auto s = CheckSelfContained(root, type); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+class ProtoCodec final : public RecordCodec {
+ public:
+  ProtoCodec(std::unique_ptr<google::protobuf::compiler::DiskSourceTree> tree,
+             std::unique_ptr<CollectingErrors> errors,
+             std::unique_ptr<google::protobuf::compiler::Importer> importer,
+             const google::protobuf::Descriptor* descriptor, std::string descriptor_proto)
+      : tree_(std::move(tree)),
+        errors_(std::move(errors)),
+        importer_(std::move(importer)),
+        descriptor_(descriptor),
+        prototype_(factory_.GetPrototype(descriptor)),
+        descriptor_proto_(std::move(descriptor_proto)) {}
+
+  bool is_proto() const override { return true; }
+
+  absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
+    if (auto s = ValidateJsonObject(json); !s.ok()) return s;
+    std::unique_ptr<google::protobuf::Message> msg(prototype_->New());
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    auto status = google::protobuf::util::JsonStringToMessage(std::string(json), msg.get(), options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("does not match ", descriptor_->full_name(), ": ", std::string(status.message())));
+    }
+    if (!msg->IsInitialized()) {
+      return absl::InvalidArgumentError(absl::StrCat("missing required field(s) of ", descriptor_->full_name(), ": ",
+                                                     msg->InitializationErrorString()));
+    }
+    return msg->SerializeAsString();
+  }
+
+  absl::StatusOr<std::string> FromWire(absl::string_view bytes) const override {
+    std::unique_ptr<google::protobuf::Message> msg(prototype_->New());
+    if (!msg->ParsePartialFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::InvalidArgumentError(absl::StrCat("not a valid serialized ", descriptor_->full_name()));
+    }
+    if (!msg->IsInitialized()) {
+      return absl::InvalidArgumentError(absl::StrCat("missing required field(s) of ", descriptor_->full_name(), ": ",
+                                                     msg->InitializationErrorString()));
+    }
+    return std::string(bytes);
+  }
+
+  const std::string& descriptor_proto() const override { return descriptor_proto_; }
+
+ private:
+  std::unique_ptr<google::protobuf::compiler::DiskSourceTree> tree_;
+  std::unique_ptr<CollectingErrors> errors_;
+  std::unique_ptr<google::protobuf::compiler::Importer> importer_;
+  const google::protobuf::Descriptor* descriptor_;
+  mutable google::protobuf::DynamicMessageFactory factory_;
+  const google::protobuf::Message* prototype_;
+  std::string descriptor_proto_;
+};
+
+}  // namespace
+
+absl::Status ValidateJsonObject(absl::string_view json) {
+  size_t i = 0;
+  while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r')) ++i;
+  if (i == json.size()) return absl::InvalidArgumentError("empty record");
+  if (json[i] != '{') return absl::InvalidArgumentError("not a JSON object (a record must be {...})");
+  rapidjson::MemoryStream stream(json.data(), json.size());
+  rapidjson::Reader reader;
+  rapidjson::BaseReaderHandler<> handler;
+  const rapidjson::ParseResult result = reader.Parse<rapidjson::kParseValidateEncodingFlag>(stream, handler);
+  if (result.IsError()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
+                                                   rapidjson::GetParseError_En(result.Code())));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<RecordCodec> MakeJsonCodec() { return std::make_unique<JsonCodec>(); }
+
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& proto_file,
+                                                            const std::string& message) {
+  namespace fs = std::filesystem;
+  const fs::path path(proto_file);
+  auto tree = std::make_unique<google::protobuf::compiler::DiskSourceTree>();
+  tree->MapPath("", path.parent_path().empty() ? "." : path.parent_path().string());
+  auto errors = std::make_unique<CollectingErrors>();
+  auto importer = std::make_unique<google::protobuf::compiler::Importer>(tree.get(), errors.get());
+  const google::protobuf::FileDescriptor* file = importer->Import(path.filename().string());
+  if (file == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot load ", proto_file, ": ",
+                                                   errors->text().empty() ? "file not found" : errors->text()));
+  }
+  const google::protobuf::Descriptor* d = importer->pool()->FindMessageTypeByName(message);
+  if (d == nullptr && !file->package().empty()) {
+    d = importer->pool()->FindMessageTypeByName(absl::StrCat(file->package(), ".", message));
+  }
+  if (d == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("message ", message, " not found in ", proto_file));
+  }
+  if (auto s = CheckSelfContained(d, d); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(proto_file, ": ", s.message()));
+  }
+  google::protobuf::DescriptorProto dp;
+  d->CopyTo(&dp);
+  StripPackage(&dp, file->package());
+  std::string serialized = dp.SerializeAsString();
+  return std::unique_ptr<RecordCodec>(
+      new ProtoCodec(std::move(tree), std::move(errors), std::move(importer), d, std::move(serialized)));
+}
+
+}  // namespace zb

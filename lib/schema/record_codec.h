@@ -1,0 +1,48 @@
+#pragma once
+// What a route accepts and what it spools. A JSON route spools each JSON
+// object as text; a proto route spools each record serialized with the
+// route's message (JSON input is converted). The codec also yields what
+// create_stream needs: the record type and, for proto, one self-contained
+// DescriptorProto.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace zb {
+
+// Thread-safe and immutable once made.
+class RecordCodec {
+ public:
+  virtual ~RecordCodec() = default;
+
+  virtual bool is_proto() const = 0;
+
+  // A JSON object as text (line mode, or framed mode on a JSON route). Returns
+  // the bytes to spool, or InvalidArgumentError saying what is wrong.
+  virtual absl::StatusOr<std::string> FromJson(absl::string_view json) const = 0;
+  // A record in the route's wire form (framed mode): JSON text for JSON
+  // routes, serialized message bytes for proto routes.
+  virtual absl::StatusOr<std::string> FromWire(absl::string_view bytes) const = 0;
+
+  // Serialized google.protobuf.DescriptorProto for create_stream (proto
+  // routes), empty for JSON routes.
+  virtual const std::string& descriptor_proto() const = 0;
+};
+
+// Accepts JSON objects and spools them unchanged.
+std::unique_ptr<RecordCodec> MakeJsonCodec();
+
+// Loads `proto_file` at run time (no protoc needed; imports are resolved
+// relative to the file's folder) and uses `message` (a simple or
+// package-qualified name). The message must be self-contained: it may use
+// scalars, enums and messages nested inside it, but no other top-level types.
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& proto_file,
+                                                            const std::string& message);
+
+// Checks `json` is exactly one JSON object (no trailing data).
+absl::Status ValidateJsonObject(absl::string_view json);
+
+}  // namespace zb

@@ -1,0 +1,291 @@
+#include <fstream>
+#include <deque>
+#include <mutex>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "spdlog/spdlog.h"
+#include "zerobus/ingest_stream.h"
+#include "zerobus_service.grpc.pb.h"
+
+namespace zb {
+namespace {
+
+namespace pb = ::databricks::zerobus;
+using Post = std::function<void(std::function<void()>)>;
+
+// The gRPC callback reactor. Reactions copy what they got and post it to the
+// loop. It deletes itself in OnDone; a hold taken before StartCall keeps
+// OnDone away until the loop side releases it (Release), so outside calls on
+// a live hold are safe.
+class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest, pb::EphemeralStreamResponse> {
+ public:
+  Reactor(Post post, StreamEventFn on_event) : post_(std::move(post)), on_event_(std::move(on_event)) {}
+
+  grpc::ClientContext& context() { return context_; }
+
+  void Begin(pb::Zerobus::Stub* stub) {
+    stub->async()->EphemeralStream(&context_, this);
+    AddHold();
+    StartRead(&response_);
+    StartCall();
+  }
+
+  // Loop thread, while the hold is held.
+  void Send(pb::EphemeralStreamRequest request) {
+    write_ = std::move(request);
+    StartWrite(&write_);
+  }
+  void HalfClose() { StartWritesDone(); }
+  void Release() { RemoveHold(); }
+  void Abort() { context_.TryCancel(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the call is ending; OnDone follows
+    StreamEvent ev;
+    switch (response_.payload_case()) {
+      case pb::EphemeralStreamResponse::kCreateStreamResponse:
+        if (!response_.create_stream_response().has_stream_id()) {
+          ev.kind = StreamEvent::Kind::kProtocolError;
+          ev.text = "create_stream_response without stream_id";
+        } else {
+          ev.kind = StreamEvent::Kind::kCreated;
+          ev.text = response_.create_stream_response().stream_id();
+        }
+        break;
+      case pb::EphemeralStreamResponse::kIngestRecordResponse:
+        if (!response_.ingest_record_response().has_durability_ack_up_to_offset()) {
+          ev.kind = StreamEvent::Kind::kProtocolError;
+          ev.text = "ack without durability_ack_up_to_offset";
+        } else {
+          ev.kind = StreamEvent::Kind::kAck;
+          ev.offset = response_.ingest_record_response().durability_ack_up_to_offset();
+        }
+        break;
+      case pb::EphemeralStreamResponse::kCloseStreamSignal: {
+        ev.kind = StreamEvent::Kind::kCloseSignal;
+        const auto& d = response_.close_stream_signal().duration();
+        ev.grace = std::chrono::milliseconds(d.seconds() * 1000 + d.nanos() / 1'000'000);
+        break;
+      }
+      default:
+        ev.kind = StreamEvent::Kind::kProtocolError;
+        ev.text = "server message with no payload";
+    }
+    Deliver(std::move(ev));
+    StartRead(&response_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    StreamEvent ev;
+    ev.kind = StreamEvent::Kind::kWriteDone;
+    ev.ok = ok;
+    Deliver(std::move(ev));
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    StreamEvent ev;
+    ev.kind = StreamEvent::Kind::kDone;
+    ev.status = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+    Deliver(std::move(ev));
+    delete this;
+  }
+
+ private:
+  void Deliver(StreamEvent ev) {
+    auto fn = on_event_;
+    post_([fn = std::move(fn), ev = std::move(ev)]() mutable { fn(std::move(ev)); });
+  }
+
+  Post post_;
+  StreamEventFn on_event_;
+  grpc::ClientContext context_;
+  pb::EphemeralStreamResponse response_;
+  pb::EphemeralStreamRequest write_;
+};
+
+// Loop-side handle. All members are touched on the loop thread only.
+class GrpcIngestStream final : public IngestStream {
+ public:
+  GrpcIngestStream(Reactor* reactor, bool proto, std::shared_ptr<bool> alive)
+      : reactor_(reactor), proto_(proto), alive_(std::move(alive)) {}
+
+  ~GrpcIngestStream() override {
+    *alive_ = false;  // events already posted are dropped
+    Cancel();
+  }
+
+  void Write(int64_t offset, std::vector<std::string> records) override {
+    if (released_) return;
+    pb::EphemeralStreamRequest req;
+    if (records.size() == 1) {
+      auto* r = req.mutable_ingest_record();
+      r->set_offset_id(offset);
+      if (proto_) r->set_proto_encoded_record(std::move(records[0]));
+      else r->set_json_record(std::move(records[0]));
+    } else {
+      auto* b = req.mutable_ingest_record_batch();
+      b->set_offset_id(offset);
+      if (proto_) {
+        auto* batch = b->mutable_proto_encoded_batch();
+        for (auto& rec : records) batch->add_records(std::move(rec));
+      } else {
+        auto* batch = b->mutable_json_batch();
+        for (auto& rec : records) batch->add_records(std::move(rec));
+      }
+    }
+    queue_.push_back(std::move(req));
+    Flush();
+  }
+
+  void WritesDone() override {
+    if (released_) return;
+    half_close_ = true;
+    Flush();
+  }
+
+  void Cancel() override {
+    if (released_) return;
+    reactor_->Abort();
+    released_ = true;
+    reactor_->Release();
+  }
+
+  size_t queued_writes() const override { return queue_.size(); }
+
+  // Called by the event router on kWriteDone.
+  void OnWriteDone(bool ok) {
+    writing_ = false;
+    if (!ok) {
+      queue_.clear();
+      return;
+    }
+    Flush();
+  }
+
+  // Sends create_stream first.
+  void SendFirst(pb::EphemeralStreamRequest create) {
+    queue_.push_front(std::move(create));
+    Flush();
+  }
+
+ private:
+  void Flush() {
+    if (released_ || writing_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      reactor_->Send(std::move(queue_.front()));
+      queue_.pop_front();
+      return;
+    }
+    if (half_close_) {
+      reactor_->HalfClose();
+      released_ = true;
+      reactor_->Release();
+    }
+  }
+
+  Reactor* reactor_;  // valid until released_
+  bool proto_;
+  std::shared_ptr<bool> alive_;
+  std::deque<pb::EphemeralStreamRequest> queue_;
+  bool writing_ = false;
+  bool half_close_ = false;
+  bool released_ = false;
+};
+
+class GrpcStreamFactory final : public IngestStreamFactory {
+ public:
+  GrpcStreamFactory(const GrpcTargetOptions& options, Post post) : options_(options), post_(std::move(post)) {
+    std::shared_ptr<grpc::ChannelCredentials> creds;
+    if (options.tls) {
+      grpc::SslCredentialsOptions ssl;
+      if (!options.ca_file.empty()) {
+        std::ifstream in(options.ca_file);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        ssl.pem_root_certs = ss.str();
+      }
+      creds = grpc::SslCredentials(ssl);
+    } else {
+      creds = grpc::InsecureChannelCredentials();
+    }
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    // A connection of its own per route (one HTTP/2 connection caps throughput).
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    // Our drain has its own backoff; keep the channel's reconnect short so a
+    // server that comes back is seen quickly.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+    args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, options.sdk_id);
+    channel_ = grpc::CreateCustomChannel(options.target, creds, args);
+    stub_ = pb::Zerobus::NewStub(channel_);
+  }
+
+  std::unique_ptr<IngestStream> Open(const StreamOpenParams& params, StreamEventFn on_event) override {
+    auto alive = std::make_shared<bool>(true);
+    // Route write completions to the handle, and drop events once the handle
+    // is gone. `handle` is filled right below, before any event can run (they
+    // run on the loop, which is this thread).
+    auto handle_slot = std::make_shared<GrpcIngestStream*>(nullptr);
+    StreamEventFn routed = [alive, handle_slot, on_event = std::move(on_event)](StreamEvent ev) {
+      if (!*alive) return;
+      if (ev.kind == StreamEvent::Kind::kWriteDone && *handle_slot != nullptr) (*handle_slot)->OnWriteDone(ev.ok);
+      if (!*alive) return;
+      on_event(std::move(ev));
+    };
+    auto* reactor = new Reactor(post_, std::move(routed));
+    auto& ctx = reactor->context();
+    ctx.AddMetadata("authorization", absl::StrCat("Bearer ", params.token));
+    ctx.AddMetadata("x-databricks-zerobus-table-name", params.table);
+    ctx.AddMetadata("x-zerobus-sdk", options_.sdk_id);
+    auto stream = std::make_unique<GrpcIngestStream>(reactor, params.proto, alive);
+    *handle_slot = stream.get();
+    pb::EphemeralStreamRequest create;
+    auto* c = create.mutable_create_stream();
+    c->set_table_name(params.table);
+    c->set_record_type(params.proto ? pb::PROTO : pb::JSON);
+    if (params.proto) c->set_descriptor_proto(params.descriptor_proto);
+    reactor->Begin(stub_.get());
+    stream->SendFirst(std::move(create));
+    return stream;
+  }
+
+ private:
+  GrpcTargetOptions options_;
+  Post post_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::Zerobus::Stub> stub_;
+};
+
+}  // namespace
+
+std::unique_ptr<IngestStreamFactory> MakeGrpcStreamFactory(const GrpcTargetOptions& options, Post post) {
+  return std::make_unique<GrpcStreamFactory>(options, std::move(post));
+}
+
+std::string StatusCodeName(absl::StatusCode code) {
+  std::string name = absl::StatusCodeToString(code);
+  for (auto& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+bool IsRetryable(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kUnauthenticated:
+      return false;
+    default:
+      return true;
+  }
+}
+
+}  // namespace zb

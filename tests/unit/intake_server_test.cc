@@ -1,0 +1,296 @@
+// The intake server over real Unix sockets into a real RocksDB spool: line
+// mode and framed mode, every rejection with its reason, ordering of replies.
+
+#include "intake/intake_server.h"
+
+#include <endian.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "intake.pb.h"
+#include "testutil.h"
+
+namespace zb {
+namespace {
+
+namespace asio = boost::asio;
+namespace intake = ::zerobusd::intake;
+using zb::testing::TempDir;
+
+class IntakeServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SpoolOptions so;
+    so.path = dir_.Sub("spool");
+    spool_ = std::move(OpenRocksDbSpool(so)).value();
+    metrics_ = MakePrometheusMetrics();
+  }
+
+  void Start(std::vector<IntakeRoute> routes, size_t max_record_bytes = 1 << 20) {
+    auto table = std::make_shared<IntakeRouteTable>();
+    for (auto& r : routes) (*table)[r.name] = r;
+    IntakeOptions options;
+    options.socket_path = dir_.Sub("run/intake.sock");
+    options.max_record_bytes = max_record_bytes;
+    options.max_inflight_bytes = 1 << 20;
+    std::promise<absl::Status> started;
+    asio::post(loop_, [&] {
+      auto s = StartIntakeServer(loop_, options, table, *spool_, *metrics_,
+                                 [this](const std::string& route, const AppendResult& r) {
+                                   std::lock_guard<std::mutex> lock(mu_);
+                                   appended_[route] = r.last_seq;
+                                 });
+      if (s.ok()) server_ = std::move(*s);
+      started.set_value(s.status());
+    });
+    thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(loop_);
+      loop_.run();
+    });
+    ASSERT_TRUE(started.get_future().get().ok());
+  }
+
+  void TearDown() override {
+    std::promise<void> stopped;
+    asio::post(loop_, [&] {
+      server_.reset();
+      stopped.set_value();
+    });
+    if (thread_.joinable()) {
+      stopped.get_future().wait();
+      loop_.stop();
+      thread_.join();
+    }
+  }
+
+  static IntakeRoute Route(const std::string& name) {
+    IntakeRoute r;
+    r.name = name;
+    r.codec = MakeJsonCodec();
+    return r;
+  }
+
+  int Connect() {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = dir_.Sub("run/intake.sock");
+    std::memcpy(addr.sun_path, path.c_str(), path.size());
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    return fd;
+  }
+
+  // Sends `input`, half-closes, and returns everything the daemon answered.
+  std::string Exchange(const std::string& input) {
+    int fd = Connect();
+    EXPECT_EQ(send(fd, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
+    shutdown(fd, SHUT_WR);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, n);
+    close(fd);
+    return out;
+  }
+
+  std::vector<std::string> Spooled(const std::string& lane) {
+    std::vector<std::string> out;
+    for (auto& r : *spool_->ReadFrom(lane, 1, 1000000, 1 << 30)) out.push_back(r.payload);
+    return out;
+  }
+
+  static std::string Frame(const intake::ClientFrame& f) {
+    const std::string body = f.SerializeAsString();
+    const uint32_t len = htobe32(static_cast<uint32_t>(body.size()));
+    return std::string(reinterpret_cast<const char*>(&len), 4) + body;
+  }
+
+  static std::vector<intake::ServerFrame> ParseFrames(const std::string& bytes) {
+    std::vector<intake::ServerFrame> out;
+    size_t pos = 0;
+    while (pos + 4 <= bytes.size()) {
+      uint32_t len = 0;
+      std::memcpy(&len, bytes.data() + pos, 4);
+      len = be32toh(len);
+      intake::ServerFrame f;
+      EXPECT_TRUE(f.ParseFromArray(bytes.data() + pos + 4, static_cast<int>(len)));
+      out.push_back(f);
+      pos += 4 + len;
+    }
+    EXPECT_EQ(pos, bytes.size());
+    return out;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Spool> spool_;
+  std::unique_ptr<Metrics> metrics_;
+  asio::io_context loop_;
+  std::thread thread_;
+  std::unique_ptr<IntakeServer> server_;
+  std::mutex mu_;
+  std::map<std::string, SeqNo> appended_;
+};
+
+TEST_F(IntakeServerTest, LineModeSpoolsRecordsInOrderAndAnswersOk) {
+  Start({Route("a"), Route("b")});
+  const std::string reply = Exchange("@route a\n{\"id\":1}\n{\"id\":2}\n\n{\"id\":3}\n");
+  EXPECT_EQ(reply, "ok 5\n");
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"id\":1}", "{\"id\":2}", "{\"id\":3}"}));
+  std::lock_guard<std::mutex> lock(mu_);
+  EXPECT_EQ(appended_["a"], 3u);
+}
+
+TEST_F(IntakeServerTest, LineModeRejectsEachBadLineWithItsReasonAndKeepsTheRest) {
+  Start({Route("a"), Route("b")}, /*max_record_bytes=*/64);
+  const std::string big = "{\"x\":\"" + std::string(100, 'y') + "\"}";
+  const std::string reply = Exchange(
+      "{\"before\":\"route\"}\n"  // 1: no route selected yet
+      "@route nope\n"             // 2: unknown route
+      "@route a\n"                // 3
+      "{\"ok\":1}\n"              // 4
+      "{\"broken\":\n"            // 5: invalid JSON
+      "[1,2,3]\n"                 // 6: not an object
+      + big + "\n"                // 7: too large
+      "{\"ok\":2}\r\n"            // 8: CRLF tolerated
+      "@frobnicate\n"             // 9: unknown directive
+      "{\"ok\":3}");              // 10: last line without newline
+  EXPECT_NE(reply.find("error 1 no route selected"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("error 2 unknown route \"nope\" (known: a, b)"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("error 5 invalid JSON"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("error 6 not a JSON object"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("error 7 record too large: 108 bytes, limit 64"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("error 9 unknown directive"), std::string::npos) << reply;
+  EXPECT_EQ(reply.substr(reply.size() - 6), "ok 10\n") << reply;
+  EXPECT_EQ(reply.find("error 4"), std::string::npos);
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"ok\":1}", "{\"ok\":2}", "{\"ok\":3}"}));
+  auto exposition = metrics_->Exposition();
+  EXPECT_EQ(zb::testing::MetricValue(exposition, "zerobusd_intake_records_total",
+                                     "result=\"invalid\",route=\"a\"").value_or(-1), 2);
+}
+
+TEST_F(IntakeServerTest, OversizeLineLongerThanTheReadBufferIsSkippedWithoutBufferingIt) {
+  Start({Route("a")}, /*max_record_bytes=*/1024);
+  const std::string huge = "{\"x\":\"" + std::string(3 << 20, 'y') + "\"}";
+  const std::string reply = Exchange(huge + "\n{\"after\":1}\n");
+  EXPECT_NE(reply.find("error 1 record too large: " + std::to_string(huge.size()) + " bytes"), std::string::npos)
+      << reply.substr(0, 200);
+  EXPECT_NE(reply.find("ok 2\n"), std::string::npos);
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"after\":1}"}));
+}
+
+TEST_F(IntakeServerTest, SingleRouteIsTheDefault) {
+  Start({Route("only")});
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+  EXPECT_EQ(Spooled("only").size(), 1u);
+}
+
+TEST_F(IntakeServerTest, PeerNotOnTheAllowListIsRefused) {
+  IntakeRoute r = Route("locked");
+  r.allow_uids = {getuid() + 12345};
+  Start({r, Route("open")});
+  const std::string reply = Exchange("@route locked\n{\"id\":1}\n");
+  EXPECT_NE(reply.find("error 1 not allowed: uid " + std::to_string(getuid())), std::string::npos) << reply;
+  EXPECT_TRUE(Spooled("locked").empty());
+}
+
+TEST_F(IntakeServerTest, PeerWhoseGroupIsAllowedMayWrite) {
+  IntakeRoute r = Route("group");
+  r.allow_uids = {getuid() + 12345};
+  r.allow_gids = {getgid()};
+  Start({r});
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+}
+
+TEST_F(IntakeServerTest, ManyRecordsFromConcurrentConnectionsAreAllSpooled) {
+  Start({Route("a")});
+  constexpr int kConns = 4, kPer = 5000;
+  std::vector<std::thread> producers;
+  std::vector<std::string> replies(kConns);
+  for (int c = 0; c < kConns; ++c) {
+    producers.emplace_back([&, c] {
+      std::string input = "@route a\n";
+      for (int i = 0; i < kPer; ++i) input += "{\"c\":" + std::to_string(c) + ",\"i\":" + std::to_string(i) + "}\n";
+      replies[c] = Exchange(input);
+    });
+  }
+  for (auto& t : producers) t.join();
+  for (const auto& r : replies) {
+    EXPECT_EQ(r.find("error"), std::string::npos);
+    EXPECT_NE(r.find("ok " + std::to_string(kPer + 1) + "\n"), std::string::npos);
+  }
+  EXPECT_EQ(Spooled("a").size(), static_cast<size_t>(kConns * kPer));
+}
+
+TEST_F(IntakeServerTest, FramedModeAcksBatchesAndNacksWithReasons) {
+  IntakeRoute locked = Route("locked");
+  locked.allow_gids = {getgid() + 777};
+  Start({Route("a"), locked}, /*max_record_bytes=*/100);
+  std::string input;
+  intake::ClientFrame hello;
+  hello.mutable_hello()->set_client("test/1");
+  input += Frame(hello);
+  auto batch = [](uint64_t seq, const std::string& route, std::vector<std::string> recs) {
+    intake::ClientFrame f;
+    f.mutable_batch()->set_seq(seq);
+    f.mutable_batch()->set_route(route);
+    for (auto& r : recs) f.mutable_batch()->add_records(r);
+    return Frame(f);
+  };
+  input += batch(1, "a", {"{\"n\":1}", "{\"n\":2}"});
+  input += batch(2, "a", {"{\"n\":3}", "{oops"});
+  input += batch(3, "zzz", {"{\"n\":4}"});
+  input += batch(4, "a", {std::string(200, ' ') + "{}"});
+  input += batch(5, "locked", {"{\"n\":5}"});
+  input += batch(6, "a", {"{\"n\":6}"});
+  const auto frames = ParseFrames(Exchange(input));
+  ASSERT_EQ(frames.size(), 6u);
+  EXPECT_TRUE(frames[0].has_ack());
+  EXPECT_EQ(frames[0].ack().seq(), 1u);
+  EXPECT_EQ(frames[0].ack().records(), 2u);
+  EXPECT_EQ(frames[1].nack().seq(), 2u);
+  EXPECT_EQ(frames[1].nack().reason(), intake::INVALID_RECORD);
+  EXPECT_EQ(frames[1].nack().record_index(), 1);
+  EXPECT_NE(frames[1].nack().message().find("record 1: invalid JSON"), std::string::npos);
+  EXPECT_EQ(frames[2].nack().reason(), intake::UNKNOWN_ROUTE);
+  EXPECT_EQ(frames[3].nack().reason(), intake::TOO_LARGE);
+  EXPECT_EQ(frames[4].nack().reason(), intake::NOT_ALLOWED);
+  EXPECT_EQ(frames[5].ack().seq(), 6u);
+  // Batches are all-or-nothing: nothing of batch 2 was spooled.
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"n\":1}", "{\"n\":2}", "{\"n\":6}"}));
+}
+
+TEST_F(IntakeServerTest, OversizeFrameIsRefusedAndTheConnectionClosed) {
+  Start({Route("a")});
+  intake::ClientFrame hello;
+  hello.mutable_hello()->set_client("test/1");
+  std::string input = Frame(hello);  // framed mode starts with a zero byte
+  const uint32_t len = htobe32(64u << 20);
+  input.append(reinterpret_cast<const char*>(&len), 4);
+  const auto frames = ParseFrames(Exchange(input));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].nack().reason(), intake::BAD_FRAME);
+}
+
+TEST_F(IntakeServerTest, StaleSocketFileIsReplaced) {
+  // A socket file left by a killed daemon must not stop the next start.
+  const std::string path = dir_.Sub("run/intake.sock");
+  std::filesystem::create_directories(dir_.Sub("run"));
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  close(fd);
+  Start({Route("a")});
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+}
+
+}  // namespace
+}  // namespace zb

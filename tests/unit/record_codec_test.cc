@@ -1,0 +1,109 @@
+// Intake record validation and conversion: every rejection says what is wrong.
+
+#include "schema/record_codec.h"
+
+#include "gtest/gtest.h"
+#include "testutil.h"
+
+namespace zb {
+namespace {
+
+TEST(JsonCodecTest, AcceptsObjectsUnchanged) {
+  auto codec = MakeJsonCodec();
+  auto r = codec->FromJson(R"({"id": 1, "s": "x", "nested": {"a": [1, 2]}})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, R"({"id": 1, "s": "x", "nested": {"a": [1, 2]}})");
+  EXPECT_FALSE(codec->is_proto());
+  EXPECT_TRUE(codec->descriptor_proto().empty());
+}
+
+TEST(JsonCodecTest, RejectsInvalidJsonWithPosition) {
+  auto r = MakeJsonCodec()->FromJson(R"({"id": 1,)");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("invalid JSON at byte"), std::string::npos) << r.status();
+}
+
+TEST(JsonCodecTest, RejectsNonObjects) {
+  for (const char* text : {"[1,2]", "42", "\"s\"", "null", "true"}) {
+    auto r = MakeJsonCodec()->FromJson(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find("not a JSON object"), std::string::npos) << r.status();
+  }
+}
+
+TEST(JsonCodecTest, RejectsTrailingDataAndEmpty) {
+  EXPECT_FALSE(MakeJsonCodec()->FromJson(R"({"a":1} {"b":2})").ok());
+  auto empty = MakeJsonCodec()->FromJson("   ");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("empty"), std::string::npos);
+}
+
+TEST(JsonCodecTest, RejectsInvalidUtf8) {
+  EXPECT_FALSE(MakeJsonCodec()->FromJson("{\"a\":\"\xff\xfe\"}").ok());
+}
+
+class ProtoCodecTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    zb::testing::WriteFile(dir_.Sub("reading.proto"), R"(
+syntax = "proto2";
+package edge;
+message Reading {
+  required string sensor = 1;
+  optional double value = 2;
+  optional int64 ts = 3;
+  message Tag { optional string k = 1; optional string v = 2; }
+  repeated Tag tags = 4;
+}
+message Other { optional Reading r = 1; }
+)");
+  }
+  zb::testing::TempDir dir_;
+};
+
+TEST_F(ProtoCodecTest, ConvertsJsonToProtoAndBuildsSelfContainedDescriptor) {
+  auto codec = MakeProtoCodec(dir_.Sub("reading.proto"), "Reading");
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  EXPECT_TRUE((*codec)->is_proto());
+  auto bytes = (*codec)->FromJson(R"({"sensor":"s1","value":1.5,"ts":"17","tags":[{"k":"a","v":"b"}]})");
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_FALSE(bytes->empty());
+  // The wire form round-trips.
+  EXPECT_TRUE((*codec)->FromWire(*bytes).ok());
+  // The descriptor names no package, so a package-less wrapper resolves it.
+  EXPECT_EQ((*codec)->descriptor_proto().find("edge."), std::string::npos);
+  EXPECT_NE((*codec)->descriptor_proto().find("Reading"), std::string::npos);
+}
+
+TEST_F(ProtoCodecTest, RejectsJsonThatDoesNotMatchTheMessage) {
+  auto codec = MakeProtoCodec(dir_.Sub("reading.proto"), "edge.Reading");
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  auto unknown = (*codec)->FromJson(R"({"sensor":"s1","colour":"red"})");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("edge.Reading"), std::string::npos) << unknown.status();
+  auto missing = (*codec)->FromJson(R"({"value":2})");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("sensor"), std::string::npos) << missing.status();
+  EXPECT_FALSE((*codec)->FromWire("\xff\xff\xff").ok());
+}
+
+TEST_F(ProtoCodecTest, ExplainsLoadErrors) {
+  auto missing_file = MakeProtoCodec(dir_.Sub("nope.proto"), "Reading");
+  ASSERT_FALSE(missing_file.ok());
+  EXPECT_NE(missing_file.status().message().find("nope.proto"), std::string::npos);
+  auto missing_message = MakeProtoCodec(dir_.Sub("reading.proto"), "Nope");
+  ASSERT_FALSE(missing_message.ok());
+  EXPECT_NE(missing_message.status().message().find("Nope not found"), std::string::npos);
+  auto not_self_contained = MakeProtoCodec(dir_.Sub("reading.proto"), "Other");
+  ASSERT_FALSE(not_self_contained.ok());
+  EXPECT_NE(not_self_contained.status().message().find("self-contained"), std::string::npos)
+      << not_self_contained.status();
+  zb::testing::WriteFile(dir_.Sub("broken.proto"), "syntax = \"proto2\";\nmessage X { optional strin a = 1; }\n");
+  auto broken = MakeProtoCodec(dir_.Sub("broken.proto"), "X");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("broken.proto:2"), std::string::npos) << broken.status();
+}
+
+}  // namespace
+}  // namespace zb

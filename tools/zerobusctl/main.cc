@@ -1,0 +1,50 @@
+// zerobusctl: the operator's and scripts' tool for a running zerobusd.
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "tools/zerobusctl/commands.h"
+
+namespace {
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: zerobusctl VERB [options]\n"
+               "\n"
+               "  send --socket PATH [--route NAME] [FILE|-]\n"
+               "        send NDJSON records (one JSON object per line); prints\n"
+               "        \"accepted N rejected M\" and each rejected line with its reason;\n"
+               "        exits 0 only when every record was durably accepted\n"
+               "  status [--metrics HOST:PORT | --config FILE]\n"
+               "        readiness, spool depth, ACKs and stream health per route\n"
+               "  spool  [--metrics HOST:PORT | --config FILE]\n"
+               "        spool depth and oldest record age per route\n"
+               "  dlq, gen-proto\n"
+               "        not available in this version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(stderr);
+    return 2;
+  }
+  const std::string verb = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (verb == "send") return zb::ctl::Send(args);
+  if (verb == "status") return zb::ctl::Status(args, false);
+  if (verb == "spool") return zb::ctl::Status(args, true);
+  if (verb == "--help" || verb == "-h" || verb == "help") {
+    Usage(stdout);
+    return 0;
+  }
+  if (verb == "dlq" || verb == "gen-proto") {
+    std::fprintf(stderr, "zerobusctl: \"%s\" is not available in this version\n", verb.c_str());
+    return 2;
+  }
+  std::fprintf(stderr, "zerobusctl: unknown verb \"%s\"\n", verb.c_str());
+  Usage(stderr);
+  return 2;
+}

@@ -1,0 +1,150 @@
+// `zerobusctl status` and `zerobusctl spool`: a readable summary of the
+// daemon's /metrics and /readyz.
+
+#include <utility>  // before Asio (Boost 1.74 quirk with C++20)
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/endpoint.h"
+#include "config/config.h"
+#include "tools/zerobusctl/commands.h"
+
+namespace zb::ctl {
+namespace {
+
+namespace asio = boost::asio;
+
+// Returns {status code, body}; code 0 when the daemon cannot be reached.
+std::pair<int, std::string> Get(const Endpoint& ep, const std::string& path) {
+  try {
+    asio::io_context io;
+    asio::ip::tcp::resolver resolver(io);
+    asio::ip::tcp::socket socket(io);
+    asio::connect(socket, resolver.resolve(ep.host, std::to_string(ep.port)));
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: " + ep.host + "\r\nConnection: close\r\n\r\n";
+    asio::write(socket, asio::buffer(req));
+    std::string resp;
+    char buf[65536];
+    boost::system::error_code ec;
+    while (true) {
+      size_t n = socket.read_some(asio::buffer(buf), ec);
+      resp.append(buf, n);
+      if (ec) break;
+    }
+    const size_t sp = resp.find(' ');
+    const size_t body = resp.find("\r\n\r\n");
+    if (sp == std::string::npos || body == std::string::npos) return {0, ""};
+    return {std::stoi(resp.substr(sp + 1, 3)), resp.substr(body + 4)};
+  } catch (const std::exception&) {
+    return {0, ""};
+  }
+}
+
+// name -> (labels text -> value)
+using Samples = std::map<std::string, std::map<std::string, double>>;
+
+Samples Parse(const std::string& text) {
+  Samples out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t brace = line.find('{');
+    const size_t space = line.rfind(' ');
+    if (space == std::string::npos) continue;
+    std::string name, labels;
+    if (brace != std::string::npos && brace < space) {
+      name = line.substr(0, brace);
+      labels = line.substr(brace + 1, line.rfind('}') - brace - 1);
+    } else {
+      name = line.substr(0, space);
+    }
+    try {
+      out[name][labels] = std::stod(line.substr(space + 1));
+    } catch (...) {
+    }
+  }
+  return out;
+}
+
+std::string Label(const std::string& labels, const std::string& key) {
+  const std::string k = key + "=\"";
+  const size_t p = labels.find(k);
+  if (p == std::string::npos) return "";
+  const size_t e = labels.find('"', p + k.size());
+  return labels.substr(p + k.size(), e - p - k.size());
+}
+
+}  // namespace
+
+int Status(const std::vector<std::string>& args, bool spool_only) {
+  std::string listen = "127.0.0.1:9464";
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--metrics" && i + 1 < args.size()) {
+      listen = args[++i];
+    } else if (args[i] == "--config" && i + 1 < args.size()) {
+      auto config = LoadConfigFile(args[++i]);
+      if (!config.ok()) {
+        std::fprintf(stderr, "zerobusctl: %s\n", std::string(config.status().message()).c_str());
+        return 2;
+      }
+      listen = config->metrics.listen;
+    } else {
+      std::fprintf(stderr, "zerobusctl: unknown option %s (use --metrics HOST:PORT or --config FILE)\n",
+                   args[i].c_str());
+      return 2;
+    }
+  }
+  auto ep = ParseEndpoint(listen);
+  if (!ep.ok()) {
+    std::fprintf(stderr, "zerobusctl: bad metrics address %s\n", listen.c_str());
+    return 2;
+  }
+  auto [code, body] = Get(*ep, "/metrics");
+  if (code != 200) {
+    std::fprintf(stderr, "zerobusctl: zerobusd is not answering on http://%s/metrics\n", listen.c_str());
+    return 1;
+  }
+  const Samples s = Parse(body);
+  auto value = [&](const std::string& name, const std::string& labels) {
+    auto it = s.find(name);
+    if (it == s.end()) return 0.0;
+    auto jt = it->second.find(labels);
+    return jt == it->second.end() ? 0.0 : jt->second;
+  };
+  std::vector<std::string> routes;
+  if (auto it = s.find("zerobusd_spool_records"); it != s.end()) {
+    for (const auto& [labels, _] : it->second) routes.push_back(Label(labels, "route"));
+  }
+  if (!spool_only) {
+    auto [ready_code, ready_body] = Get(*ep, "/readyz");
+    std::printf("zerobusd: %s\n", ready_code == 200 ? "ready" : "not ready");
+  }
+  std::printf("spool: %.0f bytes\n", value("zerobusd_spool_bytes", ""));
+  for (const auto& r : routes) {
+    const std::string l = "route=\"" + r + "\"";
+    std::printf("route %s: spooled %.0f, oldest %.1fs", r.c_str(), value("zerobusd_spool_records", l),
+                value("zerobusd_oldest_record_age_seconds", l));
+    if (!spool_only) {
+      double failures = 0;
+      if (auto it = s.find("zerobusd_stream_failures_total"); it != s.end()) {
+        for (const auto& [labels, v] : it->second) if (Label(labels, "route") == r) failures += v;
+      }
+      std::printf(", accepted %.0f, acked %.0f, in flight %.0f requests, streams opened %.0f, failed %.0f",
+                  value("zerobusd_intake_records_total", "result=\"accepted\"," + l),
+                  value("zerobusd_acked_records_total", l), value("zerobusd_inflight_requests", l),
+                  value("zerobusd_stream_opens_total", l), failures);
+    }
+    std::printf("\n");
+  }
+  return 0;
+}
+
+}  // namespace zb::ctl
