@@ -269,6 +269,10 @@ void DrainLane::Fail(const absl::Status& status) {
   window_.Reset();
   next_read_seq_ = acked_seq_ + 1;
   PublishGauges();
+  if (status.code() == absl::StatusCode::kUnauthenticated ||
+      status.code() == absl::StatusCode::kPermissionDenied) {
+    tokens_.Invalidate(options_.table);  // the next attempt mints a fresh token
+  }
   auto delay = backoff_.Next();
   if (!IsRetryable(status.code())) {
     // Table-level problems need the operator; keep retrying slowly so the

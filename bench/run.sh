@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# End-to-end throughput against the raw disk limit, measured in the same run.
+#   bench/run.sh [RECORDS]   (default 1000000 records of about 200 bytes)
+# Prints records/s for the daemon path (zerobusctl -> zerobusd -> spool ->
+# devserver ACK -> spool empty) and for raw RocksDB sync WriteBatches of 1000
+# records, their ratio, and the daemon's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-1000000}"
+bash scripts/build.sh >/dev/null
+BIN="$(pwd)/${BUILD_DIR:-build}/bin"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/zerobusd-bench.XXXXXX")"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+GRPC=$(port); HTTP=$(port); METRICS=$(port)
+
+python3 - "$WORK/records.ndjson" "$N" <<'PY'
+import sys
+n = int(sys.argv[2])
+pad = "x" * 150
+with open(sys.argv[1], "w") as f:
+    for i in range(n):
+        f.write('{"id":"b-%d","seq":%d,"payload":"%s"}\n' % (i, i, pad))
+PY
+
+"$BIN/zerobus-devserver" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" \
+  --output-dir "$WORK/rows" --ack-interval-ms 50 >"$WORK/devserver.log" 2>&1 &
+PIDS+=($!)
+cat > "$WORK/zerobusd.yaml" <<YAML
+zerobus:
+  endpoint: "http://127.0.0.1:$GRPC"
+  workspace_url: "http://127.0.0.1:$HTTP"
+  workspace_id: "1"
+  tls: false
+  client_id: dev-client
+  client_secret: dev-secret
+spool:
+  path: $WORK/spool
+intake:
+  socket: $WORK/zerobusd.sock
+metrics:
+  listen: "127.0.0.1:$METRICS"
+routes:
+  - name: bench
+    table: main.bench.records
+    format: json
+YAML
+for _ in $(seq 100); do grep -q listening "$WORK/devserver.log" && break; sleep 0.1; done
+"$BIN/zerobusd" --config "$WORK/zerobusd.yaml" --log-level warn >"$WORK/zerobusd.log" 2>&1 &
+DPID=$!
+PIDS+=($DPID)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$METRICS/readyz" >/dev/null && break; sleep 0.1; done
+
+start=$(date +%s.%N)
+"$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$WORK/records.ndjson" >"$WORK/send.out"
+accepted_at=$(date +%s.%N)
+while :; do
+  depth=$(curl -s "http://127.0.0.1:$METRICS/metrics" | sed -n 's/^zerobusd_acked_records_total{route="bench"} //p')
+  [ "${depth%.*}" = "$N" ] && break
+  sleep 0.05
+done
+end=$(date +%s.%N)
+rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
+rows=$(wc -l < "$WORK/rows/main.bench.records.jsonl")
+
+raw=$("$BIN/zerobus-bench-rocksdb" --path "$WORK/raw" --records "$N" --batch 1000 --size 200 | sed -n 's/raw_records_per_s //p')
+
+python3 - "$N" "$start" "$accepted_at" "$end" "$raw" "$rss_kb" "$rows" "$(cat "$WORK/send.out")" <<'PY'
+import sys
+n, start, accepted, end, raw, rss_kb, rows, send = sys.argv[1:]
+n = int(n); start, accepted, end, raw = map(float, (start, accepted, end, raw))
+intake = n / (accepted - start)
+e2e = n / (end - start)
+print(f"records                     {n} (~200 bytes each)")
+print(f"zerobusctl send             {send}")
+print(f"intake (durable accept)     {intake:,.0f} records/s")
+print(f"end to end (acked, deleted) {e2e:,.0f} records/s")
+print(f"raw RocksDB sync batches    {raw:,.0f} records/s (WriteBatch of 1000, sync=true)")
+print(f"ratio end-to-end / raw      {e2e / raw:.2f}")
+print(f"ratio intake / raw          {intake / raw:.2f}")
+print(f"daemon peak RSS             {int(rss_kb) / 1024:.1f} MiB")
+print(f"rows landed at devserver    {rows}")
+PY

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds a Debian package (zerobusd_<version>_<arch>.deb) from ./build:
+# binaries in /usr/bin, the unit and sysusers file, the example config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR="${BUILD_DIR:-build}"
+VERSION="$(sed -n 's/^project(zerobusd VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)"
+ARCH="$(dpkg --print-architecture)"
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE"' EXIT
+install -D -m 0755 "$BUILD_DIR/bin/zerobusd" "$STAGE/usr/bin/zerobusd"
+install -D -m 0755 "$BUILD_DIR/bin/zerobusctl" "$STAGE/usr/bin/zerobusctl"
+install -D -m 0755 "$BUILD_DIR/bin/zerobus-devserver" "$STAGE/usr/bin/zerobus-devserver"
+install -D -m 0644 systemd/zerobusd.service "$STAGE/lib/systemd/system/zerobusd.service"
+install -D -m 0644 systemd/zerobusd.sysusers "$STAGE/usr/lib/sysusers.d/zerobusd.conf"
+install -D -m 0640 config/zerobusd.example.yaml "$STAGE/etc/zerobusd/zerobusd.yaml"
+install -D -m 0644 README.md "$STAGE/usr/share/doc/zerobusd/README.md"
+mkdir -p "$STAGE/DEBIAN"
+cat > "$STAGE/DEBIAN/control" <<CONTROL
+Package: zerobusd
+Version: $VERSION
+Architecture: $ARCH
+Maintainer: zerobusd maintainers
+Depends: libgrpc++1.51, librocksdb7.8, libyaml-cpp0.7, libprometheus-cpp-core1.0, libspdlog1.10, libsystemd0, libcurl4, libprotobuf32
+Section: net
+Priority: optional
+Description: durable local ingestion daemon for Databricks Zerobus
+ Producers write records over a Unix socket; zerobusd spools them in RocksDB
+ and drains them into Zerobus Ingest streams, deleting only after durable ACK.
+CONTROL
+echo "/etc/zerobusd/zerobusd.yaml" > "$STAGE/DEBIAN/conffiles"
+cat > "$STAGE/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+  systemd-sysusers zerobusd.conf >/dev/null 2>&1 || true
+  chgrp zerobusd /etc/zerobusd/zerobusd.yaml 2>/dev/null || true
+  systemctl daemon-reload >/dev/null 2>&1 || true
+fi
+POSTINST
+chmod 0755 "$STAGE/DEBIAN/postinst"
+OUT="$BUILD_DIR/zerobusd_${VERSION}_${ARCH}.deb"
+dpkg-deb --root-owner-group --build "$STAGE" "$OUT" >/dev/null
+echo "$OUT"

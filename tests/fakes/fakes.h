@@ -1,0 +1,64 @@
+#pragma once
+// Fakes for the drain's seams: a scripted stream factory and token source.
+// Loop-thread only, like the real ones.
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "auth/token_source.h"
+#include "zerobus/ingest_stream.h"
+
+namespace zb::testing {
+
+struct FakeCall {
+  StreamOpenParams params;
+  StreamEventFn emit;  // deliver an event as the server would (call on the loop)
+  std::vector<std::pair<int64_t, std::vector<std::string>>> writes;
+  bool writes_done = false;
+  bool cancelled = false;
+  bool destroyed = false;
+};
+
+class FakeStreamFactory final : public IngestStreamFactory {
+ public:
+  std::unique_ptr<IngestStream> Open(const StreamOpenParams& params, StreamEventFn on_event) override {
+    auto call = std::make_shared<FakeCall>();
+    call->params = params;
+    call->emit = std::move(on_event);
+    calls.push_back(call);
+    return std::make_unique<Stream>(call);
+  }
+  std::vector<std::shared_ptr<FakeCall>> calls;
+
+ private:
+  class Stream final : public IngestStream {
+   public:
+    explicit Stream(std::shared_ptr<FakeCall> call) : call_(std::move(call)) {}
+    ~Stream() override { call_->destroyed = true; }
+    void Write(int64_t offset, std::vector<std::string> records) override {
+      call_->writes.emplace_back(offset, std::move(records));
+    }
+    void WritesDone() override { call_->writes_done = true; }
+    void Cancel() override { call_->cancelled = true; }
+    size_t queued_writes() const override { return 0; }
+
+   private:
+    std::shared_ptr<FakeCall> call_;
+  };
+};
+
+class FakeTokenSource final : public TokenSource {
+ public:
+  void GetToken(const std::string& table, Callback done) override {
+    requests.push_back(table);
+    done(next_error.ok() ? absl::StatusOr<std::string>("tok-" + table) : absl::StatusOr<std::string>(next_error));
+  }
+  void Invalidate(const std::string& table) override { invalidated.push_back(table); }
+  std::vector<std::string> requests, invalidated;
+  absl::Status next_error;
+};
+
+}  // namespace zb::testing

@@ -1,0 +1,141 @@
+#include "harness.h"
+
+#include <signal.h>
+
+#include <fstream>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "rapidjson/document.h"
+
+namespace zb::testing {
+
+DevServer::DevServer(const std::string& dir, int grpc_port, int http_port, std::vector<std::string> extra)
+    : dir_(dir), grpc_port_(grpc_port), http_port_(http_port), extra_(std::move(extra)) {}
+
+DevServer::~DevServer() { Kill(); }
+
+bool DevServer::Start() {
+  std::vector<std::string> argv = {BinDir() + "/zerobus-devserver",
+                                   "--grpc-listen", absl::StrCat("127.0.0.1:", grpc_port_),
+                                   "--http-listen", absl::StrCat("127.0.0.1:", http_port_),
+                                   "--output-dir", output_dir(),
+                                   "--ack-interval-ms", "50"};
+  for (auto& e : extra_) argv.push_back(e);
+  const std::string log_path = dir_ + "/devserver.log";
+  const size_t log_start = ReadFileOrEmpty(log_path).size();
+  process_ = std::make_unique<Process>(argv, log_path);
+  const std::regex re(R"(listening grpc=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+))");
+  return WaitFor(
+      [&] {
+        const std::string text = ReadFileOrEmpty(log_path).substr(log_start);
+        std::smatch m;
+        if (!std::regex_search(text, m, re)) return false;
+        grpc_port_ = std::stoi(m[1]);
+        http_port_ = std::stoi(m[2]);
+        return true;
+      },
+      std::chrono::seconds(20));
+}
+
+void DevServer::Kill() {
+  if (process_) process_->Kill();
+  process_.reset();
+}
+
+std::vector<std::string> DevServer::Rows(const std::string& table) const {
+  return ReadLines(output_dir() + "/" + table + ".jsonl");
+}
+
+absl::StatusOr<std::string> DevServer::Stats() const { return HttpGet(http_port_, "/stats"); }
+
+std::string DevServer::log() const { return ReadFileOrEmpty(dir_ + "/devserver.log"); }
+
+Daemon::Daemon(const std::string& dir, DaemonOptions options)
+    : dir_(dir), options_(std::move(options)), metrics_port_(FreePort()) {}
+
+Daemon::~Daemon() { Kill(); }
+
+void Daemon::WriteConfig() {
+  std::string routes = options_.routes_yaml.empty()
+                           ? "routes:\n  - name: readings\n    table: main.edge.readings\n    format: json\n"
+                           : options_.routes_yaml;
+  WriteFile(config_path(),
+            absl::StrCat("zerobus:\n"
+                         "  endpoint: \"http://127.0.0.1:", options_.grpc_port, "\"\n",
+                         "  workspace_url: \"http://127.0.0.1:", options_.http_port, "\"\n",
+                         "  workspace_id: \"1234567890\"\n"
+                         "  tls: false\n"
+                         "  client_id: dev-client\n"
+                         "  client_secret: dev-secret\n"
+                         "spool:\n"
+                         "  path: ", dir_, "/spool\n"
+                         "intake:\n"
+                         "  socket: ", socket(), "\n"
+                         "metrics:\n"
+                         "  listen: \"127.0.0.1:", metrics_port_, "\"\n"
+                         "shutdown_timeout_ms: 5000\n",
+                         options_.extra_yaml.empty()
+                             ? "drain:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n"
+                             : options_.extra_yaml,
+                         routes));
+}
+
+bool Daemon::Start() {
+  WriteConfig();
+  process_ = std::make_unique<Process>(
+      std::vector<std::string>{BinDir() + "/zerobusd", "--config", config_path(), "--log-level", "info"},
+      dir_ + "/zerobusd.log");
+  return WaitFor(
+      [&] {
+        if (!process_->Running()) return false;
+        return HttpGet(metrics_port_, "/readyz").ok();
+      },
+      std::chrono::seconds(20));
+}
+
+void Daemon::Kill() {
+  if (process_) process_->Kill();
+  process_.reset();
+}
+
+int Daemon::Terminate(std::chrono::milliseconds timeout) {
+  if (!process_) return -1;
+  process_->Signal(SIGTERM);
+  const int code = process_->Wait(timeout);
+  process_.reset();
+  return code;
+}
+
+absl::StatusOr<double> Daemon::Metric(const std::string& name, const std::string& labels) const {
+  auto body = HttpGet(metrics_port_, "/metrics");
+  if (!body.ok()) return body.status();
+  return MetricValue(*body, name, labels);
+}
+
+std::string Daemon::log() const { return ReadFileOrEmpty(dir_ + "/zerobusd.log"); }
+
+void WriteRecords(const std::string& path, const std::string& prefix, int n, int size) {
+  std::ofstream out(path, std::ios::trunc);
+  const std::string filler(std::max(0, size - 60), 'x');
+  for (int i = 0; i < n; ++i) {
+    out << "{\"id\":\"" << prefix << "-" << i << "\",\"seq\":" << i << ",\"payload\":\"" << filler << "\"}\n";
+  }
+}
+
+RunResult SendFile(const std::string& socket, const std::string& route, const std::string& path) {
+  return Run({BinDir() + "/zerobusctl", "send", "--socket", socket, "--route", route, path},
+             std::chrono::seconds(300));
+}
+
+std::multiset<std::string> RowIds(const std::vector<std::string>& rows) {
+  std::multiset<std::string> ids;
+  for (const auto& row : rows) {
+    rapidjson::Document d;
+    d.Parse(row.c_str());
+    if (!d.HasParseError() && d.IsObject() && d.HasMember("id") && d["id"].IsString()) ids.insert(d["id"].GetString());
+  }
+  return ids;
+}
+
+}  // namespace zb::testing

@@ -1,0 +1,77 @@
+#pragma once
+// Process-level harness: the real zerobus-devserver and zerobusd binaries,
+// started as child processes on loopback ports and Unix sockets in a temp dir.
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "testutil.h"
+
+namespace zb::testing {
+
+class DevServer {
+ public:
+  // `grpc_port`/`http_port` 0: pick free ports. Extra flags are appended.
+  DevServer(const std::string& dir, int grpc_port = 0, int http_port = 0, std::vector<std::string> extra = {});
+  ~DevServer();
+  bool Start();  // waits for the "listening" line
+  void Kill();
+  int grpc_port() const { return grpc_port_; }
+  int http_port() const { return http_port_; }
+  std::string output_dir() const { return dir_ + "/rows"; }
+  // Rows written for `table`, as JSON lines.
+  std::vector<std::string> Rows(const std::string& table) const;
+  absl::StatusOr<std::string> Stats() const;
+  std::string log() const;
+
+ private:
+  std::string dir_;
+  int grpc_port_, http_port_;
+  std::vector<std::string> extra_;
+  std::unique_ptr<Process> process_;
+};
+
+struct DaemonOptions {
+  int grpc_port = 0;
+  int http_port = 0;
+  std::string extra_yaml;        // appended at top level (e.g. "drain:\n  linger_ms: 1\n")
+  std::string routes_yaml;       // replaces the default single "readings" route
+};
+
+class Daemon {
+ public:
+  Daemon(const std::string& dir, DaemonOptions options);
+  ~Daemon();
+  void WriteConfig();
+  bool Start();  // waits until /readyz answers 200
+  void Kill();   // SIGKILL
+  int Terminate(std::chrono::milliseconds timeout);  // SIGTERM, returns the exit code
+  std::string socket() const { return dir_ + "/zerobusd.sock"; }
+  std::string config_path() const { return dir_ + "/zerobusd.yaml"; }
+  int metrics_port() const { return metrics_port_; }
+  absl::StatusOr<double> Metric(const std::string& name, const std::string& labels = "") const;
+  std::string log() const;
+  Process* process() { return process_.get(); }
+
+ private:
+  std::string dir_;
+  DaemonOptions options_;
+  int metrics_port_;
+  std::unique_ptr<Process> process_;
+};
+
+// Writes `n` JSON records {"id": "<prefix>-<i>", "payload": ...} of about
+// `size` bytes to `path`.
+void WriteRecords(const std::string& path, const std::string& prefix, int n, int size = 200);
+
+// Runs `zerobusctl send`; returns {exit code, output}.
+RunResult SendFile(const std::string& socket, const std::string& route, const std::string& path);
+
+// The "id" field of each JSON row.
+std::multiset<std::string> RowIds(const std::vector<std::string>& rows);
+
+}  // namespace zb::testing
