@@ -1,0 +1,621 @@
+// OAuth client-credentials token source on libcurl (zerobus-protocol.md §4).
+// libcurl appears only in this file.
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "auth/token_source.h"
+#include "common/status.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace zb {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Token responses are about 1-2 KB. Anything far larger is not a token
+// response; keeping only a prefix bounds memory against a misbehaving server
+// or proxy while still letting us classify by HTTP status.
+constexpr size_t kMaxBodyBytes = 64 * 1024;
+constexpr size_t kBodyExcerptBytes = 200;
+constexpr std::chrono::seconds kDefaultTtl{3600};
+// Clamps absurd expires_in values so time arithmetic cannot overflow; a daily
+// re-mint costs nothing.
+constexpr std::chrono::seconds kMaxTtl{24 * 3600};
+// The worker's idle wait. curl_multi_wakeup ends it early, so this only
+// bounds how long a lost wake-up (there should be none) could delay work.
+constexpr int kIdlePollMs = 1000;
+
+void GlobalInitCurl() {
+  static std::once_flag once;
+  // Never paired with curl_global_cleanup: other code in the process may use
+  // libcurl and the process exits anyway.
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+struct TableParts {
+  std::string catalog;
+  std::string schema;
+  std::string table;
+};
+
+absl::StatusOr<TableParts> ParseTableName(absl::string_view name) {
+  std::vector<std::string> parts = absl::StrSplit(name, '.');
+  if (parts.size() != 3 || parts[0].empty() || parts[1].empty() || parts[2].empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table name \"", absl::CHexEscape(name), "\" must be catalog.schema.table (three non-empty parts)"));
+  }
+  return TableParts{std::move(parts[0]), std::move(parts[1]), std::move(parts[2])};
+}
+
+// The authorization_details JSON array of §4.1. Built with a JSON writer, not
+// by concatenation, so odd characters in UC names are escaped properly.
+std::string AuthorizationDetails(const TableParts& t) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  auto entry = [&w](std::initializer_list<const char*> privileges, const char* object_type,
+                    const std::string& path) {
+    w.StartObject();
+    w.Key("type");
+    w.String("unity_catalog_privileges");
+    w.Key("privileges");
+    w.StartArray();
+    for (const char* p : privileges) w.String(p);
+    w.EndArray();
+    w.Key("object_type");
+    w.String(object_type);
+    w.Key("object_full_path");
+    w.String(path.data(), static_cast<rapidjson::SizeType>(path.size()));
+    w.EndObject();
+  };
+  w.StartArray();
+  entry({"USE CATALOG"}, "CATALOG", t.catalog);
+  entry({"USE SCHEMA"}, "SCHEMA", absl::StrCat(t.catalog, ".", t.schema));
+  entry({"SELECT", "MODIFY"}, "TABLE", absl::StrCat(t.catalog, ".", t.schema, ".", t.table));
+  w.EndArray();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+// The URL as shown in messages: any user:password@ in the authority is cut.
+std::string UrlForMessages(absl::string_view url) {
+  const size_t authority = url.find("://");
+  if (authority == absl::string_view::npos) return std::string(url);
+  const size_t start = authority + 3;
+  const size_t end = std::min(url.find('/', start), url.size());
+  const size_t at = url.substr(start, end - start).rfind('@');
+  if (at == absl::string_view::npos) return std::string(url);
+  return absl::StrCat(url.substr(0, start), "***@", url.substr(start + at + 1));
+}
+
+// {workspace_url}/oidc/v1/token. A missing scheme means https (§3.3: the SDK
+// prefixes https:// too); defaulting to curl's guess (http) would send the
+// secret in clear text.
+absl::StatusOr<std::string> TokenUrl(absl::string_view workspace_url) {
+  absl::string_view url = absl::StripAsciiWhitespace(workspace_url);
+  std::string with_scheme;
+  const size_t sep = url.find("://");
+  if (sep == absl::string_view::npos) {
+    with_scheme = absl::StrCat("https://", url);
+  } else {
+    const std::string scheme = absl::AsciiStrToLower(url.substr(0, sep));
+    if (scheme != "https" && scheme != "http") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("workspace_url \"", UrlForMessages(url), "\": scheme must be https:// or http://"));
+    }
+    with_scheme = absl::StrCat(scheme, url.substr(sep));
+  }
+  const size_t authority = with_scheme.find("://") + 3;
+  absl::string_view rest = absl::string_view(with_scheme).substr(authority);
+  while (absl::ConsumeSuffix(&rest, "/")) {
+  }
+  if (rest.empty() || rest.front() == '/') {
+    return absl::InvalidArgumentError(absl::StrCat("workspace_url \"", UrlForMessages(url), "\" has no host"));
+  }
+  return absl::StrCat(with_scheme.substr(0, authority), rest, "/oidc/v1/token");
+}
+
+// RFC 9110 field-value, restricted as gRPC metadata requires: visible ASCII
+// only. Spaces are refused too, since "Bearer <token>" must stay one token.
+bool IsValidHeaderToken(absl::string_view token) {
+  if (token.empty()) return false;
+  return std::all_of(token.begin(), token.end(),
+                     [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+// The first bytes of a response body for a message, on one line: control
+// and non-ASCII bytes become \xNN so a hostile body cannot forge log lines.
+std::string Excerpt(absl::string_view body) {
+  std::string out;
+  for (char c : body.substr(0, kBodyExcerptBytes)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u < 0x7f && c != '\\') {
+      out += c;
+    } else {
+      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
+    }
+  }
+  if (body.size() > kBodyExcerptBytes) absl::StrAppend(&out, "...");
+  return out;
+}
+
+struct ParsedToken {
+  std::string token;
+  Clock::duration ttl;
+};
+
+// Parses a 2xx body. Messages never quote a body that may hold a token, and
+// quote `shown` (the body with the secret redacted) rather than `body`.
+absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::string_view shown,
+                                               bool truncated) {
+  if (truncated) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("response body exceeds ", kMaxBodyBytes, " bytes; not a token response"));
+  }
+  const bool may_hold_token = absl::StrContains(body, "access_token");
+  rapidjson::Document doc;
+  doc.Parse(body.data(), body.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "response is not a JSON object: ",
+        may_hold_token ? "(body withheld: it may hold a token)" : Excerpt(shown)));
+  }
+  auto token_it = doc.FindMember("access_token");
+  if (token_it == doc.MemberEnd()) {
+    return absl::InvalidArgumentError(absl::StrCat("response has no access_token: ", Excerpt(shown)));
+  }
+  if (!token_it->value.IsString()) {
+    return absl::InvalidArgumentError("response's access_token is not a string");
+  }
+  ParsedToken parsed;
+  parsed.token.assign(token_it->value.GetString(), token_it->value.GetStringLength());
+  if (!IsValidHeaderToken(parsed.token)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "response's access_token (", parsed.token.size(),
+        " bytes) is not a valid HTTP header value (empty, or control, space or non-ASCII characters)"));
+  }
+
+  double seconds = static_cast<double>(kDefaultTtl.count());
+  auto expires_it = doc.FindMember("expires_in");
+  if (expires_it != doc.MemberEnd() && !expires_it->value.IsNull()) {
+    const rapidjson::Value& v = expires_it->value;
+    bool ok = false;
+    if (v.IsNumber()) {
+      seconds = v.GetDouble();
+      ok = true;
+    } else if (v.IsString()) {  // [later]: some servers quote it
+      ok = absl::SimpleAtod(absl::string_view(v.GetString(), v.GetStringLength()), &seconds);
+    }
+    if (!ok || !std::isfinite(seconds)) {
+      return absl::InvalidArgumentError("response's expires_in is neither a number nor a quoted number");
+    }
+  }
+  seconds = std::clamp(seconds, 0.0, static_cast<double>(kMaxTtl.count()));
+  parsed.ttl = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  return parsed;
+}
+
+// §4.2 plus [later]: 429 retries. 408 (the server gave up waiting for our
+// request) is a timeout like ours, so it retries too.
+absl::Status StatusForHttp(long code, absl::string_view what) {
+  if (code >= 500 || code == 429 || code == 408) return absl::UnavailableError(what);
+  if (code == 401) return absl::UnauthenticatedError(what);
+  if (code == 403) return absl::PermissionDeniedError(what);
+  // Other 4xx, and 1xx/3xx (redirects are not followed: the secret must not
+  // travel elsewhere), mean a configuration the operator has to fix.
+  return absl::InvalidArgumentError(what);
+}
+
+// Transport failures retry, except those that only a config change can fix.
+absl::Status StatusForCurl(CURLcode code, absl::string_view what) {
+  switch (code) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_NOT_BUILT_IN:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+      return absl::InvalidArgumentError(what);
+    default:
+      // Connect/resolve errors, timeouts, resets, TLS handshake and certificate
+      // failures (a captive portal can cause those for a while): retry with
+      // the caller's backoff; the message says what to check.
+      return absl::UnavailableError(what);
+  }
+}
+
+// Threads: GetToken/Invalidate run on any thread and only touch the cache
+// and the queue under mu_. The worker thread (Run) owns the curl multi handle
+// and every Transfer; it is the only thread doing HTTP. Callbacks run with no
+// lock held, on the worker or (cache hits, argument errors) on the caller.
+class OAuthTokenSource final : public TokenSource {
+ public:
+  explicit OAuthTokenSource(const OAuthOptions& options);
+  ~OAuthTokenSource() override;
+  OAuthTokenSource(const OAuthTokenSource&) = delete;
+  OAuthTokenSource& operator=(const OAuthTokenSource&) = delete;
+
+  void GetToken(const std::string& table, Callback done) override;
+  void Invalidate(const std::string& table) override;
+
+ private:
+  struct CacheEntry {
+    bool has_token = false;
+    std::string token;
+    Clock::time_point refresh_at;
+    Clock::time_point expires_at;
+    bool fetching = false;  // queued or in flight; at most one per table
+    std::vector<Callback> waiters;
+  };
+
+  // One HTTP request; owned by the worker thread from start to finish. libcurl
+  // keeps pointers into it (form, body, errbuf, headers) until removal.
+  struct Transfer {
+    std::string table;
+    CURL* easy = nullptr;
+    curl_slist* headers = nullptr;
+    std::string form;
+    std::string body;
+    bool truncated = false;
+    char errbuf[CURL_ERROR_SIZE] = {};
+    Clock::time_point started;
+    ~Transfer() {
+      if (easy != nullptr) curl_easy_cleanup(easy);
+      curl_slist_free_all(headers);
+    }
+  };
+
+  static size_t OnBody(char* data, size_t size, size_t nmemb, void* user);
+
+  void Run();
+  // Builds and configures the request for `table`; an error here (bad
+  // options, out of memory) completes the table at once.
+  absl::StatusOr<std::unique_ptr<Transfer>> StartTransfer(const std::string& table);
+  absl::StatusOr<ParsedToken> FinishTransfer(Transfer& t, CURLcode code);
+  void Complete(const std::string& table, absl::StatusOr<ParsedToken> result,
+                Clock::time_point started);
+  void CancelEverything();
+  // Final safety net: no message leaves this file with the secret in it.
+  std::string Redact(std::string text) const;
+
+  const OAuthOptions options_;
+  const absl::Status config_status_;  // OK, or why every GetToken fails
+  const std::string token_url_;
+  const std::string resource_;
+  CURLM* const multi_;
+
+  absl::Mutex mu_;
+  std::map<std::string, CacheEntry> cache_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);  // tables to start fetching
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread worker_;  // last: starts after everything above exists
+};
+
+absl::Status ValidateOptions(const OAuthOptions& o, const absl::StatusOr<std::string>& url) {
+  if (absl::StripAsciiWhitespace(o.workspace_url).empty()) {
+    return absl::InvalidArgumentError("OAuth: workspace_url is empty");
+  }
+  if (!url.ok()) return absl::InvalidArgumentError(absl::StrCat("OAuth: ", url.status().message()));
+  if (o.workspace_id.empty()) return absl::InvalidArgumentError("OAuth: workspace_id is empty");
+  if (o.client_id.empty()) return absl::InvalidArgumentError("OAuth: client_id is empty");
+  return absl::OkStatus();
+}
+
+CURLM* NewMulti() {
+  GlobalInitCurl();
+  CURLM* multi = curl_multi_init();
+  ZB_CHECK(multi != nullptr);  // only fails when out of memory
+  return multi;
+}
+
+OAuthTokenSource::OAuthTokenSource(const OAuthOptions& options)
+    : options_(options),
+      config_status_(ValidateOptions(options, TokenUrl(options.workspace_url))),
+      token_url_(TokenUrl(options.workspace_url).value_or("")),
+      resource_(absl::StrCat("api://databricks/workspaces/", options.workspace_id,
+                             "/zerobusDirectWriteApi")),
+      multi_(NewMulti()),
+      worker_([this] { Run(); }) {}
+
+OAuthTokenSource::~OAuthTokenSource() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  curl_multi_wakeup(multi_);
+  worker_.join();
+  curl_multi_cleanup(multi_);
+}
+
+void OAuthTokenSource::GetToken(const std::string& table, Callback done) {
+  if (!config_status_.ok()) {
+    done(config_status_);
+    return;
+  }
+  if (absl::StatusOr<TableParts> parts = ParseTableName(table); !parts.ok()) {
+    done(parts.status());
+    return;
+  }
+  // Decide under the lock, act after it: callbacks never run under mu_.
+  bool stopping = false;
+  bool wake = false;
+  std::optional<std::string> cached;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      stopping = true;
+    } else if (auto it = cache_.find(table);
+               it != cache_.end() && it->second.has_token && Clock::now() < it->second.refresh_at) {
+      cached = it->second.token;
+    } else {
+      CacheEntry& entry = cache_[table];
+      entry.waiters.push_back(std::move(done));
+      if (!entry.fetching) {
+        entry.fetching = true;
+        queue_.push_back(table);
+        wake = true;
+      }
+    }
+  }
+  if (stopping) {
+    // Only a caller racing the destructor gets here; answered rather than
+    // queued so the callback is not lost.
+    done(absl::CancelledError("OAuth token source is shutting down"));
+  } else if (cached.has_value()) {
+    done(*std::move(cached));
+  } else if (wake) {
+    curl_multi_wakeup(multi_);
+  }
+}
+
+void OAuthTokenSource::Invalidate(const std::string& table) {
+  absl::MutexLock lock(&mu_);
+  auto it = cache_.find(table);
+  if (it == cache_.end()) return;
+  it->second.has_token = false;
+  it->second.token.clear();
+  if (!it->second.fetching) cache_.erase(it);
+}
+
+size_t OAuthTokenSource::OnBody(char* data, size_t size, size_t nmemb, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t n = size * nmemb;
+  const size_t room = kMaxBodyBytes - std::min(kMaxBodyBytes, t->body.size());
+  t->body.append(data, std::min(n, room));
+  if (n > room) t->truncated = true;
+  return n;  // keep reading: the status line still decides the classification
+}
+
+std::string OAuthTokenSource::Redact(std::string text) const {
+  if (!options_.client_secret.empty()) {
+    absl::StrReplaceAll({{options_.client_secret, "<redacted>"}}, &text);
+  }
+  return text;
+}
+
+absl::StatusOr<std::unique_ptr<OAuthTokenSource::Transfer>> OAuthTokenSource::StartTransfer(
+    const std::string& table) {
+  ZB_ASSIGN_OR_RETURN(TableParts parts, ParseTableName(table));
+  auto t = std::make_unique<Transfer>();
+  t->table = table;
+  t->easy = curl_easy_init();
+  if (t->easy == nullptr) return absl::UnavailableError("OAuth: curl_easy_init failed");
+  CURL* e = t->easy;
+
+  const std::pair<const char*, std::string> fields[] = {
+      {"grant_type", "client_credentials"},
+      {"scope", "all-apis"},
+      {"resource", resource_},
+      {"authorization_details", AuthorizationDetails(parts)},
+  };
+  for (const auto& [key, value] : fields) {
+    char* escaped = curl_easy_escape(e, value.data(), static_cast<int>(value.size()));
+    if (escaped == nullptr) return absl::UnavailableError("OAuth: curl_easy_escape failed");
+    if (!t->form.empty()) t->form += '&';
+    absl::StrAppend(&t->form, key, "=", escaped);
+    curl_free(escaped);
+  }
+  t->headers = curl_slist_append(t->headers, "Accept: application/json");
+  t->headers = curl_slist_append(t->headers, "Content-Type: application/x-www-form-urlencoded");
+
+  const long timeout_ms = static_cast<long>(std::max<int64_t>(1, options_.http_timeout.count()));
+  CURLcode rc = CURLE_OK;
+  auto set = [&rc](CURLcode r) {
+    if (rc == CURLE_OK) rc = r;
+  };
+  set(curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf));
+  set(curl_easy_setopt(e, CURLOPT_URL, token_url_.c_str()));
+  // The secret must never reach a file://, ftp:// or redirected URL.
+  set(curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https"));
+  set(curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L));
+  set(curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, static_cast<long>(t->form.size())));
+  set(curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->form.c_str()));
+  set(curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers));
+  // Basic auth with the raw id and secret, as the SDK sends them. USERNAME and
+  // PASSWORD (not USERPWD) so a ':' in the secret survives.
+  set(curl_easy_setopt(e, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC)));
+  set(curl_easy_setopt(e, CURLOPT_USERNAME, options_.client_id.c_str()));
+  set(curl_easy_setopt(e, CURLOPT_PASSWORD, options_.client_secret.c_str()));
+  set(curl_easy_setopt(e, CURLOPT_USERAGENT, options_.user_agent.c_str()));
+  set(curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms));
+  // We run on our own thread; libcurl must not use signals (SIGALRM for DNS
+  // timeouts would hit a random thread of the daemon).
+  set(curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L));
+  set(curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &OAuthTokenSource::OnBody));
+  set(curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get()));
+  if (!options_.ca_file.empty()) {
+    // The bundle replaces the system roots (config: "replacing the system
+    // roots"), so the distribution's CA directory is switched off too.
+    set(curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_file.c_str()));
+    set(curl_easy_setopt(e, CURLOPT_CAPATH, nullptr));
+  }
+  // Proxies: not set, so libcurl reads https_proxy/http_proxy/no_proxy itself.
+  if (rc != CURLE_OK) {
+    return StatusForCurl(rc, absl::StrCat("OAuth: configuring the token request failed: ",
+                                          curl_easy_strerror(rc)));
+  }
+  t->started = Clock::now();
+  return t;
+}
+
+absl::StatusOr<ParsedToken> OAuthTokenSource::FinishTransfer(Transfer& t, CURLcode code) {
+  const std::string what =
+      absl::StrCat("OAuth token request POST ", UrlForMessages(token_url_), " for table ", t.table);
+  if (code != CURLE_OK) {
+    std::string detail = curl_easy_strerror(code);
+    if (t.errbuf[0] != '\0') absl::StrAppend(&detail, " (", t.errbuf, ")");
+    return StatusForCurl(code, Redact(absl::StrCat(what, " failed: ", detail)));
+  }
+  long http = 0;
+  curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &http);
+  // Redacted before it is cut and escaped, so neither can hide a secret from
+  // the redaction (a server may echo the request).
+  const std::string shown = Redact(t.body);
+  if (http < 200 || http > 299) {
+    return StatusForHttp(http, Redact(absl::StrCat(what, ": HTTP ", http, ": ", Excerpt(shown))));
+  }
+  absl::StatusOr<ParsedToken> parsed = ParseTokenResponse(t.body, shown, t.truncated);
+  if (!parsed.ok()) {
+    return absl::Status(parsed.status().code(),
+                        Redact(absl::StrCat(what, ": HTTP ", http, ": ", parsed.status().message())));
+  }
+  return parsed;
+}
+
+void OAuthTokenSource::Complete(const std::string& table, absl::StatusOr<ParsedToken> result,
+                                Clock::time_point started) {
+  absl::StatusOr<std::string> answer = absl::UnknownError("unset");
+  std::vector<Callback> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = cache_.find(table);
+    ZB_CHECK(it != cache_.end());  // entries with fetching=true are never erased
+    CacheEntry& entry = it->second;
+    entry.fetching = false;
+    const Clock::time_point now = Clock::now();
+    if (result.ok()) {
+      // Lifetimes count from when the request was sent: the server's clock
+      // started no earlier, so we never hold a token past its real expiry.
+      const Clock::duration ttl = result->ttl;
+      const Clock::duration margin = std::clamp<Clock::duration>(
+          options_.refresh_before_expiry, Clock::duration::zero(), ttl / 5);
+      entry.expires_at = started + ttl;
+      entry.refresh_at = entry.expires_at - margin;
+      entry.has_token = ttl > Clock::duration::zero();
+      entry.token = result->token;
+      answer = std::move(result->token);
+    } else if (absl::IsUnavailable(result.status()) && entry.has_token && now < entry.expires_at) {
+      // [later] SDK behaviour: a failed refresh does not take away a token
+      // that still works. Kept cached (past refresh_at), so the next GetToken
+      // tries to refresh again.
+      answer = entry.token;
+    } else {
+      answer = result.status();
+      // The old token (if any) has expired or the failure is fatal: forget it
+      // so nothing hands it out again.
+      entry.has_token = false;
+      entry.token.clear();
+    }
+    waiters.swap(entry.waiters);
+    if (!entry.has_token) cache_.erase(it);
+  }
+  for (Callback& done : waiters) done(answer);
+}
+
+void OAuthTokenSource::CancelEverything() {
+  std::vector<Callback> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [table, entry] : cache_) {
+      for (Callback& w : entry.waiters) waiters.push_back(std::move(w));
+      entry.waiters.clear();
+      entry.fetching = false;
+    }
+    queue_.clear();
+  }
+  for (Callback& done : waiters) {
+    done(absl::CancelledError("OAuth token source destroyed before the token arrived"));
+  }
+}
+
+// The worker: drives every transfer through one curl multi handle, so fetches
+// for different tables overlap and the destructor can interrupt the wait with
+// curl_multi_wakeup instead of waiting out an HTTP timeout.
+void OAuthTokenSource::Run() {
+  std::map<CURL*, std::unique_ptr<Transfer>> active;
+  while (true) {
+    std::deque<std::string> to_start;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+      to_start.swap(queue_);
+    }
+    for (const std::string& table : to_start) {
+      absl::StatusOr<std::unique_ptr<Transfer>> t = StartTransfer(table);
+      if (t.ok() && curl_multi_add_handle(multi_, (*t)->easy) != CURLM_OK) {
+        t = absl::UnavailableError("OAuth: curl_multi_add_handle failed");
+      }
+      if (!t.ok()) {
+        Complete(table, t.status(), Clock::now());
+        continue;
+      }
+      CURL* easy = (*t)->easy;
+      active.emplace(easy, std::move(*t));
+    }
+
+    int running = 0;
+    curl_multi_perform(multi_, &running);
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      auto it = active.find(msg->easy_handle);
+      if (it == active.end()) continue;
+      const CURLcode code = msg->data.result;
+      std::unique_ptr<Transfer> t = std::move(it->second);
+      active.erase(it);
+      curl_multi_remove_handle(multi_, t->easy);
+      absl::StatusOr<ParsedToken> result = FinishTransfer(*t, code);
+      Complete(t->table, std::move(result), t->started);
+    }
+    curl_multi_poll(multi_, nullptr, 0, kIdlePollMs, nullptr);
+  }
+  // Shutting down: abort what is in flight, then answer everyone.
+  for (auto& [easy, t] : active) curl_multi_remove_handle(multi_, easy);
+  active.clear();
+  CancelEverything();
+}
+
+}  // namespace
+
+std::unique_ptr<TokenSource> MakeOAuthTokenSource(const OAuthOptions& options) {
+  return std::make_unique<OAuthTokenSource>(options);
+}
+
+}  // namespace zb
