@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "auth/token_source.h"
 #include "common/endpoint.h"
+#include "common/status.h"
 #include "drain/drain_lane.h"
 #include "intake/intake_server.h"
 #include "metrics/metrics.h"

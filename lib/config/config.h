@@ -86,6 +86,16 @@ struct DaemonConfig {
 // SDK's safety margin.
 inline constexpr uint64_t kMaxRequestBytes = 10 * 1024 * 1024 - 64 * 1024;
 
+// Loaded values are resolved: relative paths (spool.path, intake.socket,
+// ca_file, proto_file, *_file) are made absolute against the config file's
+// directory (LoadConfigString: the working directory); workspace_id is filled
+// in from the endpoint when not set; workspace_url has no trailing slash;
+// client_id/client_secret hold the credential itself, never a file name.
+// Every route's `drain` is the top-level `drain:` section with the route's
+// own overrides applied. Errors: InvalidArgument listing every problem, one
+// per line as "origin:line: key.path: message"; a config file that cannot be
+// read gives the errno's status (e.g. NotFound). Secrets never appear in
+// messages. Never throws.
 absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path);
 // `origin` names the source in messages (a file name).
 absl::StatusOr<DaemonConfig> LoadConfigString(const std::string& yaml, const std::string& origin);

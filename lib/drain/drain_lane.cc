@@ -81,9 +81,7 @@ void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
   if (gen != gen_ || state_ != LaneState::kConnecting) return;
   if (!token.ok()) {
     metrics_.TokenFetchFailure();
-    spdlog::warn("route {}: OAuth token for {} not available: {}", options_.route, options_.table,
-                 token.status().ToString());
-    Fail(token.status());
+    Fail(absl::Status(token.status().code(), absl::StrCat("OAuth token: ", token.status().message())));
     return;
   }
   StreamOpenParams params;
@@ -281,8 +279,12 @@ void DrainLane::Fail(const absl::Status& status) {
     spdlog::error("route {}: Zerobus refused the stream for {}: {} (needs operator action; retrying in {} ms)",
                   options_.route, options_.table, status.ToString(), delay.count());
   } else {
-    spdlog::warn("route {}: stream failed: {}; {} requests will be resent; reconnecting in {} ms", options_.route,
-                 status.ToString(), resend, delay.count());
+    // Long outages are normal on edge hosts: say it loudly at first, then
+    // now and then, not on every retry.
+    const int attempt = backoff_.attempts();
+    const auto level = attempt <= 3 || attempt % 30 == 0 ? spdlog::level::warn : spdlog::level::debug;
+    spdlog::log(level, "route {}: stream failed (attempt {}): {}; {} requests will be resent; reconnecting in {} ms",
+                options_.route, attempt, status.ToString(), resend, delay.count());
   }
   ScheduleReconnect(delay);
 }

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -356,6 +357,12 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& opti
   table.block_size = 64 << 10;
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
 
+  std::error_code mkdir_error;
+  std::filesystem::create_directories(options.path, mkdir_error);
+  if (mkdir_error) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot create spool folder ", options.path, ": ", mkdir_error.message()));
+  }
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, &raw);
   if (!s.ok()) {

@@ -3,6 +3,7 @@
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
