@@ -165,7 +165,11 @@ class Daemon {
     // Order: stop producing events, then free their consumers.
     intake_.reset();
     lanes_.clear();
-    factories_.clear();
+    // gRPC may still be unwinding a call that just ended (its internal
+    // threads drop their last references after OnDone); tearing down the
+    // channel now races with that. The process is about to exit, so the
+    // channels are left to the OS instead.
+    for (auto& [name, factory] : factories_) (void)factory.release();
     tokens_.reset();
     metrics_server_.reset();
     spool_.reset();

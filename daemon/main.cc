@@ -73,9 +73,10 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   absl::Status s = zb::RunDaemon(*config, config_path);
-  if (!s.ok()) {
-    spdlog::critical("zerobusd: {}", std::string(s.message()));
-    return 1;
-  }
-  return 0;
+  if (!s.ok()) spdlog::critical("zerobusd: {}", std::string(s.message()));
+  spdlog::shutdown();
+  // The spool is closed and synced by now. Skip static destructors: gRPC's
+  // background threads may still hold references at exit.
+  std::fflush(nullptr);
+  std::_Exit(s.ok() ? 0 : 1);
 }

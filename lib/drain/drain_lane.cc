@@ -122,8 +122,8 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
       Fail(absl::InternalError(absl::StrCat("protocol error from server: ", ev.text)));
       return;
     case StreamEvent::Kind::kWriteDone:
-      if (!ev.ok) return;  // kDone follows with the reason
-      return;
+    case StreamEvent::Kind::kReadClosed:
+      return;  // kDone follows with the reason
     case StreamEvent::Kind::kDone:
       if (state_ == LaneState::kStopping) {
         FinishStop();

@@ -6,6 +6,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <poll.h>
+
 #include <map>
 #include <mutex>
 #include <thread>
@@ -224,10 +226,10 @@ class BeastMetricsServer final : public MetricsServer {
     beast::error_code ec;
     beast::flat_buffer buffer;
     http::request<http::string_body> req;
-    socket.non_blocking(false, ec);
-    // Bound how long a silent client can hold the thread.
-    struct timeval tv{2, 0};
-    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    // Bound how long a silent client can hold the thread: one request per
+    // connection, and only once it has started to arrive.
+    pollfd pfd{socket.native_handle(), POLLIN, 0};
+    if (::poll(&pfd, 1, 2000) <= 0) return;
     http::read(socket, buffer, req, ec);
     if (ec) return;
     http::response<http::string_body> res;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/compiler/importer.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
@@ -101,7 +102,7 @@ class ProtoCodec final : public RecordCodec {
     auto status = google::protobuf::util::JsonStringToMessage(std::string(json), msg.get(), options);
     if (!status.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("does not match ", descriptor_->full_name(), ": ", std::string(status.message())));
+          absl::StrCat("does not match ", descriptor_->full_name(), ": ", absl::StripPrefix(std::string(status.message()), ": ")));
     }
     if (!msg->IsInitialized()) {
       return absl::InvalidArgumentError(absl::StrCat("missing required field(s) of ", descriptor_->full_name(), ": ",

@@ -42,7 +42,14 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
   void Abort() { context_.TryCancel(); }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // the call is ending; OnDone follows
+    if (!ok) {
+      // The call is over. OnDone (with the real status) waits for our hold,
+      // so tell the loop side to release it.
+      StreamEvent ev;
+      ev.kind = StreamEvent::Kind::kReadClosed;
+      Deliver(std::move(ev));
+      return;
+    }
     StreamEvent ev;
     switch (response_.payload_case()) {
       case pb::EphemeralStreamResponse::kCreateStreamResponse:
@@ -154,6 +161,14 @@ class GrpcIngestStream final : public IngestStream {
 
   size_t queued_writes() const override { return queue_.size(); }
 
+  // The server ended the call: stop writing and let OnDone run.
+  void OnReadClosed() {
+    queue_.clear();
+    if (released_) return;
+    released_ = true;
+    reactor_->Release();
+  }
+
   // Called by the event router on kWriteDone.
   void OnWriteDone(bool ok) {
     writing_ = false;
@@ -235,6 +250,10 @@ class GrpcStreamFactory final : public IngestStreamFactory {
     StreamEventFn routed = [alive, handle_slot, on_event = std::move(on_event)](StreamEvent ev) {
       if (!*alive) return;
       if (ev.kind == StreamEvent::Kind::kWriteDone && *handle_slot != nullptr) (*handle_slot)->OnWriteDone(ev.ok);
+      if (ev.kind == StreamEvent::Kind::kReadClosed) {
+        if (*handle_slot != nullptr) (*handle_slot)->OnReadClosed();
+        return;
+      }
       if (!*alive) return;
       on_event(std::move(ev));
     };

@@ -24,6 +24,7 @@ struct StreamEvent {
     kCloseSignal,  // CloseStreamSignal; `grace` = its duration (0 if absent)
     kProtocolError,// an unexpected or malformed server message; `text` says what
     kWriteDone,    // the oldest outstanding Write left; `ok` false: stream broken
+    kReadClosed,   // internal: the server side ended; the handle releases its hold
     kDone,         // the call ended with `status`; last event of a stream
   };
   Kind kind = Kind::kDone;

@@ -78,7 +78,7 @@ TEST(RestartTest, ServerRestartMidStreamLosesNothing) {
   ASSERT_TRUE(again.Start()) << again.log();
   ASSERT_TRUE(WaitFor([&] { return AllIds(again, "a", kRecords) && AllIds(again, "b", kRecords); },
                       std::chrono::seconds(90)))
-      << daemon.log().substr(0, 4000);
+      << daemon.log() << again.log();
   ASSERT_TRUE(WaitFor([&] { return daemon.Metric("zerobusd_spool_records", "route=\"readings\"").value_or(-1) == 0; },
                       std::chrono::seconds(30)));
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);

@@ -1,0 +1,76 @@
+#pragma once
+// State shared by the dev server's gRPC service and HTTP endpoint: issued
+// tokens, stored rows and the counters tests read from GET /stats.
+// Thread-safe: every member function takes the one mutex.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace zb::devserver {
+
+struct DevOptions {
+  std::string grpc_listen = "127.0.0.1:50051";
+  std::string http_listen = "127.0.0.1:50052";
+  std::string output_dir = "zerobus-rows";
+  int ack_interval_ms = 200;          // 0: ack after every request
+  int stream_lifetime_ms = 900'000;   // then CloseStreamSignal; 0: never
+  int close_grace_ms = 5'000;         // CloseStreamSignal duration, then the hard close
+  bool close_with_ok = false;         // end rotated streams with OK instead of UNAVAILABLE 6002
+  bool strict_offsets = true;
+  bool accept_any_token = false;
+  std::string client_id = "dev-client";
+  std::string client_secret = "dev-secret";
+  std::string workspace_id;           // empty: any
+  int token_ttl_s = 3600;
+  std::string tls_cert, tls_key;
+  std::string log_level = "info";
+};
+
+class DevState {
+ public:
+  explicit DevState(DevOptions options);
+  ~DevState();
+  const DevOptions& options() const { return options_; }
+
+  // Tokens.
+  std::string IssueToken(const std::string& table, int ttl_s);
+  // "" when `token` may write to `table`, else the reason.
+  std::string CheckToken(const std::string& token, const std::string& table);
+  void TokenRejected();
+
+  // Appends rows (JSON text, one per line) for `table` and flushes them to
+  // the OS before returning, so an ACK sent afterwards covers stored rows.
+  bool StoreRows(const std::string& table, const std::vector<std::string>& rows, std::string* error);
+
+  // Counters.
+  void StreamOpened();
+  void StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk);
+  void Violation(const std::string& what);
+  void Request();
+  void AckSent();
+  void CloseSignalSent();
+  std::string StatsJson();
+
+ private:
+  DevOptions options_;
+  std::mutex mu_;
+  struct TokenInfo {
+    std::string table;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::map<std::string, TokenInfo> tokens_;
+  std::map<std::string, FILE*> files_;
+  std::map<std::string, uint64_t> table_records_, table_streams_;
+  std::deque<std::string> last_violations_;
+  std::deque<std::pair<std::string, std::string>> recent_streams_;  // stream id, x-zerobus-sdk
+  uint64_t streams_opened_ = 0, streams_created_ = 0, violations_ = 0, records_ = 0, requests_ = 0,
+           acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0;
+};
+
+}  // namespace zb::devserver

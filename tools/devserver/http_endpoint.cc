@@ -1,0 +1,270 @@
+#include "tools/devserver/http_endpoint.h"
+
+#include <utility>  // before Asio (Boost 1.74 quirk with C++20)
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/core/detail/base64.hpp>
+#include <boost/beast/http.hpp>
+#include <map>
+#include <thread>
+
+#include "common/endpoint.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+#include "spdlog/spdlog.h"
+
+namespace zb::devserver {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+std::string UrlDecode(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out += ' ';
+    } else if (in[i] == '%' && i + 2 < in.size()) {
+      out += static_cast<char>(std::stoi(in.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> ParseForm(const std::string& body) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos <= body.size()) {
+    size_t amp = body.find('&', pos);
+    if (amp == std::string::npos) amp = body.size();
+    const std::string pair = body.substr(pos, amp - pos);
+    const size_t eq = pair.find('=');
+    if (!pair.empty()) {
+      try {
+        out[UrlDecode(pair.substr(0, eq))] = eq == std::string::npos ? "" : UrlDecode(pair.substr(eq + 1));
+      } catch (...) {
+      }
+    }
+    pos = amp + 1;
+  }
+  return out;
+}
+
+std::string ErrorJson(const std::string& error, const std::string& description) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("error");
+  w.String(error.c_str());
+  w.Key("error_description");
+  w.String(description.c_str());
+  w.EndObject();
+  return buf.GetString();
+}
+
+// Checks authorization_details; returns the table it names or an error.
+std::string TableFromDetails(const std::string& json, std::string* error) {
+  rapidjson::Document d;
+  d.Parse(json.c_str());
+  if (d.HasParseError() || !d.IsArray() || d.Size() != 3) {
+    *error = "authorization_details must be a JSON array of 3 unity_catalog_privileges entries";
+    return "";
+  }
+  std::map<std::string, std::pair<std::string, std::vector<std::string>>> by_type;
+  for (const auto& e : d.GetArray()) {
+    if (!e.IsObject() || !e.HasMember("type") || !e["type"].IsString() ||
+        std::string(e["type"].GetString()) != "unity_catalog_privileges" || !e.HasMember("object_type") ||
+        !e["object_type"].IsString() || !e.HasMember("object_full_path") || !e["object_full_path"].IsString() ||
+        !e.HasMember("privileges") || !e["privileges"].IsArray()) {
+      *error = "authorization_details entries need type, object_type, object_full_path and privileges";
+      return "";
+    }
+    std::vector<std::string> privs;
+    for (const auto& p : e["privileges"].GetArray()) {
+      if (p.IsString()) privs.push_back(p.GetString());
+    }
+    by_type[e["object_type"].GetString()] = {e["object_full_path"].GetString(), privs};
+  }
+  if (by_type.count("CATALOG") == 0 || by_type.count("SCHEMA") == 0 || by_type.count("TABLE") == 0) {
+    *error = "authorization_details must have CATALOG, SCHEMA and TABLE entries";
+    return "";
+  }
+  const std::string table = by_type["TABLE"].first;
+  const size_t dot1 = table.find('.');
+  const size_t dot2 = table.find('.', dot1 + 1);
+  if (dot1 == std::string::npos || dot2 == std::string::npos || table.find('.', dot2 + 1) != std::string::npos) {
+    *error = "TABLE object_full_path must be catalog.schema.table";
+    return "";
+  }
+  if (by_type["CATALOG"].first != table.substr(0, dot1) || by_type["SCHEMA"].first != table.substr(0, dot2)) {
+    *error = "CATALOG and SCHEMA object_full_path must be the table's catalog and catalog.schema";
+    return "";
+  }
+  if (by_type["CATALOG"].second != std::vector<std::string>{"USE CATALOG"} ||
+      by_type["SCHEMA"].second != std::vector<std::string>{"USE SCHEMA"} ||
+      by_type["TABLE"].second != std::vector<std::string>{"SELECT", "MODIFY"}) {
+    *error = "privileges must be USE CATALOG, USE SCHEMA and SELECT+MODIFY";
+    return "";
+  }
+  return table;
+}
+
+class BeastEndpoint final : public HttpEndpoint {
+ public:
+  explicit BeastEndpoint(DevState& state) : state_(state), acceptor_(io_) {}
+  ~BeastEndpoint() override {
+    io_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  absl::Status Start(const std::string& listen) {
+    auto ep = ParseEndpoint(listen);
+    if (!ep.ok()) return absl::InvalidArgumentError("--http-listen: " + std::string(ep.status().message()));
+    boost::system::error_code ec;
+    asio::ip::tcp::endpoint endpoint(asio::ip::make_address(ep->host, ec), ep->port);
+    if (ec) return absl::InvalidArgumentError("--http-listen: bad address " + ep->host);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return absl::UnavailableError("--http-listen " + listen + ": " + ec.message());
+    port_ = acceptor_.local_endpoint().port();
+    Accept();
+    thread_ = std::thread([this] { io_.run(); });
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+
+ private:
+  void Accept() {
+    acceptor_.async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket socket) {
+      if (ec) return;
+      // One thread per connection: clients such as libcurl keep connections
+      // alive, and a blocking read must not stall everybody else.
+      std::thread([this, socket = std::move(socket)]() mutable { Serve(std::move(socket)); }).detach();
+      Accept();
+    });
+  }
+
+  void Serve(asio::ip::tcp::socket socket) {
+    beast::error_code ec;
+    beast::flat_buffer buffer;
+    while (true) {
+      http::request<http::string_body> req;
+      http::read(socket, buffer, req, ec);
+      if (ec) break;
+      http::response<http::string_body> res;
+      res.version(req.version());
+      res.keep_alive(req.keep_alive());
+      res.set(http::field::content_type, "application/json");
+      const std::string target(req.target());
+      if (target == "/oidc/v1/token" && req.method() == http::verb::post) {
+        auto [status, body] = HandleTokenRequest(state_, std::string(req[http::field::authorization]),
+                                                 std::string(req[http::field::content_type]), req.body());
+        res.result(static_cast<http::status>(status));
+        res.body() = body;
+      } else if (target == "/stats") {
+        res.result(http::status::ok);
+        res.body() = state_.StatsJson();
+      } else if (target == "/healthz") {
+        res.result(http::status::ok);
+        res.set(http::field::content_type, "text/plain");
+        res.body() = "ok\n";
+      } else {
+        res.result(http::status::not_found);
+        res.body() = ErrorJson("not_found", "unknown path " + target);
+      }
+      res.prepare_payload();
+      http::write(socket, res, ec);
+      if (ec || !req.keep_alive()) break;
+    }
+    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  }
+
+  DevState& state_;
+  asio::io_context io_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace
+
+std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::string& authorization,
+                                               const std::string& content_type, const std::string& body) {
+  const DevOptions& o = state.options();
+  auto reject = [&](int status, const std::string& error, const std::string& why) {
+    state.TokenRejected();
+    spdlog::info("token request refused: {} {}", status, why);
+    return std::make_pair(status, ErrorJson(error, why));
+  };
+  if (authorization.rfind("Basic ", 0) != 0) {
+    return reject(401, "invalid_client", "missing HTTP Basic authorization");
+  }
+  std::string decoded;
+  {
+    const std::string enc = authorization.substr(6);
+    decoded.resize(beast::detail::base64::decoded_size(enc.size()));
+    auto r = beast::detail::base64::decode(decoded.data(), enc.data(), enc.size());
+    decoded.resize(r.first);
+  }
+  if (decoded != o.client_id + ":" + o.client_secret) {
+    return reject(401, "invalid_client", "client authentication failed");
+  }
+  if (content_type.rfind("application/x-www-form-urlencoded", 0) != 0) {
+    return reject(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded");
+  }
+  auto form = ParseForm(body);
+  if (form["grant_type"] != "client_credentials") {
+    return reject(400, "unsupported_grant_type", "grant_type must be client_credentials");
+  }
+  if (form["scope"] != "all-apis") return reject(400, "invalid_scope", "scope must be all-apis");
+  const std::string prefix = "api://databricks/workspaces/";
+  const std::string suffix = "/zerobusDirectWriteApi";
+  const std::string& resource = form["resource"];
+  if (resource.rfind(prefix, 0) != 0 || resource.size() <= prefix.size() + suffix.size() ||
+      resource.compare(resource.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return reject(400, "invalid_request",
+                  "resource must be api://databricks/workspaces/<workspace_id>/zerobusDirectWriteApi");
+  }
+  const std::string workspace = resource.substr(prefix.size(), resource.size() - prefix.size() - suffix.size());
+  if (!o.workspace_id.empty() && workspace != o.workspace_id) {
+    return reject(400, "invalid_request", "resource names workspace " + workspace + ", expected " + o.workspace_id);
+  }
+  if (form.count("authorization_details") == 0) {
+    return reject(400, "invalid_request", "missing authorization_details");
+  }
+  std::string error;
+  const std::string table = TableFromDetails(form["authorization_details"], &error);
+  if (table.empty()) return reject(400, "invalid_request", error);
+  const std::string token = state.IssueToken(table, o.token_ttl_s);
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("access_token");
+  w.String(token.c_str());
+  w.Key("token_type");
+  w.String("Bearer");
+  w.Key("expires_in");
+  w.Int(o.token_ttl_s);
+  w.Key("scope");
+  w.String("all-apis");
+  w.EndObject();
+  return {200, buf.GetString()};
+}
+
+absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartHttpEndpoint(const std::string& listen, DevState& state) {
+  auto endpoint = std::make_unique<BeastEndpoint>(state);
+  if (auto s = endpoint->Start(listen); !s.ok()) return s;
+  return std::unique_ptr<HttpEndpoint>(std::move(endpoint));
+}
+
+}  // namespace zb::devserver
