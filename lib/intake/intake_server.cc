@@ -54,6 +54,13 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(Server* server, stream_protocol::socket socket, PeerCred peer, uint64_t id);
   void Start() { DoRead(); }
   void Stop();  // stop reading; finish replies; close
+  // The server is going away: close the socket and never touch it again.
+  void Detach() {
+    detached_ = true;
+    closed_ = true;
+    boost::system::error_code ec;
+    socket_.close(ec);
+  }
 
  private:
   enum class Mode { kUnknown, kLine, kFramed };
@@ -103,6 +110,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool read_closed_ = false;  // EOF, error or Stop()
   bool writing_ = false;
   bool closed_ = false;
+  bool detached_ = false;  // the server is gone; handlers that still run do nothing
   size_t inflight_bytes_ = 0;
   std::deque<std::shared_ptr<Pending>> pending_;
   std::string out_;          // being written
@@ -138,6 +146,10 @@ class Server final : public IntakeServer {
   ~Server() override {
     boost::system::error_code ec;
     acceptor_.close(ec);
+    auto sessions = std::move(sessions_);
+    for (auto& [id, weak] : sessions) {
+      if (auto s = weak.lock()) s->Detach();
+    }
     std::error_code fec;
     std::filesystem::remove(options_.socket_path, fec);
   }
@@ -175,7 +187,8 @@ class Server final : public IntakeServer {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
-    for (auto& [id, weak] : sessions_) {
+    auto sessions = sessions_;  // Stop() may close a session, which erases it
+    for (auto& [id, weak] : sessions) {
       if (auto s = weak.lock()) s->Stop();
     }
   }
@@ -239,6 +252,7 @@ Session::Session(Server* server, stream_protocol::socket socket, PeerCred peer, 
     : server_(server), socket_(std::move(socket)), peer_(peer), id_(id) {}
 
 void Session::Stop() {
+  if (detached_) return;
   read_closed_ = true;
   boost::system::error_code ec;
   socket_.shutdown(stream_protocol::socket::shutdown_receive, ec);
@@ -257,6 +271,8 @@ void Session::DoRead() {
 
 void Session::OnRead(const boost::system::error_code& ec, size_t n) {
   reading_ = false;
+  if (detached_) return;
+  spdlog::trace("intake: connection {} read {} bytes ({})", id_, n, ec.message());
   if (n > 0) {
     if (mode_ == Mode::kUnknown) mode_ = read_buf_[0] == '\0' ? Mode::kFramed : Mode::kLine;
     in_.append(read_buf_, n);
@@ -265,10 +281,13 @@ void Session::OnRead(const boost::system::error_code& ec, size_t n) {
   if (eof && ec != asio::error::eof && ec != asio::error::operation_aborted) {
     spdlog::debug("intake: connection {} read error: {}", id_, ec.message());
   }
+  // Mark the read side closed before processing: processing replies and
+  // re-arms reads, and a read issued after EOF never completes (the
+  // edge-triggered reactor already delivered the EOF edge).
+  if (eof) read_closed_ = true;
   if (mode_ == Mode::kLine) ProcessLines(eof);
   if (mode_ == Mode::kFramed) ProcessFrames();
   if (eof) {
-    read_closed_ = true;
     MaybeClose();
     return;
   }
@@ -575,9 +594,14 @@ void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::functio
       route, std::move(group.payloads),
       [self, pending, route, count, bytes, on_ok = std::move(on_ok),
        on_error = std::move(on_error)](absl::StatusOr<AppendResult> result) mutable {
-        // Spool writer thread: hop to the loop.
-        asio::post(self->server_->loop(), [self, pending, route, count, bytes, on_ok = std::move(on_ok),
-                                           on_error = std::move(on_error), result = std::move(result)]() {
+        // Spool writer thread: hop to the loop. Every reference moves into
+        // the posted handler, so the session is never released (and
+        // destroyed) on this thread.
+        asio::io_context& loop = self->server_->loop();
+        asio::post(loop, [self = std::move(self), pending = std::move(pending), route = std::move(route), count,
+                          bytes, on_ok = std::move(on_ok), on_error = std::move(on_error),
+                          result = std::move(result)]() {
+          if (self->detached_) return;
           Metrics& m = self->server_->metrics();
           if (result.ok()) {
             m.IntakeRecords(route, IntakeResult::kAccepted, count);
@@ -616,6 +640,7 @@ void Session::DoWrite() {
   asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
     self->writing_ = false;
     self->out_.clear();
+    if (self->detached_) return;
     if (ec) {
       spdlog::debug("intake: connection {} write failed: {}", self->id_, ec.message());
       self->read_closed_ = true;
@@ -632,6 +657,8 @@ void Session::DoWrite() {
 }
 
 void Session::MaybeClose() {
+  spdlog::trace("intake: connection {} maybe close: read_closed {} reading {} writing {} pending {} out {}", id_,
+                read_closed_, reading_, writing_, pending_.size(), out_next_.size());
   if (closed_ || !read_closed_ || reading_ || writing_ || !pending_.empty() || !out_next_.empty()) return;
   closed_ = true;
   boost::system::error_code ec;

@@ -15,6 +15,7 @@
 
 #include "gtest/gtest.h"
 #include "intake.pb.h"
+#include "spdlog/spdlog.h"
 #include "testutil.h"
 
 namespace zb {
@@ -27,6 +28,7 @@ using zb::testing::TempDir;
 class IntakeServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    if (getenv("ZB_TRACE")) spdlog::set_level(spdlog::level::trace);
     SpoolOptions so;
     so.path = dir_.Sub("spool");
     spool_ = std::move(OpenRocksDbSpool(so)).value();
@@ -88,9 +90,18 @@ class IntakeServerTest : public ::testing::Test {
   }
 
   // Sends `input`, half-closes, and returns everything the daemon answered.
-  std::string Exchange(const std::string& input) {
+  // `piece` > 0 sends the input in pieces of that size, so the daemon sees
+  // lines split across reads.
+  std::string Exchange(const std::string& input, size_t piece = 0) {
     int fd = Connect();
-    EXPECT_EQ(send(fd, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
+    struct timeval tv{20, 0};  // a lost reply fails the test instead of hanging it
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    for (size_t pos = 0; pos < input.size();) {
+      const size_t n = piece == 0 ? input.size() - pos : std::min(piece, input.size() - pos);
+      EXPECT_EQ(send(fd, input.data() + pos, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
+      pos += n;
+      if (piece > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // let the daemon read each piece
+    }
     shutdown(fd, SHUT_WR);
     std::string out;
     char buf[4096];
@@ -102,7 +113,9 @@ class IntakeServerTest : public ::testing::Test {
 
   std::vector<std::string> Spooled(const std::string& lane) {
     std::vector<std::string> out;
-    for (auto& r : *spool_->ReadFrom(lane, 1, 1000000, 1 << 30)) out.push_back(r.payload);
+    auto records = spool_->ReadFrom(lane, 1, 1000000, 1 << 30);  // keep the StatusOr alive while iterating
+    EXPECT_TRUE(records.ok()) << records.status();
+    for (auto& r : *records) out.push_back(r.payload);
     return out;
   }
 
@@ -183,6 +196,16 @@ TEST_F(IntakeServerTest, OversizeLineLongerThanTheReadBufferIsSkippedWithoutBuff
       << reply.substr(0, 200);
   EXPECT_NE(reply.find("ok 2\n"), std::string::npos);
   EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"after\":1}"}));
+}
+
+TEST_F(IntakeServerTest, LinesSplitAcrossReadsAreReassembled) {
+  Start({Route("a")}, /*max_record_bytes=*/64);
+  const std::string big = "{\"x\":\"" + std::string(100, 'y') + "\"}";
+  const std::string reply = Exchange("{\"id\":1}\nnope\n" + big + "\n{\"id\":2}\n{\"id\":3}", /*piece=*/5);
+  EXPECT_NE(reply.find("error 2 not a JSON object"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("error 3 record too large"), std::string::npos) << reply;
+  EXPECT_EQ(reply.substr(reply.size() - 5), "ok 5\n") << reply;
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"id\":1}", "{\"id\":2}", "{\"id\":3}"}));
 }
 
 TEST_F(IntakeServerTest, SingleRouteIsTheDefault) {
