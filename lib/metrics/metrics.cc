@@ -147,7 +147,16 @@ class PrometheusMetrics final : public Metrics {
     Get(dead_letters_, {{"route", route}});
   }
 
+  void SetRefreshHook(std::function<void()> refresh) override {
+    std::lock_guard<std::mutex> lock(refresh_mu_);
+    refresh_ = std::move(refresh);
+  }
+
   std::string Exposition() override {
+    {
+      std::lock_guard<std::mutex> lock(refresh_mu_);
+      if (refresh_) refresh_();
+    }
     prometheus::TextSerializer serializer;
     return serializer.Serialize(registry_->Collect());
   }
@@ -161,6 +170,8 @@ class PrometheusMetrics final : public Metrics {
   }
 
   std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex refresh_mu_;  // serializes refreshes; guards refresh_
+  std::function<void()> refresh_;
   prometheus::Family<prometheus::Counter>& intake_records_;
   prometheus::Family<prometheus::Counter>& intake_bytes_;
   prometheus::Family<prometheus::Gauge>& spool_records_;

@@ -39,6 +39,10 @@ class Metrics {
   // Makes the route's series exist at zero, so dashboards see every route.
   virtual void DeclareRoute(const std::string& route) = 0;
 
+  // `refresh` runs at the start of every Exposition() (on the scraping
+  // thread), so gauges sampled from elsewhere (spool depth) are current when
+  // scraped. It must be thread-safe and outlive this object's last scrape.
+  virtual void SetRefreshHook(std::function<void()> refresh) = 0;
   // The Prometheus text exposition of every metric (for tests and `status`).
   virtual std::string Exposition() = 0;
 };

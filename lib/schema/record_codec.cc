@@ -141,7 +141,8 @@ absl::Status ValidateJsonObject(absl::string_view json) {
   size_t i = 0;
   while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r')) ++i;
   if (i == json.size()) return absl::InvalidArgumentError("empty record");
-  if (json[i] != '{') return absl::InvalidArgumentError("not a JSON object (a record must be {...})");
+  // Parse first, so text that is not JSON at all is reported as such rather
+  // than as "not an object".
   rapidjson::MemoryStream stream(json.data(), json.size());
   rapidjson::Reader reader;
   rapidjson::BaseReaderHandler<> handler;
@@ -149,6 +150,11 @@ absl::Status ValidateJsonObject(absl::string_view json) {
   if (result.IsError()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
                                                    rapidjson::GetParseError_En(result.Code())));
+  }
+  if (json[i] != '{') {
+    const char* got = json[i] == '[' ? "an array" : json[i] == '"' ? "a string" : json[i] == 'n' ? "null"
+                      : (json[i] == 't' || json[i] == 'f') ? "a boolean" : "a number";
+    return absl::InvalidArgumentError(absl::StrCat("not a JSON object: got ", got, " (a record must be {...})"));
   }
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
 #include "schema/record_codec.h"
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "testutil.h"
 
@@ -24,11 +25,23 @@ TEST(JsonCodecTest, RejectsInvalidJsonWithPosition) {
   EXPECT_NE(r.status().message().find("invalid JSON at byte"), std::string::npos) << r.status();
 }
 
-TEST(JsonCodecTest, RejectsNonObjects) {
-  for (const char* text : {"[1,2]", "42", "\"s\"", "null", "true"}) {
+TEST(JsonCodecTest, RejectsNonObjectsNamingWhatWasSent) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[1,2]", "got an array"}, {"42", "got a number"}, {"-1.5", "got a number"}, {"\"s\"", "got a string"},
+      {"null", "got null"},      {"true", "got a boolean"}};
+  for (const auto& [text, got] : cases) {
     auto r = MakeJsonCodec()->FromJson(text);
     ASSERT_FALSE(r.ok()) << text;
-    EXPECT_NE(r.status().message().find("not a JSON object"), std::string::npos) << r.status();
+    EXPECT_NE(r.status().message().find(absl::StrCat("not a JSON object: ", got)), std::string::npos)
+        << text << ": " << r.status();
+  }
+}
+
+TEST(JsonCodecTest, TextThatIsNotJsonIsReportedAsInvalidJson) {
+  for (const char* text : {"this is not json", "{oops}", "[1,2"}) {
+    auto r = MakeJsonCodec()->FromJson(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find("invalid JSON at byte"), std::string::npos) << text << ": " << r.status();
   }
 }
 
