@@ -7,7 +7,7 @@ PKGS=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libprotoc-dev protobuf-compiler
   librocksdb-dev libboost-dev libyaml-cpp-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libsystemd-dev
-  libcurl4-openssl-dev rapidjson-dev libbenchmark-dev
+  libcurl4-openssl-dev rapidjson-dev libsimdjson-dev libbenchmark-dev
   python3 curl socat procps
 )
 missing=()

@@ -17,11 +17,10 @@
 #include <mutex>
 #include <thread>
 
-#include <boost/crc.hpp>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/crc32c.h"
 #include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -34,12 +33,6 @@ namespace {
 
 constexpr size_t kEnvelopeHeader = 4 + 8;
 constexpr size_t kMetaSize = 4 * 8;
-
-uint32_t Crc32c(const char* data, size_t n) {
-  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
-  crc.process_bytes(data, n);
-  return crc.checksum();
-}
 
 std::string LanePrefix(const std::string& lane) { return absl::StrCat("L", lane, std::string(1, '\0')); }
 

@@ -37,6 +37,21 @@ TEST(JsonCodecTest, RejectsNonObjectsNamingWhatWasSent) {
   }
 }
 
+TEST(JsonCodecTest, RejectsInvalidUtf8AndTrailingData) {
+  for (const std::string& text : {std::string("{\"s\":\"\xff\xfe\"}"), std::string("{\"a\":1} {\"b\":2}"),
+                                 std::string("{\"a\":1}x")}) {
+    auto r = MakeJsonCodec()->FromJson(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find("invalid JSON at byte"), std::string::npos) << r.status();
+  }
+}
+
+TEST(JsonCodecTest, AcceptsValidJsonTheFastParserRefuses) {
+  // Integers beyond 64 bits are valid JSON (simdjson's DOM refuses them).
+  auto r = MakeJsonCodec()->FromJson(R"({"big": 123456789012345678901234567890, "ok": true})");
+  ASSERT_TRUE(r.ok()) << r.status();
+}
+
 TEST(JsonCodecTest, TextThatIsNotJsonIsReportedAsInvalidJson) {
   for (const char* text : {"this is not json", "{oops}", "[1,2"}) {
     auto r = MakeJsonCodec()->FromJson(text);

@@ -1,0 +1,47 @@
+#include "common/crc32c.h"
+
+#include <cstring>
+
+#include <boost/crc.hpp>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+namespace zb {
+namespace {
+
+uint32_t Crc32cPortable(const char* data, size_t size) {
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  crc.process_bytes(data, size);
+  return crc.checksum();
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(const char* data, size_t size) {
+  uint64_t crc = 0xFFFFFFFFu;
+  for (; size >= 8; data += 8, size -= 8) {
+    uint64_t word;
+    std::memcpy(&word, data, 8);
+    crc = _mm_crc32_u64(crc, word);
+  }
+  auto crc32 = static_cast<uint32_t>(crc);
+  for (; size > 0; ++data, --size) crc32 = _mm_crc32_u8(crc32, static_cast<uint8_t>(*data));
+  return crc32 ^ 0xFFFFFFFFu;
+}
+
+using CrcFn = uint32_t (*)(const char*, size_t);
+const CrcFn kBestCrc = __builtin_cpu_supports("sse4.2") ? Crc32cSse42 : Crc32cPortable;
+#endif
+
+}  // namespace
+
+uint32_t Crc32c(const char* data, size_t size) {
+#if defined(__x86_64__)
+  return kBestCrc(data, size);
+#else
+  return Crc32cPortable(data, size);
+#endif
+}
+
+}  // namespace zb
