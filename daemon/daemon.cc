@@ -73,6 +73,8 @@ class Daemon {
     ZB_ASSIGN_OR_RETURN(spool_, OpenRocksDbSpool(spool_options));
     metrics_ = MakePrometheusMetrics();
     for (const auto& r : config_.routes) metrics_->DeclareRoute(r.name);
+    // Spool gauges are computed at scrape time, on the scraping thread.
+    metrics_->SetRefreshHook([this] { PublishSpoolGauges(); });
     if (!config_.metrics.listen.empty()) {
       ZB_ASSIGN_OR_RETURN(metrics_server_,
                           StartMetricsServer(config_.metrics.listen, metrics_.get(), [this] { return ready_.load(); }));
@@ -171,7 +173,8 @@ class Daemon {
     // channels are left to the OS instead.
     for (auto& [name, factory] : factories_) (void)factory.release();
     tokens_.reset();
-    metrics_server_.reset();
+    metrics_server_.reset();  // no scrape (and refresh) runs past here
+    if (metrics_) metrics_->SetRefreshHook(nullptr);
     spool_.reset();
   }
 
@@ -198,48 +201,57 @@ class Daemon {
     stopping_ = true;
     ready_ = false;
     sd_notify(0, "STOPPING=1");
+    // Intake stops accepting and reading; producers already connected still
+    // get answers for what was read. Meanwhile the lanes stop sending, wait
+    // for in-flight ACKs and half-close. Both run until done or the
+    // deadline; a producer that never reads its replies cannot make the
+    // lanes give up their ACKs early.
     intake_->StopAccepting();
     deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_timeout_ms);
-    WaitForIntakeThenStopLanes();
-  }
-
-  // Producers already connected get answers for what was read; then the lanes
-  // wait for in-flight ACKs and half-close.
-  void WaitForIntakeThenStopLanes() {
-    if (intake_->connection_count() > 0 && std::chrono::steady_clock::now() < deadline_) {
-      auto timer = std::make_shared<asio::steady_timer>(loop_, std::chrono::milliseconds(10));
-      timer->async_wait([this, timer](const boost::system::error_code&) { WaitForIntakeThenStopLanes(); });
-      return;
-    }
     lanes_stopping_ = lanes_.size();
-    if (lanes_stopping_ == 0) {
-      Finish();
-      return;
-    }
     for (auto& [name, lane] : lanes_) {
       lane->Stop([this] {
-        if (--lanes_stopping_ == 0) Finish();
+        --lanes_stopping_;
+        MaybeFinish();
       });
     }
-    auto timer = std::make_shared<asio::steady_timer>(loop_, deadline_);
-    timer->async_wait([this, timer](const boost::system::error_code&) {
+    auto deadline = std::make_shared<asio::steady_timer>(loop_, deadline_);
+    deadline->async_wait([this, deadline](const boost::system::error_code&) {
       if (finished_) return;
       spdlog::warn("shutdown deadline reached: cancelling streams; unacked records stay spooled");
       for (auto& [name, lane] : lanes_) lane->Abort();
+      Finish();
     });
+    MaybeFinish();
+  }
+
+  // Finishes once every lane stopped and every producer got its answers.
+  void MaybeFinish() {
+    if (finished_) return;
+    if (lanes_stopping_ == 0 && intake_->connection_count() == 0) {
+      Finish();
+      return;
+    }
+    if (lanes_stopping_ == 0 && !intake_poll_armed_) {
+      // Connections close on their own once answered; look again shortly.
+      intake_poll_armed_ = true;
+      auto timer = std::make_shared<asio::steady_timer>(loop_, std::chrono::milliseconds(10));
+      timer->async_wait([this, timer](const boost::system::error_code&) {
+        intake_poll_armed_ = false;
+        MaybeFinish();
+      });
+    }
   }
 
   void Finish() {
     if (finished_) return;
     finished_ = true;
-    PublishSpoolGauges();
     signals_.cancel();
     tick_.cancel();
     loop_.stop();
   }
 
   void Tick() {
-    PublishSpoolGauges();
     sd_notify(0, "WATCHDOG=1");
     tick_.expires_after(std::chrono::seconds(1));
     tick_.async_wait([this](const boost::system::error_code& ec) {
@@ -247,6 +259,8 @@ class Daemon {
     });
   }
 
+  // The scraping thread (refresh hook), never the loop: finding the oldest
+  // record reads the spool. Spool stats and gauges are thread-safe.
   void PublishSpoolGauges() {
     const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
                                std::chrono::system_clock::now().time_since_epoch())
@@ -276,6 +290,7 @@ class Daemon {
   bool stopping_ = false;
   bool finished_ = false;
   size_t lanes_stopping_ = 0;
+  bool intake_poll_armed_ = false;
   std::chrono::steady_clock::time_point deadline_;
 };
 

@@ -23,7 +23,6 @@ namespace asio = boost::asio;
 using asio::local::stream_protocol;
 namespace intake = ::zerobusd::intake;
 
-constexpr size_t kReadChunk = 256 * 1024;
 constexpr uint32_t kMaxFrameBytes = 16u << 20;
 
 struct PeerCred {
@@ -105,7 +104,7 @@ class Session : public std::enable_shared_from_this<Session> {
   Mode mode_ = Mode::kUnknown;
   std::string in_;       // unprocessed input
   size_t in_pos_ = 0;    // processed prefix of in_
-  char read_buf_[kReadChunk];
+  std::vector<char> read_buf_;
   bool reading_ = false;
   bool read_closed_ = false;  // EOF, error or Stop()
   bool writing_ = false;
@@ -249,7 +248,11 @@ class Server final : public IntakeServer {
 };
 
 Session::Session(Server* server, stream_protocol::socket socket, PeerCred peer, uint64_t id)
-    : server_(server), socket_(std::move(socket)), peer_(peer), id_(id) {}
+    : server_(server),
+      socket_(std::move(socket)),
+      peer_(peer),
+      id_(id),
+      read_buf_(server->options().read_chunk_bytes) {}
 
 void Session::Stop() {
   if (detached_) return;
@@ -261,9 +264,12 @@ void Session::Stop() {
 
 void Session::DoRead() {
   if (reading_ || read_closed_ || closed_) return;
-  if (inflight_bytes_ >= server_->options().max_inflight_bytes) return;  // resumed by TryReply
+  // Credit window: input waiting for the spool, and replies the producer
+  // has not read yet, both stop reading (resumed by TryReply / DoWrite).
+  if (inflight_bytes_ >= server_->options().max_inflight_bytes) return;
+  if (out_.size() + out_next_.size() >= server_->options().max_inflight_bytes) return;
   reading_ = true;
-  socket_.async_read_some(asio::buffer(read_buf_, sizeof(read_buf_)),
+  socket_.async_read_some(asio::buffer(read_buf_.data(), read_buf_.size()),
                           [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
                             self->OnRead(ec, n);
                           });
@@ -275,7 +281,7 @@ void Session::OnRead(const boost::system::error_code& ec, size_t n) {
   spdlog::trace("intake: connection {} read {} bytes ({})", id_, n, ec.message());
   if (n > 0) {
     if (mode_ == Mode::kUnknown) mode_ = read_buf_[0] == '\0' ? Mode::kFramed : Mode::kLine;
-    in_.append(read_buf_, n);
+    in_.append(read_buf_.data(), n);
   }
   const bool eof = static_cast<bool>(ec);
   if (eof && ec != asio::error::eof && ec != asio::error::operation_aborted) {
@@ -590,14 +596,16 @@ void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::functio
   const size_t bytes = group.bytes;
   std::string route = group.route;
   auto self = shared_from_this();
+  // The callback runs on the spool's writer thread, possibly after the
+  // server is gone (shutdown): it may touch only the loop, which outlives
+  // the spool, never server_.
+  asio::io_context& loop = server_->loop();
   server_->spool().AppendAsync(
       route, std::move(group.payloads),
-      [self, pending, route, count, bytes, on_ok = std::move(on_ok),
+      [&loop, self, pending, route, count, bytes, on_ok = std::move(on_ok),
        on_error = std::move(on_error)](absl::StatusOr<AppendResult> result) mutable {
-        // Spool writer thread: hop to the loop. Every reference moves into
-        // the posted handler, so the session is never released (and
-        // destroyed) on this thread.
-        asio::io_context& loop = self->server_->loop();
+        // Hop to the loop. Every reference moves into the posted handler, so
+        // the session is never released (and destroyed) on this thread.
         asio::post(loop, [self = std::move(self), pending = std::move(pending), route = std::move(route), count,
                           bytes, on_ok = std::move(on_ok), on_error = std::move(on_error),
                           result = std::move(result)]() {
@@ -652,6 +660,7 @@ void Session::DoWrite() {
       return;
     }
     self->DoWrite();
+    self->DoRead();  // replies drained: the credit window may have reopened
     self->MaybeClose();
   });
 }

@@ -41,8 +41,12 @@ struct IntakeOptions {
   std::string socket_path;
   uint32_t socket_mode = 0660;
   size_t max_record_bytes = 1u << 20;
-  size_t max_inflight_bytes = 8u << 20;  // per connection
+  // Per connection: input read but not yet durable, and replies not yet
+  // read by the producer; past either, the socket is not read.
+  size_t max_inflight_bytes = 8u << 20;
   uint32_t max_connections = 1024;
+  // Bytes asked of the socket per read (tests make it tiny to split lines).
+  size_t read_chunk_bytes = 64 * 1024;
 };
 
 // Lives on the event loop: every method is called on the loop thread, and so

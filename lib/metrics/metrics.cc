@@ -6,7 +6,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <poll.h>
 
 #include <map>
 #include <mutex>
@@ -191,8 +190,56 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-// A small synchronous HTTP/1.1 server: one thread, one connection at a time
-// (scrapes are short and rare; a slow client only delays other scrapes).
+// One request per connection, served asynchronously on the server's own
+// thread; each connection has a 5 s deadline, so a slow or silent client
+// never holds up other scrapes.
+class HttpSession : public std::enable_shared_from_this<HttpSession> {
+ public:
+  HttpSession(asio::ip::tcp::socket socket, Metrics* metrics, const std::function<bool()>& ready)
+      : stream_(std::move(socket)), metrics_(metrics), ready_(ready) {}
+
+  void Start() {
+    stream_.expires_after(std::chrono::seconds(5));
+    http::async_read(stream_, buffer_, req_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (!ec) self->Respond();
+    });
+  }
+
+ private:
+  void Respond() {
+    res_.version(req_.version());
+    res_.keep_alive(false);
+    const std::string target(req_.target());
+    const std::string path = target.substr(0, target.find('?'));
+    if (path == "/metrics") {
+      res_.result(http::status::ok);
+      res_.set(http::field::content_type, "text/plain; version=0.0.4");
+      res_.body() = metrics_->Exposition();
+    } else if (path == "/healthz") {
+      res_.result(http::status::ok);
+      res_.body() = "ok\n";
+    } else if (path == "/readyz") {
+      const bool ready = ready_();
+      res_.result(ready ? http::status::ok : http::status::service_unavailable);
+      res_.body() = ready ? "ready\n" : "not ready\n";
+    } else {
+      res_.result(http::status::not_found);
+      res_.body() = "not found: try /metrics, /healthz or /readyz\n";
+    }
+    res_.prepare_payload();
+    http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+    });
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> req_;
+  http::response<http::string_body> res_;
+  Metrics* metrics_;
+  const std::function<bool()>& ready_;  // owned by the server, which outlives its io_context's handlers
+};
+
 class BeastMetricsServer final : public MetricsServer {
  public:
   BeastMetricsServer(Metrics* metrics, std::function<bool()> ready)
@@ -228,44 +275,9 @@ class BeastMetricsServer final : public MetricsServer {
   void Accept() {
     acceptor_.async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket socket) {
       if (ec) return;
-      Serve(std::move(socket));
+      std::make_shared<HttpSession>(std::move(socket), metrics_, ready_)->Start();
       Accept();
     });
-  }
-
-  void Serve(asio::ip::tcp::socket socket) {
-    beast::error_code ec;
-    beast::flat_buffer buffer;
-    http::request<http::string_body> req;
-    // Bound how long a silent client can hold the thread: one request per
-    // connection, and only once it has started to arrive.
-    pollfd pfd{socket.native_handle(), POLLIN, 0};
-    if (::poll(&pfd, 1, 2000) <= 0) return;
-    http::read(socket, buffer, req, ec);
-    if (ec) return;
-    http::response<http::string_body> res;
-    res.version(req.version());
-    res.keep_alive(false);
-    const std::string target(req.target());
-    const std::string path = target.substr(0, target.find('?'));
-    if (path == "/metrics") {
-      res.result(http::status::ok);
-      res.set(http::field::content_type, "text/plain; version=0.0.4");
-      res.body() = metrics_->Exposition();
-    } else if (path == "/healthz") {
-      res.result(http::status::ok);
-      res.body() = "ok\n";
-    } else if (path == "/readyz") {
-      const bool ready = ready_();
-      res.result(ready ? http::status::ok : http::status::service_unavailable);
-      res.body() = ready ? "ready\n" : "not ready\n";
-    } else {
-      res.result(http::status::not_found);
-      res.body() = "not found: try /metrics, /healthz or /readyz\n";
-    }
-    res.prepare_payload();
-    http::write(socket, res, ec);
-    socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   }
 
   Metrics* metrics_;

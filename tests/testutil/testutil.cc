@@ -140,6 +140,8 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& target) {
     asio::io_context io;
     asio::ip::tcp::socket socket(io);
     socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
+    const timeval timeout{10, 0};  // a server that never answers fails the call, not the whole test run
+    setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     const std::string request =
         absl::StrCat("GET ", target, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     asio::write(socket, asio::buffer(request));

@@ -4,6 +4,7 @@
 #include "intake/intake_server.h"
 
 #include <endian.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <future>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "intake.pb.h"
 #include "spdlog/spdlog.h"
@@ -35,13 +37,14 @@ class IntakeServerTest : public ::testing::Test {
     metrics_ = MakePrometheusMetrics();
   }
 
-  void Start(std::vector<IntakeRoute> routes, size_t max_record_bytes = 1 << 20) {
+  void Start(std::vector<IntakeRoute> routes, size_t max_record_bytes = 1 << 20, size_t read_chunk_bytes = 64 << 10) {
     auto table = std::make_shared<IntakeRouteTable>();
     for (auto& r : routes) (*table)[r.name] = r;
     IntakeOptions options;
     options.socket_path = dir_.Sub("run/intake.sock");
     options.max_record_bytes = max_record_bytes;
     options.max_inflight_bytes = 1 << 20;
+    options.read_chunk_bytes = read_chunk_bytes;
     std::promise<absl::Status> started;
     asio::post(loop_, [&] {
       auto s = StartIntakeServer(loop_, options, table, *spool_, *metrics_,
@@ -90,18 +93,11 @@ class IntakeServerTest : public ::testing::Test {
   }
 
   // Sends `input`, half-closes, and returns everything the daemon answered.
-  // `piece` > 0 sends the input in pieces of that size, so the daemon sees
-  // lines split across reads.
-  std::string Exchange(const std::string& input, size_t piece = 0) {
+  std::string Exchange(const std::string& input) {
     int fd = Connect();
     struct timeval tv{20, 0};  // a lost reply fails the test instead of hanging it
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    for (size_t pos = 0; pos < input.size();) {
-      const size_t n = piece == 0 ? input.size() - pos : std::min(piece, input.size() - pos);
-      EXPECT_EQ(send(fd, input.data() + pos, n, MSG_NOSIGNAL), static_cast<ssize_t>(n));
-      pos += n;
-      if (piece > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // let the daemon read each piece
-    }
+    EXPECT_EQ(send(fd, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
     shutdown(fd, SHUT_WR);
     std::string out;
     char buf[4096];
@@ -199,9 +195,10 @@ TEST_F(IntakeServerTest, OversizeLineLongerThanTheReadBufferIsSkippedWithoutBuff
 }
 
 TEST_F(IntakeServerTest, LinesSplitAcrossReadsAreReassembled) {
-  Start({Route("a")}, /*max_record_bytes=*/64);
+  // The daemon reads 5 bytes at a time, so nearly every line is split.
+  Start({Route("a")}, /*max_record_bytes=*/64, /*read_chunk_bytes=*/5);
   const std::string big = "{\"x\":\"" + std::string(100, 'y') + "\"}";
-  const std::string reply = Exchange("{\"id\":1}\nnope\n" + big + "\n{\"id\":2}\n{\"id\":3}", /*piece=*/5);
+  const std::string reply = Exchange("{\"id\":1}\nnope\n" + big + "\n{\"id\":2}\n{\"id\":3}");
   EXPECT_NE(reply.find("error 2 invalid JSON"), std::string::npos) << reply;
   EXPECT_NE(reply.find("error 3 record too large"), std::string::npos) << reply;
   EXPECT_EQ(reply.substr(reply.size() - 5), "ok 5\n") << reply;
@@ -299,6 +296,46 @@ TEST_F(IntakeServerTest, OversizeFrameIsRefusedAndTheConnectionClosed) {
   const auto frames = ParseFrames(Exchange(input));
   ASSERT_EQ(frames.size(), 1u);
   EXPECT_EQ(frames[0].nack().reason(), intake::BAD_FRAME);
+}
+
+TEST_F(IntakeServerTest, AProducerThatDoesNotReadRepliesIsNotReadEither) {
+  // Every "x" line earns a ~60-byte rejection. If the daemon kept reading
+  // while the producer ignores its replies, it would buffer them without
+  // bound; instead it stops reading once the replies fill the credit window
+  // (1 MiB here), so the producer's sends stall.
+  Start({Route("a")});
+  int fd = Connect();
+  const std::string chunk = [] {
+    std::string c;
+    for (int i = 0; i < 1000; ++i) c += "x\n";
+    return c;
+  }();
+  size_t sent = 0;
+  bool stalled = false;
+  while (sent < (256u << 20)) {
+    pollfd p{fd, POLLOUT, 0};
+    if (poll(&p, 1, /*timeout_ms=*/1000) == 0) {
+      stalled = true;
+      break;
+    }
+    const ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) sent += static_cast<size_t>(n);
+  }
+  ASSERT_TRUE(stalled) << "the daemon read " << sent << " bytes without its replies being read";
+  EXPECT_LT(sent, 16u << 20);
+  // Reading the replies lets the daemon go on, and every line is answered.
+  const size_t lines = sent / 2;
+  ASSERT_EQ(sent % 2, 0u);
+  shutdown(fd, SHUT_WR);
+  struct timeval tv{20, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, n);
+  close(fd);
+  EXPECT_NE(out.find(absl::StrCat("error ", lines, " ")), std::string::npos);
+  EXPECT_EQ(out.substr(out.size() - absl::StrCat("ok ", lines, "\n").size()), absl::StrCat("ok ", lines, "\n"));
 }
 
 TEST_F(IntakeServerTest, StaleSocketFileIsReplaced) {

@@ -2,6 +2,11 @@
 
 #include "metrics/metrics.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 
 #include "gtest/gtest.h"
@@ -40,6 +45,18 @@ TEST(MetricsTest, ContractMetricsExistWithRouteLabels) {
   EXPECT_EQ(MetricValue(text, "zerobusd_token_fetch_failures_total").value_or(-1), 1);
 }
 
+TEST(MetricsTest, RefreshHookRunsBeforeEveryScrape) {
+  auto m = MakePrometheusMetrics();
+  m->DeclareRoute("r");
+  int depth = 0;
+  m->SetRefreshHook([&] { m->SpoolDepth("r", ++depth); });
+  using zb::testing::MetricValue;
+  EXPECT_EQ(MetricValue(m->Exposition(), "zerobusd_spool_records", "route=\"r\"").value_or(-1), 1);
+  EXPECT_EQ(MetricValue(m->Exposition(), "zerobusd_spool_records", "route=\"r\"").value_or(-1), 2);
+  m->SetRefreshHook(nullptr);
+  EXPECT_EQ(MetricValue(m->Exposition(), "zerobusd_spool_records", "route=\"r\"").value_or(-1), 2);
+}
+
 TEST(MetricsTest, ServerAnswersMetricsHealthAndReadiness) {
   auto m = MakePrometheusMetrics();
   m->DeclareRoute("r");
@@ -58,6 +75,25 @@ TEST(MetricsTest, ServerAnswersMetricsHealthAndReadiness) {
   ready = true;
   EXPECT_TRUE(zb::testing::HttpGet(port, "/readyz").ok());
   EXPECT_FALSE(zb::testing::HttpGet(port, "/nope").ok());
+}
+
+TEST(MetricsTest, AStalledClientDoesNotBlockOtherScrapes) {
+  auto m = MakePrometheusMetrics();
+  auto server = StartMetricsServer("127.0.0.1:0", m.get(), [] { return true; });
+  ASSERT_TRUE(server.ok()) << server.status();
+  // A client that sends half a request and then goes silent.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>((*server)->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string partial = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(send(fd, partial.data(), partial.size(), 0), static_cast<ssize_t>(partial.size()));
+  // The server gives up on it after a couple of seconds and serves others.
+  EXPECT_TRUE(zb::testing::WaitFor([&] { return zb::testing::HttpGet((*server)->port(), "/healthz").ok(); },
+                                   std::chrono::seconds(15)));
+  close(fd);
 }
 
 TEST(MetricsTest, BadListenAddressesAreClearErrors) {
