@@ -115,6 +115,7 @@ class Daemon {
       lane.max_inflight_requests = r.drain.max_inflight_requests;
       lane.max_batch_records = r.drain.max_batch_records;
       lane.max_batch_bytes = r.drain.max_batch_bytes;
+      lane.linger = std::chrono::milliseconds(r.drain.linger_ms);
       lane.ack_timeout = std::chrono::milliseconds(r.drain.ack_timeout_ms);
       lane.create_timeout = std::chrono::milliseconds(r.drain.create_timeout_ms);
       lane.backoff.initial = std::chrono::milliseconds(r.drain.backoff_initial_ms);

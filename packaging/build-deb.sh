@@ -14,21 +14,27 @@ install -D -m 0755 "$BUILD_DIR/bin/zerobus-devserver" "$STAGE/usr/bin/zerobus-de
 install -D -m 0644 systemd/zerobusd.service "$STAGE/lib/systemd/system/zerobusd.service"
 install -D -m 0644 systemd/zerobusd.sysusers "$STAGE/usr/lib/sysusers.d/zerobusd.conf"
 install -D -m 0640 config/zerobusd.example.yaml "$STAGE/etc/zerobusd/zerobusd.yaml"
+install -D -m 0644 config/schemas/reading.proto "$STAGE/etc/zerobusd/schemas/reading.proto"
 install -D -m 0644 README.md "$STAGE/usr/share/doc/zerobusd/README.md"
 mkdir -p "$STAGE/DEBIAN"
+# Depends: the Debian package of every shared library the binaries load.
+DEPENDS="$(for exe in "$STAGE"/usr/bin/*; do ldd "$exe"; done \
+  | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p' | sort -u \
+  | while read -r lib; do dpkg -S "$(readlink -f "$lib")" 2>/dev/null || dpkg -S "$lib" 2>/dev/null || true; done \
+  | cut -d: -f1 | sort -u | paste -sd, | sed 's/,/, /g')"
 cat > "$STAGE/DEBIAN/control" <<CONTROL
 Package: zerobusd
 Version: $VERSION
 Architecture: $ARCH
 Maintainer: zerobusd maintainers
-Depends: libgrpc++1.51, librocksdb7.8, libyaml-cpp0.7, libprometheus-cpp-core1.0, libspdlog1.10, libsystemd0, libcurl4, libprotobuf32
+Depends: $DEPENDS
 Section: net
 Priority: optional
 Description: durable local ingestion daemon for Databricks Zerobus
  Producers write records over a Unix socket; zerobusd spools them in RocksDB
  and drains them into Zerobus Ingest streams, deleting only after durable ACK.
 CONTROL
-echo "/etc/zerobusd/zerobusd.yaml" > "$STAGE/DEBIAN/conffiles"
+printf '%s\n' /etc/zerobusd/zerobusd.yaml /etc/zerobusd/schemas/reading.proto > "$STAGE/DEBIAN/conffiles"
 cat > "$STAGE/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
 set -e

@@ -40,7 +40,8 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       retry_timer_(loop),
       create_timer_(loop),
       ack_timer_(loop),
-      grace_timer_(loop) {
+      grace_timer_(loop),
+      linger_timer_(loop) {
   const LaneStats stats = spool_.Stats(options_.route);
   acked_seq_ = stats.deleted_up_to;
   next_read_seq_ = acked_seq_ + 1;
@@ -61,7 +62,8 @@ void DrainLane::OnAppended(SeqNo last_seq) {
 
 void DrainLane::Connect() {
   state_ = LaneState::kConnecting;
-  const uint64_t gen = ++gen_;
+  NewGeneration();
+  const uint64_t gen = gen_;
   std::weak_ptr<DrainLane> weak = weak_from_this();
   // The whole open (token + create reply) is bounded by create_timeout.
   create_timer_.expires_after(options_.create_timeout);
@@ -148,37 +150,84 @@ void DrainLane::OnCreated(const std::string& stream_id) {
   Pump();
 }
 
+void DrainLane::NewGeneration() {
+  ++gen_;  // events and reads of the previous stream are dropped from now on
+  read_in_flight_ = false;
+  linger_armed_ = false;
+  linger_expired_ = false;
+  linger_timer_.cancel();
+}
+
 void DrainLane::Pump() {
-  if (state_ != LaneState::kStreaming || stream_ == nullptr) return;
-  while (window_.size() < options_.max_inflight_requests && next_read_seq_ <= durable_seq_) {
-    auto records = spool_.ReadFrom(options_.route, next_read_seq_, options_.max_batch_records,
-                                   options_.max_batch_bytes);
-    if (!records.ok()) {
-      // A damaged record cannot be sent; stop this lane loudly rather than
-      // skip it silently (issue: quarantine, see architecture.md invariant 9).
-      spdlog::error("route {}: cannot read spool at seq {}: {}", options_.route, next_read_seq_,
-                    records.status().ToString());
-      Fail(records.status());
-      return;
+  if (state_ != LaneState::kStreaming || stream_ == nullptr || read_in_flight_) return;
+  if (window_.size() >= options_.max_inflight_requests || next_read_seq_ > durable_seq_) return;
+  const uint64_t available = durable_seq_ - next_read_seq_ + 1;
+  if (available < options_.max_batch_records && !window_.empty() && options_.linger.count() > 0 &&
+      !linger_expired_) {
+    // Requests are in flight anyway: wait briefly for a fuller batch.
+    if (!linger_armed_) {
+      linger_armed_ = true;
+      const uint64_t gen = gen_;
+      std::weak_ptr<DrainLane> weak = weak_from_this();
+      linger_timer_.expires_after(options_.linger);
+      linger_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->gen_ != gen) return;
+        self->linger_armed_ = false;
+        self->linger_expired_ = true;
+        self->Pump();
+      });
     }
-    if (records->empty()) break;
-    std::vector<std::string> payloads;
-    payloads.reserve(records->size());
-    uint64_t bytes = 0;
-    for (auto& r : *records) {
-      bytes += r.payload.size();
-      payloads.push_back(std::move(r.payload));
-    }
-    const SeqNo first = records->front().seq;
-    const SeqNo last = records->back().seq;
-    const int64_t offset = window_.Add(first, last, static_cast<uint32_t>(payloads.size()), bytes,
-                                       records->front().append_time_us);
-    stream_->Write(offset, std::move(payloads));
-    next_read_seq_ = last + 1;
-    durable_seq_ = std::max(durable_seq_, last);
-    if (window_.size() == 1) ArmAckTimer();
+    return;
   }
+  linger_expired_ = false;
+  if (linger_armed_) {
+    linger_armed_ = false;
+    linger_timer_.cancel();
+  }
+  // The read runs on the spool's reader thread: a cold backlog read must not
+  // stall the loop (intake and other lanes).
+  read_in_flight_ = true;
+  const uint64_t gen = gen_;
+  std::weak_ptr<DrainLane> weak = weak_from_this();
+  spool_.ReadFromAsync(options_.route, next_read_seq_, options_.max_batch_records, options_.max_batch_bytes,
+                       [weak, gen, &loop = loop_](absl::StatusOr<std::vector<SpoolRecord>> records) {
+                         asio::post(loop, [weak, gen, records = std::move(records)]() mutable {
+                           if (auto self = weak.lock()) self->OnRead(gen, std::move(records));
+                         });
+                       });
+}
+
+void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records) {
+  if (gen != gen_) return;  // read for a stream that is gone
+  read_in_flight_ = false;
+  if (state_ != LaneState::kStreaming || stream_ == nullptr) return;  // rotating or stopping: send nothing new
+  if (!records.ok()) {
+    // A damaged record cannot be sent; stop this lane loudly rather than
+    // skip it silently (architecture.md invariant 9).
+    spdlog::error("route {}: cannot read spool at seq {}: {}", options_.route, next_read_seq_,
+                  records.status().ToString());
+    Fail(records.status());
+    return;
+  }
+  if (records->empty()) return;
+  std::vector<std::string> payloads;
+  payloads.reserve(records->size());
+  uint64_t bytes = 0;
+  for (auto& r : *records) {
+    bytes += r.payload.size();
+    payloads.push_back(std::move(r.payload));
+  }
+  const SeqNo first = records->front().seq;
+  const SeqNo last = records->back().seq;
+  const int64_t offset =
+      window_.Add(first, last, static_cast<uint32_t>(payloads.size()), bytes, records->front().append_time_us);
+  stream_->Write(offset, std::move(payloads));
+  next_read_seq_ = last + 1;
+  durable_seq_ = std::max(durable_seq_, last);
+  if (window_.size() == 1) ArmAckTimer();
   PublishGauges();
+  Pump();
 }
 
 void DrainLane::OnAck(int64_t offset) {
@@ -242,7 +291,7 @@ void DrainLane::FinishRotation() {
   grace_timer_.cancel();
   ack_timer_.cancel();
   stream_.reset();
-  ++gen_;
+  NewGeneration();
   state_ = LaneState::kIdle;
   window_.Reset();
   next_read_seq_ = acked_seq_ + 1;
@@ -263,7 +312,7 @@ void DrainLane::Fail(const absl::Status& status) {
   grace_timer_.cancel();
   if (stream_) stream_->Cancel();
   stream_.reset();
-  ++gen_;
+  NewGeneration();
   window_.Reset();
   next_read_seq_ = acked_seq_ + 1;
   PublishGauges();
@@ -345,7 +394,7 @@ void DrainLane::FinishStop() {
   ack_timer_.cancel();
   if (stream_) stream_->Cancel();
   stream_.reset();
-  ++gen_;
+  NewGeneration();
   PublishGauges();
   if (stop_done_) {
     auto done = std::move(stop_done_);

@@ -33,6 +33,9 @@ struct DrainLaneOptions {
   uint32_t max_inflight_requests = 64;
   uint32_t max_batch_records = 1000;
   uint64_t max_batch_bytes = 2u << 20;
+  // While requests are in flight, a batch with fewer than max_batch_records
+  // waits up to this long for more records (an idle lane sends at once).
+  std::chrono::milliseconds linger{5};
   std::chrono::milliseconds ack_timeout{60'000};
   std::chrono::milliseconds create_timeout{15'000};
   // Longest wait for in-flight ACKs after a CloseStreamSignal before the
@@ -64,6 +67,9 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   LaneState state() const { return state_; }
   size_t inflight_requests() const { return window_.size(); }
   SeqNo acked_seq() const { return acked_seq_; }
+  // A spool read or a linger wait is under way: more requests may follow
+  // without any new event (tests wait for this to settle).
+  bool busy_for_test() const { return read_in_flight_ || linger_armed_; }
 
  private:
   void Connect();
@@ -73,6 +79,8 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void OnAck(int64_t offset);
   void OnCloseSignal(std::chrono::milliseconds grace);
   void Pump();
+  void OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records);
+  void NewGeneration();
   void FinishRotation();
   void Fail(const absl::Status& status);
   void ScheduleReconnect(std::chrono::milliseconds delay);
@@ -101,6 +109,10 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   boost::asio::steady_timer create_timer_;
   boost::asio::steady_timer ack_timer_;
   boost::asio::steady_timer grace_timer_;
+  boost::asio::steady_timer linger_timer_;
+  bool read_in_flight_ = false;  // a spool read for this generation is under way
+  bool linger_armed_ = false;
+  bool linger_expired_ = false;  // send the partial batch now
   std::function<void()> stop_done_;
 };
 

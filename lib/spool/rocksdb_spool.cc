@@ -101,9 +101,16 @@ class RocksDbSpool final : public Spool {
                std::map<std::string, LaneStats> lanes)
       : db_(std::move(db)), options_(options), lanes_(std::move(lanes)) {
     writer_ = std::thread([this] { WriterLoop(); });
+    reader_ = std::thread([this] { ReaderLoop(); });
   }
 
   ~RocksDbSpool() override {
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      read_stopping_ = true;
+    }
+    read_cv_.notify_all();
+    reader_.join();
     {
       std::lock_guard<std::mutex> lock(queue_mu_);
       stopping_ = true;
@@ -169,6 +176,15 @@ class RocksDbSpool final : public Spool {
     return out;
   }
 
+  void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
+                     ReadCallback done) override {
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      reads_.push_back(ReadOp{lane, from, max_records, max_bytes, std::move(done)});
+    }
+    read_cv_.notify_one();
+  }
+
   int64_t OldestAppendTimeUs(const std::string& lane) override {
     auto recs = ReadFrom(lane, Stats(lane).deleted_up_to + 1, 1, 1);
     if (!recs.ok() || recs->empty()) return 0;
@@ -205,6 +221,36 @@ class RocksDbSpool final : public Spool {
     DeleteCallback delete_done;
     AppendResult result;
   };
+
+  struct ReadOp {
+    std::string lane;
+    SeqNo from;
+    size_t max_records;
+    size_t max_bytes;
+    ReadCallback done;
+  };
+
+  // Reader thread: one read at a time, in request order. Reads pending at
+  // destruction are answered with CancelledError.
+  void ReaderLoop() {
+    while (true) {
+      ReadOp op;
+      {
+        std::unique_lock<std::mutex> lock(read_mu_);
+        read_cv_.wait(lock, [this] { return read_stopping_ || !reads_.empty(); });
+        if (read_stopping_) break;
+        op = std::move(reads_.front());
+        reads_.pop_front();
+      }
+      op.done(ReadFrom(op.lane, op.from, op.max_records, op.max_bytes));
+    }
+    std::deque<ReadOp> cancelled;
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      cancelled.swap(reads_);
+    }
+    for (auto& op : cancelled) op.done(absl::CancelledError("spool closed"));
+  }
 
   void Enqueue(Op op) {
     {
@@ -329,6 +375,12 @@ class RocksDbSpool final : public Spool {
   std::map<std::string, LaneStats> lanes_ ABSL_GUARDED_BY(stats_mu_);
 
   absl::Status latched_error_;  // writer thread only
+
+  std::thread reader_;
+  std::mutex read_mu_;
+  std::condition_variable read_cv_;
+  std::deque<ReadOp> reads_;    // guarded by read_mu_
+  bool read_stopping_ = false;  // guarded by read_mu_
 };
 
 }  // namespace

@@ -46,11 +46,13 @@ struct AppendResult {
 };
 
 // Thread-safe. Appends and deletes run on the spool's own writer thread, so no
-// caller blocks on fsync; reads run on the caller's thread.
+// caller blocks on fsync; ReadFromAsync runs on its reader thread (a cold
+// backlog read may wait for the disk); ReadFrom runs on the caller's thread.
 class Spool {
  public:
   using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
   using DeleteCallback = std::function<void(absl::Status)>;
+  using ReadCallback = std::function<void(absl::StatusOr<std::vector<SpoolRecord>>)>;
 
   virtual ~Spool() = default;
 
@@ -70,6 +72,11 @@ class Spool {
   virtual absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from,
                                                             size_t max_records,
                                                             size_t max_bytes) = 0;
+
+  // ReadFrom on the reader thread; `done` runs there with the result (or
+  // CancelledError when the spool is destroyed first). Must not block.
+  virtual void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
+                             ReadCallback done) = 0;
 
   // Unix µs of the oldest record of `lane`, or 0 when it is empty.
   virtual int64_t OldestAppendTimeUs(const std::string& lane) = 0;

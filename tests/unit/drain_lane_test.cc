@@ -72,6 +72,10 @@ class DrainLaneTest : public ::testing::Test {
     c->emit(ev);
   }
 
+  // Spool reads are asynchronous: runs the loop until the lane has sent
+  // everything it will send without a new event.
+  bool Settle() { return RunUntil([&] { return !lane_->busy_for_test(); }); }
+
   size_t TotalWritten(const std::shared_ptr<FakeCall>& c) {
     size_t n = 0;
     for (auto& w : c->writes) n += w.second.size();
@@ -96,6 +100,7 @@ TEST_F(DrainLaneTest, SendsBatchesWithWireOffsetsFromZeroAndDeletesOnlyWhatAnAck
   EXPECT_EQ(call(0)->params.token, "tok-main.edge.t");
   EXPECT_TRUE(call(0)->writes.empty()) << "nothing is sent before create_stream_response";
   Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   ASSERT_EQ(call(0)->writes.size(), 3u);  // 3 + 3 + 1 records
   EXPECT_EQ(call(0)->writes[0].first, 0);
   EXPECT_EQ(call(0)->writes[2].first, 2);
@@ -113,8 +118,10 @@ TEST_F(DrainLaneTest, WindowBoundsRequestsInFlight) {
   Append(5);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 2u);
   Emit(call(0), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 3u);
   EXPECT_EQ(lane_->inflight_requests(), 2u);
 }
@@ -124,11 +131,13 @@ TEST_F(DrainLaneTest, StreamFailureRewindsToLowestUnackedAndResendsWithFreshOffs
   Append(6);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   ASSERT_EQ(call(0)->writes.size(), 3u);
   Emit(call(0), StreamEvent::Kind::kAck, 0);  // records 1-2 durable
   EmitDone(call(0), absl::UnavailableError("connection reset"));
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   ASSERT_EQ(call(1)->writes.size(), 2u);
   EXPECT_EQ(call(1)->writes[0].first, 0);
   EXPECT_EQ(call(1)->writes[0].second[0], "{\"i\":2}") << "resumes at the first unacked record";
@@ -143,11 +152,13 @@ TEST_F(DrainLaneTest, InvalidAckIsAProtocolErrorThatReopensTheStream) {
   Append(2);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   Emit(call(0), StreamEvent::Kind::kAck, 5);  // beyond what was sent
   EXPECT_TRUE(call(0)->cancelled);
   EXPECT_EQ(spool_->Stats("r").records, 2u) << "a bad ack deletes nothing";
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   Emit(call(1), StreamEvent::Kind::kAck, 1);
   ASSERT_TRUE(RunUntil([&] { return spool_->Stats("r").records == 0; }));
 }
@@ -169,17 +180,20 @@ TEST_F(DrainLaneTest, CloseSignalStopsSendingDrainsAcksThenRotatesWithoutCountin
   Append(4);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   ASSERT_EQ(call(0)->writes.size(), 2u);
   StreamEvent sig;
   sig.kind = StreamEvent::Kind::kCloseSignal;
   sig.grace = std::chrono::seconds(30);
   call(0)->emit(sig);
   Emit(call(0), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 2u) << "no new requests after CloseStreamSignal";
   Emit(call(0), StreamEvent::Kind::kAck, 1);
   EXPECT_TRUE(call(0)->writes_done);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   ASSERT_EQ(call(1)->writes.size(), 2u);
   EXPECT_EQ(call(1)->writes[0].second[0], "{\"i\":2}");
   auto exposition = metrics_->Exposition();
@@ -208,7 +222,27 @@ TEST_F(DrainLaneTest, ResumesFromTheSpoolAfterRestart) {
   lane_->Start();
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   ASSERT_EQ(TotalWritten(call(1)), 5u);
+}
+
+TEST_F(DrainLaneTest, PartialBatchesLingerWhileRequestsAreInFlight) {
+  MakeLane(/*max_inflight=*/4, /*max_batch=*/4);
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  ASSERT_EQ(call(0)->writes.size(), 1u) << "an idle lane sends a lone record at once";
+  Append(1);
+  Append(1);
+  EXPECT_TRUE(lane_->busy_for_test()) << "a partial batch waits while a request is in flight";
+  EXPECT_EQ(call(0)->writes.size(), 1u);
+  ASSERT_TRUE(Settle());
+  ASSERT_EQ(call(0)->writes.size(), 2u);
+  EXPECT_EQ(call(0)->writes[1].second.size(), 2u) << "records that came during the linger go as one request";
+  Append(5);  // a full batch does not wait
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == 3; }));
+  EXPECT_EQ(call(0)->writes[2].second.size(), 4u);
 }
 
 TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
@@ -216,9 +250,11 @@ TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
   Append(2);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
   bool stopped = false;
   lane_->Stop([&] { stopped = true; });
   Append(1);  // appended during stop: stays spooled, not sent
+  ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 2u);
   EXPECT_FALSE(call(0)->writes_done);
   Emit(call(0), StreamEvent::Kind::kAck, 1);
