@@ -41,7 +41,7 @@ TEST(EndToEndTest, EveryRecordSentArrivesOnceTheSpoolDrainsAndNoProtocolViolatio
   TempDir dir;
   DevServer server(dir.path());
   ASSERT_TRUE(server.Start()) << server.log();
-  Daemon daemon(dir.path(), {server.grpc_port(), server.http_port()});
+  Daemon daemon(dir.path(), {.grpc_port = server.grpc_port(), .http_port = server.http_port()});
   ASSERT_TRUE(daemon.Start()) << daemon.log();
 
   const std::string input = dir.Sub("records.ndjson");
@@ -78,7 +78,7 @@ TEST(EndToEndTest, RejectedLinesAreReportedWithLineNumbersAndTheRestDelivered) {
   TempDir dir;
   DevServer server(dir.path());
   ASSERT_TRUE(server.Start()) << server.log();
-  Daemon daemon(dir.path(), {server.grpc_port(), server.http_port()});
+  Daemon daemon(dir.path(), {.grpc_port = server.grpc_port(), .http_port = server.http_port()});
   ASSERT_TRUE(daemon.Start()) << daemon.log();
   WriteFile(dir.Sub("mixed.ndjson"),
             "{\"id\":\"m-0\"}\n"
@@ -136,7 +136,7 @@ TEST(EndToEndTest, ConfigCheckListsEveryProblem) {
   EXPECT_NE(r.output.find("routes[0].table"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("routes[0].colour"), std::string::npos) << r.output;
 
-  Daemon daemon(dir.path(), {1, 2});
+  Daemon daemon(dir.path(), {.grpc_port = 1, .http_port = 2});
   daemon.WriteConfig();
   RunResult ok = zb::testing::Run({BinDir() + "/zerobusd", "--config", daemon.config_path(), "--check"}, std::chrono::seconds(20));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;

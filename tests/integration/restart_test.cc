@@ -24,7 +24,7 @@ TEST(RestartTest, RecordsAcceptedWhileTheServerIsDownSurviveCrashAndRestartAndAr
   TempDir dir;
   const int grpc_port = FreePort();
   const int http_port = FreePort();
-  Daemon daemon(dir.path(), {grpc_port, http_port});
+  Daemon daemon(dir.path(), {.grpc_port = grpc_port, .http_port = http_port});
   ASSERT_TRUE(daemon.Start()) << daemon.log();
 
   WriteRecords(dir.Sub("r.ndjson"), "down", kRecords);
@@ -67,7 +67,7 @@ TEST(RestartTest, ServerRestartMidStreamLosesNothing) {
   DevServer server(dir.path());
   ASSERT_TRUE(server.Start()) << server.log();
   const int grpc_port = server.grpc_port(), http_port = server.http_port();
-  Daemon daemon(dir.path(), {grpc_port, http_port});
+  Daemon daemon(dir.path(), {.grpc_port = grpc_port, .http_port = http_port});
   ASSERT_TRUE(daemon.Start()) << daemon.log();
   WriteRecords(dir.Sub("a.ndjson"), "a", kRecords);
   ASSERT_EQ(SendFile(daemon.socket(), "readings", dir.Sub("a.ndjson")).exit_code, 0);

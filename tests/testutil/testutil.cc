@@ -134,7 +134,8 @@ RunResult Run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
   return result;
 }
 
-absl::StatusOr<std::string> HttpGet(int port, const std::string& target) {
+absl::StatusOr<HttpResponse> HttpRequest(int port, const std::string& method, const std::string& target,
+                                         const std::vector<std::string>& headers, const std::string& body) {
   namespace asio = boost::asio;
   try {
     asio::io_context io;
@@ -142,8 +143,10 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& target) {
     socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)});
     const timeval timeout{10, 0};  // a server that never answers fails the call, not the whole test run
     setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    const std::string request =
-        absl::StrCat("GET ", target, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    std::string request = absl::StrCat(method, " ", target, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (const auto& h : headers) absl::StrAppend(&request, h, "\r\n");
+    if (!body.empty() || method == "POST") absl::StrAppend(&request, "Content-Length: ", body.size(), "\r\n");
+    absl::StrAppend(&request, "\r\n", body);
     asio::write(socket, asio::buffer(request));
     std::string response;
     boost::system::error_code ec;
@@ -154,14 +157,21 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& target) {
       if (ec) break;
     }
     const size_t header_end = response.find("\r\n\r\n");
-    if (header_end == std::string::npos) return absl::UnavailableError("no HTTP response");
-    if (response.compare(0, 12, "HTTP/1.1 200") != 0 && response.compare(0, 12, "HTTP/1.0 200") != 0) {
-      return absl::UnavailableError(absl::StrCat("HTTP status: ", response.substr(0, response.find("\r\n"))));
+    int status = 0;
+    if (header_end == std::string::npos || response.size() < 12 || !absl::SimpleAtoi(response.substr(9, 3), &status)) {
+      return absl::UnavailableError("no HTTP response");
     }
-    return response.substr(header_end + 4);
+    return HttpResponse{status, response.substr(header_end + 4)};
   } catch (const std::exception& e) {
     return absl::UnavailableError(e.what());
   }
+}
+
+absl::StatusOr<std::string> HttpGet(int port, const std::string& target) {
+  auto r = HttpRequest(port, "GET", target);
+  if (!r.ok()) return r.status();
+  if (r->status != 200) return absl::UnavailableError(absl::StrCat("HTTP status: ", r->status, " ", r->body));
+  return r->body;
 }
 
 absl::StatusOr<double> MetricValue(const std::string& exposition, const std::string& name,

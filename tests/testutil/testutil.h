@@ -72,6 +72,15 @@ RunResult Run(const std::vector<std::string>& argv, std::chrono::milliseconds ti
 
 // GET http://127.0.0.1:port/target; returns the body or an error.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& target);
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+// Any request to http://127.0.0.1:port/target; `headers` are full
+// "Name: value" lines. An error only when no HTTP response came back.
+absl::StatusOr<HttpResponse> HttpRequest(int port, const std::string& method, const std::string& target,
+                                         const std::vector<std::string>& headers = {}, const std::string& body = "");
 // Returns the value of a Prometheus sample line `name{labels} value`; `labels`
 // is the exact label text inside the braces (empty for none). Sums nothing.
 absl::StatusOr<double> MetricValue(const std::string& exposition, const std::string& name,

@@ -5,6 +5,7 @@
 
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "spdlog/spdlog.h"
 
 namespace zb::devserver {
 
@@ -35,6 +36,27 @@ std::string DevState::CheckToken(const std::string& token, const std::string& ta
   if (std::chrono::steady_clock::now() >= it->second.expires) return "token expired";
   if (it->second.table != table) return "token was minted for table " + it->second.table + ", not " + table;
   return "";
+}
+
+std::shared_ptr<FaultScript> DevState::faults() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return faults_;
+}
+
+void DevState::SetFaults(std::shared_ptr<FaultScript> faults) {
+  std::lock_guard<std::mutex> lock(mu_);
+  faults_ = std::move(faults);
+}
+
+void DevState::FaultInjected(const std::string& what) {
+  spdlog::info("fault injected: {}", what);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++faults_injected_;
+}
+
+void DevState::RowsDiscarded(uint64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rows_discarded_ += n;
 }
 
 void DevState::TokenRejected() {
@@ -120,6 +142,8 @@ std::string DevState::StatsJson() {
   num("close_signals_sent", close_signals_);
   num("tokens_issued", tokens_issued_);
   num("token_requests_rejected", tokens_rejected_);
+  num("faults_injected", faults_injected_);
+  num("rows_discarded", rows_discarded_);
   w.Key("last_violations");
   w.StartArray();
   for (const auto& v : last_violations_) w.String(v.c_str());

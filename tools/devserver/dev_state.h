@@ -8,9 +8,12 @@
 #include <cstdio>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "tools/devserver/faults.h"
 
 namespace zb::devserver {
 
@@ -30,6 +33,7 @@ struct DevOptions {
   int token_ttl_s = 3600;
   std::string tls_cert, tls_key;
   std::string log_level = "info";
+  std::string faults;                 // fault script: a file, or inline JSON starting with '{'
 };
 
 class DevState {
@@ -44,6 +48,11 @@ class DevState {
   std::string CheckToken(const std::string& token, const std::string& table);
   void TokenRejected();
 
+  // The fault script in force (never null; empty: no faults). Replacing it
+  // resets every cursor; streams already open keep their faults.
+  std::shared_ptr<FaultScript> faults();
+  void SetFaults(std::shared_ptr<FaultScript> faults);
+
   // Appends rows (JSON text, one per line) for `table` and flushes them to
   // the OS before returning, so an ACK sent afterwards covers stored rows.
   bool StoreRows(const std::string& table, const std::vector<std::string>& rows, std::string* error);
@@ -55,6 +64,8 @@ class DevState {
   void Request();
   void AckSent();
   void CloseSignalSent();
+  void FaultInjected(const std::string& what);
+  void RowsDiscarded(uint64_t n);
   std::string StatsJson();
 
  private:
@@ -65,12 +76,14 @@ class DevState {
     std::chrono::steady_clock::time_point expires;
   };
   std::map<std::string, TokenInfo> tokens_;
+  std::shared_ptr<FaultScript> faults_ = std::make_shared<FaultScript>();
   std::map<std::string, FILE*> files_;
   std::map<std::string, uint64_t> table_records_, table_streams_;
   std::deque<std::string> last_violations_;
   std::deque<std::pair<std::string, std::string>> recent_streams_;  // stream id, x-zerobus-sdk
   uint64_t streams_opened_ = 0, streams_created_ = 0, violations_ = 0, records_ = 0, requests_ = 0,
-           acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0;
+           acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0,
+           faults_injected_ = 0, rows_discarded_ = 0;
 };
 
 }  // namespace zb::devserver

@@ -171,6 +171,21 @@ class BeastEndpoint final : public HttpEndpoint {
                                                  std::string(req[http::field::content_type]), req.body());
         res.result(static_cast<http::status>(status));
         res.body() = body;
+      } else if (target == "/faults" && req.method() == http::verb::post) {
+        // Replaces the fault script (cursors start over).
+        auto script = FaultScript::Parse(req.body());
+        if (script.ok()) {
+          state_.SetFaults(std::move(*script));
+          res.result(http::status::ok);
+          res.body() = "{}";
+        } else {
+          res.result(http::status::bad_request);
+          res.body() = ErrorJson("invalid_faults", std::string(script.status().message()));
+        }
+      } else if (target == "/faults") {
+        res.result(http::status::ok);
+        const std::string source = state_.faults()->source();
+        res.body() = source.empty() ? "{}" : source;
       } else if (target == "/stats") {
         res.result(http::status::ok);
         res.body() = state_.StatsJson();
@@ -206,6 +221,15 @@ std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::strin
     spdlog::info("token request refused: {} {}", status, why);
     return std::make_pair(status, ErrorJson(error, why));
   };
+  const TokenFault fault = state.faults()->NextToken();
+  if (fault.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(fault.delay_ms));
+  if (fault.status != 200) {
+    state.FaultInjected("token endpoint answers " + std::to_string(fault.status));
+    return reject(fault.status, fault.status == 429 ? "rate_limited" : fault.status >= 500 ? "server_error"
+                                                                                            : "invalid_client",
+                  "injected fault: HTTP " + std::to_string(fault.status));
+  }
+  const int ttl_s = fault.ttl_s > 0 ? fault.ttl_s : o.token_ttl_s;
   if (authorization.rfind("Basic ", 0) != 0) {
     return reject(401, "invalid_client", "missing HTTP Basic authorization");
   }
@@ -245,7 +269,7 @@ std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::strin
   std::string error;
   const std::string table = TableFromDetails(form["authorization_details"], &error);
   if (table.empty()) return reject(400, "invalid_request", error);
-  const std::string token = state.IssueToken(table, o.token_ttl_s);
+  const std::string token = state.IssueToken(table, ttl_s);
   rapidjson::StringBuffer buf;
   rapidjson::Writer<rapidjson::StringBuffer> w(buf);
   w.StartObject();
@@ -254,7 +278,7 @@ std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::strin
   w.Key("token_type");
   w.String("Bearer");
   w.Key("expires_in");
-  w.Int(o.token_ttl_s);
+  w.Int(ttl_s);
   w.Key("scope");
   w.String("all-apis");
   w.EndObject();

@@ -65,6 +65,11 @@ struct ProtoSchema {
 
 // One EphemeralStream call. gRPC reactions and the service's ticker thread
 // both touch it, under mu_. Deleted in OnDone, after the ticker forgot it.
+//
+// Durability model: a request's rows are pending until an ACK covers them;
+// they are written to the table file just before that ACK is generated. An
+// abort discards pending rows (the client must resend them) unless the fault
+// says keep_unacked (stored but never acked: the client will duplicate them).
 class StreamReactor final
     : public grpc::ServerBidiReactor<pb::EphemeralStreamRequest, pb::EphemeralStreamResponse> {
  public:
@@ -75,17 +80,24 @@ class StreamReactor final
   void OnDone() override;
   void OnCancel() override {}
 
-  // Ticker thread: coalesced ACKs, rotation.
+  // Ticker thread: coalesced and delayed ACKs, timed faults, rotation.
   void Tick(Clock::time_point now);
 
  private:
   void HandleCreate(const pb::EphemeralStreamRequest& req);
   void HandleIngest(const pb::EphemeralStreamRequest& req);
-  void Fail(grpc::StatusCode code, const std::string& message, bool violation);
-  void QueueAck();
+  void Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued = false);
+  // Stores every pending row and generates the ACK covering them.
+  void CommitAndAck();
+  bool CommitPending();
+  void DiscardPending();
+  void SendAck(int64_t offset);
+  void Abort(const std::string& why);
+  void StartClose(Clock::time_point now, int grace_ms);
   void Queue(pb::EphemeralStreamResponse resp);
   void PumpWrites();
   void FinishNow(grpc::Status status);
+  int AckIntervalMs() const;
 
   IngestService::Impl* service_;
   DevState& state_;
@@ -99,18 +111,28 @@ class StreamReactor final
   bool finishing_ = false;      // no more reads or writes are started
   bool finished_ = false;       // Finish() was called
   grpc::Status final_status_;
-  bool half_closed_ = false;
   std::string table_;
   std::string stream_id_;
   bool proto_ = false;
   std::unique_ptr<ProtoSchema> schema_;
+  StreamFaults faults_;
+  std::string poison_;
   int64_t next_offset_ = 0;      // expected wire offset
-  int64_t stored_offset_ = -1;   // highest offset whose rows are stored
-  int64_t acked_offset_ = -1;    // highest offset acked
+  int64_t received_offset_ = -1; // highest offset received (rows pending or stored)
+  int64_t acked_offset_ = -1;    // highest offset an ACK was generated for
+  int64_t last_sent_ack_ = -1;   // highest ACK value actually sent
+  int acks_sent_ = 0;
+  int requests_ = 0;
+  bool ack_withheld_ = false;    // an ACK was generated while ACKs were withheld
+  std::deque<std::pair<int64_t, std::vector<std::string>>> pending_;  // offset -> rows not yet stored
+  std::deque<std::pair<Clock::time_point, pb::EphemeralStreamResponse>> delayed_;  // ack_delay_ms
   Clock::time_point created_at_;
   Clock::time_point last_ack_;
+  bool create_reply_due_ = false;  // create_delay_ms
+  Clock::time_point create_reply_at_;
   bool signalled_ = false;
   Clock::time_point close_at_;
+  grpc::StatusCode close_code_ = grpc::StatusCode::UNAVAILABLE;
 };
 
 struct IngestService::Impl {
@@ -159,13 +181,24 @@ StreamReactor::StreamReactor(IngestService::Impl* service, DevState& state, grpc
   service_->Add(this);
 }
 
+int StreamReactor::AckIntervalMs() const {
+  return faults_.ack_interval_ms >= 0 ? faults_.ack_interval_ms : state_.options().ack_interval_ms;
+}
+
 void StreamReactor::OnReadDone(bool ok) {
   std::lock_guard<std::mutex> lock(mu_);
   if (finishing_) return;
   if (!ok) {
-    // Client half-close (or cancel): ack everything stored, then end OK.
-    half_closed_ = true;
-    if (stored_offset_ > acked_offset_) QueueAck();
+    if (ctx_->IsCancelled()) {
+      // The client went away: nothing pending was made durable.
+      DiscardPending();
+      finishing_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+      PumpWrites();
+      return;
+    }
+    // Client half-close: ack everything received, then end OK.
+    if (created_ && received_offset_ > acked_offset_) CommitAndAck();
     finishing_ = true;
     final_status_ = grpc::Status::OK;
     PumpWrites();
@@ -198,6 +231,10 @@ void StreamReactor::HandleCreate(const pb::EphemeralStreamRequest& req) {
          true);
     return;
   }
+  // Every create of the table advances its fault cursor, whatever follows.
+  auto script = state_.faults();
+  faults_ = script->NextStream(c.table_name());
+  poison_ = script->Poison(c.table_name());
   const std::string auth = Header(ctx_, "authorization");
   if (auth.rfind("Bearer ", 0) != 0 || auth.size() <= 7) {
     Fail(grpc::StatusCode::UNAUTHENTICATED, "missing authorization: Bearer <token>", true);
@@ -245,11 +282,23 @@ void StreamReactor::HandleCreate(const pb::EphemeralStreamRequest& req) {
     schema_->descriptor = fd->message_type(0);
   }
   table_ = c.table_name();
+  if (faults_.create_error) {
+    state_.FaultInjected("create_error on " + table_);
+    Fail(*faults_.create_error,
+         faults_.create_message.empty() ? "injected fault: stream creation failed" : faults_.create_message, false);
+    return;
+  }
   stream_id_ = NewUuid();
   created_ = true;
   created_at_ = Clock::now();
   last_ack_ = created_at_;
   state_.StreamCreated(table_, stream_id_, Header(ctx_, "x-zerobus-sdk"));
+  if (faults_.create_delay_ms > 0) {
+    state_.FaultInjected("create_delay_ms on " + table_);
+    create_reply_due_ = true;
+    create_reply_at_ = created_at_ + std::chrono::milliseconds(faults_.create_delay_ms);
+    return;
+  }
   pb::EphemeralStreamResponse resp;
   resp.mutable_create_stream_response()->set_stream_id(stream_id_);
   Queue(std::move(resp));
@@ -291,9 +340,19 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
     Fail(grpc::StatusCode::INVALID_ARGUMENT, "empty EphemeralStreamRequest", true);
     return;
   }
+  if (create_reply_due_) {
+    Fail(grpc::StatusCode::FAILED_PRECONDITION, "ingest request before create_stream_response", true);
+    return;
+  }
   if (state_.options().strict_offsets && offset != next_offset_) {
     Fail(grpc::StatusCode::INVALID_ARGUMENT,
          "Non-incremental offset: expected " + std::to_string(next_offset_) + ", actual " + std::to_string(offset),
+         true);
+    return;
+  }
+  if (offset <= received_offset_) {
+    Fail(grpc::StatusCode::INVALID_ARGUMENT,
+         "offset " + std::to_string(offset) + " is not above the last received " + std::to_string(received_offset_),
          true);
     return;
   }
@@ -337,54 +396,170 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
       (void)google::protobuf::util::MessageToJsonString(*msg, &row, opts);
       rows.push_back(std::move(row));
     }
+    if (!poison_.empty() && rows.back().find(poison_) != std::string::npos) {
+      // A record the table refuses: what came before it is durable and
+      // acked; this whole request fails, and so does the stream.
+      state_.FaultInjected("poison record on " + table_);
+      if (received_offset_ > acked_offset_) CommitAndAck();
+      Fail(grpc::StatusCode::INVALID_ARGUMENT,
+           "Record " + std::to_string(i) + " of request " + std::to_string(offset) +
+               " failed schema validation: injected poison record. Error Code: 4000, Error State: 0.",
+           false, /*keep_queued=*/true);
+      return;
+    }
   }
-  std::string error;
-  if (!state_.StoreRows(table_, rows, &error)) {
-    Fail(grpc::StatusCode::INTERNAL, error, false);
+  received_offset_ = offset;
+  pending_.emplace_back(offset, std::move(rows));
+  ++requests_;
+  if (faults_.unexpected_payload_after > 0 && requests_ == faults_.unexpected_payload_after) {
+    state_.FaultInjected("unexpected_payload on " + table_);
+    pb::EphemeralStreamResponse resp;
+    resp.mutable_create_stream_response()->set_stream_id(stream_id_);
+    Queue(std::move(resp));
+  }
+  if (faults_.abort_after_requests > 0 && requests_ == faults_.abort_after_requests) {
+    Abort("after " + std::to_string(requests_) + " requests");
     return;
   }
-  stored_offset_ = offset;
-  if (state_.options().ack_interval_ms == 0) QueueAck();
+  if (faults_.close_after_requests > 0 && requests_ == faults_.close_after_requests && !signalled_) {
+    state_.FaultInjected("CloseStreamSignal after " + std::to_string(requests_) + " requests on " + table_);
+    close_code_ = faults_.close_code;
+    StartClose(Clock::now(), faults_.close_grace_ms);
+  }
+  if (AckIntervalMs() == 0) CommitAndAck();
+}
+
+bool StreamReactor::CommitPending() {
+  std::vector<std::string> rows;
+  for (auto& [offset, r] : pending_) {
+    for (auto& row : r) rows.push_back(std::move(row));
+  }
+  pending_.clear();
+  std::string error;
+  if (!rows.empty() && !state_.StoreRows(table_, rows, &error)) {
+    Fail(grpc::StatusCode::INTERNAL, error, false);
+    return false;
+  }
+  return true;
+}
+
+void StreamReactor::DiscardPending() {
+  uint64_t n = 0;
+  for (auto& [offset, rows] : pending_) n += rows.size();
+  pending_.clear();
+  if (n > 0) state_.RowsDiscarded(n);
+}
+
+void StreamReactor::CommitAndAck() {
+  if (!CommitPending()) return;
+  acked_offset_ = received_offset_;
+  last_ack_ = Clock::now();
+  SendAck(acked_offset_);
+}
+
+void StreamReactor::SendAck(int64_t offset) {
+  const auto now = Clock::now();
+  if (faults_.withhold_acks ||
+      (faults_.withhold_acks_ms > 0 && now - created_at_ < std::chrono::milliseconds(faults_.withhold_acks_ms))) {
+    ack_withheld_ = true;  // the rows are stored; only the ACK is kept back
+    return;
+  }
+  pb::EphemeralStreamResponse resp;
+  auto* ack = resp.mutable_ingest_record_response();
+  const int n = acks_sent_;  // ACKs sent so far
+  if (faults_.missing_ack_field_after > 0 && n == faults_.missing_ack_field_after) {
+    state_.FaultInjected("ACK without its offset on " + table_);
+  } else if (faults_.regress_ack_after > 0 && n == faults_.regress_ack_after) {
+    state_.FaultInjected("regressing ACK on " + table_);
+    ack->set_durability_ack_up_to_offset(last_sent_ack_ - 1);
+  } else if (faults_.overshoot_ack_after > 0 && n == faults_.overshoot_ack_after) {
+    state_.FaultInjected("ACK beyond what was received on " + table_);
+    ack->set_durability_ack_up_to_offset(received_offset_ + 5);
+  } else {
+    ack->set_durability_ack_up_to_offset(offset);
+    last_sent_ack_ = std::max(last_sent_ack_, offset);
+  }
+  ++acks_sent_;
+  state_.AckSent();
+  const int copies = faults_.duplicate_acks ? 2 : 1;
+  for (int i = 0; i < copies; ++i) {
+    if (faults_.ack_delay_ms > 0) {
+      delayed_.emplace_back(now + std::chrono::milliseconds(faults_.ack_delay_ms), resp);
+    } else {
+      Queue(resp);
+    }
+  }
+}
+
+void StreamReactor::Abort(const std::string& why) {
+  state_.FaultInjected("abort " + why + " on " + table_);
+  if (faults_.keep_unacked) {
+    if (!CommitPending()) return;  // durable, but the client never hears so
+  } else {
+    DiscardPending();
+  }
+  Fail(faults_.abort_code,
+       faults_.abort_message.empty() ? "injected fault: stream aborted " + why : faults_.abort_message, false);
+}
+
+void StreamReactor::StartClose(Clock::time_point now, int grace_ms) {
+  signalled_ = true;
+  close_at_ = now + std::chrono::milliseconds(grace_ms);
+  pb::EphemeralStreamResponse resp;
+  auto* d = resp.mutable_close_stream_signal()->mutable_duration();
+  d->set_seconds(grace_ms / 1000);
+  d->set_nanos((grace_ms % 1000) * 1'000'000);
+  state_.CloseSignalSent();
+  Queue(std::move(resp));
 }
 
 void StreamReactor::Tick(Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!created_ || finished_) return;
   const auto& o = state_.options();
-  if (!finishing_ && stored_offset_ > acked_offset_ &&
-      now - last_ack_ >= std::chrono::milliseconds(o.ack_interval_ms)) {
-    QueueAck();
+  while (!delayed_.empty() && delayed_.front().first <= now && !finishing_) {
+    Queue(std::move(delayed_.front().second));
+    delayed_.pop_front();
   }
-  if (!finishing_ && !signalled_ && o.stream_lifetime_ms > 0 &&
-      now - created_at_ >= std::chrono::milliseconds(o.stream_lifetime_ms)) {
-    signalled_ = true;
-    close_at_ = now + std::chrono::milliseconds(o.close_grace_ms);
+  if (finishing_) return;
+  if (create_reply_due_ && now >= create_reply_at_) {
+    create_reply_due_ = false;
     pb::EphemeralStreamResponse resp;
-    auto* d = resp.mutable_close_stream_signal()->mutable_duration();
-    d->set_seconds(o.close_grace_ms / 1000);
-    d->set_nanos((o.close_grace_ms % 1000) * 1'000'000);
-    state_.CloseSignalSent();
+    resp.mutable_create_stream_response()->set_stream_id(stream_id_);
     Queue(std::move(resp));
   }
-  if (!finishing_ && signalled_ && now >= close_at_) {
-    if (stored_offset_ > acked_offset_) QueueAck();
+  if (received_offset_ > acked_offset_ && now - last_ack_ >= std::chrono::milliseconds(AckIntervalMs())) {
+    CommitAndAck();
+    if (finishing_) return;
+  }
+  if (ack_withheld_ && faults_.withhold_acks_ms > 0 && !faults_.withhold_acks &&
+      now - created_at_ >= std::chrono::milliseconds(faults_.withhold_acks_ms)) {
+    ack_withheld_ = false;  // the withholding window is over: say how far we are
+    SendAck(acked_offset_);
+  }
+  if (faults_.abort_after_ms > 0 && now - created_at_ >= std::chrono::milliseconds(faults_.abort_after_ms)) {
+    Abort("after " + std::to_string(faults_.abort_after_ms) + " ms");
+    return;
+  }
+  if (!signalled_) {
+    if (faults_.close_after_ms > 0 && now - created_at_ >= std::chrono::milliseconds(faults_.close_after_ms)) {
+      state_.FaultInjected("CloseStreamSignal after " + std::to_string(faults_.close_after_ms) + " ms on " + table_);
+      close_code_ = faults_.close_code;
+      StartClose(now, faults_.close_grace_ms);
+    } else if (o.stream_lifetime_ms > 0 && now - created_at_ >= std::chrono::milliseconds(o.stream_lifetime_ms)) {
+      close_code_ = o.close_with_ok ? grpc::StatusCode::OK : grpc::StatusCode::UNAVAILABLE;
+      StartClose(now, o.close_grace_ms);
+    }
+  }
+  if (signalled_ && now >= close_at_) {
+    if (received_offset_ > acked_offset_) CommitAndAck();
     finishing_ = true;
-    final_status_ = o.close_with_ok
+    final_status_ = close_code_ == grpc::StatusCode::OK
                         ? grpc::Status::OK
-                        : grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                       "Stream timeout reached. Closing the stream (ID: " + stream_id_ +
-                                           "). Error Code: 6002, Error State: 0.");
+                        : grpc::Status(close_code_, "Stream timeout reached. Closing the stream (ID: " + stream_id_ +
+                                                        "). Error Code: 6002, Error State: 0.");
     PumpWrites();
   }
-}
-
-void StreamReactor::QueueAck() {
-  pb::EphemeralStreamResponse resp;
-  resp.mutable_ingest_record_response()->set_durability_ack_up_to_offset(stored_offset_);
-  acked_offset_ = stored_offset_;
-  last_ack_ = Clock::now();
-  state_.AckSent();
-  Queue(std::move(resp));
 }
 
 void StreamReactor::Queue(pb::EphemeralStreamResponse resp) {
@@ -415,12 +590,14 @@ void StreamReactor::OnWriteDone(bool ok) {
   PumpWrites();
 }
 
-void StreamReactor::Fail(grpc::StatusCode code, const std::string& message, bool violation) {
+void StreamReactor::Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued) {
   if (violation) state_.Violation(message);
   spdlog::info("stream {} on {}: ending with {}: {}", stream_id_.empty() ? "(not created)" : stream_id_, table_,
                static_cast<int>(code), message);
   finishing_ = true;
-  queue_.clear();  // nothing more after an error, not even pending ACKs
+  DiscardPending();
+  delayed_.clear();
+  if (!keep_queued) queue_.clear();  // nothing more after an error, not even pending ACKs
   final_status_ = grpc::Status(code, message);
   PumpWrites();
 }

@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
   flags["--tls-cert"] = {"PEM certificate: serve gRPC over TLS", str(&o.tls_cert), true, ""};
   flags["--tls-key"] = {"PEM private key for --tls-cert", str(&o.tls_key), true, ""};
   flags["--log-level"] = {"trace|debug|info|warn|error", str(&o.log_level), true, o.log_level};
+  flags["--faults"] = {"fault script: a JSON file, or inline JSON starting with '{' (docs/devserver.md)",
+                       str(&o.faults), true, ""};
 
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -117,6 +119,16 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   zb::devserver::DevState state(o);
+  if (!o.faults.empty()) {
+    const std::string text = o.faults[0] == '{' ? o.faults : ReadFile(o.faults);
+    auto script = zb::devserver::FaultScript::Parse(text);
+    if (!script.ok()) {
+      std::fprintf(stderr, "zerobus-devserver: --faults %s: %s\n", o.faults[0] == '{' ? "(inline)" : o.faults.c_str(),
+                   std::string(script.status().message()).c_str());
+      return 2;
+    }
+    state.SetFaults(std::move(*script));
+  }
   zb::devserver::IngestService service(state);
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
