@@ -249,6 +249,7 @@ void DrainLane::OnAck(int64_t offset) {
     backoff_.Reset();
   }
   if (window_.empty()) ack_timer_.cancel();
+  PublishGauges();
   if (state_ == LaneState::kRotating && window_.empty()) {
     // Everything in flight is acked: replace the stream now.
     if (stream_) stream_->WritesDone();

@@ -111,6 +111,8 @@ TEST_F(DrainLaneTest, SendsBatchesWithWireOffsetsFromZeroAndDeletesOnlyWhatAnAck
   Emit(call(0), StreamEvent::Kind::kAck, 2);
   ASSERT_TRUE(RunUntil([&] { return spool_->Stats("r").records == 0; }));
   EXPECT_EQ(lane_->inflight_requests(), 0u);
+  EXPECT_EQ(zb::testing::MetricValue(metrics_->Exposition(), "zerobusd_inflight_requests", "route=\"r\"").value_or(-1), 0)
+      << "the gauge follows the window down to zero";
 }
 
 TEST_F(DrainLaneTest, WindowBoundsRequestsInFlight) {
