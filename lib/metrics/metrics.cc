@@ -33,6 +33,7 @@ const char* ResultLabel(IntakeResult r) {
     case IntakeResult::kUnknownRoute: return "unknown_route";
     case IntakeResult::kTooLarge: return "too_large";
     case IntakeResult::kNotAllowed: return "not_allowed";
+    case IntakeResult::kSpoolFull: return "spool_full";
     case IntakeResult::kSpoolError: return "spool_error";
   }
   return "unknown";
@@ -97,7 +98,35 @@ class PrometheusMetrics final : public Metrics {
                             .Name("zerobusd_token_fetch_failures_total")
                             .Help("Failed OAuth token fetches")
                             .Register(*registry_)
-                            .Add({})) {
+                            .Add({})),
+        parked_(prometheus::BuildGauge()
+                    .Name("zerobusd_lane_parked")
+                    .Help("1 while a route's drain is parked on an error the operator must fix, by route")
+                    .Register(*registry_)),
+        resent_(prometheus::BuildCounter()
+                    .Name("zerobusd_resent_records_total")
+                    .Help("Records sent again after a stream failure or rotation (possible duplicates), by route")
+                    .Register(*registry_)),
+        dropped_(prometheus::BuildCounter()
+                     .Name("zerobusd_dropped_records_total")
+                     .Help("Records removed without an ACK by an explicit policy, by route and reason")
+                     .Register(*registry_)),
+        dlq_records_(prometheus::BuildGauge()
+                         .Name("zerobusd_dead_letter_store_records")
+                         .Help("Records in the dead-letter store, all routes")
+                         .Register(*registry_)
+                         .Add({})),
+        dlq_bytes_(prometheus::BuildGauge()
+                       .Name("zerobusd_dead_letter_store_bytes")
+                       .Help("Payload bytes in the dead-letter store, all routes")
+                       .Register(*registry_)
+                       .Add({})),
+        spool_full_(prometheus::BuildGauge()
+                        .Name("zerobusd_spool_full")
+                        .Help("1 while appends are refused or held: spool.max_bytes reached or the filesystem "
+                              "below spool.min_free_bytes")
+                        .Register(*registry_)
+                        .Add({})) {
     prometheus::BuildGauge()
         .Name("zerobusd_build_info")
         .Help("Build information")
@@ -135,6 +164,20 @@ class PrometheusMetrics final : public Metrics {
     Get(dead_letters_, {{"route", route}}).Increment(static_cast<double>(n));
   }
   void TokenFetchFailure() override { token_failures_.Increment(); }
+  void LaneParked(const std::string& route, bool parked) override {
+    Get(parked_, {{"route", route}}).Set(parked ? 1 : 0);
+  }
+  void ResentRecords(const std::string& route, uint64_t n) override {
+    Get(resent_, {{"route", route}}).Increment(static_cast<double>(n));
+  }
+  void DroppedRecords(const std::string& route, const std::string& reason, uint64_t n) override {
+    Get(dropped_, {{"route", route}, {"reason", reason}}).Increment(static_cast<double>(n));
+  }
+  void DeadLetterStore(uint64_t records, uint64_t bytes) override {
+    dlq_records_.Set(static_cast<double>(records));
+    dlq_bytes_.Set(static_cast<double>(bytes));
+  }
+  void SpoolFull(bool full) override { spool_full_.Set(full ? 1 : 0); }
   void DeclareRoute(const std::string& route) override {
     Get(intake_records_, {{"route", route}, {"result", "accepted"}});
     Get(intake_bytes_, {{"route", route}});
@@ -144,6 +187,8 @@ class PrometheusMetrics final : public Metrics {
     Get(stream_opens_, {{"route", route}});
     Get(inflight_, {{"route", route}});
     Get(dead_letters_, {{"route", route}});
+    Get(parked_, {{"route", route}});
+    Get(resent_, {{"route", route}});
   }
 
   void SetRefreshHook(std::function<void()> refresh) override {
@@ -184,6 +229,12 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>& inflight_;
   prometheus::Family<prometheus::Counter>& dead_letters_;
   prometheus::Counter& token_failures_;
+  prometheus::Family<prometheus::Gauge>& parked_;
+  prometheus::Family<prometheus::Counter>& resent_;
+  prometheus::Family<prometheus::Counter>& dropped_;
+  prometheus::Gauge& dlq_records_;
+  prometheus::Gauge& dlq_bytes_;
+  prometheus::Gauge& spool_full_;
 };
 
 namespace asio = boost::asio;

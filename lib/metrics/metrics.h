@@ -14,7 +14,7 @@
 namespace zb {
 
 // Outcome label of zerobusd_intake_records_total{result}.
-enum class IntakeResult { kAccepted, kInvalid, kUnknownRoute, kTooLarge, kNotAllowed, kSpoolError };
+enum class IntakeResult { kAccepted, kInvalid, kUnknownRoute, kTooLarge, kNotAllowed, kSpoolFull, kSpoolError };
 
 // Thread-safe: every method may be called from any thread (counters are
 // atomic; per-route series are created on first use under a lock).
@@ -36,6 +36,17 @@ class Metrics {
   virtual void InflightRequests(const std::string& route, uint64_t n) = 0;
   virtual void DeadLetterRecords(const std::string& route, uint64_t n) = 0;
   virtual void TokenFetchFailure() = 0;
+  // 1 while the lane is parked on a table-level error, else 0.
+  virtual void LaneParked(const std::string& route, bool parked) = 0;
+  // Records sent again after a stream failure or rotation (possible duplicates).
+  virtual void ResentRecords(const std::string& route, uint64_t n) = 0;
+  // Records removed without an ACK by an explicit policy (`reason`, e.g. "drop_oldest").
+  virtual void DroppedRecords(const std::string& route, const std::string& reason, uint64_t n) = 0;
+  // Records and payload bytes now in the dead-letter store, all routes.
+  virtual void DeadLetterStore(uint64_t records, uint64_t bytes) = 0;
+  // Whether appends are refused now (1) because the spool is at
+  // spool.max_bytes or the filesystem below spool.min_free_bytes.
+  virtual void SpoolFull(bool full) = 0;
   // Makes the route's series exist at zero, so dashboards see every route.
   virtual void DeclareRoute(const std::string& route) = 0;
 

@@ -1,12 +1,17 @@
-// RocksDB spool. Layout (default column family):
+// RocksDB spool. Layout:
+//  default column family
 //   "L" <lane> 0x00 <seq: 8 bytes big-endian>  ->  record envelope
 //   "M" <lane>                                  ->  lane meta (fixed64 x4)
+//  "dead_letters" column family
+//   "E" <id: 8 bytes big-endian>                ->  zerobusd.spool.DeadLetter
+//   "N"                                         ->  store meta (fixed64 x3)
 // Envelope: crc32c(time|payload) u32 LE, append time i64 LE (unix µs), payload.
-// The lane meta (record count, bytes, next seq, deleted-up-to) is written in
-// the same WriteBatch as the records or the delete it describes, so it is
-// exact after any crash and start-up needs no scan of the backlog.
+// Every meta value is written in the same WriteBatch as the change it
+// describes, so it is exact after any crash and start-up needs no scan of
+// the backlog.
 
 #include <endian.h>
+#include <sys/statvfs.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -15,17 +20,20 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/crc32c.h"
+#include "common/status.h"
 #include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "spool.pb.h"
 #include "spool/spool.h"
 
 namespace zb {
@@ -33,6 +41,11 @@ namespace {
 
 constexpr size_t kEnvelopeHeader = 4 + 8;
 constexpr size_t kMetaSize = 4 * 8;
+constexpr size_t kDeadLetterMetaSize = 3 * 8;
+constexpr char kDeadLetterFamily[] = "dead_letters";
+constexpr char kDeadLetterMetaKey[] = "N";
+// Replay and purge commit in chunks of this many entries.
+constexpr size_t kDeadLetterChunk = 10000;
 
 std::string LanePrefix(const std::string& lane) { return absl::StrCat("L", lane, std::string(1, '\0')); }
 
@@ -50,6 +63,13 @@ SeqNo SeqFromKey(const rocksdb::Slice& key) {
 }
 
 std::string MetaKey(const std::string& lane) { return absl::StrCat("M", lane); }
+
+std::string DeadLetterKey(uint64_t id) {
+  std::string key = "E";
+  const uint64_t be = htobe64(id);
+  key.append(reinterpret_cast<const char*>(&be), 8);
+  return key;
+}
 
 void PutFixed64(std::string* out, uint64_t v) {
   const uint64_t le = htole64(v);
@@ -70,6 +90,20 @@ std::string EncodeMeta(const LaneStats& s) {
   return v;
 }
 
+struct DeadLetterMeta {
+  uint64_t records = 0;
+  uint64_t bytes = 0;
+  uint64_t next_id = 1;
+};
+
+std::string EncodeDeadLetterMeta(const DeadLetterMeta& m) {
+  std::string v;
+  PutFixed64(&v, m.records);
+  PutFixed64(&v, m.bytes);
+  PutFixed64(&v, m.next_id);
+  return v;
+}
+
 std::string EncodeEnvelope(int64_t time_us, const std::string& payload) {
   std::string v(kEnvelopeHeader, '\0');
   const uint64_t t = htole64(static_cast<uint64_t>(time_us));
@@ -78,6 +112,20 @@ std::string EncodeEnvelope(int64_t time_us, const std::string& payload) {
   const uint32_t crc = htole32(Crc32c(v.data() + 4, v.size() - 4));
   std::memcpy(v.data(), &crc, 4);
   return v;
+}
+
+// Checks and unpacks an envelope; `where` names the record in errors.
+absl::Status DecodeEnvelope(const rocksdb::Slice& value, const std::string& where, int64_t* time_us,
+                            std::string* payload) {
+  if (value.size() < kEnvelopeHeader) return absl::DataLossError(absl::StrCat("spool ", where, ": truncated record"));
+  uint32_t crc = 0;
+  std::memcpy(&crc, value.data(), 4);
+  if (le32toh(crc) != Crc32c(value.data() + 4, value.size() - 4)) {
+    return absl::DataLossError(absl::StrCat("spool ", where, ": checksum mismatch"));
+  }
+  *time_us = static_cast<int64_t>(GetFixed64(value.data() + 4));
+  payload->assign(value.data() + kEnvelopeHeader, value.size() - kEnvelopeHeader);
+  return absl::OkStatus();
 }
 
 int64_t NowUs() {
@@ -90,16 +138,30 @@ absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
   const std::string msg = absl::StrCat(what, ": ", s.ToString());
   if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(absl::StrCat("spool full (disk full): ", msg));
   if (s.IsIOError()) return absl::UnavailableError(msg);
   return absl::InternalError(msg);
 }
 
+bool Matches(const DeadLetterFilter& filter, uint64_t id, const std::string& lane) {
+  if (!filter.lane.empty() && filter.lane != lane) return false;
+  if (filter.ids.empty()) return true;
+  for (uint64_t want : filter.ids) {
+    if (want == id) return true;
+  }
+  return false;
+}
+
 class RocksDbSpool final : public Spool {
  public:
-  RocksDbSpool(std::unique_ptr<rocksdb::DB> db, const SpoolOptions& options,
-               std::map<std::string, LaneStats> lanes)
-      : db_(std::move(db)), options_(options), lanes_(std::move(lanes)) {
+  RocksDbSpool(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+               const SpoolOptions& options, std::map<std::string, LaneStats> lanes, DeadLetterMeta dead)
+      : db_(std::move(db)),
+        default_cf_(handles[0]),
+        dead_cf_(handles[1]),
+        options_(options),
+        lanes_(std::move(lanes)),
+        dead_(dead) {
     writer_ = std::thread([this] { WriterLoop(); });
     reader_ = std::thread([this] { ReaderLoop(); });
   }
@@ -118,11 +180,12 @@ class RocksDbSpool final : public Spool {
     queue_cv_.notify_all();
     writer_.join();
     db_->SyncWAL();
+    db_->DestroyColumnFamilyHandle(dead_cf_);
+    db_->DestroyColumnFamilyHandle(default_cf_);
     db_->Close();
   }
 
-  void AppendAsync(const std::string& lane, std::vector<std::string> records,
-                   AppendCallback done) override {
+  void AppendAsync(const std::string& lane, std::vector<std::string> records, AppendCallback done) override {
     Op op;
     op.kind = Op::kAppend;
     op.lane = lane;
@@ -140,8 +203,34 @@ class RocksDbSpool final : public Spool {
     Enqueue(std::move(op));
   }
 
-  absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from,
-                                                    size_t max_records, size_t max_bytes) override {
+  void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) override {
+    Op op;
+    op.kind = Op::kDeadLetter;
+    op.lane = lane;
+    op.up_to = seq;
+    op.info = std::move(info);
+    op.delete_done = std::move(done);
+    Enqueue(std::move(op));
+  }
+
+  void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done) override {
+    Op op;
+    op.kind = Op::kReplay;
+    op.filter = filter;
+    op.replay_done = std::move(done);
+    Enqueue(std::move(op));
+  }
+
+  void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done) override {
+    Op op;
+    op.kind = Op::kPurge;
+    op.filter = filter;
+    op.count_done = std::move(done);
+    Enqueue(std::move(op));
+  }
+
+  absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from, size_t max_records,
+                                                    size_t max_bytes) override {
     std::vector<SpoolRecord> out;
     const std::string upper = absl::StrCat("L", lane, std::string(1, '\1'));
     rocksdb::Slice upper_slice(upper);
@@ -150,24 +239,15 @@ class RocksDbSpool final : public Spool {
     ro.verify_checksums = true;
     size_t bytes = 0;
     {
-      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
       for (it->Seek(RecordKey(lane, from)); it->Valid() && out.size() < max_records; it->Next()) {
         const rocksdb::Slice value = it->value();
-        const SeqNo seq = SeqFromKey(it->key());
-        if (value.size() < kEnvelopeHeader) {
-          return absl::DataLossError(absl::StrCat("spool lane ", lane, " seq ", seq, ": truncated record"));
-        }
-        uint32_t crc = 0;
-        std::memcpy(&crc, value.data(), 4);
-        if (le32toh(crc) != Crc32c(value.data() + 4, value.size() - 4)) {
-          return absl::DataLossError(absl::StrCat("spool lane ", lane, " seq ", seq, ": checksum mismatch"));
-        }
-        const size_t payload_size = value.size() - kEnvelopeHeader;
+        const size_t payload_size = value.size() >= kEnvelopeHeader ? value.size() - kEnvelopeHeader : 0;
         if (!out.empty() && bytes + payload_size > max_bytes) break;
         SpoolRecord rec;
-        rec.seq = seq;
-        rec.append_time_us = static_cast<int64_t>(GetFixed64(value.data() + 4));
-        rec.payload.assign(value.data() + kEnvelopeHeader, payload_size);
+        rec.seq = SeqFromKey(it->key());
+        ZB_RETURN_IF_ERROR(
+            DecodeEnvelope(value, absl::StrCat("lane ", lane, " seq ", rec.seq), &rec.append_time_us, &rec.payload));
         bytes += payload_size;
         out.push_back(std::move(rec));
       }
@@ -178,11 +258,24 @@ class RocksDbSpool final : public Spool {
 
   void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
                      ReadCallback done) override {
-    {
-      std::lock_guard<std::mutex> lock(read_mu_);
-      reads_.push_back(ReadOp{lane, from, max_records, max_bytes, std::move(done)});
-    }
-    read_cv_.notify_one();
+    RunOnReader([this, lane, from, max_records, max_bytes, done = std::move(done)](bool cancelled) {
+      if (cancelled) {
+        done(absl::CancelledError("spool closed"));
+        return;
+      }
+      done(ReadFrom(lane, from, max_records, max_bytes));
+    });
+  }
+
+  void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit,
+                            DeadLettersCallback done) override {
+    RunOnReader([this, filter, from_id, limit, done = std::move(done)](bool cancelled) {
+      if (cancelled) {
+        done(absl::CancelledError("spool closed"));
+        return;
+      }
+      done(ListDeadLetters(filter, from_id, limit));
+    });
   }
 
   int64_t OldestAppendTimeUs(const std::string& lane) override {
@@ -206,50 +299,37 @@ class RocksDbSpool final : public Spool {
 
   uint64_t TotalBytes() override {
     absl::MutexLock lock(&stats_mu_);
-    uint64_t total = 0;
-    for (const auto& [_, s] : lanes_) total += s.bytes;
-    return total;
+    return TotalBytesLocked();
   }
+
+  DeadLetterStats DeadLetterTotals() override {
+    absl::MutexLock lock(&stats_mu_);
+    return DeadLetterStats{dead_.records, dead_.bytes};
+  }
+
+  bool full() override { return full_.load(); }
 
  private:
   struct Op {
-    enum Kind { kAppend, kDelete } kind = kAppend;
+    enum Kind { kAppend, kDelete, kDeadLetter, kReplay, kPurge } kind = kAppend;
     std::string lane;
     std::vector<std::string> records;
     SeqNo up_to = 0;
+    DeadLetterInfo info;
+    DeadLetterFilter filter;
     AppendCallback append_done;
     DeleteCallback delete_done;
+    ReplayCallback replay_done;
+    CountCallback count_done;
+    // Outcome, filled by the commit.
+    absl::Status status;
     AppendResult result;
   };
 
-  struct ReadOp {
-    std::string lane;
-    SeqNo from;
-    size_t max_records;
-    size_t max_bytes;
-    ReadCallback done;
-  };
-
-  // Reader thread: one read at a time, in request order. Reads pending at
-  // destruction are answered with CancelledError.
-  void ReaderLoop() {
-    while (true) {
-      ReadOp op;
-      {
-        std::unique_lock<std::mutex> lock(read_mu_);
-        read_cv_.wait(lock, [this] { return read_stopping_ || !reads_.empty(); });
-        if (read_stopping_) break;
-        op = std::move(reads_.front());
-        reads_.pop_front();
-      }
-      op.done(ReadFrom(op.lane, op.from, op.max_records, op.max_bytes));
-    }
-    std::deque<ReadOp> cancelled;
-    {
-      std::lock_guard<std::mutex> lock(read_mu_);
-      cancelled.swap(reads_);
-    }
-    for (auto& op : cancelled) op.done(absl::CancelledError("spool closed"));
+  uint64_t TotalBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_) {
+    uint64_t total = dead_.bytes;
+    for (const auto& [_, s] : lanes_) total += s.bytes;
+    return total;
   }
 
   void Enqueue(Op op) {
@@ -260,8 +340,77 @@ class RocksDbSpool final : public Spool {
     queue_cv_.notify_one();
   }
 
-  // Writer thread: takes every queued op (up to max_group_bytes of appends),
-  // writes them as one WriteBatch with one fsync, then runs their callbacks.
+  // ---------------------------------------------------------------- reader
+
+  // `task(cancelled)` runs on the reader thread, in order; at destruction
+  // the tasks still queued run with cancelled = true.
+  void RunOnReader(std::function<void(bool cancelled)> task) {
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      reads_.push_back(std::move(task));
+    }
+    read_cv_.notify_one();
+  }
+
+  void ReaderLoop() {
+    while (true) {
+      std::function<void(bool)> task;
+      {
+        std::unique_lock<std::mutex> lock(read_mu_);
+        read_cv_.wait(lock, [this] { return read_stopping_ || !reads_.empty(); });
+        if (read_stopping_) break;
+        task = std::move(reads_.front());
+        reads_.pop_front();
+      }
+      task(false);
+    }
+    std::deque<std::function<void(bool)>> cancelled;
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      cancelled.swap(reads_);
+    }
+    for (auto& task : cancelled) task(true);
+  }
+
+  absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(const DeadLetterFilter& filter, uint64_t from_id,
+                                                          size_t limit) {
+    std::vector<DeadLetter> out;
+    const std::string upper = "F";
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    ro.verify_checksums = true;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, dead_cf_));
+    for (it->Seek(DeadLetterKey(from_id)); it->Valid() && out.size() < limit; it->Next()) {
+      const uint64_t id = SeqFromKey(it->key());
+      ::zerobusd::spool::DeadLetter entry;
+      if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        return absl::DataLossError(absl::StrCat("spool dead-letter store: entry ", id, " does not parse"));
+      }
+      if (!Matches(filter, id, entry.lane())) continue;
+      DeadLetter d;
+      d.id = id;
+      d.lane = entry.lane();
+      d.seq = entry.seq();
+      d.info.table = entry.table();
+      d.info.code = entry.code();
+      d.info.message = entry.message();
+      d.info.attempts = entry.attempts();
+      d.info.first_failure_us = entry.first_failure_us();
+      d.append_time_us = entry.append_time_us();
+      d.dead_lettered_us = entry.dead_lettered_us();
+      d.payload = entry.payload();
+      out.push_back(std::move(d));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "spool dead-letter store read");
+    return out;
+  }
+
+  // ---------------------------------------------------------------- writer
+
+  // Writer thread: takes queued appends and deletes (up to max_group_bytes
+  // of appends) and commits them as one WriteBatch with one fsync, then runs
+  // their callbacks. Dead-letter operations commit on their own.
   void WriterLoop() {
     while (true) {
       std::vector<Op> group;
@@ -271,71 +420,200 @@ class RocksDbSpool final : public Spool {
         if (queue_.empty() && stopping_) return;
         size_t bytes = 0;
         while (!queue_.empty() && (group.empty() || bytes < options_.max_group_bytes)) {
+          const bool single = queue_.front().kind != Op::kAppend && queue_.front().kind != Op::kDelete;
+          if (single && !group.empty()) break;
           for (const auto& r : queue_.front().records) bytes += r.size();
           group.push_back(std::move(queue_.front()));
           queue_.pop_front();
+          if (single) break;
         }
       }
-      CommitGroup(group);
+      switch (group.front().kind) {
+        case Op::kDeadLetter: MoveToDeadLetters(group.front()); break;
+        case Op::kReplay: Replay(group.front()); break;
+        case Op::kPurge: Purge(group.front()); break;
+        default: CommitGroup(group);
+      }
     }
+  }
+
+  // The free space of the spool's filesystem, checked at most every 100 ms.
+  uint64_t FreeBytes() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - free_checked_ > std::chrono::milliseconds(100)) {
+      struct statvfs st{};
+      if (statvfs(options_.path.c_str(), &st) == 0) {
+        free_bytes_ = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+      }
+      free_checked_ = now;
+    }
+    return free_bytes_;
+  }
+
+  // After ENOSPC RocksDB stops writing until Resume(); try that once space
+  // is back above the guard (at most every second).
+  absl::Status RecoverFromLatchedError() {
+    if (latched_error_.ok()) return absl::OkStatus();
+    if (!absl::IsResourceExhausted(latched_error_)) return latched_error_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_resume_ < std::chrono::seconds(1)) return latched_error_;
+    last_resume_ = now;
+    free_checked_ = {};
+    if (FreeBytes() < std::max<uint64_t>(options_.min_free_bytes, 1u << 20)) return latched_error_;
+    rocksdb::Status s = db_->Resume();
+    if (!s.ok()) return latched_error_;
+    latched_error_ = absl::OkStatus();
+    return absl::OkStatus();
+  }
+
+  // Decides whether `bytes` more may be appended, given the totals of this
+  // group so far; under drop_oldest it makes room by deleting the oldest
+  // records into `batch`.
+  absl::Status MakeRoom(uint64_t bytes, uint64_t* total, std::map<std::string, LaneStats>* touched,
+                        rocksdb::WriteBatch* batch, std::map<std::string, std::pair<uint64_t, uint64_t>>* drops,
+                        std::set<std::string>* changed) {
+    if (options_.min_free_bytes > 0) {
+      const uint64_t free = FreeBytes();
+      if (free < options_.min_free_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat("spool full: the filesystem of ", options_.path, " has ",
+                                                         free, " bytes free, below spool.min_free_bytes (",
+                                                         options_.min_free_bytes, ")"));
+      }
+    }
+    if (options_.max_bytes == 0 || *total + bytes <= options_.max_bytes) return absl::OkStatus();
+    if (!options_.drop_oldest || bytes > options_.max_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("spool full: ", *total, " of spool.max_bytes (",
+                                                       options_.max_bytes, ") in use, ", bytes, " more asked"));
+    }
+    while (*total + bytes > options_.max_bytes) {
+      // The lane whose oldest committed record is oldest loses records first.
+      std::string victim;
+      int64_t victim_time = 0;
+      for (auto& [name, stats] : *touched) {
+        SeqNo committed_end = 0;
+        {
+          absl::MutexLock lock(&stats_mu_);
+          auto it = lanes_.find(name);
+          committed_end = it == lanes_.end() ? 0 : it->second.next_seq;
+        }
+        if (stats.deleted_up_to + 1 >= committed_end) continue;  // nothing committed left to drop
+        auto head = ReadFrom(name, stats.deleted_up_to + 1, 1, 1);
+        if (!head.ok() || head->empty() || head->front().seq >= committed_end) continue;
+        if (victim.empty() || head->front().append_time_us < victim_time) {
+          victim = name;
+          victim_time = head->front().append_time_us;
+        }
+      }
+      if (victim.empty()) {
+        return absl::ResourceExhaustedError(absl::StrCat("spool full: ", *total, " of spool.max_bytes (",
+                                                         options_.max_bytes, ") in use and nothing left to drop"));
+      }
+      LaneStats& lane = (*touched)[victim];
+      changed->insert(victim);
+      const uint64_t need = *total + bytes - options_.max_bytes;
+      uint64_t freed = 0, records = 0;
+      SeqNo last = lane.deleted_up_to;
+      {
+        const std::string upper = RecordKey(victim, lane.next_seq);
+        rocksdb::Slice upper_slice(upper);
+        rocksdb::ReadOptions ro;
+        ro.iterate_upper_bound = &upper_slice;
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
+        for (it->Seek(RecordKey(victim, lane.deleted_up_to + 1)); it->Valid() && freed < need; it->Next()) {
+          freed += it->value().size() - kEnvelopeHeader;
+          ++records;
+          last = SeqFromKey(it->key());
+        }
+        if (!it->status().ok()) return FromRocks(it->status(), "spool drop scan");
+      }
+      if (records == 0) return absl::ResourceExhaustedError("spool full: nothing left to drop");
+      batch->DeleteRange(default_cf_, RecordKey(victim, lane.deleted_up_to + 1), RecordKey(victim, last + 1));
+      lane.records -= std::min(lane.records, records);
+      lane.bytes -= std::min(lane.bytes, freed);
+      lane.deleted_up_to = last;
+      *total -= std::min(*total, freed);
+      (*drops)[victim].first += records;
+      (*drops)[victim].second += freed;
+    }
+    return absl::OkStatus();
   }
 
   void CommitGroup(std::vector<Op>& group) {
     std::map<std::string, LaneStats> touched;
+    uint64_t total = 0;
     {
       absl::MutexLock lock(&stats_mu_);
-      for (const auto& op : group) {
-        auto it = lanes_.find(op.lane);
-        touched[op.lane] = it == lanes_.end() ? LaneStats{} : it->second;
-      }
+      for (const auto& [name, stats] : lanes_) touched[name] = stats;
+      total = TotalBytesLocked();
     }
-    absl::Status status = latched_error_;
+    for (const auto& op : group) touched.try_emplace(op.lane);
+    absl::Status write_status = RecoverFromLatchedError();
     rocksdb::WriteBatch batch;
+    std::map<std::string, std::pair<uint64_t, uint64_t>> drops;
+    std::set<std::string> changed;  // lanes whose meta this commit rewrites
     bool any_append = false;
+    bool refused = false;
     const int64_t now = NowUs();
     for (auto& op : group) {
-      if (!status.ok()) break;
+      if (!write_status.ok()) break;
       LaneStats& lane = touched[op.lane];
-      if (op.kind == Op::kAppend) {
-        if (op.records.empty()) continue;
-        any_append = true;
-        op.result.first_seq = lane.next_seq;
-        for (const auto& rec : op.records) {
-          batch.Put(RecordKey(op.lane, lane.next_seq++), EncodeEnvelope(now, rec));
-          lane.records++;
-          lane.bytes += rec.size();
-        }
-        op.result.last_seq = lane.next_seq - 1;
-      } else {
-        status = AddDelete(op.lane, op.up_to, &lane, &batch);
+      if (op.kind == Op::kDelete) {
+        op.status = AddDelete(op.lane, op.up_to, &lane, &batch, &total);
+        if (op.status.ok()) changed.insert(op.lane);
+        continue;
       }
+      if (op.records.empty()) continue;
+      uint64_t bytes = 0;
+      for (const auto& rec : op.records) bytes += rec.size();
+      op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed);
+      if (!op.status.ok()) {
+        refused = true;
+        continue;
+      }
+      LaneStats& l = touched[op.lane];
+      changed.insert(op.lane);
+      any_append = true;
+      op.result.first_seq = l.next_seq;
+      for (const auto& rec : op.records) {
+        batch.Put(default_cf_, RecordKey(op.lane, l.next_seq++), EncodeEnvelope(now, rec));
+        l.records++;
+        l.bytes += rec.size();
+      }
+      op.result.last_seq = l.next_seq - 1;
+      total += bytes;
     }
-    if (status.ok()) {
-      for (const auto& [name, s] : touched) batch.Put(MetaKey(name), EncodeMeta(s));
+    if (write_status.ok() && batch.Count() > 0) {
+      for (const auto& name : changed) batch.Put(default_cf_, MetaKey(name), EncodeMeta(touched[name]));
       rocksdb::WriteOptions wo;
       wo.sync = any_append && options_.sync;
-      status = FromRocks(db_->Write(wo, &batch), "spool write");
-      if (!status.ok()) latched_error_ = status;  // RocksDB stops accepting writes after a failed sync
+      write_status = FromRocks(db_->Write(wo, &batch), "spool write");
+      // RocksDB stops accepting writes after a failed write or sync.
+      if (!write_status.ok()) latched_error_ = write_status;
     }
-    if (status.ok()) {
+    if (write_status.ok()) {
       absl::MutexLock lock(&stats_mu_);
-      for (auto& [name, s] : touched) lanes_[name] = s;
+      for (const auto& name : changed) lanes_[name] = touched[name];
+    }
+    if (write_status.ok() && (any_append || refused)) full_ = refused;
+    if (write_status.ok() && options_.on_drop) {
+      for (const auto& [lane, d] : drops) options_.on_drop(lane, d.first, d.second);
     }
     for (auto& op : group) {
+      const absl::Status& s = write_status.ok() ? op.status : write_status;
       if (op.kind == Op::kAppend) {
         if (!op.append_done) continue;
-        if (status.ok()) op.append_done(op.result);
-        else op.append_done(status);
+        if (s.ok()) op.append_done(op.result);
+        else op.append_done(s);
       } else if (op.delete_done) {
-        op.delete_done(status);
+        op.delete_done(s);
       }
     }
   }
 
   // Adds a range delete of (lane.deleted_up_to, up_to] and updates `lane`'s
   // counters by the records it removes (they were read recently: cache hits).
-  absl::Status AddDelete(const std::string& lane_name, SeqNo up_to, LaneStats* lane,
-                         rocksdb::WriteBatch* batch) {
+  absl::Status AddDelete(const std::string& lane_name, SeqNo up_to, LaneStats* lane, rocksdb::WriteBatch* batch,
+                         uint64_t* total) {
     if (up_to <= lane->deleted_up_to) return absl::OkStatus();
     if (up_to >= lane->next_seq) {
       return absl::InternalError(absl::StrCat("spool delete beyond end of lane ", lane_name, ": ", up_to,
@@ -348,59 +626,241 @@ class RocksDbSpool final : public Spool {
     ro.iterate_upper_bound = &end_slice;
     uint64_t records = 0, bytes = 0;
     {
-      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
       for (it->Seek(begin); it->Valid(); it->Next()) {
         records++;
         bytes += it->value().size() - kEnvelopeHeader;
       }
       if (!it->status().ok()) return FromRocks(it->status(), "spool delete scan");
     }
-    batch->DeleteRange(begin, end);
+    batch->DeleteRange(default_cf_, begin, end);
     lane->records -= std::min(lane->records, records);
     lane->bytes -= std::min(lane->bytes, bytes);
     lane->deleted_up_to = up_to;
+    *total -= std::min(*total, bytes);
     return absl::OkStatus();
   }
 
+  // Commits `batch` (with the given lane and dead-letter metas) and
+  // publishes the new stats.
+  absl::Status CommitSingle(rocksdb::WriteBatch* batch, const std::map<std::string, LaneStats>& lanes,
+                            const DeadLetterMeta& dead) {
+    for (const auto& [name, s] : lanes) batch->Put(default_cf_, MetaKey(name), EncodeMeta(s));
+    batch->Put(dead_cf_, kDeadLetterMetaKey, EncodeDeadLetterMeta(dead));
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.sync;
+    absl::Status s = FromRocks(db_->Write(wo, batch), "spool write");
+    if (!s.ok()) {
+      latched_error_ = s;
+      return s;
+    }
+    absl::MutexLock lock(&stats_mu_);
+    for (const auto& [name, st] : lanes) lanes_[name] = st;
+    dead_ = dead;
+    return absl::OkStatus();
+  }
+
+  void MoveToDeadLetters(Op& op) {
+    absl::Status status = RecoverFromLatchedError();
+    if (status.ok()) status = MoveToDeadLettersLocked(op);
+    if (op.delete_done) op.delete_done(status);
+  }
+
+  absl::Status MoveToDeadLettersLocked(const Op& op) {
+    LaneStats lane;
+    DeadLetterMeta dead;
+    {
+      absl::MutexLock lock(&stats_mu_);
+      auto it = lanes_.find(op.lane);
+      if (it != lanes_.end()) lane = it->second;
+      dead = dead_;
+    }
+    const SeqNo seq = op.up_to;
+    if (seq <= lane.deleted_up_to) return absl::OkStatus();  // dropped by policy meanwhile
+    if (seq != lane.deleted_up_to + 1 || seq >= lane.next_seq) {
+      return absl::InternalError(absl::StrCat("spool lane ", op.lane, ": seq ", seq,
+                                              " is not the oldest record (", lane.deleted_up_to + 1, ")"));
+    }
+    std::string value;
+    rocksdb::Status get = db_->Get(rocksdb::ReadOptions(), default_cf_, RecordKey(op.lane, seq), &value);
+    if (!get.ok()) return FromRocks(get, absl::StrCat("spool read lane ", op.lane, " seq ", seq));
+    ::zerobusd::spool::DeadLetter entry;
+    int64_t append_time = 0;
+    std::string payload;
+    ZB_RETURN_IF_ERROR(DecodeEnvelope(value, absl::StrCat("lane ", op.lane, " seq ", seq), &append_time, &payload));
+    entry.set_lane(op.lane);
+    entry.set_seq(seq);
+    entry.set_table(op.info.table);
+    entry.set_code(op.info.code);
+    entry.set_message(op.info.message);
+    entry.set_attempts(op.info.attempts);
+    entry.set_append_time_us(append_time);
+    entry.set_first_failure_us(op.info.first_failure_us);
+    entry.set_dead_lettered_us(NowUs());
+    entry.set_payload(payload);
+    rocksdb::WriteBatch batch;
+    batch.Put(dead_cf_, DeadLetterKey(dead.next_id++), entry.SerializeAsString());
+    batch.Delete(default_cf_, RecordKey(op.lane, seq));
+    dead.records++;
+    dead.bytes += payload.size();
+    lane.records -= std::min<uint64_t>(lane.records, 1);
+    lane.bytes -= std::min<uint64_t>(lane.bytes, payload.size());
+    lane.deleted_up_to = seq;
+    return CommitSingle(&batch, {{op.lane, lane}}, dead);
+  }
+
+  void Replay(Op& op) {
+    std::map<std::string, AppendResult> appended;
+    absl::Status status = RecoverFromLatchedError();
+    while (status.ok()) {
+      auto entries = ListDeadLetters(op.filter, 0, kDeadLetterChunk);
+      if (!entries.ok()) {
+        status = entries.status();
+        break;
+      }
+      if (entries->empty()) break;
+      std::map<std::string, LaneStats> lanes;
+      DeadLetterMeta dead;
+      {
+        absl::MutexLock lock(&stats_mu_);
+        for (const auto& e : *entries) lanes[e.lane] = lanes_.count(e.lane) ? lanes_[e.lane] : LaneStats{};
+        dead = dead_;
+      }
+      rocksdb::WriteBatch batch;
+      const int64_t now = NowUs();
+      for (const auto& e : *entries) {
+        LaneStats& lane = lanes[e.lane];
+        AppendResult& r = appended[e.lane];
+        if (r.first_seq == 0) r.first_seq = lane.next_seq;
+        r.last_seq = lane.next_seq;
+        batch.Put(default_cf_, RecordKey(e.lane, lane.next_seq++), EncodeEnvelope(now, e.payload));
+        lane.records++;
+        lane.bytes += e.payload.size();
+        batch.Delete(dead_cf_, DeadLetterKey(e.id));
+        dead.records -= std::min<uint64_t>(dead.records, 1);
+        dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
+      }
+      status = CommitSingle(&batch, lanes, dead);
+    }
+    if (!op.replay_done) return;
+    if (status.ok()) op.replay_done(std::move(appended));
+    else op.replay_done(status);
+  }
+
+  void Purge(Op& op) {
+    uint64_t purged = 0;
+    absl::Status status = RecoverFromLatchedError();
+    while (status.ok()) {
+      auto entries = ListDeadLetters(op.filter, 0, kDeadLetterChunk);
+      if (!entries.ok()) {
+        status = entries.status();
+        break;
+      }
+      if (entries->empty()) break;
+      DeadLetterMeta dead;
+      {
+        absl::MutexLock lock(&stats_mu_);
+        dead = dead_;
+      }
+      rocksdb::WriteBatch batch;
+      for (const auto& e : *entries) {
+        batch.Delete(dead_cf_, DeadLetterKey(e.id));
+        dead.records -= std::min<uint64_t>(dead.records, 1);
+        dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
+      }
+      status = CommitSingle(&batch, {}, dead);
+      if (status.ok()) purged += entries->size();
+    }
+    if (!op.count_done) return;
+    if (status.ok()) op.count_done(purged);
+    else op.count_done(status);
+  }
+
   std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* default_cf_;
+  rocksdb::ColumnFamilyHandle* dead_cf_;
   const SpoolOptions options_;
   std::thread writer_;
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<Op> queue_;  // guarded by queue_mu_
-  bool stopping_ = false; // guarded by queue_mu_
+  std::deque<Op> queue_;   // guarded by queue_mu_
+  bool stopping_ = false;  // guarded by queue_mu_
 
   absl::Mutex stats_mu_;
   std::map<std::string, LaneStats> lanes_ ABSL_GUARDED_BY(stats_mu_);
+  DeadLetterMeta dead_ ABSL_GUARDED_BY(stats_mu_);
+  std::atomic<bool> full_{false};
 
-  absl::Status latched_error_;  // writer thread only
+  // Writer thread only.
+  absl::Status latched_error_;
+  std::chrono::steady_clock::time_point last_resume_;
+  std::chrono::steady_clock::time_point free_checked_;
+  uint64_t free_bytes_ = 0;
 
   std::thread reader_;
   std::mutex read_mu_;
   std::condition_variable read_cv_;
-  std::deque<ReadOp> reads_;    // guarded by read_mu_
-  bool read_stopping_ = false;  // guarded by read_mu_
+  std::deque<std::function<void(bool)>> reads_;  // guarded by read_mu_
+  bool read_stopping_ = false;                   // guarded by read_mu_
 };
+
+// A folder that holds anything but no CURRENT file is not a spool we may
+// initialize: it is damaged, or something else.
+absl::Status CheckNotDamagedOrForeign(const std::string& path, bool* empty) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  *empty = true;
+  if (!fs::exists(path, ec)) return absl::OkStatus();
+  if (!fs::is_directory(path, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat("spool.path ", path, " exists and is not a folder"));
+  }
+  bool has_current = false;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(path, ec)) {
+    const std::string name = entry.path().filename().string();
+    names.push_back(name);
+    if (name == "CURRENT") has_current = true;
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot list spool folder ", path, ": ", ec.message()));
+  *empty = names.empty();
+  if (!names.empty() && !has_current) {
+    return absl::DataLossError(absl::StrCat(
+        "spool at ", path, " holds ", names.size(), " file(s) (e.g. ", names.front(),
+        ") but no CURRENT file: it is damaged or not a spool. It was left untouched; zerobusd never starts a new "
+        "spool over existing data. Inspect it with `zerobusctl spool verify --path ", path,
+        "`, or move it away to start empty"));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& options) {
-  rocksdb::Options db_options;
-  db_options.create_if_missing = true;
+  bool empty = true;
+  ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(options.path, &empty));
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = empty;
+  db_options.create_missing_column_families = true;
   db_options.paranoid_checks = true;
   // A torn last WAL record (an append whose fsync never finished, so nobody
   // was told "accepted") is dropped; corruption anywhere else fails the open.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
-  db_options.write_buffer_size = 64u << 20;
+  // Synced WALs that later shrink or vanish fail the open.
+  db_options.track_and_verify_wals_in_manifest = true;
   db_options.max_background_jobs = 2;
-  db_options.compression = rocksdb::kNoCompression;
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = 64u << 20;
+  cf_options.compression = rocksdb::kNoCompression;
   for (auto c : rocksdb::GetSupportedCompressions()) {
-    if (c == rocksdb::kLZ4Compression) db_options.compression = c;
+    if (c == rocksdb::kLZ4Compression) cf_options.compression = c;
   }
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 64 << 10;
-  db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::ColumnFamilyOptions dead_options = cf_options;
+  dead_options.write_buffer_size = 4u << 20;
 
   std::error_code mkdir_error;
   std::filesystem::create_directories(options.path, mkdir_error);
@@ -408,27 +868,42 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& opti
     return absl::UnavailableError(
         absl::StrCat("cannot create spool folder ", options.path, ": ", mkdir_error.message()));
   }
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, &raw);
+  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, families, &handles, &raw);
   if (!s.ok()) {
-    return absl::Status(FromRocks(s, absl::StrCat("cannot open spool at ", options.path)).code(),
-                        absl::StrCat("cannot open spool at ", options.path, ": ", s.ToString(),
-                                     s.IsCorruption() ? " (the spool is damaged; it was left untouched)" : ""));
+    const bool damaged = s.IsCorruption() || s.IsIOError() || s.IsNotFound();
+    return absl::Status(
+        damaged ? absl::StatusCode::kDataLoss : FromRocks(s, "").code(),
+        absl::StrCat("cannot open spool at ", options.path, ": ", s.ToString(),
+                     damaged ? " (the spool looks damaged; it was left untouched: check it with `zerobusctl spool "
+                               "verify --path " + options.path + "`)"
+                             : ""));
   }
   std::unique_ptr<rocksdb::DB> db(raw);
+  auto close_on_error = [&](absl::Status status) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    db->Close();
+    return status;
+  };
 
   std::map<std::string, LaneStats> lanes;
+  DeadLetterMeta dead;
   {
     const std::string upper = "N";
     rocksdb::Slice upper_slice(upper);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro));
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[0]));
+    absl::Status meta_status;
     for (it->Seek("M"); it->Valid(); it->Next()) {
       const rocksdb::Slice v = it->value();
       const std::string lane = it->key().ToString().substr(1);
       if (v.size() != kMetaSize) {
-        return absl::DataLossError(absl::StrCat("spool at ", options.path, ": bad meta for lane ", lane));
+        meta_status = absl::DataLossError(absl::StrCat("spool at ", options.path, ": bad meta for lane ", lane));
+        break;
       }
       LaneStats st;
       st.records = GetFixed64(v.data());
@@ -437,9 +912,26 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& opti
       st.deleted_up_to = GetFixed64(v.data() + 24);
       lanes[lane] = st;
     }
-    if (!it->status().ok()) return FromRocks(it->status(), absl::StrCat("spool at ", options.path));
+    if (meta_status.ok() && !it->status().ok()) {
+      meta_status = FromRocks(it->status(), absl::StrCat("spool at ", options.path));
+    }
+    it.reset();
+    if (!meta_status.ok()) return close_on_error(meta_status);
+    std::string value;
+    rocksdb::Status get = db->Get(rocksdb::ReadOptions(), handles[1], kDeadLetterMetaKey, &value);
+    if (get.ok()) {
+      if (value.size() != kDeadLetterMetaSize) {
+        return close_on_error(
+            absl::DataLossError(absl::StrCat("spool at ", options.path, ": bad dead-letter store meta")));
+      }
+      dead.records = GetFixed64(value.data());
+      dead.bytes = GetFixed64(value.data() + 8);
+      dead.next_id = GetFixed64(value.data() + 16);
+    } else if (!get.IsNotFound()) {
+      return close_on_error(FromRocks(get, absl::StrCat("spool at ", options.path)));
+    }
   }
-  return std::unique_ptr<Spool>(new RocksDbSpool(std::move(db), options, std::move(lanes)));
+  return std::unique_ptr<Spool>(new RocksDbSpool(std::move(db), handles, options, std::move(lanes), dead));
 }
 
 }  // namespace zb

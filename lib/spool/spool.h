@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,20 @@ struct SpoolOptions {
   bool sync = true;
   // A group commit takes queued appends up to about this many payload bytes.
   size_t max_group_bytes = 16u << 20;
+  // Cap on payload bytes held (every lane plus the dead-letter store); 0:
+  // none. Counted from the lane metadata, so it holds across restarts.
+  uint64_t max_bytes = 0;
+  // true: an append that would pass max_bytes first deletes the oldest
+  // records (oldest lane head first), reporting each drop to on_drop.
+  // false: such an append fails with ResourceExhaustedError ("spool full").
+  bool drop_oldest = false;
+  // Appends fail with ResourceExhaustedError while the spool's filesystem
+  // has less free space than this (0: no guard), so RocksDB never reaches
+  // ENOSPC. Appends resume by themselves once space returns.
+  uint64_t min_free_bytes = 0;
+  // Called on the writer thread after a commit that dropped records of
+  // `lane` under drop_oldest. Must not block or call into the spool.
+  std::function<void(const std::string& lane, uint64_t records, uint64_t bytes)> on_drop;
 };
 
 struct SpoolRecord {
@@ -43,6 +58,35 @@ struct LaneStats {
 struct AppendResult {
   SeqNo first_seq = 0;  // seqs of the appended records: first_seq .. last_seq
   SeqNo last_seq = 0;
+};
+
+// The server's verdict on a record it refused.
+struct DeadLetterInfo {
+  std::string table;
+  std::string code;            // gRPC status code name, e.g. "INVALID_ARGUMENT"
+  std::string message;         // the server's message
+  uint32_t attempts = 0;       // failed sends that included the record
+  int64_t first_failure_us = 0;
+};
+
+struct DeadLetter {
+  uint64_t id = 0;             // unique in the store, increasing
+  std::string lane;
+  SeqNo seq = 0;               // its seq in the lane when it left
+  DeadLetterInfo info;
+  int64_t append_time_us = 0;
+  int64_t dead_lettered_us = 0;
+  std::string payload;
+};
+
+struct DeadLetterFilter {
+  std::string lane;            // empty: every lane
+  std::vector<uint64_t> ids;   // empty: every id
+};
+
+struct DeadLetterStats {
+  uint64_t records = 0;
+  uint64_t bytes = 0;          // payload bytes
 };
 
 // Thread-safe. Appends and deletes run on the spool's own writer thread, so no
@@ -78,22 +122,52 @@ class Spool {
   virtual void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
                              ReadCallback done) = 0;
 
+  // Moves record `seq` of `lane`, which must be its oldest (seq ==
+  // deleted_up_to + 1), into the dead-letter store in one atomic write: it
+  // leaves the lane and is never lost midway. A seq already deleted (dropped
+  // by policy) is a no-op. `done` runs on the writer thread.
+  virtual void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) = 0;
+  // Dead letters with id >= `from_id` matching `filter`, in id order, at most
+  // `limit`, on the reader thread.
+  using DeadLettersCallback = std::function<void(absl::StatusOr<std::vector<DeadLetter>>)>;
+  virtual void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit,
+                                    DeadLettersCallback done) = 0;
+  // Appends every matching entry's payload to the tail of its lane again and
+  // removes it from the store (atomic per chunk of entries); `done` gets the
+  // appended range of each lane, on the writer thread.
+  using ReplayCallback = std::function<void(absl::StatusOr<std::map<std::string, AppendResult>>)>;
+  virtual void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done) = 0;
+  // Removes matching entries; `done` gets how many, on the writer thread.
+  using CountCallback = std::function<void(absl::StatusOr<uint64_t>)>;
+  virtual void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done) = 0;
+  virtual DeadLetterStats DeadLetterTotals() = 0;
+
   // Unix µs of the oldest record of `lane`, or 0 when it is empty.
   virtual int64_t OldestAppendTimeUs(const std::string& lane) = 0;
 
   virtual LaneStats Stats(const std::string& lane) = 0;
   // Every lane that ever held a record (a lane stays known after it empties).
   virtual std::vector<std::string> Lanes() = 0;
+  // Payload bytes held: every lane plus the dead-letter store.
   virtual uint64_t TotalBytes() = 0;
+  // Whether the last append found the spool full (max_bytes or
+  // min_free_bytes); it clears with the next append that fits.
+  virtual bool full() = 0;
 
   // Blocking conveniences over the async calls (not for the event loop).
   absl::StatusOr<AppendResult> Append(const std::string& lane, std::vector<std::string> records);
   absl::Status DeleteUpTo(const std::string& lane, SeqNo up_to);
+  absl::Status MoveToDeadLetters(const std::string& lane, SeqNo seq, DeadLetterInfo info);
+  absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(const DeadLetterFilter& filter, uint64_t from_id = 0,
+                                                              size_t limit = ~size_t{0});
+  absl::StatusOr<std::map<std::string, AppendResult>> ReplayDeadLetters(const DeadLetterFilter& filter);
+  absl::StatusOr<uint64_t> PurgeDeadLetters(const DeadLetterFilter& filter);
 };
 
 // Opens (creating if missing) a RocksDB-backed spool at options.path. Fails
-// closed on a damaged spool: the error says what is wrong; it never starts
-// empty over existing data.
+// closed on a damaged spool: the error (DataLossError for damage) says what is
+// wrong; it never starts empty over existing data (a folder that holds files
+// but no spool is refused, not initialized).
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& options);
 
 }  // namespace zb

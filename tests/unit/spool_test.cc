@@ -4,6 +4,9 @@
 #include "spool/spool.h"
 
 #include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -158,20 +161,161 @@ TEST(SpoolTest, ConcurrentAppendersAreGroupCommittedWithoutLossOrReordering) {
   EXPECT_EQ(seen.size(), static_cast<size_t>(kThreads * kPerThread));
 }
 
-TEST(SpoolTest, AsyncAppendCallbacksFireInOrder) {
+TEST(SpoolTest, AsyncAppendsGetSeqsAndCallbacksInCallOrder) {
   TempDir dir;
   auto spool = Open(dir.path());
-  std::atomic<int> done{0};
+  std::mutex mu;
+  std::vector<int> order;
   std::vector<SeqNo> firsts(100);
   for (int i = 0; i < 100; ++i) {
     spool->AppendAsync("l", {"x", "y"}, [&, i](absl::StatusOr<AppendResult> r) {
       ASSERT_TRUE(r.ok());
+      std::lock_guard<std::mutex> lock(mu);
       firsts[i] = r->first_seq;
-      done++;
+      order.push_back(i);
     });
   }
-  ASSERT_TRUE(zb::testing::WaitFor([&] { return done == 100; }, std::chrono::seconds(20)));
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(firsts[i], static_cast<SeqNo>(1 + 2 * i));
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return order.size() == 100;
+      },
+      std::chrono::seconds(20)));
+  std::lock_guard<std::mutex> lock(mu);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(firsts[i], static_cast<SeqNo>(1 + 2 * i));
+    EXPECT_EQ(order[i], i) << "callbacks run in call order";
+  }
+}
+
+std::unique_ptr<Spool> OpenWith(SpoolOptions options) {
+  auto spool = OpenRocksDbSpool(options);
+  EXPECT_TRUE(spool.ok()) << spool.status();
+  return std::move(spool).value();
+}
+
+TEST(SpoolTest, MaxBytesRefusesAppendsThatWouldPassItAcrossLanesAndRestarts) {
+  TempDir dir;
+  SpoolOptions o;
+  o.path = dir.path();
+  o.max_bytes = 100;
+  {
+    auto spool = OpenWith(o);
+    ASSERT_TRUE(spool->Append("a", {std::string(40, 'a')}).ok());
+    ASSERT_TRUE(spool->Append("b", {std::string(40, 'b')}).ok());
+    auto refused = spool->Append("a", {std::string(30, 'c')});
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(refused.status().message().find("spool full: 80 of spool.max_bytes (100) in use, 30 more asked"),
+              std::string::npos)
+        << refused.status();
+    EXPECT_TRUE(spool->full());
+    EXPECT_EQ(spool->Stats("a").records, 1u) << "a refused append stores nothing";
+  }
+  auto spool = OpenWith(o);  // the cap counts what the spool already holds
+  EXPECT_EQ(spool->TotalBytes(), 80u);
+  EXPECT_FALSE(spool->Append("b", {std::string(30, 'd')}).ok());
+  ASSERT_TRUE(spool->DeleteUpTo("a", 1).ok());
+  EXPECT_TRUE(spool->Append("b", {std::string(30, 'd')}).ok()) << "room again once records leave";
+  EXPECT_FALSE(spool->full());
+}
+
+TEST(SpoolTest, DropOldestMakesRoomFromTheLaneWithTheOldestRecordAndReportsIt) {
+  TempDir dir;
+  SpoolOptions o;
+  o.path = dir.path();
+  o.max_bytes = 100;
+  o.drop_oldest = true;
+  std::mutex mu;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> dropped;
+  o.on_drop = [&](const std::string& lane, uint64_t records, uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu);
+    dropped[lane].first += records;
+    dropped[lane].second += bytes;
+  };
+  auto spool = OpenWith(o);
+  ASSERT_TRUE(spool->Append("old", {std::string(20, '1'), std::string(20, '2')}).ok());
+  ASSERT_TRUE(spool->Append("new", {std::string(40, '3')}).ok());
+  ASSERT_TRUE(spool->Append("new", {std::string(30, '4')}).ok());  // 110 > 100: one record of "old" goes
+  EXPECT_EQ(spool->TotalBytes(), 90u);
+  EXPECT_EQ(Payloads(*spool->ReadFrom("old", 1, 10, 1 << 20)), (std::vector<std::string>{std::string(20, '2')}));
+  EXPECT_EQ(spool->Stats("old").deleted_up_to, 1u);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(dropped["old"], (std::pair<uint64_t, uint64_t>{1, 20}));
+  EXPECT_EQ(dropped.count("new"), 0u);
+}
+
+TEST(SpoolTest, MinFreeBytesGuardRefusesAppendsWithAClearReason) {
+  TempDir dir;
+  SpoolOptions o;
+  o.path = dir.path();
+  o.min_free_bytes = ~0ull >> 2;  // more than any disk has free
+  auto spool = OpenWith(o);
+  auto refused = spool->Append("a", {"x"});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("below spool.min_free_bytes"), std::string::npos) << refused.status();
+}
+
+TEST(SpoolTest, DeadLettersMoveAtomicallyAndCanBeListedReplayedAndPurged) {
+  TempDir dir;
+  {
+    auto spool = Open(dir.path());
+    ASSERT_TRUE(spool->Append("a", {"good1", "poison", "good2"}).ok());
+    ASSERT_TRUE(spool->DeleteUpTo("a", 1).ok());
+    EXPECT_FALSE(spool->MoveToDeadLetters("a", 3, {}).ok()) << "only the oldest record may move";
+    DeadLetterInfo info;
+    info.table = "main.edge.t";
+    info.code = "INVALID_ARGUMENT";
+    info.message = "bad record";
+    info.attempts = 3;
+    info.first_failure_us = 42;
+    ASSERT_TRUE(spool->MoveToDeadLetters("a", 2, info).ok());
+    EXPECT_EQ(spool->Stats("a").records, 1u);
+    EXPECT_EQ(spool->Stats("a").deleted_up_to, 2u);
+    EXPECT_EQ(spool->DeadLetterTotals().records, 1u);
+    EXPECT_EQ(spool->TotalBytes(), 11u) << "dead letters count toward the spool's bytes";
+  }
+  auto spool = Open(dir.path());  // the store survives a restart
+  auto listed = spool->ListDeadLetters({});
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 1u);
+  const DeadLetter& d = listed->front();
+  EXPECT_EQ(d.lane, "a");
+  EXPECT_EQ(d.seq, 2u);
+  EXPECT_EQ(d.payload, "poison");
+  EXPECT_EQ(d.info.table, "main.edge.t");
+  EXPECT_EQ(d.info.code, "INVALID_ARGUMENT");
+  EXPECT_EQ(d.info.message, "bad record");
+  EXPECT_EQ(d.info.attempts, 3u);
+  EXPECT_EQ(d.info.first_failure_us, 42);
+  EXPECT_GT(d.append_time_us, 0);
+  EXPECT_GE(d.dead_lettered_us, d.append_time_us);
+  EXPECT_TRUE(spool->ListDeadLetters({.lane = "other"})->empty());
+
+  auto replayed = spool->ReplayDeadLetters({.lane = "a"});
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ((*replayed)["a"].first_seq, 4u) << "replayed records go to the lane's tail";
+  EXPECT_EQ(Payloads(*spool->ReadFrom("a", 1, 10, 1 << 20)), (std::vector<std::string>{"good2", "poison"}));
+  EXPECT_EQ(spool->DeadLetterTotals().records, 0u);
+
+  ASSERT_TRUE(spool->DeleteUpTo("a", 3).ok());
+  ASSERT_TRUE(spool->MoveToDeadLetters("a", 4, {}).ok());
+  auto purged = spool->PurgeDeadLetters({});
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 1u);
+  EXPECT_EQ(spool->DeadLetterTotals().bytes, 0u);
+  EXPECT_EQ(spool->TotalBytes(), 0u);
+}
+
+TEST(SpoolTest, AFolderWithFilesButNoSpoolIsRefusedNotInitialized) {
+  TempDir dir;
+  zb::testing::WriteFile(dir.Sub("000123.log"), "leftover");
+  auto spool = OpenRocksDbSpool(SpoolOptions{.path = dir.path()});
+  ASSERT_FALSE(spool.ok());
+  EXPECT_EQ(spool.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(spool.status().message().find("no CURRENT file"), std::string::npos) << spool.status();
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("CURRENT"))) << "nothing was created over it";
 }
 
 }  // namespace
