@@ -14,7 +14,10 @@ const char* LaneStateName(LaneState s) {
     case LaneState::kConnecting: return "connecting";
     case LaneState::kStreaming: return "streaming";
     case LaneState::kRotating: return "rotating";
+    case LaneState::kDraining: return "draining";
     case LaneState::kBackoff: return "backoff";
+    case LaneState::kDeadLettering: return "dead-lettering";
+    case LaneState::kParked: return "parked";
     case LaneState::kStopping: return "stopping";
     case LaneState::kStopped: return "stopped";
   }
@@ -22,10 +25,28 @@ const char* LaneStateName(LaneState s) {
 }
 
 namespace {
+
 int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+// What the operator should do about a table-level refusal.
+std::string OperatorHint(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kNotFound:
+      return "check that the table exists and routes[].table names it";
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+      return "check zerobus.client_id/client_secret and the service principal's USE CATALOG, USE SCHEMA and "
+             "explicit SELECT + MODIFY grants on the table";
+    case absl::StatusCode::kInvalidArgument:
+      return "check the table against the route (format, schema; tables in default storage are not supported)";
+    default:
+      return "see the server's message";
+  }
+}
+
 }  // namespace
 
 DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Spool& spool,
@@ -51,7 +72,7 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
 DrainLane::~DrainLane() { stream_.reset(); }
 
 void DrainLane::Start() {
-  if (state_ == LaneState::kIdle && durable_seq_ > acked_seq_) Connect();
+  if (state_ == LaneState::kIdle && HasRecords()) Connect();
 }
 
 void DrainLane::OnAppended(SeqNo last_seq) {
@@ -60,7 +81,34 @@ void DrainLane::OnAppended(SeqNo last_seq) {
   else if (state_ == LaneState::kStreaming) Pump();
 }
 
+void DrainLane::Resume() {
+  if (state_ != LaneState::kParked) return;
+  spdlog::info("route {}: resuming (was parked: {})", options_.route, parked_reason_);
+  metrics_.LaneParked(options_.route, false);
+  parked_reason_.clear();
+  auth_retry_used_ = false;
+  consecutive_dead_letters_ = 0;
+  backoff_.Reset();
+  retry_timer_.cancel();
+  state_ = LaneState::kIdle;
+  if (HasRecords()) Connect();
+}
+
+void DrainLane::NewGeneration() {
+  ++gen_;  // events and reads of the previous stream are dropped from now on
+  read_in_flight_ = false;
+  linger_armed_ = false;
+  linger_expired_ = false;
+  linger_timer_.cancel();
+}
+
 void DrainLane::Connect() {
+  // Records may have left without an ACK (drop_oldest): start after them.
+  acked_seq_ = std::max(acked_seq_, spool_.Stats(options_.route).deleted_up_to);
+  if (!HasRecords()) {
+    state_ = LaneState::kIdle;
+    return;
+  }
   state_ = LaneState::kConnecting;
   NewGeneration();
   const uint64_t gen = gen_;
@@ -83,7 +131,18 @@ void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
   if (gen != gen_ || state_ != LaneState::kConnecting) return;
   if (!token.ok()) {
     metrics_.TokenFetchFailure();
-    Fail(absl::Status(token.status().code(), absl::StrCat("OAuth token: ", token.status().message())));
+    create_timer_.cancel();
+    if (absl::IsUnavailable(token.status()) || absl::IsCancelled(token.status())) {
+      const auto delay = backoff_.Next();
+      const int attempt = backoff_.attempts();
+      const auto level = attempt <= 3 || attempt % 30 == 0 ? spdlog::level::warn : spdlog::level::debug;
+      spdlog::log(level, "route {}: OAuth token fetch failed (attempt {}): {}; retrying in {} ms", options_.route,
+                  attempt, std::string(token.status().message()), delay.count());
+      ScheduleReconnect(delay);
+      return;
+    }
+    Park(absl::StrCat("the OAuth token endpoint refused the request for table ", options_.table, ": ",
+                      token.status().message(), "; ", OperatorHint(absl::StatusCode::kUnauthenticated)));
     return;
   }
   StreamOpenParams params;
@@ -131,8 +190,8 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
         FinishStop();
         return;
       }
-      if (state_ == LaneState::kRotating) {
-        FinishRotation();
+      if (state_ == LaneState::kRotating || state_ == LaneState::kDraining) {
+        FinishRotation();  // the rotation's close (6002 or OK) is routine
         return;
       }
       Fail(ev.status.ok() ? absl::UnavailableError("stream closed by server without errors") : ev.status);
@@ -144,25 +203,26 @@ void DrainLane::OnCreated(const std::string& stream_id) {
   create_timer_.cancel();
   state_ = LaneState::kStreaming;
   stream_id_ = stream_id;
+  auth_retry_used_ = false;
   metrics_.StreamOpened(options_.route);
-  spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled)", options_.route,
-               stream_id, options_.table, next_read_seq_, durable_seq_ - acked_seq_);
+  spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled{})", options_.route,
+               stream_id, options_.table, next_read_seq_, durable_seq_ - acked_seq_,
+               isolation_.active ? ", isolating a refused record" : "");
   Pump();
-}
-
-void DrainLane::NewGeneration() {
-  ++gen_;  // events and reads of the previous stream are dropped from now on
-  read_in_flight_ = false;
-  linger_armed_ = false;
-  linger_expired_ = false;
-  linger_timer_.cancel();
 }
 
 void DrainLane::Pump() {
   if (state_ != LaneState::kStreaming || stream_ == nullptr || read_in_flight_) return;
-  if (window_.size() >= options_.max_inflight_requests || next_read_seq_ > durable_seq_) return;
+  // While isolating a refused record, one request at a time, no larger than
+  // the isolation's batch and not past its range.
+  const uint32_t max_inflight = isolation_.active ? 1 : options_.max_inflight_requests;
+  if (window_.size() >= max_inflight || next_read_seq_ > durable_seq_) return;
+  uint32_t max_records = options_.max_batch_records;
+  if (isolation_.active && next_read_seq_ <= isolation_.until) {
+    max_records = static_cast<uint32_t>(std::min<uint64_t>(isolation_.batch, isolation_.until - next_read_seq_ + 1));
+  }
   const uint64_t available = durable_seq_ - next_read_seq_ + 1;
-  if (available < options_.max_batch_records && !window_.empty() && options_.linger.count() > 0 &&
+  if (!isolation_.active && available < max_records && !window_.empty() && options_.linger.count() > 0 &&
       !linger_expired_) {
     // Requests are in flight anyway: wait briefly for a fuller batch.
     if (!linger_armed_) {
@@ -190,7 +250,7 @@ void DrainLane::Pump() {
   read_in_flight_ = true;
   const uint64_t gen = gen_;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  spool_.ReadFromAsync(options_.route, next_read_seq_, options_.max_batch_records, options_.max_batch_bytes,
+  spool_.ReadFromAsync(options_.route, next_read_seq_, max_records, options_.max_batch_bytes,
                        [weak, gen, &loop = loop_](absl::StatusOr<std::vector<SpoolRecord>> records) {
                          asio::post(loop, [weak, gen, records = std::move(records)]() mutable {
                            if (auto self = weak.lock()) self->OnRead(gen, std::move(records));
@@ -203,11 +263,11 @@ void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> re
   read_in_flight_ = false;
   if (state_ != LaneState::kStreaming || stream_ == nullptr) return;  // rotating or stopping: send nothing new
   if (!records.ok()) {
-    // A damaged record cannot be sent; stop this lane loudly rather than
-    // skip it silently (architecture.md invariant 9).
-    spdlog::error("route {}: cannot read spool at seq {}: {}", options_.route, next_read_seq_,
-                  records.status().ToString());
-    Fail(records.status());
+    // A damaged record cannot be sent and must not be skipped silently
+    // (architecture.md invariant 9): the lane parks, other lanes go on.
+    TearDown();
+    Park(absl::StrCat("cannot read the spool at seq ", next_read_seq_, ": ", records.status().message(),
+                      "; the spool is damaged (check it with `zerobusctl spool verify`)"));
     return;
   }
   if (records->empty()) return;
@@ -239,7 +299,7 @@ void DrainLane::OnAck(int64_t offset) {
     return;
   }
   if (acked->records > 0) {
-    acked_seq_ = acked->last_seq;
+    acked_seq_ = std::max(acked_seq_, acked->last_seq);
     spool_.DeleteUpToAsync(options_.route, acked_seq_, [route = options_.route](absl::Status s) {
       if (!s.ok()) spdlog::error("route {}: spool delete failed: {}", route, s.ToString());
     });
@@ -247,12 +307,20 @@ void DrainLane::OnAck(int64_t offset) {
     const int64_t now = NowUs();
     for (const auto& r : acked->requests) metrics_.AckLatency(static_cast<double>(now - r.oldest_append_us) / 1e6);
     backoff_.Reset();
+    consecutive_dead_letters_ = 0;
+    if (isolation_.active && acked_seq_ >= isolation_.until) {
+      spdlog::info("route {}: isolation done: every record up to seq {} is delivered or dead-lettered",
+                   options_.route, isolation_.until);
+      isolation_ = Isolation{};
+    }
   }
   if (window_.empty()) ack_timer_.cancel();
   PublishGauges();
   if (state_ == LaneState::kRotating && window_.empty()) {
-    // Everything in flight is acked: replace the stream now.
-    if (stream_) stream_->WritesDone();
+    BeginRotationDrain();  // everything in flight is acked: replace the stream now
+    return;
+  }
+  if (state_ == LaneState::kDraining && window_.empty()) {
     FinishRotation();
     return;
   }
@@ -270,8 +338,7 @@ void DrainLane::OnCloseSignal(std::chrono::milliseconds grace) {
   spdlog::info("route {}: stream {} rotating (server grace {} ms, {} requests in flight)", options_.route,
                stream_id_, grace.count(), window_.size());
   if (window_.empty() || wait.count() == 0) {
-    if (stream_) stream_->WritesDone();
-    FinishRotation();
+    BeginRotationDrain();
     return;
   }
   state_ = LaneState::kRotating;  // stop sending; keep applying ACKs
@@ -281,7 +348,26 @@ void DrainLane::OnCloseSignal(std::chrono::milliseconds grace) {
   grace_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kRotating) return;
-    if (self->stream_) self->stream_->WritesDone();
+    self->BeginRotationDrain();
+  });
+}
+
+void DrainLane::BeginRotationDrain() {
+  // Half-close (END_STREAM before any cancel), then take late ACKs for a
+  // moment: each one saves a duplicate.
+  if (window_.empty()) {
+    if (stream_) stream_->WritesDone();
+    FinishRotation();
+    return;
+  }
+  state_ = LaneState::kDraining;
+  if (stream_) stream_->WritesDone();
+  const uint64_t gen = gen_;
+  std::weak_ptr<DrainLane> weak = weak_from_this();
+  grace_timer_.expires_after(options_.rotation_drain);
+  grace_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kDraining) return;
     self->FinishRotation();
   });
 }
@@ -289,25 +375,17 @@ void DrainLane::OnCloseSignal(std::chrono::milliseconds grace) {
 void DrainLane::FinishRotation() {
   // A rotation is routine: no failure is counted and the new stream opens at
   // once, resending whatever was not acked (at-least-once).
-  grace_timer_.cancel();
-  ack_timer_.cancel();
-  stream_.reset();
-  NewGeneration();
+  const uint64_t resent = TearDown();
+  if (resent > 0) {
+    metrics_.ResentRecords(options_.route, resent);
+    spdlog::info("route {}: {} records of the rotated stream were not acked; resending them", options_.route, resent);
+  }
   state_ = LaneState::kIdle;
-  window_.Reset();
-  next_read_seq_ = acked_seq_ + 1;
-  PublishGauges();
-  if (durable_seq_ > acked_seq_) Connect();
+  Connect();
 }
 
-void DrainLane::Fail(const absl::Status& status) {
-  if (state_ == LaneState::kStopping) {
-    FinishStop();
-    return;
-  }
-  const std::string code = StatusCodeName(status.code());
-  metrics_.StreamFailure(options_.route, code);
-  const size_t resend = window_.size();
+uint64_t DrainLane::TearDown() {
+  const uint64_t inflight = window_.records();
   create_timer_.cancel();
   ack_timer_.cancel();
   grace_timer_.cancel();
@@ -317,26 +395,139 @@ void DrainLane::Fail(const absl::Status& status) {
   window_.Reset();
   next_read_seq_ = acked_seq_ + 1;
   PublishGauges();
-  if (status.code() == absl::StatusCode::kUnauthenticated ||
-      status.code() == absl::StatusCode::kPermissionDenied) {
-    tokens_.Invalidate(options_.table);  // the next attempt mints a fresh token
+  return inflight;
+}
+
+void DrainLane::Fail(const absl::Status& status) {
+  if (state_ == LaneState::kStopping) {
+    FinishStop();
+    return;
   }
-  auto delay = backoff_.Next();
-  if (!IsRetryable(status.code())) {
-    // Table-level problems need the operator; keep retrying slowly so the
-    // lane resumes by itself once fixed (parking comes with the DLQ work).
-    delay = std::max(delay, std::chrono::milliseconds(options_.backoff.max));
-    spdlog::error("route {}: Zerobus refused the stream for {}: {} (needs operator action; retrying in {} ms)",
-                  options_.route, options_.table, status.ToString(), delay.count());
-  } else {
-    // Long outages are normal on edge hosts: say it loudly at first, then
-    // now and then, not on every retry.
-    const int attempt = backoff_.attempts();
-    const auto level = attempt <= 3 || attempt % 30 == 0 ? spdlog::level::warn : spdlog::level::debug;
-    spdlog::log(level, "route {}: stream failed (attempt {}): {}; {} requests will be resent; reconnecting in {} ms",
-                options_.route, attempt, status.ToString(), resend, delay.count());
+  if (state_ == LaneState::kStopped) return;
+  // Whether create_stream was answered: a refusal after that with requests
+  // in flight is about records, before it about the table.
+  const bool created = state_ == LaneState::kStreaming || state_ == LaneState::kRotating ||
+                       state_ == LaneState::kDraining;
+  const uint32_t failed_request_records = window_.empty() ? 0 : window_.front().records;
+  const SeqNo last_sent = next_read_seq_ - 1;
+  const uint64_t resent = TearDown();
+  if (resent > 0) metrics_.ResentRecords(options_.route, resent);
+  const absl::StatusCode code = status.code();
+  metrics_.StreamFailure(options_.route, StatusCodeName(code));
+
+  if (code == absl::StatusCode::kUnauthenticated || code == absl::StatusCode::kPermissionDenied) {
+    tokens_.Invalidate(options_.table);
+    if (!auth_retry_used_) {
+      auth_retry_used_ = true;
+      spdlog::warn("route {}: Zerobus refused the token for {} ({}); retrying once with a fresh token",
+                   options_.route, options_.table, status.ToString());
+      ScheduleReconnect(options_.backoff.min_delay);
+      return;
+    }
+    Park(absl::StrCat("Zerobus refused a fresh token for table ", options_.table, ": ", status.ToString(), "; ",
+                      OperatorHint(code)));
+    return;
   }
+  if (code == absl::StatusCode::kInvalidArgument && created && failed_request_records > 0) {
+    Isolate(status, failed_request_records, last_sent);
+    return;
+  }
+  if (!IsRetryable(code)) {
+    Park(absl::StrCat("Zerobus refused the stream for table ", options_.table, ": ", status.ToString(), "; ",
+                      OperatorHint(code)));
+    return;
+  }
+  const auto delay = backoff_.Next();
+  // Long outages are normal on edge hosts: say it loudly at first, then now
+  // and then, not on every retry.
+  const int attempt = backoff_.attempts();
+  const auto level = attempt <= 3 || attempt % 30 == 0 ? spdlog::level::warn : spdlog::level::debug;
+  spdlog::log(level, "route {}: stream failed (attempt {}): {}; {} records will be resent; reconnecting in {} ms",
+              options_.route, attempt, status.ToString(), resent, delay.count());
   ScheduleReconnect(delay);
+}
+
+void DrainLane::Isolate(const absl::Status& status, uint32_t failed_request_records, SeqNo last_sent) {
+  if (!isolation_.active) {
+    isolation_.active = true;
+    isolation_.until = last_sent;
+    isolation_.first_failure_us = NowUs();
+    isolation_.failures = 0;
+    spdlog::warn("route {}: Zerobus refused a request ({}); finding the refused record(s) among seqs {}..{} by "
+                 "sending smaller requests",
+                 options_.route, status.ToString(), acked_seq_ + 1, last_sent);
+  }
+  ++isolation_.failures;
+  if (failed_request_records > 1) {
+    isolation_.batch = failed_request_records / 2;  // the failing request was the one in flight
+    ScheduleReconnect(options_.backoff.min_delay);
+    return;
+  }
+  // A request of one record was refused: that record goes to the
+  // dead-letter store, with the server's verdict.
+  const SeqNo seq = acked_seq_ + 1;
+  DeadLetterInfo info;
+  info.table = options_.table;
+  info.code = StatusCodeName(status.code());
+  info.message = std::string(status.message());
+  info.attempts = isolation_.failures;
+  info.first_failure_us = isolation_.first_failure_us;
+  state_ = LaneState::kDeadLettering;
+  std::weak_ptr<DrainLane> weak = weak_from_this();
+  spool_.MoveToDeadLettersAsync(options_.route, seq, std::move(info),
+                                [weak, seq, &loop = loop_](absl::Status s) {
+                                  asio::post(loop, [weak, seq, s = std::move(s)] {
+                                    if (auto self = weak.lock()) self->OnDeadLettered(seq, s);
+                                  });
+                                });
+}
+
+void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
+  if (state_ != LaneState::kDeadLettering) return;  // stopped meanwhile
+  if (!status.ok()) {
+    // The record stays at the head of the lane; it is found again.
+    const auto delay = backoff_.Next();
+    spdlog::error("route {}: cannot move seq {} to the dead-letter store: {}; retrying in {} ms", options_.route,
+                  seq, status.ToString(), delay.count());
+    ScheduleReconnect(delay);
+    return;
+  }
+  acked_seq_ = std::max(acked_seq_, seq);
+  metrics_.DeadLetterRecords(options_.route, 1);
+  ++consecutive_dead_letters_;
+  spdlog::error("route {}: record seq {} moved to the dead-letter store: Zerobus refused it for {} "
+                "(see `zerobusctl dlq list --route {}`)",
+                options_.route, seq, options_.table, options_.route);
+  isolation_.failures = 0;
+  isolation_.first_failure_us = NowUs();
+  if (acked_seq_ >= isolation_.until) isolation_ = Isolation{};
+  if (consecutive_dead_letters_ >= options_.max_consecutive_dead_letters) {
+    Park(absl::StrCat(consecutive_dead_letters_, " records in a row were refused by table ", options_.table,
+                      " with nothing accepted between them: the table, not the records, looks wrong; ",
+                      OperatorHint(absl::StatusCode::kInvalidArgument),
+                      ". The dead-lettered records can be replayed with `zerobusctl dlq replay`"));
+    return;
+  }
+  state_ = LaneState::kIdle;
+  ScheduleReconnect(options_.backoff.min_delay);
+}
+
+void DrainLane::Park(const std::string& reason) {
+  state_ = LaneState::kParked;
+  parked_reason_ = reason;
+  isolation_ = Isolation{};
+  metrics_.LaneParked(options_.route, true);
+  spdlog::error("route {}: parked: {}. Its records stay spooled ({} now); it tries again in {} s, or at once on "
+                "SIGHUP (systemctl reload zerobusd)",
+                options_.route, reason, durable_seq_ - acked_seq_,
+                std::chrono::duration_cast<std::chrono::seconds>(options_.parked_retry).count());
+  std::weak_ptr<DrainLane> weak = weak_from_this();
+  retry_timer_.expires_after(options_.parked_retry);
+  retry_timer_.async_wait([weak](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self) return;
+    self->Resume();
+  });
 }
 
 void DrainLane::ScheduleReconnect(std::chrono::milliseconds delay) {
@@ -348,7 +539,7 @@ void DrainLane::ScheduleReconnect(std::chrono::milliseconds delay) {
     auto self = weak.lock();
     if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kBackoff) return;
     self->state_ = LaneState::kIdle;
-    if (self->durable_seq_ > self->acked_seq_) self->Connect();
+    self->Connect();
   });
 }
 
@@ -359,7 +550,8 @@ void DrainLane::ArmAckTimer() {
   ack_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self || self->gen_ != gen || self->window_.empty()) return;
-    self->Fail(absl::DeadlineExceededError("server ack timeout"));
+    self->Fail(absl::DeadlineExceededError("server ack timeout: no message from the server while requests were "
+                                           "in flight"));
   });
 }
 
@@ -371,7 +563,7 @@ void DrainLane::Stop(std::function<void()> done) {
   create_timer_.cancel();
   grace_timer_.cancel();
   if (stream_ == nullptr || previous == LaneState::kConnecting || previous == LaneState::kBackoff ||
-      previous == LaneState::kIdle) {
+      previous == LaneState::kIdle || previous == LaneState::kParked || previous == LaneState::kDeadLettering) {
     FinishStop();
     return;
   }
@@ -393,6 +585,7 @@ void DrainLane::FinishStop() {
   if (state_ == LaneState::kStopped) return;
   state_ = LaneState::kStopped;
   ack_timer_.cancel();
+  retry_timer_.cancel();
   if (stream_) stream_->Cancel();
   stream_.reset();
   NewGeneration();

@@ -1,9 +1,23 @@
 #pragma once
 // One route's drain: reads the spool from the lane's lowest unacked seq,
 // sends batches on a Zerobus stream within a bounded in-flight window, maps
-// ACKs back to spool seqs and deletes only what an ACK covers. On any stream
-// failure it rewinds to the lowest unacked seq and reconnects with capped,
-// jittered exponential backoff, forever (architecture.md invariants 2-4, 8).
+// ACKs back to spool seqs and deletes only what an ACK covers
+// (architecture.md invariants 2-4, 8). What goes wrong is classified as the
+// protocol notes say:
+//  - retryable codes: rewind to the lowest unacked seq, reconnect after
+//    capped exponential backoff with full jitter, forever;
+//  - CloseStreamSignal: stop sending, wait for in-flight ACKs (up to the
+//    server's grace), half-close, take late ACKs briefly, reopen at once;
+//    routine, not a failure;
+//  - UNAUTHENTICATED / PERMISSION_DENIED: drop the cached token and retry
+//    once at once with a fresh one; again: park;
+//  - INVALID_ARGUMENT on a stream that was open with requests in flight: a
+//    record-level refusal; resend one request at a time, halving the failing
+//    request, until the one record is found; it moves to the dead-letter
+//    store and the lane flows on;
+//  - other non-retryable codes (NOT_FOUND, refusals at create, ...): the
+//    table needs the operator; park the lane (metric and log line) until
+//    Resume() (SIGHUP) or a long timer.
 //
 // Loop thread only: every method, and every callback it makes.
 
@@ -41,10 +55,29 @@ struct DrainLaneOptions {
   // Longest wait for in-flight ACKs after a CloseStreamSignal before the
   // stream is replaced anyway.
   std::chrono::milliseconds max_close_grace{10'000};
+  // After the half-close that ends a rotation, late ACKs are still taken
+  // for this long (fewer duplicates).
+  std::chrono::milliseconds rotation_drain{500};
+  // A parked lane tries again by itself after this long.
+  std::chrono::milliseconds parked_retry{600'000};
+  // This many records dead-lettered in a row with no ACK between them
+  // means the table, not the records, is at fault: the lane parks.
+  uint32_t max_consecutive_dead_letters = 100;
   BackoffOptions backoff;
 };
 
-enum class LaneState { kIdle, kConnecting, kStreaming, kRotating, kBackoff, kStopping, kStopped };
+enum class LaneState {
+  kIdle,           // nothing to send, no stream
+  kConnecting,     // token, then create_stream
+  kStreaming,
+  kRotating,       // CloseStreamSignal: not sending, waiting for ACKs
+  kDraining,       // half-closed after a rotation, taking late ACKs
+  kBackoff,        // waiting to reconnect
+  kDeadLettering,  // moving a refused record to the dead-letter store
+  kParked,         // a table-level error: waiting for the operator
+  kStopping,
+  kStopped,
+};
 const char* LaneStateName(LaneState s);
 
 class DrainLane : public std::enable_shared_from_this<DrainLane> {
@@ -58,6 +91,8 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void Start();
   // New records up to `last_seq` are durable in the spool.
   void OnAppended(SeqNo last_seq);
+  // A parked lane tries again now (SIGHUP); otherwise nothing happens.
+  void Resume();
   // Stops sending, waits for in-flight ACKs, half-closes; `done` runs once
   // the stream is closed or Abort() is called. Unacked records stay spooled.
   void Stop(std::function<void()> done);
@@ -65,6 +100,7 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void Abort();
 
   LaneState state() const { return state_; }
+  const std::string& parked_reason() const { return parked_reason_; }
   size_t inflight_requests() const { return window_.size(); }
   SeqNo acked_seq() const { return acked_seq_; }
   // A spool read or a linger wait is under way: more requests may follow
@@ -72,6 +108,15 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   bool busy_for_test() const { return read_in_flight_ || linger_armed_; }
 
  private:
+  // Record-level refusals being narrowed down to single records.
+  struct Isolation {
+    bool active = false;
+    SeqNo until = 0;         // isolation ends once everything up to here is acked
+    uint32_t batch = 1;      // records per request while isolating
+    uint32_t failures = 0;   // refusals seen in this isolation
+    int64_t first_failure_us = 0;
+  };
+
   void Connect();
   void OnToken(uint64_t gen, absl::StatusOr<std::string> token);
   void OnStreamEvent(uint64_t gen, StreamEvent ev);
@@ -81,13 +126,22 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void Pump();
   void OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records);
   void NewGeneration();
+  void BeginRotationDrain();
   void FinishRotation();
+  // Ends the current stream (if any) and forgets what was in flight; the
+  // next stream resumes at the lowest unacked seq. Returns the records
+  // that were in flight (they will be sent again).
+  uint64_t TearDown();
   void Fail(const absl::Status& status);
+  void Isolate(const absl::Status& status, uint32_t failed_request_records, SeqNo last_sent);
+  void OnDeadLettered(SeqNo seq, const absl::Status& status);
+  void Park(const std::string& reason);
   void ScheduleReconnect(std::chrono::milliseconds delay);
   void ArmAckTimer();
   void CloseForStop();
   void FinishStop();
   void PublishGauges();
+  bool HasRecords() const { return durable_seq_ > acked_seq_; }
 
   boost::asio::io_context& loop_;
   const DrainLaneOptions options_;
@@ -105,6 +159,10 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   SeqNo next_read_seq_ = 1;  // next seq to send on this stream
   SeqNo durable_seq_ = 0;    // highest seq known to be in the spool
   Backoff backoff_;
+  bool auth_retry_used_ = false;  // the one fresh-token retry after an auth refusal
+  Isolation isolation_;
+  uint32_t consecutive_dead_letters_ = 0;
+  std::string parked_reason_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer create_timer_;
   boost::asio::steady_timer ack_timer_;

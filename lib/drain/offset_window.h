@@ -40,6 +40,8 @@ class OffsetWindow {
   absl::StatusOr<AckedRange> Ack(int64_t ack_up_to_offset);
 
   size_t size() const { return inflight_.size(); }
+  // The oldest unacked request. REQUIRES: !empty().
+  const InflightRequest& front() const { return inflight_.front(); }
   bool empty() const { return inflight_.empty(); }
   uint64_t records() const { return records_; }
   int64_t last_acked() const { return last_acked_; }

@@ -3,6 +3,9 @@
 
 #include "drain/drain_lane.h"
 
+#include <map>
+#include <set>
+
 #include "../fakes/fakes.h"
 #include "gtest/gtest.h"
 #include "testutil.h"
@@ -23,7 +26,8 @@ class DrainLaneTest : public ::testing::Test {
     metrics_ = MakePrometheusMetrics();
   }
 
-  void MakeLane(uint32_t max_inflight = 4, uint32_t max_batch = 3) {
+  void MakeLane(uint32_t max_inflight = 4, uint32_t max_batch = 3,
+                const std::function<void(DrainLaneOptions&)>& tweak = nullptr) {
     DrainLaneOptions o;
     o.route = "r";
     o.table = "main.edge.t";
@@ -33,12 +37,18 @@ class DrainLaneTest : public ::testing::Test {
     o.backoff.max = std::chrono::milliseconds(5);
     o.backoff.min_delay = std::chrono::milliseconds(1);
     o.ack_timeout = std::chrono::milliseconds(200);
+    o.rotation_drain = std::chrono::milliseconds(100);
+    if (tweak) tweak(o);
     lane_ = std::make_shared<DrainLane>(loop_, o, *spool_, streams_, tokens_, *metrics_);
   }
 
-  void Append(int n) {
+  void Append(int n, const std::set<int>& poison = {}) {
     std::vector<std::string> recs;
-    for (int i = 0; i < n; ++i) recs.push_back("{\"i\":" + std::to_string(next_++) + "}");
+    for (int i = 0; i < n; ++i) {
+      const int id = next_++;
+      recs.push_back(poison.count(id) ? "{\"i\":" + std::to_string(id) + ",\"poison\":true}"
+                                      : "{\"i\":" + std::to_string(id) + "}");
+    }
     auto r = spool_->Append("r", recs);
     ASSERT_TRUE(r.ok());
     lane_->OnAppended(r->last_seq);
@@ -76,6 +86,45 @@ class DrainLaneTest : public ::testing::Test {
   // everything it will send without a new event.
   bool Settle() { return RunUntil([&] { return !lane_->busy_for_test(); }); }
 
+  // Plays a server that refuses any request holding a "poison" record with
+  // INVALID_ARGUMENT (ending the stream) and acks every other request, until
+  // `done` holds. Returns the records it acked, in order.
+  std::vector<std::string> Serve(const std::function<bool()>& done) {
+    std::vector<std::string> delivered;
+    auto& handled = served_;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!done() && std::chrono::steady_clock::now() < deadline) {
+      RunUntil([] { return true; });
+      loop_.restart();
+      loop_.run_for(std::chrono::milliseconds(2));
+      if (streams_.calls.empty()) continue;
+      auto c = streams_.calls.back();
+      if (c->cancelled || c->destroyed || c->writes_done) continue;
+      if (handled.count(c.get()) == 0) {
+        handled[c.get()] = 0;
+        Emit(c, StreamEvent::Kind::kCreated);
+        continue;
+      }
+      size_t& next = handled[c.get()];
+      while (next < c->writes.size()) {
+        const auto& [offset, records] = c->writes[next++];
+        bool poison = false;
+        for (const auto& r : records) poison |= r.find("poison") != std::string::npos;
+        if (poison) {
+          EmitDone(c, absl::InvalidArgumentError("record failed schema validation. Error Code: 4000"));
+          break;
+        }
+        for (const auto& r : records) delivered.push_back(r);
+        Emit(c, StreamEvent::Kind::kAck, offset);
+      }
+    }
+    return delivered;
+  }
+
+  double Metric(const std::string& name, const std::string& labels = "route=\"r\"") {
+    return zb::testing::MetricValue(metrics_->Exposition(), name, labels).value_or(-1);
+  }
+
   size_t TotalWritten(const std::shared_ptr<FakeCall>& c) {
     size_t n = 0;
     for (auto& w : c->writes) n += w.second.size();
@@ -90,6 +139,7 @@ class DrainLaneTest : public ::testing::Test {
   FakeTokenSource tokens_;
   std::shared_ptr<DrainLane> lane_;
   int next_ = 0;
+  std::map<FakeCall*, size_t> served_;  // Serve(): requests answered per call
 };
 
 TEST_F(DrainLaneTest, SendsBatchesWithWireOffsetsFromZeroAndDeletesOnlyWhatAnAckCovers) {
@@ -264,6 +314,129 @@ TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
   EmitDone(call(0), absl::OkStatus());
   EXPECT_TRUE(stopped);
   ASSERT_TRUE(RunUntil([&] { return spool_->Stats("r").records == 1; }));
+}
+
+TEST_F(DrainLaneTest, AuthRefusalRetriesOnceAtOnceWithAFreshTokenThenParks) {
+  MakeLane(4, 1, [](DrainLaneOptions& o) { o.backoff.initial = o.backoff.max = std::chrono::seconds(60); });
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  EmitDone(call(0), absl::UnauthenticatedError("token expired"));
+  EXPECT_EQ(tokens_.invalidated, (std::vector<std::string>{"main.edge.t"}));
+  // The retry does not wait for the (here 60 s) backoff.
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }, std::chrono::seconds(5)));
+  EmitDone(call(1), absl::PermissionDeniedError("missing MODIFY privilege"));
+  ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
+  EXPECT_NE(lane_->parked_reason().find("MODIFY"), std::string::npos) << lane_->parked_reason();
+  EXPECT_NE(lane_->parked_reason().find("grants"), std::string::npos) << lane_->parked_reason();
+  EXPECT_EQ(Metric("zerobusd_lane_parked"), 1);
+  EXPECT_EQ(spool_->Stats("r").records, 1u) << "a parked lane keeps its records";
+  lane_->Resume();  // SIGHUP
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));
+  EXPECT_EQ(Metric("zerobusd_lane_parked"), 0);
+  Emit(call(2), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  Emit(call(2), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(RunUntil([&] { return spool_->Stats("r").records == 0; }));
+}
+
+TEST_F(DrainLaneTest, TableLevelRefusalParksWithoutRetryingUntilResumed) {
+  MakeLane();
+  Append(2);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  EmitDone(call(0), absl::NotFoundError("table main.edge.t does not exist"));
+  ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
+  EXPECT_NE(lane_->parked_reason().find("table exists"), std::string::npos) << lane_->parked_reason();
+  Append(1);  // new records are spooled, not sent
+  EXPECT_EQ(lane_->state(), LaneState::kParked);
+  EXPECT_EQ(streams_.calls.size(), 1u);
+  lane_->Resume();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+}
+
+TEST_F(DrainLaneTest, TokenEndpointRefusalParksTheLane) {
+  MakeLane();
+  tokens_.next_error = absl::PermissionDeniedError("HTTP 401 invalid_client");
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
+  EXPECT_NE(lane_->parked_reason().find("OAuth token endpoint refused"), std::string::npos);
+  EXPECT_TRUE(streams_.calls.empty());
+}
+
+TEST_F(DrainLaneTest, ARefusedRecordIsIsolatedAndDeadLetteredAndTheRestDelivered) {
+  MakeLane(/*max_inflight=*/4, /*max_batch=*/8);
+  Append(40, /*poison=*/{13});
+  const auto delivered = Serve([&] { return spool_->Stats("r").records == 0; });
+  ASSERT_EQ(spool_->Stats("r").records, 0u);
+  std::set<std::string> unique(delivered.begin(), delivered.end());
+  EXPECT_EQ(unique.size(), 39u) << "every other record was delivered";
+  EXPECT_EQ(unique.count("{\"i\":13,\"poison\":true}"), 0u);
+  auto dead = spool_->ListDeadLetters({});
+  ASSERT_TRUE(dead.ok());
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ(dead->front().payload, "{\"i\":13,\"poison\":true}");
+  EXPECT_EQ(dead->front().info.code, "INVALID_ARGUMENT");
+  EXPECT_NE(dead->front().info.message.find("Error Code: 4000"), std::string::npos);
+  EXPECT_EQ(dead->front().info.table, "main.edge.t");
+  EXPECT_GE(dead->front().info.attempts, 1u);
+  EXPECT_EQ(Metric("zerobusd_dead_letter_records_total"), 1);
+  EXPECT_NE(Metric("zerobusd_lane_parked"), 1);
+  // Isolation is over: requests are full-sized again.
+  Append(16);
+  Serve([&] { return spool_->Stats("r").records == 0; });
+  EXPECT_EQ(streams_.calls.back()->writes.back().second.size(), 8u);
+}
+
+TEST_F(DrainLaneTest, ManyRefusalsInARowParkTheLaneInsteadOfEmptyingItIntoTheStore) {
+  MakeLane(4, 4, [](DrainLaneOptions& o) { o.max_consecutive_dead_letters = 3; });
+  std::set<int> all;
+  for (int i = 0; i < 10; ++i) all.insert(i);
+  Append(10, all);
+  Serve([&] { return lane_->state() == LaneState::kParked; });
+  ASSERT_EQ(lane_->state(), LaneState::kParked);
+  EXPECT_NE(lane_->parked_reason().find("3 records in a row"), std::string::npos) << lane_->parked_reason();
+  EXPECT_EQ(spool_->DeadLetterTotals().records, 3u);
+  EXPECT_EQ(spool_->Stats("r").records, 7u);
+}
+
+TEST_F(DrainLaneTest, RotationHalfClosesTakesLateAcksThenReopensWithoutAFailure) {
+  MakeLane(4, 1, [](DrainLaneOptions& o) { o.max_close_grace = std::chrono::milliseconds(50); });
+  Append(3);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  ASSERT_EQ(call(0)->writes.size(), 3u);
+  StreamEvent sig;
+  sig.kind = StreamEvent::Kind::kCloseSignal;
+  sig.grace = std::chrono::seconds(30);  // capped at 50 ms by max_close_grace
+  call(0)->emit(sig);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes_done; })) << "half-closed after the grace";
+  EXPECT_EQ(lane_->state(), LaneState::kDraining);
+  Emit(call(0), StreamEvent::Kind::kAck, 1);  // a late ACK still counts
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+  Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  ASSERT_EQ(call(1)->writes.size(), 1u) << "only the record the late ACK did not cover is resent";
+  EXPECT_EQ(call(1)->writes[0].second[0], "{\"i\":2}");
+  EXPECT_EQ(Metric("zerobusd_resent_records_total"), 1);
+  EXPECT_FALSE(zb::testing::MetricValue(metrics_->Exposition(), "zerobusd_stream_failures_total",
+                                        "code=\"UNAVAILABLE\",route=\"r\"").ok());
+}
+
+TEST_F(DrainLaneTest, TheServersCloseDuringARotationIsNotAFailure) {
+  MakeLane(4, 1);
+  Append(2);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  StreamEvent sig;
+  sig.kind = StreamEvent::Kind::kCloseSignal;
+  sig.grace = std::chrono::seconds(5);
+  call(0)->emit(sig);
+  EmitDone(call(0), absl::UnavailableError("Stream timeout reached. Error Code: 6002"));
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+  EXPECT_FALSE(zb::testing::MetricValue(metrics_->Exposition(), "zerobusd_stream_failures_total",
+                                        "code=\"UNAVAILABLE\",route=\"r\"").ok());
+  EXPECT_EQ(Metric("zerobusd_stream_rotations_total"), 1);
 }
 
 }  // namespace
