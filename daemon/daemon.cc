@@ -11,17 +11,21 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "auth/token_source.h"
 #include "common/endpoint.h"
 #include "common/status.h"
+#include "control/control_server.h"
+#include "daemon/control_commands.h"
 #include "drain/drain_lane.h"
 #include "intake/intake_server.h"
 #include "metrics/metrics.h"
 #include "schema/record_codec.h"
 #include "spdlog/spdlog.h"
+#include "spool.pb.h"
 #include "spool/spool.h"
 #include "zerobus/ingest_stream.h"
 
@@ -29,9 +33,10 @@ namespace zb {
 namespace {
 
 namespace asio = boost::asio;
+using Codecs = std::map<std::string, std::shared_ptr<const RecordCodec>>;
 
-absl::StatusOr<std::map<std::string, std::shared_ptr<const RecordCodec>>> MakeCodecs(const DaemonConfig& config) {
-  std::map<std::string, std::shared_ptr<const RecordCodec>> codecs;
+absl::StatusOr<Codecs> MakeCodecs(const DaemonConfig& config) {
+  Codecs codecs;
   std::vector<std::string> problems;
   for (size_t i = 0; i < config.routes.size(); ++i) {
     const RouteConfig& r = config.routes[i];
@@ -50,28 +55,81 @@ absl::StatusOr<std::map<std::string, std::shared_ptr<const RecordCodec>>> MakeCo
   return codecs;
 }
 
+// Where a lane sends its records: what the spool keeps per lane.
+struct Destination {
+  std::string table;
+  bool proto = false;
+  std::string descriptor_proto;
+
+  bool operator==(const Destination&) const = default;
+  std::string Encode() const {
+    ::zerobusd::spool::LaneDestination d;
+    d.set_table(table);
+    d.set_proto(proto);
+    d.set_descriptor_proto(descriptor_proto);
+    return d.SerializeAsString();
+  }
+  static std::optional<Destination> Decode(const std::string& bytes) {
+    ::zerobusd::spool::LaneDestination d;
+    if (bytes.empty() || !d.ParseFromString(bytes) || d.table().empty()) return std::nullopt;
+    return Destination{d.table(), d.proto(), d.descriptor_proto()};
+  }
+  std::string Describe() const { return absl::StrCat(table, " (", proto ? "proto" : "json", ")"); }
+};
+
+Destination DestinationOf(const RouteConfig& r, const RecordCodec& codec) {
+  return Destination{r.table, r.format == RecordFormat::kProto, codec.descriptor_proto()};
+}
+
+// Config keys a SIGHUP cannot change in a running daemon.
+std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonConfig& b) {
+  std::vector<std::string> changed;
+  if (!(a.zerobus == b.zerobus)) changed.push_back("zerobus");
+  if (!(a.spool == b.spool)) changed.push_back("spool");
+  if (!(a.intake == b.intake)) changed.push_back("intake");
+  if (!(a.metrics == b.metrics)) changed.push_back("metrics");
+  if (!(a.control == b.control)) changed.push_back("control");
+  return changed;
+}
+
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // Everything the running daemon owns. Loop-thread state lives here; the
 // members are declared in construction order and destroyed in reverse.
 class Daemon {
  public:
-  explicit Daemon(const DaemonConfig& config)
-      : config_(config), loop_ptr_(std::make_shared<asio::io_context>()), loop_(*loop_ptr_), signals_(loop_), tick_(loop_) {}
+  Daemon(const DaemonConfig& config, std::string config_path)
+      : config_(config),
+        config_path_(std::move(config_path)),
+        loop_ptr_(std::make_shared<asio::io_context>()),
+        loop_(*loop_ptr_),
+        signals_(loop_),
+        tick_(loop_) {}
 
   absl::Status Run() {
-    ZB_ASSIGN_OR_RETURN(auto codecs, MakeCodecs(config_));
-    ZB_ASSIGN_OR_RETURN(auto endpoint, ParseEndpoint(config_.zerobus.endpoint));
+    // Signals first: a SIGTERM that arrives while the spool is recovered is
+    // held and honoured as soon as the open returns.
+    signals_.add(SIGTERM);
+    signals_.add(SIGINT);
+    signals_.add(SIGHUP);
+    WaitSignal();
+
+    ZB_ASSIGN_OR_RETURN(codecs_, MakeCodecs(config_));
+    ZB_ASSIGN_OR_RETURN(endpoint_, ParseEndpoint(config_.zerobus.endpoint));
     if (!config_.zerobus.tls) {
-      spdlog::warn("zerobus.tls is false: talking plaintext to {} (only for a local dev server)", endpoint.Target());
+      spdlog::warn("zerobus.tls is false: talking plaintext to {} (only for a local dev server)", endpoint_.Target());
     }
 
-    SpoolOptions spool_options;
-    spool_options.path = config_.spool.path;
-    spool_options.sync = config_.spool.sync == SyncPolicy::kAlways;
-    if (!spool_options.sync) {
-      spdlog::warn("spool.sync is none: producers are acknowledged before fsync; a power loss can lose them");
-    }
-    ZB_ASSIGN_OR_RETURN(spool_, OpenRocksDbSpool(spool_options));
     metrics_ = MakePrometheusMetrics();
+    ZB_RETURN_IF_ERROR(OpenSpool());
+    loop_.poll();  // delivers a signal that came during the open
+    if (stopping_) {
+      spdlog::info("stop requested during start-up: exiting before serving; the spool is intact");
+      return absl::OkStatus();
+    }
     for (const auto& r : config_.routes) metrics_->DeclareRoute(r.name);
     // Spool gauges are computed at scrape time, on the scraping thread.
     metrics_->SetRefreshHook([this] { PublishSpoolGauges(); });
@@ -84,7 +142,7 @@ class Daemon {
 
     OAuthOptions oauth;
     oauth.workspace_url = config_.zerobus.workspace_url;
-    oauth.workspace_id = config_.zerobus.workspace_id.empty() ? WorkspaceIdFromHost(endpoint.host)
+    oauth.workspace_id = config_.zerobus.workspace_id.empty() ? WorkspaceIdFromHost(endpoint_.host)
                                                               : config_.zerobus.workspace_id;
     oauth.client_id = config_.zerobus.client_id;
     oauth.client_secret = config_.zerobus.client_secret;
@@ -92,50 +150,15 @@ class Daemon {
     oauth.user_agent = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
     tokens_ = MakeOAuthTokenSource(oauth);
 
-    // gRPC threads may finish a cancelled call after the daemon is gone; they
-    // then find no loop and drop the event.
-    std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
-    auto post = [weak_loop](std::function<void()> fn) {
-      if (auto loop = weak_loop.lock()) asio::post(*loop, std::move(fn));
-    };
-    auto routes = std::make_shared<IntakeRouteTable>();
+    ZB_RETURN_IF_ERROR(CheckDestinations(config_));
     for (const auto& r : config_.routes) {
-      GrpcTargetOptions target;
-      target.target = endpoint.Target();
-      target.tls = config_.zerobus.tls;
-      target.ca_file = config_.zerobus.ca_file;
-      target.sdk_id = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
-      factories_[r.name] = MakeGrpcStreamFactory(target, post);
-
-      DrainLaneOptions lane;
-      lane.route = r.name;
-      lane.table = r.table;
-      lane.proto = r.format == RecordFormat::kProto;
-      lane.descriptor_proto = codecs[r.name]->descriptor_proto();
-      lane.max_inflight_requests = r.drain.max_inflight_requests;
-      lane.max_batch_records = r.drain.max_batch_records;
-      lane.max_batch_bytes = r.drain.max_batch_bytes;
-      lane.linger = std::chrono::milliseconds(r.drain.linger_ms);
-      lane.ack_timeout = std::chrono::milliseconds(r.drain.ack_timeout_ms);
-      lane.create_timeout = std::chrono::milliseconds(r.drain.create_timeout_ms);
-      lane.backoff.initial = std::chrono::milliseconds(r.drain.backoff_initial_ms);
-      lane.backoff.max = std::chrono::milliseconds(r.drain.backoff_max_ms);
-      lanes_[r.name] =
-          std::make_shared<DrainLane>(loop_, lane, *spool_, *factories_[r.name], *tokens_, *metrics_);
-
-      IntakeRoute ir;
-      ir.name = r.name;
-      ir.codec = codecs[r.name];
-      ir.allow_uids = r.allow_uids;
-      ir.allow_gids = r.allow_gids;
-      (*routes)[r.name] = std::move(ir);
-    }
-    for (const std::string& lane : spool_->Lanes()) {
-      if (lanes_.count(lane) == 0 && spool_->Stats(lane).records > 0) {
-        spdlog::warn("spool holds {} records of route \"{}\", which is not configured; they stay spooled",
-                     spool_->Stats(lane).records, lane);
+      const Destination dest = DestinationOf(r, *codecs_[r.name]);
+      if (spool_->LaneDestination(r.name) != dest.Encode()) {
+        ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(r.name, dest.Encode()));
       }
+      AddLane(r.name, dest, r.drain, /*configured=*/true);
     }
+    AdoptUnconfiguredLanes();
 
     IntakeOptions intake;
     intake.socket_path = config_.intake.socket;
@@ -143,17 +166,21 @@ class Daemon {
     intake.max_record_bytes = config_.intake.max_record_bytes;
     intake.max_inflight_bytes = config_.intake.max_inflight_bytes;
     intake.max_connections = config_.intake.max_connections;
-    ZB_ASSIGN_OR_RETURN(intake_, StartIntakeServer(loop_, intake, routes, *spool_, *metrics_,
+    intake.block_when_full = config_.spool.when_full == WhenFull::kBlock;
+    ZB_ASSIGN_OR_RETURN(intake_, StartIntakeServer(loop_, intake, IntakeRoutes(config_), *spool_, *metrics_,
                                                    [this](const std::string& route, const AppendResult& r) {
                                                      auto it = lanes_.find(route);
                                                      if (it != lanes_.end()) it->second->OnAppended(r.last_seq);
                                                    }));
+    ControlOptions control;
+    control.socket_path = config_.control.socket;
+    control.socket_mode = config_.control.socket_mode;
+    ZB_ASSIGN_OR_RETURN(control_, StartControlServer(loop_, control, [this](const std::string& line,
+                                                                              ControlServer::Reply reply) {
+                          HandleControl(line, std::move(reply));
+                        }));
 
     for (auto& [name, lane] : lanes_) lane->Start();
-    signals_.add(SIGTERM);
-    signals_.add(SIGINT);
-    signals_.add(SIGHUP);
-    WaitSignal();
     Tick();
     ready_ = true;
     sd_notify(0, "READY=1");
@@ -166,6 +193,7 @@ class Daemon {
 
   ~Daemon() {
     // Order: stop producing events, then free their consumers.
+    control_.reset();
     intake_.reset();
     lanes_.clear();
     // gRPC may still be unwinding a call that just ended (its internal
@@ -180,19 +208,235 @@ class Daemon {
   }
 
  private:
+  absl::Status OpenSpool() {
+    SpoolOptions options;
+    options.path = config_.spool.path;
+    options.sync = config_.spool.sync == SyncPolicy::kAlways;
+    options.max_bytes = config_.spool.max_bytes;
+    options.min_free_bytes = config_.spool.min_free_bytes;
+    options.drop_oldest = config_.spool.when_full == WhenFull::kDropOldest;
+    std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
+    Metrics* metrics = metrics_.get();
+    options.on_drop = [weak_loop, metrics, this](const std::string& lane, uint64_t records, uint64_t bytes) {
+      metrics->DroppedRecords(lane, "drop_oldest", records);
+      if (auto loop = weak_loop.lock()) {
+        asio::post(*loop, [this, lane, records, bytes] { LogDrop(lane, records, bytes); });
+      }
+    };
+    if (!options.sync) {
+      spdlog::warn("spool.sync is none: producers are acknowledged before fsync; a power loss can lose them");
+    }
+    ZB_ASSIGN_OR_RETURN(spool_, OpenRocksDbSpool(options));
+    spdlog::info("spool {} open: {} bytes held, {} dead letters", config_.spool.path, spool_->TotalBytes(),
+                 spool_->DeadLetterTotals().records);
+    return absl::OkStatus();
+  }
+
+  // drop_oldest loses data by choice: every drop is counted (metric, at
+  // once) and logged, at most every 5 s per route with the running total.
+  void LogDrop(const std::string& lane, uint64_t records, uint64_t bytes) {
+    DropLog& log = drop_log_[lane];
+    log.records += records;
+    log.bytes += bytes;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - log.last < std::chrono::seconds(5)) return;
+    spdlog::warn("route {}: spool full (when_full: drop_oldest): dropped {} of the oldest unacked records ({} "
+                 "bytes) to make room; they are lost",
+                 lane, log.records, log.bytes);
+    log = DropLog{};
+    log.last = now;
+  }
+
+  // A route whose spooled records were accepted for another table, format or
+  // schema may not be pointed elsewhere until they drained.
+  absl::Status CheckDestinations(const DaemonConfig& config) {
+    std::vector<std::string> problems;
+    for (size_t i = 0; i < config.routes.size(); ++i) {
+      const RouteConfig& r = config.routes[i];
+      const LaneStats stats = spool_->Stats(r.name);
+      if (stats.records == 0) continue;
+      auto stored = Destination::Decode(spool_->LaneDestination(r.name));
+      auto codec = codecs_.find(r.name);
+      if (!stored || codec == codecs_.end()) continue;
+      const Destination wanted = DestinationOf(r, *codec->second);
+      if (*stored == wanted) continue;
+      problems.push_back(absl::StrCat(
+          "routes[", i, "]: route \"", r.name, "\" has ", stats.records, " records spooled for ", stored->Describe(),
+          " but the config now sends it to ", wanted.Describe(),
+          "; they would land in the wrong place. Let them drain first, or give the new destination a new route "
+          "name (the old name keeps draining to ", stored->table, ")"));
+    }
+    if (!problems.empty()) return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
+    return absl::OkStatus();
+  }
+
+  void AddLane(const std::string& name, const Destination& dest, const DrainConfig& drain, bool configured) {
+    auto& factory = factories_[name];
+    if (factory == nullptr) {
+      GrpcTargetOptions target;
+      target.target = endpoint_.Target();
+      target.tls = config_.zerobus.tls;
+      target.ca_file = config_.zerobus.ca_file;
+      target.sdk_id = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
+      // gRPC threads may finish a cancelled call after the daemon is gone;
+      // they then find no loop and drop the event.
+      std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
+      factory = MakeGrpcStreamFactory(target, [weak_loop](std::function<void()> fn) {
+        if (auto loop = weak_loop.lock()) asio::post(*loop, std::move(fn));
+      });
+    }
+    DrainLaneOptions lane;
+    lane.route = name;
+    lane.table = dest.table;
+    lane.proto = dest.proto;
+    lane.descriptor_proto = dest.descriptor_proto;
+    lane.max_inflight_requests = drain.max_inflight_requests;
+    lane.max_batch_records = drain.max_batch_records;
+    lane.max_batch_bytes = drain.max_batch_bytes;
+    lane.linger = std::chrono::milliseconds(drain.linger_ms);
+    lane.ack_timeout = std::chrono::milliseconds(drain.ack_timeout_ms);
+    lane.create_timeout = std::chrono::milliseconds(drain.create_timeout_ms);
+    lane.backoff.initial = std::chrono::milliseconds(drain.backoff_initial_ms);
+    lane.backoff.max = std::chrono::milliseconds(drain.backoff_max_ms);
+    lane.max_close_grace = std::chrono::milliseconds(drain.max_close_grace_ms);
+    lane.rotation_drain = std::chrono::milliseconds(drain.rotation_drain_ms);
+    lane.parked_retry = std::chrono::milliseconds(drain.parked_retry_ms);
+    lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
+    lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
+    lane_info_[name] = LaneInfo{dest, drain, configured};
+  }
+
+  // Lanes whose route left the configuration but still hold records keep
+  // draining to where those records were accepted for; nothing is orphaned.
+  void AdoptUnconfiguredLanes() {
+    for (const std::string& name : spool_->Lanes()) {
+      if (lanes_.count(name) > 0 || spool_->Stats(name).records == 0) continue;
+      auto dest = Destination::Decode(spool_->LaneDestination(name));
+      if (!dest) {
+        spdlog::warn("spool holds {} records of route \"{}\", which is not configured and has no recorded "
+                     "table; they stay spooled until a route of that name returns",
+                     spool_->Stats(name).records, name);
+        continue;
+      }
+      spdlog::info("route \"{}\" is no longer configured: draining its {} spooled records to {}", name,
+                   spool_->Stats(name).records, dest->Describe());
+      AddLane(name, *dest, config_.drain, /*configured=*/false);
+      metrics_->DeclareRoute(name);
+    }
+  }
+
+  static std::shared_ptr<const IntakeRouteTable> IntakeRoutes(const DaemonConfig& config, const Codecs& codecs) {
+    auto routes = std::make_shared<IntakeRouteTable>();
+    for (const auto& r : config.routes) {
+      IntakeRoute ir;
+      ir.name = r.name;
+      ir.codec = codecs.at(r.name);
+      ir.allow_uids = r.allow_uids;
+      ir.allow_gids = r.allow_gids;
+      (*routes)[r.name] = std::move(ir);
+    }
+    return routes;
+  }
+  std::shared_ptr<const IntakeRouteTable> IntakeRoutes(const DaemonConfig& config) {
+    return IntakeRoutes(config, codecs_);
+  }
+
+  // ------------------------------------------------------------- signals
+
   void WaitSignal() {
     signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
-        spdlog::warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
-        WaitSignal();
-        return;
+        if (ready_) Reload();
+      } else {
+        spdlog::info("{} received: stopping intake, waiting up to {} ms for in-flight ACKs",
+                     sig == SIGTERM ? "SIGTERM" : "SIGINT", config_.shutdown_timeout_ms);
+        Shutdown();
       }
-      spdlog::info("{} received: stopping intake, waiting up to {} ms for in-flight ACKs",
-                   sig == SIGTERM ? "SIGTERM" : "SIGINT", config_.shutdown_timeout_ms);
-      Shutdown();
       WaitSignal();  // a second signal during shutdown is absorbed
     });
+  }
+
+  // SIGHUP: validate the file, then apply its routes atomically, or refuse
+  // it whole and keep running as before. Parked routes try again.
+  void Reload() {
+    if (stopping_) return;
+    sd_notify(0, "RELOADING=1");
+    absl::Status s = ApplyReload();
+    if (s.ok()) {
+      sd_notify(0, "READY=1");
+    } else {
+      spdlog::error("SIGHUP: configuration {} refused, the running configuration stays:\n{}", config_path_,
+                    std::string(s.message()));
+      sd_notify(0, "READY=1");
+    }
+    for (auto& [name, lane] : lanes_) lane->Resume();
+  }
+
+  absl::Status ApplyReload() {
+    auto loaded = LoadConfigFile(config_path_);
+    if (!loaded.ok()) return loaded.status();
+    DaemonConfig next = std::move(*loaded);
+    auto codecs = MakeCodecs(next);
+    if (!codecs.ok()) return codecs.status();
+    const std::vector<std::string> restart_only = RestartOnlyChanges(config_, next);
+    if (!restart_only.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("changed section(s) ", absl::StrJoin(restart_only, ", "),
+                                                        " take effect only on restart; nothing was applied"));
+    }
+    std::swap(codecs_, *codecs);
+    absl::Status dest = CheckDestinations(next);
+    if (!dest.ok()) {
+      std::swap(codecs_, *codecs);
+      return dest;
+    }
+    // Apply: every check passed.
+    std::vector<std::string> added, removed, changed;
+    std::set<std::string> wanted;
+    for (const auto& r : next.routes) {
+      wanted.insert(r.name);
+      const Destination d = DestinationOf(r, *codecs_[r.name]);
+      auto info = lane_info_.find(r.name);
+      const bool exists = info != lane_info_.end();
+      if (exists && info->second.dest == d && info->second.drain == r.drain) {
+        if (!info->second.configured) added.push_back(r.name);
+        info->second.configured = true;
+        continue;
+      }
+      if (spool_->LaneDestination(r.name) != d.Encode()) {
+        spool_->SetLaneDestinationAsync(r.name, d.Encode(), [name = r.name](absl::Status st) {
+          if (!st.ok()) spdlog::error("route {}: cannot record its destination: {}", name, st.ToString());
+        });
+      }
+      if (exists) {
+        // New table (the lane is empty) or new drain settings: a fresh lane
+        // takes over from the spool; what the old one had in flight is
+        // simply sent again.
+        lanes_[r.name]->Abort();
+        changed.push_back(r.name);
+      } else {
+        added.push_back(r.name);
+      }
+      AddLane(r.name, d, r.drain, /*configured=*/true);
+      metrics_->DeclareRoute(r.name);
+      lanes_[r.name]->Start();
+    }
+    for (auto& [name, info] : lane_info_) {
+      if (wanted.count(name) > 0 || !info.configured) continue;
+      info.configured = false;  // keeps draining what it holds; takes nothing new
+      removed.push_back(name);
+      if (spool_->Stats(name).records > 0) {
+        spdlog::info("route \"{}\" left the configuration: its {} spooled records still drain to {}", name,
+                     spool_->Stats(name).records, info.dest.Describe());
+      }
+    }
+    intake_->SetRoutes(IntakeRoutes(next));
+    config_ = std::move(next);
+    spdlog::set_level(spdlog::level::from_str(config_.log_level));
+    spdlog::info("SIGHUP: configuration reloaded: {} route(s); added [{}], removed [{}], changed [{}]",
+                 config_.routes.size(), absl::StrJoin(added, ", "), absl::StrJoin(removed, ", "),
+                 absl::StrJoin(changed, ", "));
+    return absl::OkStatus();
   }
 
   void Shutdown() {
@@ -200,6 +444,7 @@ class Daemon {
       return;
     }
     stopping_ = true;
+    if (!ready_ && intake_ == nullptr) return;  // still starting: Run() checks stopping_
     ready_ = false;
     sd_notify(0, "STOPPING=1");
     // Intake stops accepting and reading; producers already connected still
@@ -263,9 +508,7 @@ class Daemon {
   // The scraping thread (refresh hook), never the loop: finding the oldest
   // record reads the spool. Spool stats and gauges are thread-safe.
   void PublishSpoolGauges() {
-    const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
+    const int64_t now_us = NowUs();
     for (const std::string& lane : spool_->Lanes()) {
       const LaneStats s = spool_->Stats(lane);
       metrics_->SpoolDepth(lane, s.records);
@@ -273,18 +516,152 @@ class Daemon {
       metrics_->OldestRecordAge(lane, oldest > 0 ? static_cast<double>(now_us - oldest) / 1e6 : 0.0);
     }
     metrics_->SpoolTotalBytes(spool_->TotalBytes());
+    const DeadLetterStats dead = spool_->DeadLetterTotals();
+    metrics_->DeadLetterStore(dead.records, dead.bytes);
+    metrics_->SpoolFull(spool_->full());
   }
 
-  const DaemonConfig& config_;
+  // ------------------------------------------------------------- control
+
+  void HandleControl(const std::string& line, ControlServer::Reply reply) {
+    auto command = ParseControlCommand(line);
+    if (!command.ok()) {
+      reply(ControlError(std::string(command.status().message())));
+      return;
+    }
+    std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
+    // Spool callbacks come on its threads; replies go back on the loop.
+    auto on_loop = [weak_loop](std::function<void()> fn) {
+      if (auto loop = weak_loop.lock()) asio::post(*loop, std::move(fn));
+    };
+    switch (command->kind) {
+      case ControlCommand::Kind::kStatus:
+        reply(RenderStatus(Status()));
+        return;
+      case ControlCommand::Kind::kResume: {
+        uint64_t parked = 0;
+        for (auto& [name, lane] : lanes_) {
+          if (lane->state() == LaneState::kParked) ++parked;
+          lane->Resume();
+        }
+        reply(RenderCount("resumed", parked));
+        return;
+      }
+      case ControlCommand::Kind::kDlqList: {
+        const bool payloads = command->payloads;
+        const size_t limit = command->limit;
+        // One more than asked tells whether there is a next page.
+        spool_->ListDeadLettersAsync(
+            command->filter, command->from_id, limit + 1,
+            [on_loop, reply, payloads, limit](absl::StatusOr<std::vector<DeadLetter>> entries) mutable {
+              on_loop([reply, payloads, limit, entries = std::move(entries)]() mutable {
+                if (!entries.ok()) {
+                  reply(ControlError(std::string(entries.status().message())));
+                  return;
+                }
+                uint64_t next_id = 0;
+                if (entries->size() > limit) {
+                  next_id = entries->back().id;
+                  entries->pop_back();
+                }
+                reply(RenderDeadLetters(*entries, payloads, next_id));
+              });
+            });
+        return;
+      }
+      case ControlCommand::Kind::kDlqReplay:
+        spool_->ReplayDeadLettersAsync(
+            command->filter,
+            [this, on_loop, reply](absl::StatusOr<std::map<std::string, AppendResult>> appended) mutable {
+              on_loop([this, reply, appended = std::move(appended)] {
+                if (!appended.ok()) {
+                  reply(ControlError(std::string(appended.status().message())));
+                  return;
+                }
+                uint64_t n = 0;
+                std::vector<std::string> waiting;
+                for (const auto& [lane, range] : *appended) {
+                  n += range.last_seq - range.first_seq + 1;
+                  auto it = lanes_.find(lane);
+                  if (it != lanes_.end()) {
+                    it->second->OnAppended(range.last_seq);
+                  } else {
+                    waiting.push_back(lane);
+                  }
+                }
+                spdlog::info("control: {} dead letters replayed into their routes", n);
+                reply(RenderCount("replayed", n,
+                                  waiting.empty() ? ""
+                                                  : absl::StrCat("route(s) ", absl::StrJoin(waiting, ", "),
+                                                                 " are not configured: their records stay spooled")));
+              });
+            });
+        return;
+      case ControlCommand::Kind::kDlqPurge:
+        spool_->PurgeDeadLettersAsync(command->filter, [on_loop, reply](absl::StatusOr<uint64_t> purged) mutable {
+          on_loop([reply, purged] {
+            if (!purged.ok()) {
+              reply(ControlError(std::string(purged.status().message())));
+              return;
+            }
+            spdlog::warn("control: {} dead letters purged", *purged);
+            reply(RenderCount("purged", *purged));
+          });
+        });
+        return;
+    }
+  }
+
+  DaemonStatus Status() {
+    DaemonStatus st;
+    st.ready = ready_;
+    for (const auto& [name, lane] : lanes_) {
+      const LaneStats s = spool_->Stats(name);
+      LaneStatus l;
+      l.route = name;
+      l.table = lane_info_[name].dest.table;
+      l.state = LaneStateName(lane->state());
+      l.parked_reason = lane->parked_reason();
+      l.configured = lane_info_[name].configured;
+      l.spooled = s.records;
+      l.bytes = s.bytes;
+      l.inflight_requests = lane->inflight_requests();
+      st.lanes.push_back(std::move(l));
+    }
+    st.spool_bytes = spool_->TotalBytes();
+    st.spool_max_bytes = config_.spool.max_bytes;
+    st.spool_full = spool_->full();
+    st.dead_letters = spool_->DeadLetterTotals();
+    return st;
+  }
+
+  struct LaneInfo {
+    Destination dest;
+    DrainConfig drain;
+    bool configured = true;
+  };
+  struct DropLog {
+    uint64_t records = 0;
+    uint64_t bytes = 0;
+    std::chrono::steady_clock::time_point last;
+  };
+
+  DaemonConfig config_;
+  const std::string config_path_;
   std::shared_ptr<asio::io_context> loop_ptr_;
   asio::io_context& loop_;
-  std::unique_ptr<Spool> spool_;
+  Codecs codecs_;
+  Endpoint endpoint_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Spool> spool_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<TokenSource> tokens_;
   std::map<std::string, std::unique_ptr<IngestStreamFactory>> factories_;
   std::map<std::string, std::shared_ptr<DrainLane>> lanes_;
+  std::map<std::string, LaneInfo> lane_info_;
+  std::map<std::string, DropLog> drop_log_;
   std::unique_ptr<IntakeServer> intake_;
+  std::unique_ptr<ControlServer> control_;
   asio::signal_set signals_;
   asio::steady_timer tick_;
   std::atomic<bool> ready_{false};
@@ -300,7 +677,7 @@ class Daemon {
 absl::Status CheckRuntimeConfig(const DaemonConfig& config) { return MakeCodecs(config).status(); }
 
 absl::Status RunDaemon(const DaemonConfig& config, const std::string& config_path) {
-  Daemon daemon(config);
+  Daemon daemon(config, config_path);
   return daemon.Run();
 }
 

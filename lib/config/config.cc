@@ -446,7 +446,8 @@ class Loader {
  private:
   void LoadRoot(const YAML::Node& root) {
     StrictMap map(root, "",
-                  {"zerobus", "spool", "intake", "metrics", "drain", "shutdown_timeout_ms", "log_level", "routes"},
+                  {"zerobus", "spool", "intake", "metrics", "control", "drain", "shutdown_timeout_ms", "log_level",
+                   "routes"},
                   problems_);
     if (!map.valid()) return;
     if (const YAML::Node* n = map.Find("zerobus")) {
@@ -457,6 +458,7 @@ class Loader {
     if (const YAML::Node* n = map.Find("spool")) LoadSpool(*n);
     if (const YAML::Node* n = map.Find("intake")) LoadIntake(*n);
     if (const YAML::Node* n = map.Find("metrics")) LoadMetrics(*n);
+    if (const YAML::Node* n = map.Find("control")) LoadControl(*n);
     DrainConfig drain_defaults;
     if (const YAML::Node* n = map.Find("drain")) LoadDrain(*n, "drain", &drain_defaults);
     if (const YAML::Node* n = map.Find("shutdown_timeout_ms")) {
@@ -472,6 +474,7 @@ class Loader {
         config_.log_level = std::string(*v);
       }
     }
+    config_.drain = drain_defaults;
     if (const YAML::Node* n = map.Find("routes")) {
       LoadRoutes(*n, drain_defaults);
     } else {
@@ -684,21 +687,7 @@ class Loader {
                   {"socket", "socket_mode", "max_record_bytes", "max_inflight_bytes", "max_connections"}, problems_);
     if (!map.valid()) return;
     IntakeConfig& intake = config_.intake;
-    if (const YAML::Node* n = map.Find("socket")) {
-      if (auto v = ReadNonEmptyString(*n, "intake.socket", problems_)) {
-        const std::string resolved = ResolvePath(*v);
-        // bind() fails on a longer path with a confusing error much later;
-        // say so here, with the resolved length.
-        constexpr size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
-        if (resolved.size() > kMaxSocketPath) {
-          problems_.Add(*n, "intake.socket",
-                        absl::StrCat("path ", Quote(resolved), " is ", resolved.size(),
-                                     " bytes; a Unix socket path may have at most ", kMaxSocketPath));
-        } else {
-          intake.socket = resolved;
-        }
-      }
-    }
+    if (const YAML::Node* n = map.Find("socket")) ReadSocketPath(*n, "intake.socket", &intake.socket);
     if (const YAML::Node* n = map.Find("socket_mode")) {
       if (auto v = ReadFileMode(*n, "intake.socket_mode", problems_)) intake.socket_mode = *v;
     }
@@ -734,6 +723,31 @@ class Loader {
     }
   }
 
+  void ReadSocketPath(const YAML::Node& n, const std::string& path, std::string* out) {
+    auto v = ReadNonEmptyString(n, path, problems_);
+    if (!v) return;
+    const std::string resolved = ResolvePath(*v);
+    // bind() fails on a longer path with a confusing error much later; say
+    // so here, with the resolved length.
+    constexpr size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+    if (resolved.size() > kMaxSocketPath) {
+      problems_.Add(n, path,
+                    absl::StrCat("path ", Quote(resolved), " is ", resolved.size(),
+                                 " bytes; a Unix socket path may have at most ", kMaxSocketPath));
+      return;
+    }
+    *out = resolved;
+  }
+
+  void LoadControl(const YAML::Node& node) {
+    StrictMap map(node, "control", {"socket", "socket_mode"}, problems_);
+    if (!map.valid()) return;
+    if (const YAML::Node* n = map.Find("socket")) ReadSocketPath(*n, "control.socket", &config_.control.socket);
+    if (const YAML::Node* n = map.Find("socket_mode")) {
+      if (auto v = ReadFileMode(*n, "control.socket_mode", problems_)) config_.control.socket_mode = *v;
+    }
+  }
+
   void LoadMetrics(const YAML::Node& node) {
     StrictMap map(node, "metrics", {"listen"}, problems_);
     if (!map.valid()) return;
@@ -762,7 +776,8 @@ class Loader {
   void LoadDrain(const YAML::Node& node, const std::string& path, DrainConfig* drain) {
     StrictMap map(node, path,
                   {"max_inflight_requests", "max_batch_records", "max_batch_bytes", "linger_ms", "ack_timeout_ms",
-                   "create_timeout_ms", "backoff_initial_ms", "backoff_max_ms"},
+                   "create_timeout_ms", "backoff_initial_ms", "backoff_max_ms", "max_close_grace_ms",
+                   "rotation_drain_ms", "parked_retry_ms", "max_consecutive_dead_letters"},
                   problems_);
     if (!map.valid()) return;
     constexpr uint64_t kU32Max = std::numeric_limits<uint32_t>::max();
@@ -783,6 +798,10 @@ class Loader {
     read_u32("linger_ms", 0, 60'000, &drain->linger_ms);
     read_u32("ack_timeout_ms", 100, 3'600'000, &drain->ack_timeout_ms);
     read_u32("create_timeout_ms", 100, 600'000, &drain->create_timeout_ms);
+    read_u32("max_close_grace_ms", 0, 600'000, &drain->max_close_grace_ms);
+    read_u32("rotation_drain_ms", 0, 60'000, &drain->rotation_drain_ms);
+    read_u32("parked_retry_ms", 100, 86'400'000, &drain->parked_retry_ms);
+    read_u32("max_consecutive_dead_letters", 1, 1'000'000'000, &drain->max_consecutive_dead_letters);
     const bool initial_ok = read_u32("backoff_initial_ms", 1, kU32Max, &drain->backoff_initial_ms);
     const bool max_ok = read_u32("backoff_max_ms", 1, kU32Max, &drain->backoff_max_ms);
     // Checked only where this section sets one of the two keys: a route that

@@ -25,6 +25,8 @@ struct ZerobusConfig {
   std::string ca_file;         // optional PEM bundle replacing the system roots
   std::string client_id;       // resolved value (from client_id or client_id_file)
   std::string client_secret;   // resolved value (from client_secret, _file or $CREDENTIALS_DIRECTORY)
+
+  bool operator==(const ZerobusConfig&) const = default;
 };
 
 struct SpoolConfig {
@@ -33,6 +35,8 @@ struct SpoolConfig {
   uint64_t min_free_bytes = 256ull << 20; // filesystem guard
   WhenFull when_full = WhenFull::kBlock;
   SyncPolicy sync = SyncPolicy::kAlways;
+
+  bool operator==(const SpoolConfig&) const = default;
 };
 
 struct IntakeConfig {
@@ -41,10 +45,23 @@ struct IntakeConfig {
   uint64_t max_record_bytes = 1ull << 20; // at most 10 MiB - 64 KiB
   uint64_t max_inflight_bytes = 8ull << 20; // per connection, read but not yet durable
   uint32_t max_connections = 1024;
+
+  bool operator==(const IntakeConfig&) const = default;
+};
+
+// The operator's Unix socket (zerobusctl dlq, status): JSON requests, one
+// per line. Only the socket's permissions guard it: keep them tight.
+struct ControlConfig {
+  std::string socket = "/run/zerobusd/control.sock";
+  uint32_t socket_mode = 0600;
+
+  bool operator==(const ControlConfig&) const = default;
 };
 
 struct MetricsConfig {
   std::string listen = "127.0.0.1:9464";  // empty: no exposer
+
+  bool operator==(const MetricsConfig&) const = default;
 };
 
 // Drain tuning; `drain:` at top level sets defaults, a route may override.
@@ -57,6 +74,12 @@ struct DrainConfig {
   uint32_t create_timeout_ms = 15'000;     // stream open (token + create reply)
   uint32_t backoff_initial_ms = 200;
   uint32_t backoff_max_ms = 30'000;
+  uint32_t max_close_grace_ms = 10'000;    // cap on a CloseStreamSignal's wait for ACKs
+  uint32_t rotation_drain_ms = 500;        // late ACKs taken after the rotation's half-close
+  uint32_t parked_retry_ms = 600'000;      // a parked lane tries again by itself
+  uint32_t max_consecutive_dead_letters = 100;  // then the table is suspect: park
+
+  bool operator==(const DrainConfig&) const = default;
 };
 
 struct RouteConfig {
@@ -68,6 +91,8 @@ struct RouteConfig {
   std::vector<uint32_t> allow_uids;  // empty and allow_gids empty: everyone who can open the socket
   std::vector<uint32_t> allow_gids;
   DrainConfig drain;
+
+  bool operator==(const RouteConfig&) const = default;
 };
 
 struct DaemonConfig {
@@ -75,6 +100,8 @@ struct DaemonConfig {
   SpoolConfig spool;
   IntakeConfig intake;
   MetricsConfig metrics;
+  ControlConfig control;
+  DrainConfig drain;  // the top-level drain: section (defaults of every route)
   uint32_t shutdown_timeout_ms = 10'000;  // SIGTERM: wait this long for in-flight ACKs
   std::string log_level = "info";
   std::vector<RouteConfig> routes;

@@ -6,6 +6,7 @@
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <deque>
 #include <filesystem>
@@ -91,6 +92,20 @@ class Session : public std::enable_shared_from_this<Session> {
   void AppendReject(std::string* reply, uint64_t line, absl::string_view reason);
   void Submit(std::shared_ptr<Pending> pending, Group group, std::function<void(const AppendResult&)> on_ok,
               std::function<void(const absl::Status&)> on_error);
+  // One append of a submitted group; under when_full: block a full spool
+  // makes it try again later (the connection's credit stays taken, so the
+  // socket is not read meanwhile).
+  struct Submission {
+    std::shared_ptr<Pending> pending;
+    std::string route;
+    Spool::Records records;
+    size_t bytes = 0;
+    std::function<void(const AppendResult&)> on_ok;
+    std::function<void(const absl::Status&)> on_error;
+    int attempt = 0;
+  };
+  void Attempt(std::shared_ptr<Submission> sub);
+  void Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendResult> result);
   static void AppendFrame(Pending* pending, const intake::ServerFrame& frame);
   void TryReply();
   void DoWrite();
@@ -572,7 +587,9 @@ void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) 
         intake::ServerFrame f;
         auto* n = f.mutable_nack();
         n->set_seq(seq);
-        n->set_reason(absl::IsResourceExhausted(s) ? intake::SPOOL_FULL : intake::INTERNAL);
+        n->set_reason(absl::IsResourceExhausted(s) ? intake::SPOOL_FULL
+                      : absl::IsUnavailable(s)      ? intake::BUSY
+                                                    : intake::INTERNAL);
         n->set_message(absl::StrCat("not spooled: ", s.message()));
         n->set_retry_after_ms(1000);
         n->set_record_index(-1);
@@ -592,39 +609,75 @@ void Session::AppendFrame(Pending* pending, const intake::ServerFrame& frame) {
 void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::function<void(const AppendResult&)> on_ok,
                      std::function<void(const absl::Status&)> on_error) {
   pending->outstanding++;
-  const size_t count = group.payloads.size();
-  const size_t bytes = group.bytes;
-  std::string route = group.route;
+  auto sub = std::make_shared<Submission>();
+  sub->pending = std::move(pending);
+  sub->route = group.route;
+  sub->records = std::make_shared<const std::vector<std::string>>(std::move(group.payloads));
+  sub->bytes = group.bytes;
+  sub->on_ok = std::move(on_ok);
+  sub->on_error = std::move(on_error);
+  Attempt(std::move(sub));
+}
+
+void Session::Attempt(std::shared_ptr<Submission> sub) {
   auto self = shared_from_this();
   // The callback runs on the spool's writer thread, possibly after the
   // server is gone (shutdown): it may touch only the loop, which outlives
   // the spool, never server_.
   asio::io_context& loop = server_->loop();
+  const std::string route = sub->route;
+  Spool::Records records = sub->records;
   server_->spool().AppendAsync(
-      route, std::move(group.payloads),
-      [&loop, self, pending, route, count, bytes, on_ok = std::move(on_ok),
-       on_error = std::move(on_error)](absl::StatusOr<AppendResult> result) mutable {
+      route, std::move(records),
+      [&loop, self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
         // Hop to the loop. Every reference moves into the posted handler, so
         // the session is never released (and destroyed) on this thread.
-        asio::post(loop, [self = std::move(self), pending = std::move(pending), route = std::move(route), count,
-                          bytes, on_ok = std::move(on_ok), on_error = std::move(on_error),
-                          result = std::move(result)]() {
+        asio::post(loop, [self = std::move(self), sub = std::move(sub), result = std::move(result)]() mutable {
           if (self->detached_) return;
-          Metrics& m = self->server_->metrics();
-          if (result.ok()) {
-            m.IntakeRecords(route, IntakeResult::kAccepted, count);
-            m.IntakeBytes(route, bytes);
-            if (on_ok) on_ok(*result);
-            self->server_->Appended(route, *result);
-          } else {
-            spdlog::error("intake: spool append for route {} failed: {}", route, result.status().ToString());
-            m.IntakeRecords(route, IntakeResult::kSpoolError, count);
-            if (on_error) on_error(result.status());
-          }
-          pending->outstanding--;
-          self->TryReply();
+          self->Completed(std::move(sub), std::move(result));
         });
       });
+}
+
+void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendResult> result) {
+  Metrics& m = server_->metrics();
+  const size_t count = sub->records->size();
+  if (!result.ok() && absl::IsResourceExhausted(result.status()) && server_->options().block_when_full) {
+    if (no_wait_) {
+      result = absl::UnavailableError(absl::StrCat("busy: ", result.status().message()));
+    } else if (server_->stopping()) {
+      result = absl::UnavailableError(
+          absl::StrCat("zerobusd is shutting down and the spool is full: ", result.status().message()));
+    } else {
+      // Block: keep the records (and the connection's credit) and try again
+      // shortly; the producer hears nothing until they are durable.
+      if (sub->attempt == 0) {
+        spdlog::debug("intake: connection {} waits for spool room (route {}): {}", id_, sub->route,
+                      std::string(result.status().message()));
+      }
+      const auto delay = std::chrono::milliseconds(std::min(1000, 20 << std::min(sub->attempt, 6)));
+      ++sub->attempt;
+      auto timer = std::make_shared<asio::steady_timer>(server_->loop(), delay);
+      timer->async_wait([self = shared_from_this(), timer, sub = std::move(sub)](const boost::system::error_code&) {
+        if (self->detached_) return;
+        self->Attempt(sub);
+      });
+      return;
+    }
+  }
+  if (result.ok()) {
+    m.IntakeRecords(sub->route, IntakeResult::kAccepted, count);
+    m.IntakeBytes(sub->route, sub->bytes);
+    if (sub->on_ok) sub->on_ok(*result);
+    server_->Appended(sub->route, *result);
+  } else {
+    const bool full = absl::IsResourceExhausted(result.status()) || absl::IsUnavailable(result.status());
+    if (!full) spdlog::error("intake: spool append for route {} failed: {}", sub->route, result.status().ToString());
+    m.IntakeRecords(sub->route, full ? IntakeResult::kSpoolFull : IntakeResult::kSpoolError, count);
+    if (sub->on_error) sub->on_error(result.status());
+  }
+  sub->pending->outstanding--;
+  TryReply();
 }
 
 void Session::TryReply() {

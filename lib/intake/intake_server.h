@@ -45,6 +45,10 @@ struct IntakeOptions {
   // read by the producer; past either, the socket is not read.
   size_t max_inflight_bytes = 8u << 20;
   uint32_t max_connections = 1024;
+  // A full spool (ResourceExhausted): true holds the records and stops
+  // reading until they fit (framed producers that said no_wait get NACK
+  // BUSY); false answers "spool full" at once.
+  bool block_when_full = true;
   // Bytes asked of the socket per read (tests make it tiny to split lines).
   size_t read_chunk_bytes = 64 * 1024;
 };

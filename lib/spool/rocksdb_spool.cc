@@ -2,6 +2,7 @@
 //  default column family
 //   "L" <lane> 0x00 <seq: 8 bytes big-endian>  ->  record envelope
 //   "M" <lane>                                  ->  lane meta (fixed64 x4)
+//   "D" <lane>                                  ->  lane destination (opaque)
 //  "dead_letters" column family
 //   "E" <id: 8 bytes big-endian>                ->  zerobusd.spool.DeadLetter
 //   "N"                                         ->  store meta (fixed64 x3)
@@ -63,6 +64,7 @@ SeqNo SeqFromKey(const rocksdb::Slice& key) {
 }
 
 std::string MetaKey(const std::string& lane) { return absl::StrCat("M", lane); }
+std::string DestinationKey(const std::string& lane) { return absl::StrCat("D", lane); }
 
 std::string DeadLetterKey(uint64_t id) {
   std::string key = "E";
@@ -155,12 +157,14 @@ bool Matches(const DeadLetterFilter& filter, uint64_t id, const std::string& lan
 class RocksDbSpool final : public Spool {
  public:
   RocksDbSpool(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-               const SpoolOptions& options, std::map<std::string, LaneStats> lanes, DeadLetterMeta dead)
+               const SpoolOptions& options, std::map<std::string, LaneStats> lanes,
+               std::map<std::string, std::string> destinations, DeadLetterMeta dead)
       : db_(std::move(db)),
         default_cf_(handles[0]),
         dead_cf_(handles[1]),
         options_(options),
         lanes_(std::move(lanes)),
+        destinations_(std::move(destinations)),
         dead_(dead) {
     writer_ = std::thread([this] { WriterLoop(); });
     reader_ = std::thread([this] { ReaderLoop(); });
@@ -185,7 +189,7 @@ class RocksDbSpool final : public Spool {
     db_->Close();
   }
 
-  void AppendAsync(const std::string& lane, std::vector<std::string> records, AppendCallback done) override {
+  void AppendAsync(const std::string& lane, Records records, AppendCallback done) override {
     Op op;
     op.kind = Op::kAppend;
     op.lane = lane;
@@ -201,6 +205,21 @@ class RocksDbSpool final : public Spool {
     op.up_to = up_to;
     op.delete_done = std::move(done);
     Enqueue(std::move(op));
+  }
+
+  void SetLaneDestinationAsync(const std::string& lane, std::string destination, DeleteCallback done) override {
+    Op op;
+    op.kind = Op::kDestination;
+    op.lane = lane;
+    op.destination = std::move(destination);
+    op.delete_done = std::move(done);
+    Enqueue(std::move(op));
+  }
+
+  std::string LaneDestination(const std::string& lane) override {
+    absl::MutexLock lock(&stats_mu_);
+    auto it = destinations_.find(lane);
+    return it == destinations_.end() ? "" : it->second;
   }
 
   void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) override {
@@ -311,9 +330,10 @@ class RocksDbSpool final : public Spool {
 
  private:
   struct Op {
-    enum Kind { kAppend, kDelete, kDeadLetter, kReplay, kPurge } kind = kAppend;
+    enum Kind { kAppend, kDelete, kDestination, kDeadLetter, kReplay, kPurge } kind = kAppend;
     std::string lane;
-    std::vector<std::string> records;
+    Records records;
+    std::string destination;
     SeqNo up_to = 0;
     DeadLetterInfo info;
     DeadLetterFilter filter;
@@ -422,13 +442,16 @@ class RocksDbSpool final : public Spool {
         while (!queue_.empty() && (group.empty() || bytes < options_.max_group_bytes)) {
           const bool single = queue_.front().kind != Op::kAppend && queue_.front().kind != Op::kDelete;
           if (single && !group.empty()) break;
-          for (const auto& r : queue_.front().records) bytes += r.size();
+          if (queue_.front().records) {
+            for (const auto& r : *queue_.front().records) bytes += r.size();
+          }
           group.push_back(std::move(queue_.front()));
           queue_.pop_front();
           if (single) break;
         }
       }
       switch (group.front().kind) {
+        case Op::kDestination: SetDestination(group.front()); break;
         case Op::kDeadLetter: MoveToDeadLetters(group.front()); break;
         case Op::kReplay: Replay(group.front()); break;
         case Op::kPurge: Purge(group.front()); break;
@@ -562,9 +585,9 @@ class RocksDbSpool final : public Spool {
         if (op.status.ok()) changed.insert(op.lane);
         continue;
       }
-      if (op.records.empty()) continue;
+      if (op.records == nullptr || op.records->empty()) continue;
       uint64_t bytes = 0;
-      for (const auto& rec : op.records) bytes += rec.size();
+      for (const auto& rec : *op.records) bytes += rec.size();
       op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed);
       if (!op.status.ok()) {
         refused = true;
@@ -574,7 +597,7 @@ class RocksDbSpool final : public Spool {
       changed.insert(op.lane);
       any_append = true;
       op.result.first_seq = l.next_seq;
-      for (const auto& rec : op.records) {
+      for (const auto& rec : *op.records) {
         batch.Put(default_cf_, RecordKey(op.lane, l.next_seq++), EncodeEnvelope(now, rec));
         l.records++;
         l.bytes += rec.size();
@@ -658,6 +681,22 @@ class RocksDbSpool final : public Spool {
     for (const auto& [name, st] : lanes) lanes_[name] = st;
     dead_ = dead;
     return absl::OkStatus();
+  }
+
+  void SetDestination(Op& op) {
+    absl::Status status = RecoverFromLatchedError();
+    if (status.ok()) {
+      rocksdb::WriteOptions wo;
+      wo.sync = options_.sync;
+      status = FromRocks(db_->Put(wo, default_cf_, DestinationKey(op.lane), op.destination), "spool write");
+      if (status.ok()) {
+        absl::MutexLock lock(&stats_mu_);
+        destinations_[op.lane] = op.destination;
+      } else {
+        latched_error_ = status;
+      }
+    }
+    if (op.delete_done) op.delete_done(status);
   }
 
   void MoveToDeadLetters(Op& op) {
@@ -789,6 +828,7 @@ class RocksDbSpool final : public Spool {
 
   absl::Mutex stats_mu_;
   std::map<std::string, LaneStats> lanes_ ABSL_GUARDED_BY(stats_mu_);
+  std::map<std::string, std::string> destinations_ ABSL_GUARDED_BY(stats_mu_);
   DeadLetterMeta dead_ ABSL_GUARDED_BY(stats_mu_);
   std::atomic<bool> full_{false};
 
@@ -890,7 +930,21 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& opti
   };
 
   std::map<std::string, LaneStats> lanes;
+  std::map<std::string, std::string> destinations;
   DeadLetterMeta dead;
+  {
+    const std::string dest_upper = "E";
+    rocksdb::Slice dest_upper_slice(dest_upper);
+    rocksdb::ReadOptions dest_ro;
+    dest_ro.iterate_upper_bound = &dest_upper_slice;
+    std::unique_ptr<rocksdb::Iterator> dit(db->NewIterator(dest_ro, handles[0]));
+    for (dit->Seek("D"); dit->Valid(); dit->Next()) {
+      destinations[dit->key().ToString().substr(1)] = dit->value().ToString();
+    }
+    const absl::Status dest_status = FromRocks(dit->status(), absl::StrCat("spool at ", options.path));
+    dit.reset();
+    if (!dest_status.ok()) return close_on_error(dest_status);
+  }
   {
     const std::string upper = "N";
     rocksdb::Slice upper_slice(upper);
@@ -931,7 +985,8 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& opti
       return close_on_error(FromRocks(get, absl::StrCat("spool at ", options.path)));
     }
   }
-  return std::unique_ptr<Spool>(new RocksDbSpool(std::move(db), handles, options, std::move(lanes), dead));
+  return std::unique_ptr<Spool>(
+      new RocksDbSpool(std::move(db), handles, options, std::move(lanes), std::move(destinations), dead));
 }
 
 }  // namespace zb

@@ -11,6 +11,13 @@ absl::StatusOr<AppendResult> Spool::Append(const std::string& lane, std::vector<
   return result.get();
 }
 
+absl::Status Spool::SetLaneDestination(const std::string& lane, std::string destination) {
+  std::promise<absl::Status> done;
+  auto result = done.get_future();
+  SetLaneDestinationAsync(lane, std::move(destination), [&done](absl::Status s) { done.set_value(std::move(s)); });
+  return result.get();
+}
+
 absl::Status Spool::DeleteUpTo(const std::string& lane, SeqNo up_to) {
   std::promise<absl::Status> done;
   auto result = done.get_future();

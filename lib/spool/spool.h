@@ -102,9 +102,20 @@ class Spool {
 
   // Queues `records` for `lane`; they get consecutive seqs, in call order
   // across callers. `done` runs on the writer thread once the records are
-  // durable (or failed: nothing of this call was stored). Must not block.
-  virtual void AppendAsync(const std::string& lane, std::vector<std::string> records,
-                           AppendCallback done) = 0;
+  // durable (or failed: nothing of this call was stored; a caller that wants
+  // to try again still holds `records`). Must not block.
+  using Records = std::shared_ptr<const std::vector<std::string>>;
+  virtual void AppendAsync(const std::string& lane, Records records, AppendCallback done) = 0;
+  void AppendAsync(const std::string& lane, std::vector<std::string> records, AppendCallback done) {
+    AppendAsync(lane, std::make_shared<const std::vector<std::string>>(std::move(records)), std::move(done));
+  }
+
+  // Where a lane's records go (an opaque text the daemon defines: table,
+  // format, schema), kept so a lane whose route left the configuration can
+  // still drain. Written in order with appends, on the writer thread.
+  virtual void SetLaneDestinationAsync(const std::string& lane, std::string destination, DeleteCallback done) = 0;
+  // "" when never set.
+  virtual std::string LaneDestination(const std::string& lane) = 0;
 
   // Queues removal of every record of `lane` with seq <= `up_to` (no fsync: a
   // lost delete only re-sends an acked record). `done` may be empty.
@@ -156,6 +167,7 @@ class Spool {
 
   // Blocking conveniences over the async calls (not for the event loop).
   absl::StatusOr<AppendResult> Append(const std::string& lane, std::vector<std::string> records);
+  absl::Status SetLaneDestination(const std::string& lane, std::string destination);
   absl::Status DeleteUpTo(const std::string& lane, SeqNo up_to);
   absl::Status MoveToDeadLetters(const std::string& lane, SeqNo seq, DeadLetterInfo info);
   absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(const DeadLetterFilter& filter, uint64_t from_id = 0,

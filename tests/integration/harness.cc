@@ -72,6 +72,8 @@ void Daemon::WriteConfig() {
                          "  path: ", dir_, "/spool\n"
                          "intake:\n"
                          "  socket: ", socket(), "\n"
+                         "control:\n"
+                         "  socket: ", control_socket(), "\n"
                          "metrics:\n"
                          "  listen: \"127.0.0.1:", metrics_port_, "\"\n"
                          "shutdown_timeout_ms: 5000\n",

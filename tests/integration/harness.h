@@ -51,6 +51,7 @@ class Daemon {
   void Kill();   // SIGKILL
   int Terminate(std::chrono::milliseconds timeout);  // SIGTERM, returns the exit code
   std::string socket() const { return dir_ + "/zerobusd.sock"; }
+  std::string control_socket() const { return dir_ + "/control.sock"; }
   std::string config_path() const { return dir_ + "/zerobusd.yaml"; }
   int metrics_port() const { return metrics_port_; }
   absl::StatusOr<double> Metric(const std::string& name, const std::string& labels = "") const;

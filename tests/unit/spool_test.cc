@@ -308,6 +308,17 @@ TEST(SpoolTest, DeadLettersMoveAtomicallyAndCanBeListedReplayedAndPurged) {
   EXPECT_EQ(spool->TotalBytes(), 0u);
 }
 
+TEST(SpoolTest, LaneDestinationsPersist) {
+  TempDir dir;
+  {
+    auto spool = Open(dir.path());
+    EXPECT_EQ(spool->LaneDestination("a"), "");
+    ASSERT_TRUE(spool->SetLaneDestination("a", "json main.edge.t").ok());
+    EXPECT_EQ(spool->LaneDestination("a"), "json main.edge.t");
+  }
+  EXPECT_EQ(Open(dir.path())->LaneDestination("a"), "json main.edge.t");
+}
+
 TEST(SpoolTest, AFolderWithFilesButNoSpoolIsRefusedNotInitialized) {
   TempDir dir;
   zb::testing::WriteFile(dir.Sub("000123.log"), "leftover");

@@ -1,0 +1,46 @@
+#pragma once
+// The operator's Unix socket (control.socket): newline-delimited JSON, one
+// request per line, one reply line per request, in order. The server only
+// frames and guards; what a request means is the handler's business (the
+// daemon wires it to the dead-letter store and the lanes).
+//
+// Guard: the socket file's mode (default 0600), and a peer-credential check
+// that admits only root and the daemon's own user.
+
+#include <sys/types.h>
+
+#include <utility>  // before Asio (Boost 1.74 quirk with C++20)
+
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace zb {
+
+struct ControlOptions {
+  std::string socket_path;
+  uint32_t socket_mode = 0600;
+  size_t max_request_bytes = 1 << 20;
+  uint32_t max_connections = 16;
+};
+
+class ControlServer {
+ public:
+  // `reply` may be called later (after asynchronous work), exactly once, on
+  // the loop thread. Called on the loop thread.
+  using Reply = std::function<void(std::string response_line)>;
+  using Handler = std::function<void(const std::string& request_line, Reply reply)>;
+
+  virtual ~ControlServer() = default;
+};
+
+// Binds `options.socket_path` (replacing a stale socket file, creating the
+// parent folder) and serves on `loop`. Loop thread only; `loop` outlives it.
+absl::StatusOr<std::unique_ptr<ControlServer>> StartControlServer(boost::asio::io_context& loop,
+                                                                  const ControlOptions& options,
+                                                                  ControlServer::Handler handler);
+
+}  // namespace zb
