@@ -876,6 +876,97 @@ absl::Status CheckNotDamagedOrForeign(const std::string& path, bool* empty) {
 
 }  // namespace
 
+absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(fs::path(path) / "CURRENT", ec)) {
+    bool empty = true;
+    ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(path, &empty));
+    return absl::NotFoundError(absl::StrCat("no spool at ", path));
+  }
+  rocksdb::DBOptions db_options;
+  db_options.paranoid_checks = true;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {kDeadLetterFamily, rocksdb::ColumnFamilyOptions()}};
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, path, &existing).ok() && existing.size() == 1) families.pop_back();
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(db_options, path, families, &handles, &raw);
+  if (!s.ok()) return absl::DataLossError(absl::StrCat("cannot open spool at ", path, ": ", s.ToString()));
+  std::unique_ptr<rocksdb::DB> db(raw);
+  SpoolReport report;
+  rocksdb::Status checksums = db->VerifyChecksum();
+  if (!checksums.ok()) report.problems.push_back(absl::StrCat("block checksums: ", checksums.ToString()));
+  {
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[0]));
+    std::map<std::string, SpoolReport::Lane> lanes;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const rocksdb::Slice key = it->key();
+      if (key.size() == 0) continue;
+      if (key[0] == 'M') {
+        const std::string name = key.ToString().substr(1);
+        auto& lane = lanes[name];
+        lane.name = name;
+        if (it->value().size() != kMetaSize) {
+          report.problems.push_back(absl::StrCat("lane ", name, ": metadata has a bad size"));
+          continue;
+        }
+        lane.meta.records = GetFixed64(it->value().data());
+        lane.meta.bytes = GetFixed64(it->value().data() + 8);
+        lane.meta.next_seq = GetFixed64(it->value().data() + 16);
+        lane.meta.deleted_up_to = GetFixed64(it->value().data() + 24);
+      } else if (key[0] == 'L') {
+        const std::string k = key.ToString();
+        const size_t zero = k.find('\0');
+        if (zero == std::string::npos || k.size() != zero + 9) {
+          report.problems.push_back("a record key is malformed");
+          continue;
+        }
+        const std::string name = k.substr(1, zero - 1);
+        const SeqNo seq = SeqFromKey(key);
+        int64_t time_us = 0;
+        std::string payload;
+        absl::Status envelope = DecodeEnvelope(it->value(), absl::StrCat("lane ", name, " seq ", seq), &time_us, &payload);
+        if (!envelope.ok()) report.problems.push_back(std::string(envelope.message()));
+        auto& lane = lanes[name];
+        lane.name = name;
+        lane.records++;
+        lane.bytes += payload.size();
+      }
+    }
+    if (!it->status().ok()) report.problems.push_back(absl::StrCat("reading records: ", it->status().ToString()));
+    it.reset();
+    for (auto& [name, lane] : lanes) {
+      if (lane.records != lane.meta.records || lane.bytes != lane.meta.bytes) {
+        report.problems.push_back(absl::StrCat("lane ", name, ": metadata says ", lane.meta.records, " records (",
+                                               lane.meta.bytes, " bytes), found ", lane.records, " (", lane.bytes,
+                                               " bytes)"));
+      }
+      report.lanes.push_back(lane);
+    }
+  }
+  if (handles.size() > 1) {
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[1]));
+    for (it->Seek("E"); it->Valid() && it->key().starts_with("E"); it->Next()) {
+      ::zerobusd::spool::DeadLetter entry;
+      if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+        report.problems.push_back(absl::StrCat("dead letter ", SeqFromKey(it->key()), " does not parse"));
+      }
+      report.dead_letters++;
+    }
+    if (!it->status().ok()) report.problems.push_back(absl::StrCat("reading dead letters: ", it->status().ToString()));
+  }
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  db->Close();
+  return report;
+}
+
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& options) {
   bool empty = true;
   ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(options.path, &empty));

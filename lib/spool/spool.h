@@ -176,6 +176,25 @@ class Spool {
   absl::StatusOr<uint64_t> PurgeDeadLetters(const DeadLetterFilter& filter);
 };
 
+// What `zerobusctl spool verify` found.
+struct SpoolReport {
+  struct Lane {
+    std::string name;
+    uint64_t records = 0;  // counted
+    uint64_t bytes = 0;    // counted payload bytes
+    LaneStats meta;        // what the lane's metadata says
+  };
+  std::vector<Lane> lanes;
+  uint64_t dead_letters = 0;
+  std::vector<std::string> problems;  // empty: the spool is sound
+};
+
+// Opens the spool at `path` read-only (safe while a daemon runs on it) and
+// checks every block checksum, every record envelope and dead letter, and
+// that each lane's metadata matches its records. An error means it cannot
+// even be opened (the message says why).
+absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path);
+
 // Opens (creating if missing) a RocksDB-backed spool at options.path. Fails
 // closed on a damaged spool: the error (DataLossError for damage) says what is
 // wrong; it never starts empty over existing data (a folder that holds files

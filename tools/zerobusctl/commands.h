@@ -11,5 +11,10 @@ namespace zb::ctl {
 int Send(const std::vector<std::string>& args);
 // status / spool: read the daemon's /metrics and /readyz.
 int Status(const std::vector<std::string>& args, bool spool_only);
+// dlq list|show|replay|purge: the dead-letter store via the control socket.
+int Dlq(const std::vector<std::string>& args);
+// spool verify --path DIR: checks a spool offline (read-only; safe while
+// the daemon runs); 0 when sound.
+int SpoolVerify(const std::vector<std::string>& args);
 
 }  // namespace zb::ctl

@@ -20,7 +20,12 @@ void Usage(FILE* out) {
                "        readiness, spool depth, ACKs and stream health per route\n"
                "  spool  [--metrics HOST:PORT | --config FILE]\n"
                "        spool depth and oldest record age per route\n"
-               "  dlq, gen-proto\n"
+               "  spool verify (--path DIR | --config FILE)\n"
+               "        check every checksum and the metadata of a spool (read-only;\n"
+               "        safe while the daemon runs); exits 1 when it is damaged\n"
+               "  dlq list|show|replay|purge [--control PATH | --config FILE] ...\n"
+               "        records Zerobus refused (see `zerobusctl dlq --help`)\n"
+               "  gen-proto\n"
                "        not available in this version\n");
 }
 
@@ -35,12 +40,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   if (verb == "send") return zb::ctl::Send(args);
   if (verb == "status") return zb::ctl::Status(args, false);
+  if (verb == "spool" && !args.empty() && args[0] == "verify") {
+    return zb::ctl::SpoolVerify(std::vector<std::string>(args.begin() + 1, args.end()));
+  }
   if (verb == "spool") return zb::ctl::Status(args, true);
+  if (verb == "dlq") return zb::ctl::Dlq(args);
   if (verb == "--help" || verb == "-h" || verb == "help") {
     Usage(stdout);
     return 0;
   }
-  if (verb == "dlq" || verb == "gen-proto") {
+  if (verb == "gen-proto") {
     std::fprintf(stderr, "zerobusctl: \"%s\" is not available in this version\n", verb.c_str());
     return 2;
   }

@@ -128,7 +128,8 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
     auto [ready_code, ready_body] = Get(*ep, "/readyz");
     std::printf("zerobusd: %s\n", ready_code == 200 ? "ready" : "not ready");
   }
-  std::printf("spool: %.0f bytes\n", value("zerobusd_spool_bytes", ""));
+  std::printf("spool: %.0f bytes%s; dead letters: %.0f\n", value("zerobusd_spool_bytes", ""),
+              value("zerobusd_spool_full", "") > 0 ? " (FULL)" : "", value("zerobusd_dead_letter_store_records", ""));
   for (const auto& r : routes) {
     const std::string l = "route=\"" + r + "\"";
     std::printf("route %s: spooled %.0f, oldest %.1fs", r.c_str(), value("zerobusd_spool_records", l),
@@ -142,6 +143,7 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
                   value("zerobusd_intake_records_total", "result=\"accepted\"," + l),
                   value("zerobusd_acked_records_total", l), value("zerobusd_inflight_requests", l),
                   value("zerobusd_stream_opens_total", l), failures);
+      if (value("zerobusd_lane_parked", l) > 0) std::printf(", PARKED (the daemon's log says why)");
     }
     std::printf("\n");
   }
