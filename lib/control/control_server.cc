@@ -51,10 +51,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       std::string line(asio::buffers_begin(self->in_.data()), asio::buffers_begin(self->in_.data()) + n - 1);
       self->in_.consume(n);
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      std::weak_ptr<Connection> weak = self;
-      self->handler_(line, [weak](std::string response) {
-        if (auto conn = weak.lock()) conn->Write(std::move(response), false);
-      });
+      // The reply keeps the connection alive until it is written (it may
+      // come later, after asynchronous work).
+      self->handler_(line, [self](std::string response) { self->Write(std::move(response), false); });
     });
   }
 

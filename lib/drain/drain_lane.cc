@@ -312,6 +312,9 @@ void DrainLane::OnAck(int64_t offset) {
       spdlog::info("route {}: isolation done: every record up to seq {} is delivered or dead-lettered",
                    options_.route, isolation_.until);
       isolation_ = Isolation{};
+    } else if (isolation_.active) {
+      // Accepted: the refused record is elsewhere; grow back quickly.
+      isolation_.batch = std::min(isolation_.batch * 2, options_.max_batch_records);
     }
   }
   if (window_.empty()) ack_timer_.cancel();
@@ -500,6 +503,7 @@ void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
                 options_.route, seq, options_.table, options_.route);
   isolation_.failures = 0;
   isolation_.first_failure_us = NowUs();
+  isolation_.batch = 2;
   if (acked_seq_ >= isolation_.until) isolation_ = Isolation{};
   if (consecutive_dead_letters_ >= options_.max_consecutive_dead_letters) {
     Park(absl::StrCat(consecutive_dead_letters_, " records in a row were refused by table ", options_.table,

@@ -1,6 +1,11 @@
 #include "harness.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 
 #include <fstream>
 #include <regex>
@@ -50,6 +55,20 @@ std::vector<std::string> DevServer::Rows(const std::string& table) const {
 absl::StatusOr<std::string> DevServer::Stats() const { return HttpGet(http_port_, "/stats"); }
 
 std::string DevServer::log() const { return ReadFileOrEmpty(dir_ + "/devserver.log"); }
+
+int64_t DevServer::Stat(const std::string& key) const {
+  auto stats = Stats();
+  if (!stats.ok()) return -1;
+  const std::string k = absl::StrCat("\"", key, "\":");
+  const size_t at = stats->find(k);
+  if (at == std::string::npos) return -1;
+  return std::stoll(stats->substr(at + k.size()));
+}
+
+bool DevServer::SetFaults(const std::string& json) const {
+  auto r = HttpRequest(http_port_, "POST", "/faults", {"Content-Type: application/json"}, json);
+  return r.ok() && r->status == 200;
+}
 
 Daemon::Daemon(const std::string& dir, DaemonOptions options)
     : dir_(dir), options_(std::move(options)), metrics_port_(FreePort()) {}
@@ -117,6 +136,39 @@ absl::StatusOr<double> Daemon::Metric(const std::string& name, const std::string
 
 std::string Daemon::log() const { return ReadFileOrEmpty(dir_ + "/zerobusd.log"); }
 
+std::string Daemon::Control(const std::string& request_json) const {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = control_socket();
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const timeval timeout{20, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  const std::string line = request_json + "\n";
+  if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) {
+    ::close(fd);
+    return "";
+  }
+  std::string reply;
+  char buf[65536];
+  ssize_t n;
+  while (reply.find('\n') == std::string::npos && (n = ::recv(fd, buf, sizeof(buf), 0)) > 0) reply.append(buf, n);
+  ::close(fd);
+  return reply.substr(0, reply.find('\n'));
+}
+
+RunResult Daemon::Ctl(std::vector<std::string> args) const {
+  std::vector<std::string> argv = {BinDir() + "/zerobusctl"};
+  for (auto& a : args) argv.push_back(std::move(a));
+  argv.push_back("--control");
+  argv.push_back(control_socket());
+  return Run(argv, std::chrono::seconds(60));
+}
+
 void WriteRecords(const std::string& path, const std::string& prefix, int n, int size) {
   std::ofstream out(path, std::ios::trunc);
   const std::string filler(std::max(0, size - 60), 'x');
@@ -128,6 +180,20 @@ void WriteRecords(const std::string& path, const std::string& prefix, int n, int
 RunResult SendFile(const std::string& socket, const std::string& route, const std::string& path) {
   return Run({BinDir() + "/zerobusctl", "send", "--socket", socket, "--route", route, path},
              std::chrono::seconds(300));
+}
+
+Delivery CheckDelivery(const DevServer& server, const std::string& table, const std::string& prefix, int n) {
+  const auto ids = RowIds(server.Rows(table));
+  Delivery d;
+  for (int i = 0; i < n; ++i) {
+    const size_t copies = ids.count(absl::StrCat(prefix, "-", i));
+    if (copies == 0) {
+      if (d.missing++ == 0) d.first_missing = absl::StrCat(prefix, "-", i);
+    } else {
+      d.duplicates += static_cast<int>(copies) - 1;
+    }
+  }
+  return d;
 }
 
 std::multiset<std::string> RowIds(const std::vector<std::string>& rows) {

@@ -26,6 +26,10 @@ class DevServer {
   // Rows written for `table`, as JSON lines.
   std::vector<std::string> Rows(const std::string& table) const;
   absl::StatusOr<std::string> Stats() const;
+  // A counter of GET /stats, e.g. "violations"; -1 when unreadable.
+  int64_t Stat(const std::string& key) const;
+  // Replaces the fault script (POST /faults); false if refused.
+  bool SetFaults(const std::string& json) const;
   std::string log() const;
 
  private:
@@ -57,6 +61,11 @@ class Daemon {
   absl::StatusOr<double> Metric(const std::string& name, const std::string& labels = "") const;
   std::string log() const;
   Process* process() { return process_.get(); }
+  // One control-socket request; returns the reply line ("" when the daemon
+  // cannot be reached).
+  std::string Control(const std::string& request_json) const;
+  // Runs zerobusctl with `args` plus --control of this daemon.
+  RunResult Ctl(std::vector<std::string> args) const;
 
  private:
   std::string dir_;
@@ -74,5 +83,13 @@ RunResult SendFile(const std::string& socket, const std::string& route, const st
 
 // The "id" field of each JSON row.
 std::multiset<std::string> RowIds(const std::vector<std::string>& rows);
+
+// How the rows of `table` cover the ids <prefix>-0 .. <prefix>-(n-1).
+struct Delivery {
+  int missing = 0;     // ids that never arrived
+  int duplicates = 0;  // extra copies of ids that did
+  std::string first_missing;
+};
+Delivery CheckDelivery(const DevServer& server, const std::string& table, const std::string& prefix, int n);
 
 }  // namespace zb::testing

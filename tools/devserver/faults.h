@@ -13,7 +13,9 @@
 //    "token": {"responses": [{"status": 503}, {"status": 429}], "then": {"status": 200}}}
 //
 // A table's stream cursor counts every create_stream the table receives, so
-// it persists across the client's reconnects. Thread-safe.
+// it persists across the client's reconnects. Stream faults are fixed when a
+// stream is created; the poison applies to every request from the moment a
+// script names it. Thread-safe.
 
 #include <cstdint>
 #include <map>

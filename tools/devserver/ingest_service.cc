@@ -234,7 +234,6 @@ void StreamReactor::HandleCreate(const pb::EphemeralStreamRequest& req) {
   // Every create of the table advances its fault cursor, whatever follows.
   auto script = state_.faults();
   faults_ = script->NextStream(c.table_name());
-  poison_ = script->Poison(c.table_name());
   const std::string auth = Header(ctx_, "authorization");
   if (auth.rfind("Bearer ", 0) != 0 || auth.size() <= 7) {
     Fail(grpc::StatusCode::UNAUTHENTICATED, "missing authorization: Bearer <token>", true);
@@ -368,6 +367,9 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
          std::string(json ? "JSON" : "proto") + " record on a " + (proto_ ? "PROTO" : "JSON") + " stream", true);
     return;
   }
+  // The table's poison is looked up per request: a script replaced mid-stream
+  // (the table was fixed) applies at once.
+  poison_ = state_.faults()->Poison(table_);
   std::vector<std::string> rows;
   rows.reserve(records.size());
   for (size_t i = 0; i < records.size(); ++i) {
