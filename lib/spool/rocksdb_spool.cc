@@ -183,6 +183,10 @@ class RocksDbSpool final : public Spool {
     }
     queue_cv_.notify_all();
     writer_.join();
+    // A clean stop leaves nothing to replay: the next start is quick.
+    rocksdb::FlushOptions flush;
+    flush.wait = true;
+    db_->Flush(flush, {default_cf_, dead_cf_});
     db_->SyncWAL();
     db_->DestroyColumnFamilyHandle(dead_cf_);
     db_->DestroyColumnFamilyHandle(default_cf_);
@@ -498,6 +502,17 @@ class RocksDbSpool final : public Spool {
     if (options_.min_free_bytes > 0) {
       const uint64_t free = FreeBytes();
       if (free < options_.min_free_bytes) {
+        // Acked records leave the disk only when their memtable is flushed
+        // (dropping them) and its WAL deleted: ask for that, so space comes
+        // back as the drain catches up.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_flush_request_ > std::chrono::seconds(1)) {
+          last_flush_request_ = now;
+          rocksdb::FlushOptions flush;
+          flush.wait = false;
+          flush.allow_write_stall = true;
+          db_->Flush(flush, default_cf_);
+        }
         return absl::ResourceExhaustedError(absl::StrCat("spool full: the filesystem of ", options_.path, " has ",
                                                          free, " bytes free, below spool.min_free_bytes (",
                                                          options_.min_free_bytes, ")"));
@@ -528,6 +543,8 @@ class RocksDbSpool final : public Spool {
         }
       }
       if (victim.empty()) {
+        // Aborted: the caller may commit what it has and ask again.
+        if (*total > 0) return absl::AbortedError("room needs records of this very batch");
         return absl::ResourceExhaustedError(absl::StrCat("spool full: ", *total, " of spool.max_bytes (",
                                                          options_.max_bytes, ") in use and nothing left to drop"));
       }
@@ -562,6 +579,15 @@ class RocksDbSpool final : public Spool {
   }
 
   void CommitGroup(std::vector<Op>& group) {
+    // drop_oldest may need records that this group appended before being
+    // committed; then the group commits in parts.
+    size_t start = 0;
+    while (start < group.size()) start = CommitPart(group, start);
+  }
+
+  // Commits ops [start, end) of `group` in one WriteBatch, answers them and
+  // returns `end`.
+  size_t CommitPart(std::vector<Op>& group, size_t start) {
     std::map<std::string, LaneStats> touched;
     uint64_t total = 0;
     {
@@ -569,26 +595,39 @@ class RocksDbSpool final : public Spool {
       for (const auto& [name, stats] : lanes_) touched[name] = stats;
       total = TotalBytesLocked();
     }
-    for (const auto& op : group) touched.try_emplace(op.lane);
+    for (size_t i = start; i < group.size(); ++i) touched.try_emplace(group[i].lane);
     absl::Status write_status = RecoverFromLatchedError();
     rocksdb::WriteBatch batch;
     std::map<std::string, std::pair<uint64_t, uint64_t>> drops;
     std::set<std::string> changed;  // lanes whose meta this commit rewrites
     bool any_append = false;
+    bool freed_any = false;
     bool refused = false;
     const int64_t now = NowUs();
-    for (auto& op : group) {
+    size_t end = start;
+    for (; end < group.size(); ++end) {
+      Op& op = group[end];
       if (!write_status.ok()) break;
       LaneStats& lane = touched[op.lane];
       if (op.kind == Op::kDelete) {
+        const uint64_t before = total;
         op.status = AddDelete(op.lane, op.up_to, &lane, &batch, &total);
         if (op.status.ok()) changed.insert(op.lane);
+        if (total < before) freed_any = true;
         continue;
       }
       if (op.records == nullptr || op.records->empty()) continue;
       uint64_t bytes = 0;
       for (const auto& rec : *op.records) bytes += rec.size();
       op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed);
+      if (absl::IsAborted(op.status)) {
+        if (any_append) {
+          op.status = absl::OkStatus();
+          break;  // room must come from this batch's own appends: commit it first
+        }
+        op.status = absl::ResourceExhaustedError(absl::StrCat("spool full: ", total, " of spool.max_bytes (",
+                                                              options_.max_bytes, ") in use and nothing left to drop"));
+      }
       if (!op.status.ok()) {
         refused = true;
         continue;
@@ -617,11 +656,15 @@ class RocksDbSpool final : public Spool {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& name : changed) lanes_[name] = touched[name];
     }
-    if (write_status.ok() && (any_append || refused)) full_ = refused;
+    // Full from a refusal until records leave (an ACK's delete, a drop).
+    if (write_status.ok() && refused) full_ = true;
+    if (write_status.ok() && freed_any) full_ = false;
     if (write_status.ok() && options_.on_drop) {
       for (const auto& [lane, d] : drops) options_.on_drop(lane, d.first, d.second);
     }
-    for (auto& op : group) {
+    if (!write_status.ok()) end = group.size();  // every remaining op fails with it
+    for (size_t i = start; i < end; ++i) {
+      Op& op = group[i];
       const absl::Status& s = write_status.ok() ? op.status : write_status;
       if (op.kind == Op::kAppend) {
         if (!op.append_done) continue;
@@ -631,6 +674,7 @@ class RocksDbSpool final : public Spool {
         op.delete_done(s);
       }
     }
+    return end;
   }
 
   // Adds a range delete of (lane.deleted_up_to, up_to] and updates `lane`'s
@@ -808,7 +852,10 @@ class RocksDbSpool final : public Spool {
         dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
       }
       status = CommitSingle(&batch, {}, dead);
-      if (status.ok()) purged += entries->size();
+      if (status.ok()) {
+        purged += entries->size();
+        full_ = false;
+      }
     }
     if (!op.count_done) return;
     if (status.ok()) op.count_done(purged);
@@ -835,6 +882,7 @@ class RocksDbSpool final : public Spool {
   // Writer thread only.
   absl::Status latched_error_;
   std::chrono::steady_clock::time_point last_resume_;
+  std::chrono::steady_clock::time_point last_flush_request_;
   std::chrono::steady_clock::time_point free_checked_;
   uint64_t free_bytes_ = 0;
 

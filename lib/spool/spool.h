@@ -161,8 +161,8 @@ class Spool {
   virtual std::vector<std::string> Lanes() = 0;
   // Payload bytes held: every lane plus the dead-letter store.
   virtual uint64_t TotalBytes() = 0;
-  // Whether the last append found the spool full (max_bytes or
-  // min_free_bytes); it clears with the next append that fits.
+  // Whether an append was refused for lack of room (max_bytes or
+  // min_free_bytes) and no record has left since.
   virtual bool full() = 0;
 
   // Blocking conveniences over the async calls (not for the event loop).

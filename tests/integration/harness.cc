@@ -88,7 +88,8 @@ void Daemon::WriteConfig() {
                          "  client_id: dev-client\n"
                          "  client_secret: dev-secret\n"
                          "spool:\n"
-                         "  path: ", dir_, "/spool\n"
+                         "  path: ", dir_, "/spool\n",
+                         options_.spool_yaml,
                          "intake:\n"
                          "  socket: ", socket(), "\n"
                          "control:\n"
@@ -104,9 +105,13 @@ void Daemon::WriteConfig() {
 
 bool Daemon::Start() {
   WriteConfig();
-  process_ = std::make_unique<Process>(
-      std::vector<std::string>{BinDir() + "/zerobusd", "--config", config_path(), "--log-level", "info"},
-      dir_ + "/zerobusd.log");
+  std::vector<std::string> argv = options_.wrapper;
+  argv.push_back(BinDir() + "/zerobusd");
+  argv.push_back("--config");
+  argv.push_back(config_path());
+  argv.push_back("--log-level");
+  argv.push_back("info");
+  process_ = std::make_unique<Process>(argv, dir_ + "/zerobusd.log");
   return WaitFor(
       [&] {
         if (!process_->Running()) return false;

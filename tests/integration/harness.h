@@ -44,6 +44,8 @@ struct DaemonOptions {
   int http_port = 0;
   std::string extra_yaml;        // appended at top level (e.g. "drain:\n  linger_ms: 1\n")
   std::string routes_yaml;       // replaces the default single "readings" route
+  std::string spool_yaml;        // more lines of the spool: section ("  max_bytes: 1MiB\n")
+  std::vector<std::string> wrapper;  // argv prefix the daemon runs under (e.g. unshare)
 };
 
 class Daemon {
