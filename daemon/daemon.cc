@@ -1,5 +1,7 @@
 #include "daemon/daemon.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <systemd/sd-daemon.h>
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
@@ -116,6 +118,12 @@ class Daemon {
     signals_.add(SIGINT);
     signals_.add(SIGHUP);
     WaitSignal();
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_UNBLOCK, &mask, nullptr);  // main() blocked them until now
 
     ZB_ASSIGN_OR_RETURN(codecs_, MakeCodecs(config_));
     ZB_ASSIGN_OR_RETURN(endpoint_, ParseEndpoint(config_.zerobus.endpoint));
@@ -124,6 +132,7 @@ class Daemon {
     }
 
     metrics_ = MakePrometheusMetrics();
+    spdlog::info("zerobusd {} starting: opening the spool at {}", ZEROBUSD_VERSION, config_.spool.path);
     ZB_RETURN_IF_ERROR(OpenSpool());
     loop_.poll();  // delivers a signal that came during the open
     if (stopping_) {

@@ -1,5 +1,8 @@
 // zerobusd: durable Unix-socket -> RocksDB spool -> Databricks Zerobus daemon.
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -23,6 +26,16 @@ void Usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Stop and reload signals stay pending until the daemon's loop takes
+  // them (RunDaemon unblocks them on this thread once it listens), so a
+  // SIGTERM during start-up is honoured, not fatal. Every thread started
+  // from here on inherits the mask and never sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::string config_path;
   std::string log_level;
   bool check = false;

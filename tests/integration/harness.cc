@@ -96,14 +96,14 @@ void Daemon::WriteConfig() {
                          "  socket: ", control_socket(), "\n"
                          "metrics:\n"
                          "  listen: \"127.0.0.1:", metrics_port_, "\"\n"
-                         "shutdown_timeout_ms: 5000\n",
+                         "shutdown_timeout_ms: ", options_.shutdown_timeout_ms, "\n",
                          options_.extra_yaml.empty()
                              ? "drain:\n  backoff_initial_ms: 50\n  backoff_max_ms: 500\n"
                              : options_.extra_yaml,
                          routes));
 }
 
-bool Daemon::Start() {
+void Daemon::Launch() {
   WriteConfig();
   std::vector<std::string> argv = options_.wrapper;
   argv.push_back(BinDir() + "/zerobusd");
@@ -112,12 +112,26 @@ bool Daemon::Start() {
   argv.push_back("--log-level");
   argv.push_back("info");
   process_ = std::make_unique<Process>(argv, dir_ + "/zerobusd.log");
-  return WaitFor(
+}
+
+bool Daemon::Start() {
+  Launch();
+  bool exited = false;
+  const bool done = WaitFor(
       [&] {
-        if (!process_->Running()) return false;
+        if (!process_->Running()) {
+          exited = true;  // it failed to start: no point waiting
+          return true;
+        }
         return HttpGet(metrics_port_, "/readyz").ok();
       },
       std::chrono::seconds(20));
+  return done && !exited;
+}
+
+void Daemon::SetRoutes(const std::string& routes_yaml) {
+  options_.routes_yaml = routes_yaml;
+  WriteConfig();
 }
 
 void Daemon::Kill() {

@@ -46,6 +46,7 @@ struct DaemonOptions {
   std::string routes_yaml;       // replaces the default single "readings" route
   std::string spool_yaml;        // more lines of the spool: section ("  max_bytes: 1MiB\n")
   std::vector<std::string> wrapper;  // argv prefix the daemon runs under (e.g. unshare)
+  int shutdown_timeout_ms = 5000;
 };
 
 class Daemon {
@@ -54,6 +55,11 @@ class Daemon {
   ~Daemon();
   void WriteConfig();
   bool Start();  // waits until /readyz answers 200
+  // Starts the process without waiting for anything.
+  void Launch();
+  // Rewrites the config file with `routes_yaml` (and the same everything
+  // else); for SIGHUP tests.
+  void SetRoutes(const std::string& routes_yaml);
   void Kill();   // SIGKILL
   int Terminate(std::chrono::milliseconds timeout);  // SIGTERM, returns the exit code
   std::string socket() const { return dir_ + "/zerobusd.sock"; }
