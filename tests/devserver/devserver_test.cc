@@ -458,7 +458,7 @@ TEST_F(DevServerTest, AckFaultsBreakTheRulesOnPurpose) {
     return seen;
   };
   EXPECT_EQ(acks_of(3), (std::vector<std::string>{"0", "1", "0"}));
-  EXPECT_EQ(acks_of(2), (std::vector<std::string>{"0", "6"}));
+  EXPECT_EQ(acks_of(2), (std::vector<std::string>{"0", "1000001"}));
   EXPECT_EQ(acks_of(2), (std::vector<std::string>{"0", "unset"}));
   EXPECT_EQ(acks_of(2), (std::vector<std::string>{"0", "0"}));
 }

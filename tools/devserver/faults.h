@@ -49,7 +49,7 @@ struct StreamFaults {
   int ack_interval_ms = -1;         // override --ack-interval-ms (0: every request)
   bool duplicate_acks = false;      // send every ACK twice
   int regress_ack_after = 0;        // after N ACKs, send one below the last
-  int overshoot_ack_after = 0;      // after N ACKs, send one beyond what was received
+  int overshoot_ack_after = 0;      // after N ACKs, send one far beyond anything a client has sent
   int missing_ack_field_after = 0;  // after N ACKs, send an ACK without its offset
   int unexpected_payload_after = 0; // after N requests, send a second create_stream_response
   // Rotation: CloseStreamSignal after N requests or T ms, then close.

@@ -476,7 +476,7 @@ void StreamReactor::SendAck(int64_t offset) {
     ack->set_durability_ack_up_to_offset(last_sent_ack_ - 1);
   } else if (faults_.overshoot_ack_after > 0 && n == faults_.overshoot_ack_after) {
     state_.FaultInjected("ACK beyond what was received on " + table_);
-    ack->set_durability_ack_up_to_offset(received_offset_ + 5);
+    ack->set_durability_ack_up_to_offset(received_offset_ + 1'000'000);  // beyond any client window
   } else {
     ack->set_durability_ack_up_to_offset(offset);
     last_sent_ack_ = std::max(last_sent_ack_, offset);
