@@ -14,9 +14,15 @@
 #include <endian.h>
 #include <sys/statvfs.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -26,6 +32,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/crc32c.h"
 #include "common/status.h"
@@ -47,6 +54,9 @@ constexpr char kDeadLetterFamily[] = "dead_letters";
 constexpr char kDeadLetterMetaKey[] = "N";
 // Replay and purge commit in chunks of this many entries.
 constexpr size_t kDeadLetterChunk = 10000;
+constexpr char kWatermarkFile[] = "ZEROBUSD-WATERMARK";
+// How often the watermark follows the spool while it changes.
+constexpr std::chrono::seconds kWatermarkInterval{5};
 
 std::string LanePrefix(const std::string& lane) { return absl::StrCat("L", lane, std::string(1, '\0')); }
 
@@ -188,6 +198,7 @@ class RocksDbSpool final : public Spool {
     flush.wait = true;
     db_->Flush(flush, {default_cf_, dead_cf_});
     db_->SyncWAL();
+    MaybeWriteWatermark(/*force=*/true);
     db_->DestroyColumnFamilyHandle(dead_cf_);
     db_->DestroyColumnFamilyHandle(default_cf_);
     db_->Close();
@@ -333,6 +344,37 @@ class RocksDbSpool final : public Spool {
   bool full() override { return full_.load(); }
 
  private:
+  // Writer thread. Records what the spool now holds durably, at most every
+  // kWatermarkInterval (or now, when `force`), replacing the file atomically.
+  void MaybeWriteWatermark(bool force) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && (!watermark_dirty_ || now - watermark_written_ < kWatermarkInterval)) return;
+    ::zerobusd::spool::Watermark mark;
+    {
+      absl::MutexLock lock(&stats_mu_);
+      for (const auto& [name, st] : lanes_) (*mark.mutable_lane_next_seq())[name] = st.next_seq;
+      mark.set_dead_letter_next_id(dead_.next_id);
+    }
+    mark.set_written_us(NowUs());
+    if (!options_.sync && !db_->SyncWAL().ok()) return;  // name only what is on disk
+    const std::string final_path = options_.path + "/" + kWatermarkFile;
+    const std::string tmp = final_path + ".tmp";
+    const std::string bytes = mark.SerializeAsString();
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) return;
+    const bool written = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
+                         ::fsync(fd) == 0;
+    ::close(fd);
+    if (!written || ::rename(tmp.c_str(), final_path.c_str()) != 0) return;
+    const int dir = ::open(options_.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      ::fsync(dir);
+      ::close(dir);
+    }
+    watermark_written_ = now;
+    watermark_dirty_ = false;
+  }
+
   struct Op {
     enum Kind { kAppend, kDelete, kDestination, kDeadLetter, kReplay, kPurge } kind = kAppend;
     std::string lane;
@@ -656,6 +698,10 @@ class RocksDbSpool final : public Spool {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& name : changed) lanes_[name] = touched[name];
     }
+    if (write_status.ok()) {
+      if (any_append) watermark_dirty_ = true;
+      MaybeWriteWatermark(false);
+    }
     // Full from a refusal until records leave (an ACK's delete, a drop).
     if (write_status.ok() && refused) full_ = true;
     if (write_status.ok() && freed_any) full_ = false;
@@ -721,9 +767,13 @@ class RocksDbSpool final : public Spool {
       latched_error_ = s;
       return s;
     }
-    absl::MutexLock lock(&stats_mu_);
-    for (const auto& [name, st] : lanes) lanes_[name] = st;
-    dead_ = dead;
+    {
+      absl::MutexLock lock(&stats_mu_);
+      for (const auto& [name, st] : lanes) lanes_[name] = st;
+      dead_ = dead;
+    }
+    watermark_dirty_ = true;
+    MaybeWriteWatermark(false);
     return absl::OkStatus();
   }
 
@@ -883,6 +933,8 @@ class RocksDbSpool final : public Spool {
   absl::Status latched_error_;
   std::chrono::steady_clock::time_point last_resume_;
   std::chrono::steady_clock::time_point last_flush_request_;
+  std::chrono::steady_clock::time_point watermark_written_;
+  bool watermark_dirty_ = true;
   std::chrono::steady_clock::time_point free_checked_;
   uint64_t free_bytes_ = 0;
 
@@ -924,6 +976,185 @@ absl::Status CheckNotDamagedOrForeign(const std::string& path, bool* empty) {
 
 }  // namespace
 
+namespace {
+
+// ----------------------------------------------------------- open & check
+
+rocksdb::DBOptions MakeDbOptions(bool create) {
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = create;
+  db_options.create_missing_column_families = true;
+  db_options.paranoid_checks = true;
+  // A torn last WAL record (an append whose fsync never finished, so nobody
+  // was told "accepted") is dropped; corruption anywhere else fails the open.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  // Synced WALs that later shrink or vanish fail the open.
+  db_options.track_and_verify_wals_in_manifest = true;
+  db_options.max_background_jobs = 2;
+  return db_options;
+}
+
+std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies() {
+  rocksdb::ColumnFamilyOptions cf_options;
+  cf_options.write_buffer_size = 64u << 20;
+  cf_options.compression = rocksdb::kNoCompression;
+  for (auto c : rocksdb::GetSupportedCompressions()) {
+    if (c == rocksdb::kLZ4Compression) cf_options.compression = c;
+  }
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 64 << 10;
+  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::ColumnFamilyOptions dead_options = cf_options;
+  dead_options.write_buffer_size = 4u << 20;
+  return {{rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
+}
+
+absl::Status OpenError(const rocksdb::Status& s, const std::string& path) {
+  const bool damaged = s.IsCorruption() || s.IsIOError() || s.IsNotFound();
+  return absl::Status(damaged ? absl::StatusCode::kDataLoss : FromRocks(s, "").code(),
+                      absl::StrCat("cannot open spool at ", path, ": ", s.ToString(),
+                                   damaged ? absl::StrCat(" (the spool looks damaged; it was left untouched: check it "
+                                                          "with `zerobusctl spool verify --path ",
+                                                          path, "`)")
+                                           : ""));
+}
+
+// An open RocksDB with its column family handles; closes on destruction.
+struct OpenDb {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default; dead letters (may be absent read-only)
+  ~OpenDb() { Close(); }
+  void Close() {
+    if (!db) return;
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    handles.clear();
+    db->Close();
+    db.reset();
+  }
+  rocksdb::ColumnFamilyHandle* dead() const { return handles.size() > 1 ? handles[1] : nullptr; }
+};
+
+absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* out) {
+  rocksdb::DBOptions db_options = MakeDbOptions(create);
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies();
+  if (read_only) {
+    // A spool from before the dead-letter store has only the default family.
+    std::vector<std::string> existing;
+    if (rocksdb::DB::ListColumnFamilies(db_options, path, &existing).ok() && existing.size() == 1) families.pop_back();
+  }
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, families, &out->handles, &raw)
+                                : rocksdb::DB::Open(db_options, path, families, &out->handles, &raw);
+  if (!s.ok()) return OpenError(s, path);
+  out->db.reset(raw);
+  return absl::OkStatus();
+}
+
+struct SpoolState {
+  std::map<std::string, LaneStats> lanes;
+  std::map<std::string, std::string> destinations;
+  DeadLetterMeta dead;
+};
+
+absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path) {
+  SpoolState state;
+  rocksdb::DB* db = open.db.get();
+  {
+    const std::string dest_upper = "E";
+    rocksdb::Slice dest_upper_slice(dest_upper);
+    rocksdb::ReadOptions dest_ro;
+    dest_ro.iterate_upper_bound = &dest_upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(dest_ro, open.handles[0]));
+    for (it->Seek("D"); it->Valid(); it->Next()) {
+      state.destinations[it->key().ToString().substr(1)] = it->value().ToString();
+    }
+    ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
+  }
+  {
+    const std::string upper = "N";
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, open.handles[0]));
+    for (it->Seek("M"); it->Valid(); it->Next()) {
+      const rocksdb::Slice v = it->value();
+      const std::string lane = it->key().ToString().substr(1);
+      if (v.size() != kMetaSize) {
+        return absl::DataLossError(absl::StrCat("spool at ", path, ": bad meta for lane ", lane));
+      }
+      LaneStats st;
+      st.records = GetFixed64(v.data());
+      st.bytes = GetFixed64(v.data() + 8);
+      st.next_seq = GetFixed64(v.data() + 16);
+      st.deleted_up_to = GetFixed64(v.data() + 24);
+      state.lanes[lane] = st;
+    }
+    ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
+  }
+  if (open.dead() != nullptr) {
+    std::string value;
+    rocksdb::Status get = db->Get(rocksdb::ReadOptions(), open.dead(), kDeadLetterMetaKey, &value);
+    if (get.ok()) {
+      if (value.size() != kDeadLetterMetaSize) {
+        return absl::DataLossError(absl::StrCat("spool at ", path, ": bad dead-letter store meta"));
+      }
+      state.dead.records = GetFixed64(value.data());
+      state.dead.bytes = GetFixed64(value.data() + 8);
+      state.dead.next_id = GetFixed64(value.data() + 16);
+    } else if (!get.IsNotFound()) {
+      return FromRocks(get, absl::StrCat("spool at ", path));
+    }
+  }
+  return state;
+}
+
+std::string WatermarkPath(const std::string& path) { return path + "/" + kWatermarkFile; }
+
+std::string FormatUs(int64_t us) {
+  const time_t t = static_cast<time_t>(us / 1'000'000);
+  struct tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// The spool must hold at least what its last watermark says it held.
+absl::Status CheckWatermark(const std::string& path, const SpoolState& state) {
+  std::ifstream in(WatermarkPath(path), std::ios::binary);
+  if (!in) return absl::OkStatus();  // a new spool, or one from before watermarks
+  std::stringstream ss;
+  ss << in.rdbuf();
+  ::zerobusd::spool::Watermark mark;
+  const std::string hint = absl::StrCat(
+      " The spool was left untouched: restore it from a backup, or move it away to start empty (`zerobusctl spool "
+      "verify --path ",
+      path, "` shows what it holds).");
+  if (!mark.ParseFromString(ss.str())) {
+    return absl::DataLossError(absl::StrCat("spool at ", path, ": its watermark file ", kWatermarkFile,
+                                            " is damaged, so the spool cannot be checked for lost data.", hint));
+  }
+  std::vector<std::string> lost;
+  for (const auto& [lane, next_seq] : mark.lane_next_seq()) {
+    auto it = state.lanes.find(lane);
+    const SeqNo have = it == state.lanes.end() ? 1 : it->second.next_seq;
+    if (have < next_seq) {
+      lost.push_back(absl::StrCat("lane ", lane, " had records up to seq ", next_seq - 1, " but its metadata ends at ",
+                                  have - 1));
+    }
+  }
+  if (state.dead.next_id < mark.dead_letter_next_id()) {
+    lost.push_back(absl::StrCat("the dead-letter store had entries up to ", mark.dead_letter_next_id() - 1,
+                                " but ends at ", state.dead.next_id - 1));
+  }
+  if (lost.empty()) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("spool at ", path, " is damaged: it holds less than it did at ",
+                                          FormatUs(mark.written_us()), " (", absl::StrJoin(lost, "; "),
+                                          "): RocksDB's MANIFEST or files lost committed data.", hint));
+}
+
+}  // namespace
+
 absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -932,19 +1163,17 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
     ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(path, &empty));
     return absl::NotFoundError(absl::StrCat("no spool at ", path));
   }
-  rocksdb::DBOptions db_options;
-  db_options.paranoid_checks = true;
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kDeadLetterFamily, rocksdb::ColumnFamilyOptions()}};
-  std::vector<std::string> existing;
-  if (rocksdb::DB::ListColumnFamilies(db_options, path, &existing).ok() && existing.size() == 1) families.pop_back();
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::OpenForReadOnly(db_options, path, families, &handles, &raw);
-  if (!s.ok()) return absl::DataLossError(absl::StrCat("cannot open spool at ", path, ": ", s.ToString()));
-  std::unique_ptr<rocksdb::DB> db(raw);
+  OpenDb open;
+  ZB_RETURN_IF_ERROR(Open(path, /*read_only=*/true, false, &open));
+  rocksdb::DB* db = open.db.get();
+  const std::vector<rocksdb::ColumnFamilyHandle*>& handles = open.handles;
   SpoolReport report;
+  auto state = LoadState(open, path);
+  if (!state.ok()) {
+    report.problems.push_back(std::string(state.status().message()));
+  } else if (absl::Status mark = CheckWatermark(path, *state); !mark.ok()) {
+    report.problems.push_back(std::string(mark.message()));
+  }
   rocksdb::Status checksums = db->VerifyChecksum();
   if (!checksums.ok()) report.problems.push_back(absl::StrCat("block checksums: ", checksums.ToString()));
   {
@@ -1010,122 +1239,34 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
     }
     if (!it->status().ok()) report.problems.push_back(absl::StrCat("reading dead letters: ", it->status().ToString()));
   }
-  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-  db->Close();
   return report;
 }
 
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& options) {
   bool empty = true;
   ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(options.path, &empty));
-
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = empty;
-  db_options.create_missing_column_families = true;
-  db_options.paranoid_checks = true;
-  // A torn last WAL record (an append whose fsync never finished, so nobody
-  // was told "accepted") is dropped; corruption anywhere else fails the open.
-  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
-  // Synced WALs that later shrink or vanish fail the open.
-  db_options.track_and_verify_wals_in_manifest = true;
-  db_options.max_background_jobs = 2;
-  rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.write_buffer_size = 64u << 20;
-  cf_options.compression = rocksdb::kNoCompression;
-  for (auto c : rocksdb::GetSupportedCompressions()) {
-    if (c == rocksdb::kLZ4Compression) cf_options.compression = c;
+  if (!empty) {
+    // Check read-only first: a read-write open "repairs" a damaged MANIFEST
+    // by deleting the files it no longer names, and the evidence with them.
+    OpenDb check;
+    ZB_RETURN_IF_ERROR(Open(options.path, /*read_only=*/true, false, &check));
+    ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(check, options.path));
+    ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
   }
-  rocksdb::BlockBasedTableOptions table;
-  table.block_size = 64 << 10;
-  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  rocksdb::ColumnFamilyOptions dead_options = cf_options;
-  dead_options.write_buffer_size = 4u << 20;
-
   std::error_code mkdir_error;
   std::filesystem::create_directories(options.path, mkdir_error);
   if (mkdir_error) {
     return absl::UnavailableError(
         absl::StrCat("cannot create spool folder ", options.path, ": ", mkdir_error.message()));
   }
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = rocksdb::DB::Open(db_options, options.path, families, &handles, &raw);
-  if (!s.ok()) {
-    const bool damaged = s.IsCorruption() || s.IsIOError() || s.IsNotFound();
-    return absl::Status(
-        damaged ? absl::StatusCode::kDataLoss : FromRocks(s, "").code(),
-        absl::StrCat("cannot open spool at ", options.path, ": ", s.ToString(),
-                     damaged ? " (the spool looks damaged; it was left untouched: check it with `zerobusctl spool "
-                               "verify --path " + options.path + "`)"
-                             : ""));
-  }
-  std::unique_ptr<rocksdb::DB> db(raw);
-  auto close_on_error = [&](absl::Status status) {
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    db->Close();
-    return status;
-  };
-
-  std::map<std::string, LaneStats> lanes;
-  std::map<std::string, std::string> destinations;
-  DeadLetterMeta dead;
-  {
-    const std::string dest_upper = "E";
-    rocksdb::Slice dest_upper_slice(dest_upper);
-    rocksdb::ReadOptions dest_ro;
-    dest_ro.iterate_upper_bound = &dest_upper_slice;
-    std::unique_ptr<rocksdb::Iterator> dit(db->NewIterator(dest_ro, handles[0]));
-    for (dit->Seek("D"); dit->Valid(); dit->Next()) {
-      destinations[dit->key().ToString().substr(1)] = dit->value().ToString();
-    }
-    const absl::Status dest_status = FromRocks(dit->status(), absl::StrCat("spool at ", options.path));
-    dit.reset();
-    if (!dest_status.ok()) return close_on_error(dest_status);
-  }
-  {
-    const std::string upper = "N";
-    rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[0]));
-    absl::Status meta_status;
-    for (it->Seek("M"); it->Valid(); it->Next()) {
-      const rocksdb::Slice v = it->value();
-      const std::string lane = it->key().ToString().substr(1);
-      if (v.size() != kMetaSize) {
-        meta_status = absl::DataLossError(absl::StrCat("spool at ", options.path, ": bad meta for lane ", lane));
-        break;
-      }
-      LaneStats st;
-      st.records = GetFixed64(v.data());
-      st.bytes = GetFixed64(v.data() + 8);
-      st.next_seq = GetFixed64(v.data() + 16);
-      st.deleted_up_to = GetFixed64(v.data() + 24);
-      lanes[lane] = st;
-    }
-    if (meta_status.ok() && !it->status().ok()) {
-      meta_status = FromRocks(it->status(), absl::StrCat("spool at ", options.path));
-    }
-    it.reset();
-    if (!meta_status.ok()) return close_on_error(meta_status);
-    std::string value;
-    rocksdb::Status get = db->Get(rocksdb::ReadOptions(), handles[1], kDeadLetterMetaKey, &value);
-    if (get.ok()) {
-      if (value.size() != kDeadLetterMetaSize) {
-        return close_on_error(
-            absl::DataLossError(absl::StrCat("spool at ", options.path, ": bad dead-letter store meta")));
-      }
-      dead.records = GetFixed64(value.data());
-      dead.bytes = GetFixed64(value.data() + 8);
-      dead.next_id = GetFixed64(value.data() + 16);
-    } else if (!get.IsNotFound()) {
-      return close_on_error(FromRocks(get, absl::StrCat("spool at ", options.path)));
-    }
-  }
-  return std::unique_ptr<Spool>(
-      new RocksDbSpool(std::move(db), handles, options, std::move(lanes), std::move(destinations), dead));
+  OpenDb open;
+  ZB_RETURN_IF_ERROR(Open(options.path, /*read_only=*/false, /*create=*/empty, &open));
+  ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(open, options.path));
+  ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
+  std::vector<rocksdb::ColumnFamilyHandle*> handles = std::move(open.handles);
+  open.handles.clear();
+  return std::unique_ptr<Spool>(new RocksDbSpool(std::move(open.db), handles, options, std::move(state.lanes),
+                                                 std::move(state.destinations), state.dead));
 }
 
 }  // namespace zb

@@ -384,7 +384,7 @@ TEST_F(DevServerTest, ExpiredTokensAreRefusedAtCreate) {
 
 TEST_F(DevServerTest, FaultScriptErrorsNameTheirPath) {
   TempDir dir;
-  RunResult r = zb::testing::Run({BinDir() + "/zerobus-devserver", "--faults",
+  RunResult r = RunCommand({BinDir() + "/zerobus-devserver", "--faults",
                      R"({"tables":{"a.b.c":{"streams":[{},{"abort_code":"NOPE","sometimes":1}]}}})"},
                     std::chrono::seconds(20));
   EXPECT_EQ(r.exit_code, 2);

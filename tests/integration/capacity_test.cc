@@ -169,7 +169,7 @@ TEST_F(CapacityTest, MinFreeBytesGuardRefusesBeforeTheDiskFillsAndResumesWhenSpa
   std::vector<std::string> probe_argv = wrapper;
   for (const char* a : {"/bin/sh", "-c"}) probe_argv.push_back(a);
   probe_argv.push_back("mount -t tmpfs -o size=1m tmpfs " + probe);
-  if (zb::testing::Run(probe_argv, std::chrono::seconds(20)).exit_code != 0) {
+  if (RunCommand(probe_argv, std::chrono::seconds(20)).exit_code != 0) {
     GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
   }
   o.wrapper = wrapper;

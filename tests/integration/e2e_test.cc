@@ -130,7 +130,7 @@ TEST(EndToEndTest, ConfigCheckListsEveryProblem) {
             "  client_id: a\n  client_secret: b\n"
             "spool:\n  when_full: sometimes\n"
             "routes:\n  - name: r\n    table: not-a-table\n    colour: red\n");
-  RunResult r = zb::testing::Run({BinDir() + "/zerobusd", "--config", dir.Sub("bad.yaml"), "--check"}, std::chrono::seconds(20));
+  RunResult r = RunCommand({BinDir() + "/zerobusd", "--config", dir.Sub("bad.yaml"), "--check"}, std::chrono::seconds(20));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("spool.when_full"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("routes[0].table"), std::string::npos) << r.output;
@@ -138,7 +138,7 @@ TEST(EndToEndTest, ConfigCheckListsEveryProblem) {
 
   Daemon daemon(dir.path(), {.grpc_port = 1, .http_port = 2});
   daemon.WriteConfig();
-  RunResult ok = zb::testing::Run({BinDir() + "/zerobusd", "--config", daemon.config_path(), "--check"}, std::chrono::seconds(20));
+  RunResult ok = RunCommand({BinDir() + "/zerobusd", "--config", daemon.config_path(), "--check"}, std::chrono::seconds(20));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
 }
 

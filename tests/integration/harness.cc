@@ -185,7 +185,7 @@ RunResult Daemon::Ctl(std::vector<std::string> args) const {
   for (auto& a : args) argv.push_back(std::move(a));
   argv.push_back("--control");
   argv.push_back(control_socket());
-  return Run(argv, std::chrono::seconds(60));
+  return RunCommand(argv, std::chrono::seconds(60));
 }
 
 void WriteRecords(const std::string& path, const std::string& prefix, int n, int size) {
@@ -197,7 +197,7 @@ void WriteRecords(const std::string& path, const std::string& prefix, int n, int
 }
 
 RunResult SendFile(const std::string& socket, const std::string& route, const std::string& path) {
-  return Run({BinDir() + "/zerobusctl", "send", "--socket", socket, "--route", route, path},
+  return RunCommand({BinDir() + "/zerobusctl", "send", "--socket", socket, "--route", route, path},
              std::chrono::seconds(300));
 }
 

@@ -122,7 +122,7 @@ void Process::Kill() {
   reaped_ = true;
 }
 
-RunResult Run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+RunResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
               const std::string& stdin_path) {
   TempDir dir;
   const std::string log = dir.Sub("out.log");

@@ -67,7 +67,7 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 // Runs a command to completion (bounded by `timeout`), capturing its output.
-RunResult Run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+RunResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
               const std::string& stdin_path = "");
 
 // GET http://127.0.0.1:port/target; returns the body or an error.
