@@ -258,9 +258,10 @@ TEST_F(ResilienceTest, APoisonRecordIsDeadLetteredTheRestFlowsAndReplayDeliversI
   const std::string file = dir_.Sub("p.ndjson");
   WriteRecords(file, "p", kRecords);
   {
-    // Record p-1234 carries the poison.
+    // Records p-1234 and p-2000 carry the poison.
     std::vector<std::string> lines = ReadLines(file);
     lines[1234] = R"({"id":"p-1234","seq":1234,"payload":"POISON"})";
+    lines[2000] = R"({"id":"p-2000","seq":2000,"payload":"POISON"})";
     std::string text;
     for (const auto& l : lines) text += l + "\n";
     WriteFile(file, text);
@@ -270,20 +271,27 @@ TEST_F(ResilienceTest, APoisonRecordIsDeadLetteredTheRestFlowsAndReplayDeliversI
   ASSERT_TRUE(WaitFor(
       [&] {
         d = CheckDelivery(*server_, kTable, "p", kRecords);
-        return d.missing == 1;
+        return d.missing == 2;
       },
       std::chrono::seconds(60)))
       << d.missing << "\n" << daemon_->log().substr(0, 6000);
   EXPECT_EQ(d.first_missing, "p-1234");
   ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
                       std::chrono::seconds(30)));
-  EXPECT_EQ(Metric("zerobusd_dead_letter_records_total", "route=\"readings\""), 1);
-  EXPECT_EQ(Metric("zerobusd_dead_letter_store_records"), 1);
+  EXPECT_EQ(Metric("zerobusd_dead_letter_records_total", "route=\"readings\""), 2);
+  EXPECT_EQ(Metric("zerobusd_dead_letter_store_records"), 2);
 
   RunResult list = daemon_->Ctl({"dlq", "list"});
   ASSERT_EQ(list.exit_code, 0) << list.output;
   EXPECT_NE(list.output.find("INVALID_ARGUMENT"), std::string::npos) << list.output;
-  EXPECT_NE(list.output.find("1 dead letter shown"), std::string::npos) << list.output;
+  EXPECT_NE(list.output.find("2 dead letters shown"), std::string::npos) << list.output;
+  RunResult page = daemon_->Ctl({"dlq", "list", "--limit", "1"});
+  EXPECT_NE(page.output.find("more with --from-id 2"), std::string::npos) << page.output;
+
+  // The operator decides p-2000 is garbage.
+  RunResult purge = daemon_->Ctl({"dlq", "purge", "--id", "2"});
+  ASSERT_EQ(purge.exit_code, 0) << purge.output;
+  EXPECT_NE(purge.output.find("purged 1 records"), std::string::npos) << purge.output;
   RunResult show = daemon_->Ctl({"dlq", "show", "1"});
   ASSERT_EQ(show.exit_code, 0) << show.output;
   EXPECT_NE(show.output.find("\"id\":\"p-1234\""), std::string::npos) << show.output;
@@ -295,7 +303,13 @@ TEST_F(ResilienceTest, APoisonRecordIsDeadLetteredTheRestFlowsAndReplayDeliversI
   RunResult replay = daemon_->Ctl({"dlq", "replay", "--route", "readings"});
   ASSERT_EQ(replay.exit_code, 0) << replay.output;
   EXPECT_NE(replay.output.find("replayed 1 records"), std::string::npos) << replay.output;
-  ExpectAllDelivered("p");
+  ASSERT_TRUE(WaitFor([&] { return RowIds(server_->Rows(kTable)).count("p-1234") == 1; }, std::chrono::seconds(30)));
+  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
+                      std::chrono::seconds(30)));
+  const Delivery after = CheckDelivery(*server_, kTable, "p", kRecords);
+  EXPECT_EQ(after.missing, 1);
+  EXPECT_EQ(after.first_missing, "p-2000") << "purged for good";
+  EXPECT_EQ(after.duplicates, 0);
   EXPECT_EQ(Metric("zerobusd_dead_letter_store_records"), 0);
   EXPECT_EQ(daemon_->Ctl({"dlq", "purge"}).exit_code, 2) << "purge never acts on everything by default";
 }
