@@ -26,7 +26,7 @@ config() {  # $1: spool dir
   cat > "$WORK/zerobusd.yaml" <<YAML
 zerobus: {endpoint: "http://127.0.0.1:$GRPC", workspace_url: "http://127.0.0.1:$HTTP", workspace_id: "1",
           tls: false, client_id: c, client_secret: s}
-spool: {path: $1, max_bytes: 100GiB, min_free_bytes: 0}
+spool: {path: $1, max_bytes: 100GiB, min_free_bytes: 16MiB}
 intake: {socket: $WORK/zerobusd.sock}
 control: {socket: $WORK/control.sock}
 metrics: {listen: "127.0.0.1:$METRICS"}

@@ -662,7 +662,10 @@ class Loader {
       }
     }
     if (const YAML::Node* n = map.Find("min_free_bytes")) {
-      if (auto v = ReadByteSize(*n, "spool.min_free_bytes", 0, std::numeric_limits<uint64_t>::max(), problems_)) {
+      // RocksDB needs room for its own writes (the write-ahead log, flushes)
+      // and aborts when the disk is full under it: the guard cannot be off.
+      if (auto v = ReadByteSize(*n, "spool.min_free_bytes", kMinFreeBytesFloor, std::numeric_limits<uint64_t>::max(),
+                                problems_)) {
         spool.min_free_bytes = *v;
       }
     }

@@ -112,6 +112,8 @@ struct DaemonConfig {
 // Hard limit of the service for one request (sum of record bytes) minus the
 // SDK's safety margin.
 inline constexpr uint64_t kMaxRequestBytes = 10 * 1024 * 1024 - 64 * 1024;
+// The smallest spool.min_free_bytes: RocksDB must never meet a full disk.
+inline constexpr uint64_t kMinFreeBytesFloor = 16ull << 20;
 
 // Loaded values are resolved: relative paths (spool.path, intake.socket,
 // ca_file, proto_file, *_file) are made absolute against the config file's

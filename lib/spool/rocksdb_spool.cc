@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -538,12 +539,14 @@ class RocksDbSpool final : public Spool {
   // Decides whether `bytes` more may be appended, given the totals of this
   // group so far; under drop_oldest it makes room by deleting the oldest
   // records into `batch`.
-  absl::Status MakeRoom(uint64_t bytes, uint64_t* total, std::map<std::string, LaneStats>* touched,
+  absl::Status MakeRoom(uint64_t bytes, uint64_t batch_bytes, uint64_t* total,
+                        std::map<std::string, LaneStats>* touched,
                         rocksdb::WriteBatch* batch, std::map<std::string, std::pair<uint64_t, uint64_t>>* drops,
                         std::set<std::string>* changed) {
     if (options_.min_free_bytes > 0) {
       const uint64_t free = FreeBytes();
-      if (free < options_.min_free_bytes) {
+      // What this batch already holds and this append adds come on top.
+      if (free < options_.min_free_bytes + batch_bytes + bytes) {
         // Acked records leave the disk only when their memtable is flushed
         // (dropping them) and its WAL deleted: ask for that, so space comes
         // back as the drain catches up.
@@ -555,9 +558,9 @@ class RocksDbSpool final : public Spool {
           flush.allow_write_stall = true;
           db_->Flush(flush, default_cf_);
         }
-        return absl::ResourceExhaustedError(absl::StrCat("spool full: the filesystem of ", options_.path, " has ",
-                                                         free, " bytes free, below spool.min_free_bytes (",
-                                                         options_.min_free_bytes, ")"));
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "spool full: the filesystem of ", options_.path, " has ", free, " bytes free; taking ", batch_bytes + bytes,
+            " more would leave less than spool.min_free_bytes (", options_.min_free_bytes, ")"));
       }
     }
     if (options_.max_bytes == 0 || *total + bytes <= options_.max_bytes) return absl::OkStatus();
@@ -661,7 +664,7 @@ class RocksDbSpool final : public Spool {
       if (op.records == nullptr || op.records->empty()) continue;
       uint64_t bytes = 0;
       for (const auto& rec : *op.records) bytes += rec.size();
-      op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed);
+      op.status = MakeRoom(bytes, batch.GetDataSize(), &total, &touched, &batch, &drops, &changed);
       if (absl::IsAborted(op.status)) {
         if (any_append) {
           op.status = absl::OkStatus();
@@ -994,9 +997,11 @@ rocksdb::DBOptions MakeDbOptions(bool create) {
   return db_options;
 }
 
-std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies() {
+// `memtable_bytes`: RocksDB's write buffer; a flush writes at most about
+// this much, so it is kept well inside the free-space guard.
+std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(size_t memtable_bytes = 64u << 20) {
   rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.write_buffer_size = 64u << 20;
+  cf_options.write_buffer_size = memtable_bytes;
   cf_options.compression = rocksdb::kNoCompression;
   for (auto c : rocksdb::GetSupportedCompressions()) {
     if (c == rocksdb::kLZ4Compression) cf_options.compression = c;
@@ -1034,9 +1039,10 @@ struct OpenDb {
   rocksdb::ColumnFamilyHandle* dead() const { return handles.size() > 1 ? handles[1] : nullptr; }
 };
 
-absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* out) {
+absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* out,
+                  size_t memtable_bytes = 64u << 20) {
   rocksdb::DBOptions db_options = MakeDbOptions(create);
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies();
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(memtable_bytes);
   if (read_only) {
     // A spool from before the dead-letter store has only the default family.
     std::vector<std::string> existing;
@@ -1242,7 +1248,16 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
   return report;
 }
 
-absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& options) {
+absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requested) {
+  SpoolOptions options = requested;
+  size_t memtable_bytes = 64u << 20;
+  if (options.min_free_bytes > 0) {
+    // Whatever RocksDB writes next (a group commit, a memtable flush) must
+    // fit inside the guard, so the disk never fills under it.
+    memtable_bytes = std::clamp<uint64_t>(options.min_free_bytes / 4, 4u << 20, 64u << 20);
+    options.max_group_bytes = std::min<size_t>(options.max_group_bytes,
+                                               std::max<uint64_t>(1u << 20, options.min_free_bytes / 8));
+  }
   bool empty = true;
   ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(options.path, &empty));
   if (!empty) {
@@ -1260,7 +1275,7 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& opti
         absl::StrCat("cannot create spool folder ", options.path, ": ", mkdir_error.message()));
   }
   OpenDb open;
-  ZB_RETURN_IF_ERROR(Open(options.path, /*read_only=*/false, /*create=*/empty, &open));
+  ZB_RETURN_IF_ERROR(Open(options.path, /*read_only=*/false, /*create=*/empty, &open, memtable_bytes));
   ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(open, options.path));
   ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
   std::vector<rocksdb::ColumnFamilyHandle*> handles = std::move(open.handles);

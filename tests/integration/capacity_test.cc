@@ -29,7 +29,7 @@ std::string Drain(int max_batch_records = 100) {
 class CapacityTest : public ::testing::Test {
  protected:
   // The daemon, with the dev server's ports reserved but the server down.
-  void StartDaemon(const std::string& when_full, const std::string& max_bytes, const std::string& min_free = "0",
+  void StartDaemon(const std::string& when_full, const std::string& max_bytes, const std::string& min_free = "16MiB",
                    const std::string& routes = kTwoRoutes) {
     if (grpc_port_ == 0) {
       grpc_port_ = FreePort();
@@ -110,7 +110,7 @@ TEST_F(CapacityTest, RejectAnswersSpoolFullAcrossRoutesAndRestartsAndResumesWhen
 }
 
 TEST_F(CapacityTest, BlockHoldsProducersWithoutAnsweringUntilTheDrainMakesRoom) {
-  StartDaemon("block", "100KiB", "0", "routes:\n  - name: readings\n    table: main.edge.readings\n");
+  StartDaemon("block", "100KiB", "16MiB", "routes:\n  - name: readings\n    table: main.edge.readings\n");
   const std::string file = dir_.Sub("blocked.ndjson");
   WriteRecords(file, "x", 2000, 200);  // about 400 KiB: four times the cap
   Process send({BinDir() + "/zerobusctl", "send", "--socket", daemon_->socket(), "--route", "readings", file},
@@ -130,7 +130,7 @@ TEST_F(CapacityTest, BlockHoldsProducersWithoutAnsweringUntilTheDrainMakesRoom) 
 }
 
 TEST_F(CapacityTest, DropOldestAcceptsEverythingAndCountsEveryRecordItDrops) {
-  StartDaemon("drop_oldest", "100KiB", "0", "routes:\n  - name: readings\n    table: main.edge.readings\n");
+  StartDaemon("drop_oldest", "100KiB", "16MiB", "routes:\n  - name: readings\n    table: main.edge.readings\n");
   RunResult sent = SendRecords("readings", "o", 2000);
   ASSERT_EQ(sent.exit_code, 0) << sent.output;
   const double dropped = Metric("zerobusd_dropped_records_total", "reason=\"drop_oldest\",route=\"readings\"");
@@ -194,7 +194,7 @@ TEST_F(CapacityTest, MinFreeBytesGuardRefusesBeforeTheDiskFillsAndResumesWhenSpa
     ++batch;
   }
   ASSERT_TRUE(refused) << "the guard never tripped";
-  EXPECT_NE(last_output.find("below spool.min_free_bytes"), std::string::npos) << last_output.substr(0, 2000);
+  EXPECT_NE(last_output.find("would leave less than spool.min_free_bytes"), std::string::npos) << last_output.substr(0, 2000);
   EXPECT_EQ(Metric("zerobusd_spool_full"), 1);
   EXPECT_NE(daemon_->Metric("zerobusd_spool_records", "route=\"readings\"").value_or(0), 0);
 
@@ -210,6 +210,64 @@ TEST_F(CapacityTest, MinFreeBytesGuardRefusesBeforeTheDiskFillsAndResumesWhenSpa
                         std::chrono::seconds(60)))
         << prefix;
   }
+}
+
+// Another process fills the disk under a running daemon: the guard answers
+// "spool full" at once, and the spool takes records again by itself when
+// that process frees its space.
+TEST_F(CapacityTest, AnotherProcessFillingTheDiskTripsTheGuardUntilItFreesTheSpace) {
+  const std::string fs_dir = dir_.Sub("fs");
+  std::filesystem::create_directories(fs_dir);
+  grpc_port_ = FreePort();
+  http_port_ = FreePort();
+  std::vector<std::string> wrapper = {"/usr/bin/unshare", "--mount"};
+  if (geteuid() != 0) wrapper = {"/usr/bin/unshare", "--user", "--map-root-user", "--mount"};
+  std::vector<std::string> probe_argv = wrapper;
+  for (const char* a : {"/bin/sh", "-c"}) probe_argv.push_back(a);
+  probe_argv.push_back("mount -t tmpfs -o size=1m tmpfs " + fs_dir);
+  if (RunCommand(probe_argv, std::chrono::seconds(20)).exit_code != 0) {
+    GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
+  }
+  DaemonOptions o;
+  o.grpc_port = grpc_port_;
+  o.http_port = http_port_;
+  o.extra_yaml = Drain();
+  o.spool_path = fs_dir + "/spool";
+  o.spool_yaml = "  when_full: reject\n  max_bytes: 10GiB\n  min_free_bytes: 16MiB\n";
+  o.routes_yaml = "routes:\n  - name: readings\n    table: main.edge.readings\n";
+  // A 64 MiB tmpfs; "the other process" writes 48 MiB to it when the test
+  // creates `fill`, and deletes it when the test creates `free` (both
+  // outside the tmpfs).
+  const std::string fill = dir_.Sub("fill"), free = dir_.Sub("free");
+  o.wrapper = wrapper;
+  o.wrapper.push_back("/bin/sh");
+  o.wrapper.push_back("-c");
+  o.wrapper.push_back(absl::StrCat(
+      "mount -t tmpfs -o size=64m tmpfs ", fs_dir, " && (until [ -e ", fill, " ]; do sleep 0.02; done; head -c 50331648 ",
+      "/dev/zero > ", fs_dir, "/other; touch ", fill, ".done; until [ -e ", free, " ]; do sleep 0.02; done; rm ", fs_dir,
+      "/other) & exec \"$0\" \"$@\""));
+  daemon_ = std::make_unique<Daemon>(dir_.path(), o);
+  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  ASSERT_EQ(SendRecords("readings", "before", 1000).exit_code, 0);
+  WriteFile(fill, "");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(fill + ".done"); }, std::chrono::seconds(20)));
+  RunResult refused;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        refused = SendRecords("readings", "during", 100);
+        return refused.exit_code != 0;
+      },
+      std::chrono::seconds(20)));
+  EXPECT_NE(refused.output.find("would leave less than spool.min_free_bytes"), std::string::npos)
+      << refused.output.substr(0, 2000);
+  EXPECT_EQ(Metric("zerobusd_spool_full"), 1);
+  WriteFile(free, "");
+  ASSERT_TRUE(WaitFor([&] { return SendRecords("readings", "after", 100).exit_code == 0; }, std::chrono::seconds(30)))
+      << daemon_->log().substr(daemon_->log().size() > 4000 ? daemon_->log().size() - 4000 : 0);
+  StartServer();
+  ASSERT_TRUE(WaitFor([&] { return CheckDelivery(*server_, kTable, "before", 1000).missing == 0 &&
+                                   CheckDelivery(*server_, kTable, "after", 100).missing == 0; },
+                      std::chrono::seconds(30)));
 }
 
 }  // namespace

@@ -88,7 +88,7 @@ void Daemon::WriteConfig() {
                          "  client_id: dev-client\n"
                          "  client_secret: dev-secret\n"
                          "spool:\n"
-                         "  path: ", dir_, "/spool\n",
+                         "  path: ", options_.spool_path.empty() ? dir_ + "/spool" : options_.spool_path, "\n",
                          options_.spool_yaml,
                          "intake:\n"
                          "  socket: ", socket(), "\n"

@@ -47,6 +47,7 @@ struct DaemonOptions {
   std::string spool_yaml;        // more lines of the spool: section ("  max_bytes: 1MiB\n")
   std::vector<std::string> wrapper;  // argv prefix the daemon runs under (e.g. unshare)
   int shutdown_timeout_ms = 5000;
+  std::string spool_path;  // default: <dir>/spool
 };
 
 class Daemon {

@@ -335,15 +335,23 @@ TEST_F(ConfigTest, DuplicateKeysAreErrors) {
   EXPECT_THAT(Error(Load(y)), HasSubstr("test.yaml:8: spool.path: duplicate key (first at line 7)"));
 }
 
+TEST_F(ConfigTest, TheFreeSpaceGuardCannotBeTurnedOff) {
+  Yaml y;
+  y.spool = "spool:\n  min_free_bytes: 0\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("spool.min_free_bytes"));
+  y.spool = "spool:\n  min_free_bytes: 1MiB\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("spool.min_free_bytes"));
+}
+
 TEST_F(ConfigTest, ByteSizes) {
   Yaml y;
-  y.spool = "spool:\n  max_bytes: 1.5GB\n  min_free_bytes: 0\n";
+  y.spool = "spool:\n  max_bytes: 1.5GB\n  min_free_bytes: 16MiB\n";
   y.intake = "intake:\n  max_record_bytes: 1048576\n  max_inflight_bytes: 64mib\n";
   y.drain = "drain:\n  max_batch_bytes: 1KiB\n";
   auto config = Load(y);
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->spool.max_bytes, 1'500'000'000u);
-  EXPECT_EQ(config->spool.min_free_bytes, 0u);
+  EXPECT_EQ(config->spool.min_free_bytes, 16u << 20);
   EXPECT_EQ(config->intake.max_record_bytes, 1u << 20);
   EXPECT_EQ(config->intake.max_inflight_bytes, 64u << 20);
   EXPECT_EQ(config->routes[0].drain.max_batch_bytes, 1024u);

@@ -254,7 +254,7 @@ TEST(SpoolTest, MinFreeBytesGuardRefusesAppendsWithAClearReason) {
   auto refused = spool->Append("a", {"x"});
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(refused.status().message().find("below spool.min_free_bytes"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("would leave less than spool.min_free_bytes"), std::string::npos) << refused.status();
 }
 
 TEST(SpoolTest, DeadLettersMoveAtomicallyAndCanBeListedReplayedAndPurged) {
