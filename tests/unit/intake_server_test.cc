@@ -45,6 +45,7 @@ class IntakeServerTest : public ::testing::Test {
     options.max_record_bytes = max_record_bytes;
     options.max_inflight_bytes = 1 << 20;
     options.read_chunk_bytes = read_chunk_bytes;
+    options.block_when_full = block_when_full_;
     std::promise<absl::Status> started;
     asio::post(loop_, [&] {
       auto s = StartIntakeServer(loop_, options, table, *spool_, *metrics_,
@@ -73,6 +74,15 @@ class IntakeServerTest : public ::testing::Test {
       loop_.stop();
       thread_.join();
     }
+  }
+
+  // Reopens the spool with a cap of `max_bytes` (before Start).
+  void CapSpool(uint64_t max_bytes) {
+    spool_.reset();
+    SpoolOptions so;
+    so.path = dir_.Sub("spool");
+    so.max_bytes = max_bytes;
+    spool_ = std::move(OpenRocksDbSpool(so)).value();
   }
 
   static IntakeRoute Route(const std::string& name) {
@@ -137,6 +147,7 @@ class IntakeServerTest : public ::testing::Test {
     return out;
   }
 
+  bool block_when_full_ = true;
   TempDir dir_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Metrics> metrics_;
@@ -284,6 +295,34 @@ TEST_F(IntakeServerTest, FramedModeAcksBatchesAndNacksWithReasons) {
   EXPECT_EQ(frames[5].ack().seq(), 6u);
   // Batches are all-or-nothing: nothing of batch 2 was spooled.
   EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"n\":1}", "{\"n\":2}", "{\"n\":6}"}));
+}
+
+TEST_F(IntakeServerTest, AFullSpoolAnswersByPolicy) {
+  // reject: at once, with the reason, in both modes.
+  CapSpool(20);
+  block_when_full_ = false;
+  Start({Route("a")});
+  EXPECT_EQ(Exchange("{\"id\":\"fits\"}\n"), "ok 1\n");
+  const std::string reply = Exchange("{\"id\":\"does not fit\"}\n");
+  EXPECT_NE(reply.find("error 1 not spooled: spool full"), std::string::npos) << reply;
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"id\":\"fits\"}"}));
+}
+
+TEST_F(IntakeServerTest, ABlockedFramedProducerThatSaidNoWaitGetsBusy) {
+  CapSpool(20);
+  Start({Route("a")});
+  intake::ClientFrame hello;
+  hello.mutable_hello()->set_no_wait(true);
+  intake::ClientFrame batch;
+  batch.mutable_batch()->set_seq(7);
+  batch.mutable_batch()->set_route("a");
+  batch.mutable_batch()->add_records(std::string("{\"id\":\"") + std::string(40, 'x') + "\"}");
+  const auto frames = ParseFrames(Exchange(Frame(hello) + Frame(batch)));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].nack().seq(), 7u);
+  EXPECT_EQ(frames[0].nack().reason(), intake::BUSY);
+  EXPECT_GT(frames[0].nack().retry_after_ms(), 0u);
+  EXPECT_NE(frames[0].nack().message().find("spool full"), std::string::npos) << frames[0].nack().message();
 }
 
 TEST_F(IntakeServerTest, OversizeFrameIsRefusedAndTheConnectionClosed) {
