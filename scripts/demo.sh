@@ -53,6 +53,18 @@ printf '%s\n' '{"id":"demo-ok","sensor":"s1","temp_c":20.5}' 'this is not json' 
 say "Line mode works from a shell too (socat): the daemon answers how far records are durable"
 printf '@route readings\n{"id":"from-socat"}\n' | socat - "UNIX-CONNECT:$SOCK" 
 
+say "A record the table refuses is isolated, kept in the dead-letter store, and the route flows on"
+curl -sf -X POST --data '{"default":{"poison":"broken-sensor"}}' http://127.0.0.1:50052/faults >/dev/null
+printf '%s\n' '{"id":"demo-refused","sensor":"broken-sensor"}' '{"id":"demo-after","sensor":"s2"}' \
+  | "$BIN/zerobusctl" send --socket "$SOCK" --route readings -
+for _ in $(seq 300); do
+  dead="$(curl -s http://127.0.0.1:9464/metrics | sed -n 's/^zerobusd_dead_letter_store_records //p')"
+  [ "$dead" = "1" ] && break
+  sleep 0.1
+done
+"$BIN/zerobusctl" dlq list --config "$WORK/zerobusd.yaml"
+curl -sf -X POST --data '{}' http://127.0.0.1:50052/faults >/dev/null
+
 say "Waiting for Zerobus durability ACKs to empty the spool"
 for _ in $(seq 300); do
   depth="$(curl -s http://127.0.0.1:9464/metrics | sed -n 's/^zerobusd_spool_records{route="readings"} //p')"
@@ -67,7 +79,7 @@ say "zerobusctl status"
 "$BIN/zerobusctl" status --metrics 127.0.0.1:9464
 
 say "A few metrics"
-curl -s http://127.0.0.1:9464/metrics | grep -E '^zerobusd_(intake_records_total|acked_records_total|spool_records|stream_opens_total|ack_latency_seconds_(sum|count))' 
+curl -s http://127.0.0.1:9464/metrics | grep -E '^zerobusd_(intake_records_total|acked_records_total|spool_records|stream_opens_total|dead_letter_records_total|ack_latency_seconds_(sum|count))' 
 
 say "Stopping (SIGTERM drains in-flight ACKs; anything unacked would stay spooled)"
 kill -TERM "${PIDS[1]}"; wait "${PIDS[1]}" && echo "zerobusd exited 0"
