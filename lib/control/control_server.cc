@@ -1,7 +1,6 @@
 #include "control/control_server.h"
 
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/local/stream_protocol.hpp>
@@ -12,6 +11,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/unix_socket.h"
 #include "spdlog/spdlog.h"
 
 namespace zb {
@@ -92,28 +92,9 @@ class Server final : public ControlServer {
   }
 
   absl::Status Listen() {
-    namespace fs = std::filesystem;
-    std::error_code fec;
-    const fs::path path(options_.socket_path);
-    if (path.has_parent_path()) fs::create_directories(path.parent_path(), fec);
-    struct stat st{};
-    if (lstat(options_.socket_path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("control.socket: ", options_.socket_path, " exists and is not a socket"));
-      }
-      fs::remove(path, fec);  // stale socket of an earlier run
+    if (absl::Status s = ListenOnUnixSocket(acceptor_, options_.socket_path, options_.socket_mode, "control.socket"); !s.ok()) {
+      return s;
     }
-    boost::system::error_code ec;
-    stream_protocol::endpoint ep(options_.socket_path);
-    acceptor_.open(ep.protocol(), ec);
-    if (!ec) acceptor_.bind(ep, ec);
-    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return absl::UnavailableError(
-          absl::StrCat("control.socket: cannot listen on ", options_.socket_path, ": ", ec.message()));
-    }
-    chmod(options_.socket_path.c_str(), options_.socket_mode);
     Accept();
     return absl::OkStatus();
   }
