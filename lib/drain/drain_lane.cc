@@ -63,6 +63,7 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       ack_timer_(loop),
       grace_timer_(loop),
       linger_timer_(loop) {
+  metrics_.LaneParked(options_.route, false);  // a lane replaced on reload starts afresh
   const LaneStats stats = spool_.Stats(options_.route);
   acked_seq_ = stats.deleted_up_to;
   next_read_seq_ = acked_seq_ + 1;
@@ -203,7 +204,6 @@ void DrainLane::OnCreated(const std::string& stream_id) {
   create_timer_.cancel();
   state_ = LaneState::kStreaming;
   stream_id_ = stream_id;
-  auth_retry_used_ = false;
   metrics_.StreamOpened(options_.route);
   spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled{})", options_.route,
                stream_id, options_.table, next_read_seq_, durable_seq_ - acked_seq_,
@@ -263,10 +263,15 @@ void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> re
   read_in_flight_ = false;
   if (state_ != LaneState::kStreaming || stream_ == nullptr) return;  // rotating or stopping: send nothing new
   if (!records.ok()) {
+    if (!absl::IsDataLoss(records.status())) {
+      Fail(absl::UnavailableError(absl::StrCat("spool read: ", records.status().message())));  // retried
+      return;
+    }
     // A damaged record cannot be sent and must not be skipped silently
     // (architecture.md invariant 9): the lane parks, other lanes go on.
+    const SeqNo at = next_read_seq_;
     TearDown();
-    Park(absl::StrCat("cannot read the spool at seq ", next_read_seq_, ": ", records.status().message(),
+    Park(absl::StrCat("cannot read the spool at seq ", at, ": ", records.status().message(),
                       "; the spool is damaged (check it with `zerobusctl spool verify`)"));
     return;
   }
@@ -307,6 +312,7 @@ void DrainLane::OnAck(int64_t offset) {
     const int64_t now = NowUs();
     for (const auto& r : acked->requests) metrics_.AckLatency(static_cast<double>(now - r.oldest_append_us) / 1e6);
     backoff_.Reset();
+    auth_retry_used_ = false;  // the credentials work: a later refusal gets its fresh-token retry again
     consecutive_dead_letters_ = 0;
     if (isolation_.active && acked_seq_ >= isolation_.until) {
       spdlog::info("route {}: isolation done: every record up to seq {} is delivered or dead-lettered",
@@ -411,7 +417,8 @@ void DrainLane::Fail(const absl::Status& status) {
   // in flight is about records, before it about the table.
   const bool created = state_ == LaneState::kStreaming || state_ == LaneState::kRotating ||
                        state_ == LaneState::kDraining;
-  const uint32_t failed_request_records = window_.empty() ? 0 : window_.front().records;
+  const InflightRequest oldest = window_.empty() ? InflightRequest{} : window_.front();
+  const size_t requests_in_flight = window_.size();
   const SeqNo last_sent = next_read_seq_ - 1;
   const uint64_t resent = TearDown();
   if (resent > 0) metrics_.ResentRecords(options_.route, resent);
@@ -431,8 +438,8 @@ void DrainLane::Fail(const absl::Status& status) {
                       OperatorHint(code)));
     return;
   }
-  if (code == absl::StatusCode::kInvalidArgument && created && failed_request_records > 0) {
-    Isolate(status, failed_request_records, last_sent);
+  if (code == absl::StatusCode::kInvalidArgument && created && requests_in_flight > 0) {
+    Isolate(status, oldest, requests_in_flight, last_sent);
     return;
   }
   if (!IsRetryable(code)) {
@@ -450,25 +457,29 @@ void DrainLane::Fail(const absl::Status& status) {
   ScheduleReconnect(delay);
 }
 
-void DrainLane::Isolate(const absl::Status& status, uint32_t failed_request_records, SeqNo last_sent) {
+void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight,
+                        SeqNo last_sent) {
+  // Which request the server refused is known only when one was in flight,
+  // as while isolating; otherwise the oldest is resent alone first.
+  const bool refused_request_known = isolation_.active && requests_in_flight == 1;
   if (!isolation_.active) {
     isolation_.active = true;
     isolation_.until = last_sent;
     isolation_.first_failure_us = NowUs();
     isolation_.failures = 0;
     spdlog::warn("route {}: Zerobus refused a request ({}); finding the refused record(s) among seqs {}..{} by "
-                 "sending smaller requests",
+                 "sending smaller requests, one at a time",
                  options_.route, status.ToString(), acked_seq_ + 1, last_sent);
   }
   ++isolation_.failures;
-  if (failed_request_records > 1) {
-    isolation_.batch = failed_request_records / 2;  // the failing request was the one in flight
+  if (!refused_request_known || oldest.records > 1) {
+    isolation_.batch = refused_request_known ? oldest.records / 2 : std::max<uint32_t>(1, oldest.records);
     ScheduleReconnect(options_.backoff.min_delay);
     return;
   }
-  // A request of one record was refused: that record goes to the
-  // dead-letter store, with the server's verdict.
-  const SeqNo seq = acked_seq_ + 1;
+  // The one request in flight, of one record, was refused: that record goes
+  // to the dead-letter store, with the server's verdict.
+  const SeqNo seq = oldest.first_seq;
   DeadLetterInfo info;
   info.table = options_.table;
   info.code = StatusCodeName(status.code());
@@ -476,6 +487,9 @@ void DrainLane::Isolate(const absl::Status& status, uint32_t failed_request_reco
   info.attempts = isolation_.failures;
   info.first_failure_us = isolation_.first_failure_us;
   state_ = LaneState::kDeadLettering;
+  // Everything before it is acked; make sure the spool has let it go (a
+  // delete that failed earlier is issued again, in order before the move).
+  if (seq > 1) spool_.DeleteUpToAsync(options_.route, seq - 1, nullptr);
   std::weak_ptr<DrainLane> weak = weak_from_this();
   spool_.MoveToDeadLettersAsync(options_.route, seq, std::move(info),
                                 [weak, seq, &loop = loop_](absl::Status s) {
@@ -487,7 +501,8 @@ void DrainLane::Isolate(const absl::Status& status, uint32_t failed_request_reco
 
 void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
   if (state_ != LaneState::kDeadLettering) return;  // stopped meanwhile
-  if (!status.ok()) {
+  const bool already_gone = absl::IsNotFound(status);  // dropped by policy meanwhile: nothing moved
+  if (!status.ok() && !already_gone) {
     // The record stays at the head of the lane; it is found again.
     const auto delay = backoff_.Next();
     spdlog::error("route {}: cannot move seq {} to the dead-letter store: {}; retrying in {} ms", options_.route,
@@ -496,9 +511,11 @@ void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
     return;
   }
   acked_seq_ = std::max(acked_seq_, seq);
-  metrics_.DeadLetterRecords(options_.route, 1);
-  ++consecutive_dead_letters_;
-  spdlog::error("route {}: record seq {} moved to the dead-letter store: Zerobus refused it for {} "
+  if (!already_gone) {
+    metrics_.DeadLetterRecords(options_.route, 1);
+    ++consecutive_dead_letters_;
+  }
+  if (!already_gone) spdlog::error("route {}: record seq {} moved to the dead-letter store: Zerobus refused it for {} "
                 "(see `zerobusctl dlq list --route {}`)",
                 options_.route, seq, options_.table, options_.route);
   isolation_.failures = 0;

@@ -133,7 +133,7 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // that were in flight (they will be sent again).
   uint64_t TearDown();
   void Fail(const absl::Status& status);
-  void Isolate(const absl::Status& status, uint32_t failed_request_records, SeqNo last_sent);
+  void Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight, SeqNo last_sent);
   void OnDeadLettered(SeqNo seq, const absl::Status& status);
   void Park(const std::string& reason);
   void ScheduleReconnect(std::chrono::milliseconds delay);

@@ -812,7 +812,9 @@ class RocksDbSpool final : public Spool {
       dead = dead_;
     }
     const SeqNo seq = op.up_to;
-    if (seq <= lane.deleted_up_to) return absl::OkStatus();  // dropped by policy meanwhile
+    if (seq <= lane.deleted_up_to) {
+      return absl::NotFoundError(absl::StrCat("spool lane ", op.lane, ": seq ", seq, " already left the lane"));
+    }
     if (seq != lane.deleted_up_to + 1 || seq >= lane.next_seq) {
       return absl::InternalError(absl::StrCat("spool lane ", op.lane, ": seq ", seq,
                                               " is not the oldest record (", lane.deleted_up_to + 1, ")"));

@@ -135,8 +135,9 @@ class Spool {
 
   // Moves record `seq` of `lane`, which must be its oldest (seq ==
   // deleted_up_to + 1), into the dead-letter store in one atomic write: it
-  // leaves the lane and is never lost midway. A seq already deleted (dropped
-  // by policy) is a no-op. `done` runs on the writer thread.
+  // leaves the lane and is never lost midway. A seq that already left
+  // (dropped by policy) moves nothing: NotFoundError. `done` runs on the
+  // writer thread.
   virtual void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) = 0;
   // Dead letters with id >= `from_id` matching `filter`, in id order, at most
   // `limit`, on the reader thread.

@@ -124,7 +124,7 @@ class GrpcIngestStream final : public IngestStream {
   }
 
   void Write(int64_t offset, std::vector<std::string> records) override {
-    if (released_) return;
+    if (released_ || half_close_) return;
     pb::EphemeralStreamRequest req;
     if (records.size() == 1) {
       auto* r = req.mutable_ingest_record();
@@ -194,10 +194,12 @@ class GrpcIngestStream final : public IngestStream {
       queue_.pop_front();
       return;
     }
-    if (half_close_) {
+    if (half_close_ && !half_closed_) {
+      // END_STREAM, but keep the hold: the call may still need a Cancel
+      // (a rotation drain that runs out, the shutdown deadline); the hold
+      // goes when the server ends the call (OnReadClosed) or on Cancel.
+      half_closed_ = true;
       reactor_->HalfClose();
-      released_ = true;
-      reactor_->Release();
     }
   }
 
@@ -206,7 +208,8 @@ class GrpcIngestStream final : public IngestStream {
   std::shared_ptr<bool> alive_;
   std::deque<pb::EphemeralStreamRequest> queue_;
   bool writing_ = false;
-  bool half_close_ = false;
+  bool half_close_ = false;   // WritesDone was asked for
+  bool half_closed_ = false;  // ... and sent
   bool released_ = false;
 };
 
