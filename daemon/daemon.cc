@@ -248,12 +248,29 @@ class Daemon {
     log.records += records;
     log.bytes += bytes;
     const auto now = std::chrono::steady_clock::now();
-    if (now - log.last < std::chrono::seconds(5)) return;
+    if (now - log.last >= std::chrono::seconds(5)) {
+      FlushDropLog(lane);
+      return;
+    }
+    if (log.flush_armed) return;
+    // Held back for now; said within 5 s, so no drop goes unlogged.
+    log.flush_armed = true;
+    auto timer = std::make_shared<asio::steady_timer>(loop_, log.last + std::chrono::seconds(5));
+    timer->async_wait([this, timer, lane](const boost::system::error_code&) {
+      if (!finished_) FlushDropLog(lane);
+    });
+  }
+
+  void FlushDropLog(const std::string& lane) {
+    DropLog& log = drop_log_[lane];
+    log.flush_armed = false;
+    if (log.records == 0) return;
     spdlog::warn("route {}: spool full (when_full: drop_oldest): dropped {} of the oldest unacked records ({} "
                  "bytes) to make room; they are lost",
                  lane, log.records, log.bytes);
-    log = DropLog{};
-    log.last = now;
+    log.records = 0;
+    log.bytes = 0;
+    log.last = std::chrono::steady_clock::now();
   }
 
   // A route whose spooled records were accepted for another table, format or
@@ -462,6 +479,9 @@ class Daemon {
     // deadline; a producer that never reads its replies cannot make the
     // lanes give up their ACKs early.
     intake_->StopAccepting();
+    // Records waiting for spool room (when_full: block) will not get it now:
+    // their producers hear so instead of waiting for the deadline.
+    spool_->AbortWaitingAppends("zerobusd is shutting down and the spool is full");
     deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.shutdown_timeout_ms);
     lanes_stopping_ = lanes_.size();
     for (auto& [name, lane] : lanes_) {
@@ -650,9 +670,10 @@ class Daemon {
     bool configured = true;
   };
   struct DropLog {
-    uint64_t records = 0;
+    uint64_t records = 0;  // dropped and not yet logged
     uint64_t bytes = 0;
-    std::chrono::steady_clock::time_point last;
+    std::chrono::steady_clock::time_point last;  // last log line
+    bool flush_armed = false;
   };
 
   DaemonConfig config_;

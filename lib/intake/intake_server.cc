@@ -5,7 +5,6 @@
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <deque>
 #include <filesystem>
@@ -92,9 +91,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void AppendReject(std::string* reply, uint64_t line, absl::string_view reason);
   void Submit(std::shared_ptr<Pending> pending, Group group, std::function<void(const AppendResult&)> on_ok,
               std::function<void(const absl::Status&)> on_error);
-  // One append of a submitted group; under when_full: block a full spool
-  // makes it try again later (the connection's credit stays taken, so the
-  // socket is not read meanwhile).
+  // One submitted group, on its way into the spool.
   struct Submission {
     std::shared_ptr<Pending> pending;
     std::string route;
@@ -102,7 +99,6 @@ class Session : public std::enable_shared_from_this<Session> {
     size_t bytes = 0;
     std::function<void(const AppendResult&)> on_ok;
     std::function<void(const absl::Status&)> on_error;
-    int attempt = 0;
   };
   void Attempt(std::shared_ptr<Submission> sub);
   void Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendResult> result);
@@ -608,43 +604,29 @@ void Session::Attempt(std::shared_ptr<Submission> sub) {
   asio::io_context& loop = server_->loop();
   const std::string route = sub->route;
   Spool::Records records = sub->records;
-  server_->spool().AppendAsync(
-      route, std::move(records),
-      [&loop, self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
+  auto done = [&loop, self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
         // Hop to the loop. Every reference moves into the posted handler, so
         // the session is never released (and destroyed) on this thread.
         asio::post(loop, [self = std::move(self), sub = std::move(sub), result = std::move(result)]() mutable {
           if (self->detached_) return;
           self->Completed(std::move(sub), std::move(result));
         });
-      });
+      };
+  // when_full: block makes the records wait in the spool, in order, and the
+  // connection's credit stays taken meanwhile, so the socket is not read.
+  if (server_->options().block_when_full && !no_wait_) {
+    server_->spool().AppendWhenRoomAsync(route, std::move(records), std::move(done));
+  } else {
+    server_->spool().AppendAsync(route, std::move(records), std::move(done));
+  }
 }
 
 void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendResult> result) {
   Metrics& m = server_->metrics();
   const size_t count = sub->records->size();
   if (!result.ok() && absl::IsResourceExhausted(result.status()) && server_->options().block_when_full) {
-    if (no_wait_) {
-      result = absl::UnavailableError(absl::StrCat("busy: ", result.status().message()));
-    } else if (server_->stopping()) {
-      result = absl::UnavailableError(
-          absl::StrCat("zerobusd is shutting down and the spool is full: ", result.status().message()));
-    } else {
-      // Block: keep the records (and the connection's credit) and try again
-      // shortly; the producer hears nothing until they are durable.
-      if (sub->attempt == 0) {
-        spdlog::debug("intake: connection {} waits for spool room (route {}): {}", id_, sub->route,
-                      std::string(result.status().message()));
-      }
-      const auto delay = std::chrono::milliseconds(std::min(1000, 20 << std::min(sub->attempt, 6)));
-      ++sub->attempt;
-      auto timer = std::make_shared<asio::steady_timer>(server_->loop(), delay);
-      timer->async_wait([self = shared_from_this(), timer, sub = std::move(sub)](const boost::system::error_code&) {
-        if (self->detached_) return;
-        self->Attempt(sub);
-      });
-      return;
-    }
+    // Only a producer that asked not to wait gets here under block.
+    result = absl::UnavailableError(absl::StrCat("busy: ", result.status().message()));
   }
   if (result.ok()) {
     m.IntakeRecords(sub->route, IntakeResult::kAccepted, count);

@@ -214,6 +214,23 @@ class RocksDbSpool final : public Spool {
     Enqueue(std::move(op));
   }
 
+  void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done) override {
+    Op op;
+    op.kind = Op::kAppend;
+    op.lane = lane;
+    op.records = std::move(records);
+    op.append_done = std::move(done);
+    op.wait_for_room = true;
+    Enqueue(std::move(op));
+  }
+
+  void AbortWaitingAppends(const std::string& reason) override {
+    Op op;
+    op.kind = Op::kAbortWaiting;
+    op.destination = reason;
+    Enqueue(std::move(op));
+  }
+
   void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) override {
     Op op;
     op.kind = Op::kDelete;
@@ -377,7 +394,9 @@ class RocksDbSpool final : public Spool {
   }
 
   struct Op {
-    enum Kind { kAppend, kDelete, kDestination, kDeadLetter, kReplay, kPurge } kind = kAppend;
+    enum Kind { kAppend, kDelete, kDestination, kDeadLetter, kReplay, kPurge, kAbortWaiting } kind = kAppend;
+    bool wait_for_room = false;  // a full spool parks it (in order) instead of refusing it
+    bool parked = false;         // set by the commit that parked it
     std::string lane;
     Records records;
     std::string destination;
@@ -483,8 +502,14 @@ class RocksDbSpool final : public Spool {
       std::vector<Op> group;
       {
         std::unique_lock<std::mutex> lock(queue_mu_);
-        queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty() && stopping_) return;
+        if (waiting_.empty()) {
+          queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        } else {
+          // Appends wait for room: look again now and then even when nothing
+          // comes (space may be freed by someone else).
+          queue_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_ || !queue_.empty(); });
+        }
+        if (queue_.empty() && stopping_) break;
         size_t bytes = 0;
         while (!queue_.empty() && (group.empty() || bytes < options_.max_group_bytes)) {
           const bool single = queue_.front().kind != Op::kAppend && queue_.front().kind != Op::kDelete;
@@ -497,13 +522,34 @@ class RocksDbSpool final : public Spool {
           if (single) break;
         }
       }
+      RetryWaiting();
+      if (group.empty()) continue;
       switch (group.front().kind) {
         case Op::kDestination: SetDestination(group.front()); break;
         case Op::kDeadLetter: MoveToDeadLetters(group.front()); break;
         case Op::kReplay: Replay(group.front()); break;
         case Op::kPurge: Purge(group.front()); break;
+        case Op::kAbortWaiting: FailWaiting(absl::UnavailableError(group.front().destination)); break;
         default: CommitGroup(group);
       }
+    }
+    FailWaiting(absl::UnavailableError("the spool closed while the records waited for room"));
+  }
+
+  // Appends parked for room, in arrival order: try them again.
+  void RetryWaiting() {
+    if (waiting_.empty()) return;
+    std::vector<Op> retry(std::make_move_iterator(waiting_.begin()), std::make_move_iterator(waiting_.end()));
+    waiting_.clear();
+    for (auto& op : retry) op.parked = false;
+    CommitGroup(retry);  // what still does not fit parks again, in order
+  }
+
+  void FailWaiting(const absl::Status& why) {
+    std::deque<Op> waiting;
+    waiting.swap(waiting_);
+    for (auto& op : waiting) {
+      if (op.append_done) op.append_done(why);
     }
   }
 
@@ -648,6 +694,7 @@ class RocksDbSpool final : public Spool {
     bool any_append = false;
     bool freed_any = false;
     bool refused = false;
+    bool parking = false;  // an append of this part parked: later waiting appends park behind it
     const int64_t now = NowUs();
     size_t end = start;
     for (; end < group.size(); ++end) {
@@ -662,6 +709,10 @@ class RocksDbSpool final : public Spool {
         continue;
       }
       if (op.records == nullptr || op.records->empty()) continue;
+      if (op.wait_for_room && (parking || !waiting_.empty())) {
+        op.parked = true;  // behind appends that already wait: order is kept
+        continue;
+      }
       uint64_t bytes = 0;
       for (const auto& rec : *op.records) bytes += rec.size();
       op.status = MakeRoom(bytes, batch.GetDataSize(), &total, &touched, &batch, &drops, &changed);
@@ -675,6 +726,10 @@ class RocksDbSpool final : public Spool {
       }
       if (!op.status.ok()) {
         refused = true;
+        if (op.wait_for_room && absl::IsResourceExhausted(op.status)) {
+          op.parked = true;
+          parking = true;
+        }
         continue;
       }
       LaneStats& l = touched[op.lane];
@@ -714,6 +769,10 @@ class RocksDbSpool final : public Spool {
     if (!write_status.ok()) end = group.size();  // every remaining op fails with it
     for (size_t i = start; i < end; ++i) {
       Op& op = group[i];
+      if (op.parked && write_status.ok()) {
+        waiting_.push_back(std::move(op));  // answered once it fits, or on abort
+        continue;
+      }
       const absl::Status& s = write_status.ok() ? op.status : write_status;
       if (op.kind == Op::kAppend) {
         if (!op.append_done) continue;
@@ -935,6 +994,7 @@ class RocksDbSpool final : public Spool {
   std::atomic<bool> full_{false};
 
   // Writer thread only.
+  std::deque<Op> waiting_;  // appends waiting for room, in arrival order
   absl::Status latched_error_;
   std::chrono::steady_clock::time_point last_resume_;
   std::chrono::steady_clock::time_point last_flush_request_;

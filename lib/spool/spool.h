@@ -110,6 +110,13 @@ class Spool {
     AppendAsync(lane, std::make_shared<const std::vector<std::string>>(std::move(records)), std::move(done));
   }
 
+  // Like AppendAsync, but a full spool (max_bytes, min_free_bytes) makes the
+  // records wait, in arrival order across every caller, until they fit;
+  // `done` runs then. AbortWaitingAppends fails every waiting append with
+  // UnavailableError(reason) (shutdown).
+  virtual void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done) = 0;
+  virtual void AbortWaitingAppends(const std::string& reason) = 0;
+
   // Where a lane's records go (an opaque text the daemon defines: table,
   // format, schema), kept so a lane whose route left the configuration can
   // still drain. Written in order with appends, on the writer thread.

@@ -127,6 +127,11 @@ TEST_F(CapacityTest, BlockHoldsProducersWithoutAnsweringUntilTheDrainMakesRoom) 
   ASSERT_TRUE(WaitFor([&] { return CheckDelivery(*server_, kTable, "x", 2000).missing == 0; },
                       std::chrono::seconds(60)));
   EXPECT_EQ(CheckDelivery(*server_, kTable, "x", 2000).duplicates, 0);
+  // A blocked producer's records keep their order.
+  const std::vector<std::string> rows = server_->Rows(kTable);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ASSERT_NE(rows[i].find(absl::StrCat("\"x-", i, "\"")), std::string::npos) << "row " << i << ": " << rows[i];
+  }
 }
 
 TEST_F(CapacityTest, DropOldestAcceptsEverythingAndCountsEveryRecordItDrops) {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -218,6 +219,64 @@ TEST(SpoolTest, MaxBytesRefusesAppendsThatWouldPassItAcrossLanesAndRestarts) {
   ASSERT_TRUE(spool->DeleteUpTo("a", 1).ok());
   EXPECT_TRUE(spool->Append("b", {std::string(30, 'd')}).ok()) << "room again once records leave";
   EXPECT_FALSE(spool->full());
+}
+
+TEST(SpoolTest, AppendsWaitingForRoomCommitInOrderOnceRecordsLeave) {
+  TempDir dir;
+  SpoolOptions o;
+  o.path = dir.path();
+  o.max_bytes = 40;
+  std::mutex mu;  // declared before the spool: its callbacks may run until it is gone
+  std::vector<std::string> done;
+  auto spool = OpenWith(o);
+  ASSERT_TRUE(spool->Append("a", {std::string(30, 'a')}).ok());
+  for (const char* name : {"first", "second"}) {
+    spool->AppendWhenRoomAsync("a", std::make_shared<const std::vector<std::string>>(
+                                        std::vector<std::string>{std::string(name) + std::string(10, '.')}),
+                               [&, name](absl::StatusOr<AppendResult> r) {
+                                 std::lock_guard<std::mutex> lock(mu);
+                                 done.push_back(r.ok() ? std::string(name) : "failed");
+                               });
+  }
+  // A third that fits on its own still queues behind the waiting ones.
+  spool->AppendWhenRoomAsync("a", std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"x"}),
+                             [&](absl::StatusOr<AppendResult> r) {
+                               std::lock_guard<std::mutex> lock(mu);
+                               done.push_back(r.ok() ? "third" : "failed");
+                             });
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return spool->full(); }, std::chrono::seconds(10)));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_TRUE(done.empty()) << "nothing is answered while it waits";
+  }
+  ASSERT_TRUE(spool->DeleteUpTo("a", 1).ok());  // room for all three
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return done.size() == 3;
+      },
+      std::chrono::seconds(10)));
+  EXPECT_EQ(done, (std::vector<std::string>{"first", "second", "third"}));
+  EXPECT_EQ(Payloads(*spool->ReadFrom("a", 1, 10, 1 << 20)),
+            (std::vector<std::string>{"first..........", "second..........", "x"}));
+}
+
+TEST(SpoolTest, AbortingWaitingAppendsAnswersThemWithTheReason) {
+  TempDir dir;
+  SpoolOptions o;
+  o.path = dir.path();
+  o.max_bytes = 10;
+  std::promise<absl::Status> result;
+  auto spool = OpenWith(o);
+  spool->AppendWhenRoomAsync("a", std::make_shared<const std::vector<std::string>>(
+                                      std::vector<std::string>{std::string(20, 'z')}),
+                             [&](absl::StatusOr<AppendResult> r) { result.set_value(r.status()); });
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return spool->full(); }, std::chrono::seconds(10)));
+  spool->AbortWaitingAppends("shutting down");
+  const absl::Status s = result.get_future().get();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.message(), "shutting down");
+  EXPECT_EQ(spool->Stats("a").records, 0u);
 }
 
 TEST(SpoolTest, DropOldestMakesRoomFromTheLaneWithTheOldestRecordAndReportsIt) {
