@@ -140,6 +140,7 @@ std::string RenderStatus(const DaemonStatus& status) {
   w.StartArray();
   for (const auto& l : status.lanes) {
     w.StartObject();
+    Str(w, "lane", l.lane);
     Str(w, "route", l.route);
     Str(w, "table", l.table);
     Str(w, "state", l.state);

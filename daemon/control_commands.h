@@ -35,6 +35,7 @@ std::string RenderDeadLetters(const std::vector<DeadLetter>& entries, bool paylo
 
 // One lane's state, as `status` reports it.
 struct LaneStatus {
+  std::string lane;   // the spool lane ("readings", or "readings@2" after a change of table)
   std::string route;
   std::string table;
   std::string state;

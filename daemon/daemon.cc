@@ -159,13 +159,14 @@ class Daemon {
     oauth.user_agent = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
     tokens_ = MakeOAuthTokenSource(oauth);
 
-    ZB_RETURN_IF_ERROR(CheckDestinations(config_));
     for (const auto& r : config_.routes) {
       const Destination dest = DestinationOf(r, *codecs_[r.name]);
-      if (spool_->LaneDestination(r.name) != dest.Encode()) {
-        ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(r.name, dest.Encode()));
+      const std::string lane = LaneFor(r.name, dest);
+      if (spool_->LaneDestination(lane) != dest.Encode()) {
+        ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(lane, dest.Encode()));
       }
-      AddLane(r.name, dest, r.drain, /*configured=*/true);
+      AddLane(lane, r.name, dest, r.drain, /*configured=*/true);
+      route_lane_[r.name] = lane;
     }
     AdoptUnconfiguredLanes();
 
@@ -273,30 +274,44 @@ class Daemon {
     log.last = std::chrono::steady_clock::now();
   }
 
-  // A route whose spooled records were accepted for another table, format or
-  // schema may not be pointed elsewhere until they drained.
-  absl::Status CheckDestinations(const DaemonConfig& config) {
-    std::vector<std::string> problems;
-    for (size_t i = 0; i < config.routes.size(); ++i) {
-      const RouteConfig& r = config.routes[i];
-      const LaneStats stats = spool_->Stats(r.name);
-      if (stats.records == 0) continue;
-      auto stored = Destination::Decode(spool_->LaneDestination(r.name));
-      auto codec = codecs_.find(r.name);
-      if (!stored || codec == codecs_.end()) continue;
-      const Destination wanted = DestinationOf(r, *codec->second);
-      if (*stored == wanted) continue;
-      problems.push_back(absl::StrCat(
-          "routes[", i, "]: route \"", r.name, "\" has ", stats.records, " records spooled for ", stored->Describe(),
-          " but the config now sends it to ", wanted.Describe(),
-          "; they would land in the wrong place. Let them drain first, or give the new destination a new route "
-          "name (the old name keeps draining to ", stored->table, ")"));
+  // The spool lane of `route` for `dest`: every destination a route ever
+  // had gets a lane of its own ("route", then "route@2", ...), so records
+  // accepted for one table can never drain to another, whatever a reload
+  // or an edited config does. A lane with this destination is reused.
+  std::string LaneFor(const std::string& route, const Destination& dest) {
+    std::set<std::string> names;
+    for (const auto& [name, info] : lane_info_) names.insert(name);
+    for (const std::string& name : spool_->Lanes()) names.insert(name);
+    int highest = 0;
+    bool base_used = false;
+    for (const std::string& name : names) {
+      int suffix = 0;
+      if (name == route) {
+        base_used = true;
+        suffix = 1;
+      } else if (name.rfind(route + "@", 0) == 0) {
+        suffix = std::atoi(name.c_str() + route.size() + 1);
+        if (suffix < 2) continue;
+      } else {
+        continue;
+      }
+      highest = std::max(highest, suffix);
+      auto info = lane_info_.find(name);
+      std::optional<Destination> stored =
+          info != lane_info_.end() ? std::optional<Destination>(info->second.dest)
+                                   : Destination::Decode(spool_->LaneDestination(name));
+      // A lane from before destinations were recorded belongs to its route.
+      if (!stored && name == route) return name;
+      if (stored && *stored == dest) return name;
     }
-    if (!problems.empty()) return absl::FailedPreconditionError(absl::StrJoin(problems, "\n"));
-    return absl::OkStatus();
+    if (!base_used) return route;
+    return absl::StrCat(route, "@", highest + 1);
   }
 
-  void AddLane(const std::string& name, const Destination& dest, const DrainConfig& drain, bool configured) {
+  // `name`: the spool lane; `route`: the route it serves (metrics and logs
+  // say the lane).
+  void AddLane(const std::string& name, const std::string& route, const Destination& dest, const DrainConfig& drain,
+               bool configured) {
     auto& factory = factories_[name];
     if (factory == nullptr) {
       GrpcTargetOptions target;
@@ -329,7 +344,7 @@ class Daemon {
     lane.parked_retry = std::chrono::milliseconds(drain.parked_retry_ms);
     lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
-    lane_info_[name] = LaneInfo{dest, drain, configured};
+    lane_info_[name] = LaneInfo{route, dest, drain, configured};
   }
 
   // Lanes whose route left the configuration but still hold records keep
@@ -346,16 +361,17 @@ class Daemon {
       }
       spdlog::info("route \"{}\" is no longer configured: draining its {} spooled records to {}", name,
                    spool_->Stats(name).records, dest->Describe());
-      AddLane(name, *dest, config_.drain, /*configured=*/false);
+      AddLane(name, name.substr(0, name.find('@')), *dest, config_.drain, /*configured=*/false);
       metrics_->DeclareRoute(name);
     }
   }
 
-  static std::shared_ptr<const IntakeRouteTable> IntakeRoutes(const DaemonConfig& config, const Codecs& codecs) {
+  std::shared_ptr<const IntakeRouteTable> IntakeRoutes(const DaemonConfig& config, const Codecs& codecs) {
     auto routes = std::make_shared<IntakeRouteTable>();
     for (const auto& r : config.routes) {
       IntakeRoute ir;
       ir.name = r.name;
+      ir.lane = route_lane_.at(r.name);
       ir.codec = codecs.at(r.name);
       ir.allow_uids = r.allow_uids;
       ir.allow_gids = r.allow_gids;
@@ -411,51 +427,51 @@ class Daemon {
                                                         " take effect only on restart; nothing was applied"));
     }
     std::swap(codecs_, *codecs);
-    absl::Status dest = CheckDestinations(next);
-    if (!dest.ok()) {
-      std::swap(codecs_, *codecs);
-      return dest;
-    }
     // Apply: every check passed.
     std::vector<std::string> added, removed, changed;
-    std::set<std::string> wanted;
+    std::set<std::string> current_lanes;
+    std::map<std::string, std::string> next_route_lane;
     for (const auto& r : next.routes) {
-      wanted.insert(r.name);
       const Destination d = DestinationOf(r, *codecs_[r.name]);
-      auto info = lane_info_.find(r.name);
-      const bool exists = info != lane_info_.end();
-      if (exists && info->second.dest == d && info->second.drain == r.drain) {
-        if (!info->second.configured) added.push_back(r.name);
+      const std::string lane = LaneFor(r.name, d);
+      next_route_lane[r.name] = lane;
+      current_lanes.insert(lane);
+      const bool was_route = route_lane_.count(r.name) > 0;
+      auto info = lane_info_.find(lane);
+      if (info != lane_info_.end() && info->second.drain == r.drain) {
+        if (!was_route) added.push_back(r.name);
+        else if (route_lane_[r.name] != lane) changed.push_back(r.name);
         info->second.configured = true;
         continue;
       }
-      if (spool_->LaneDestination(r.name) != d.Encode()) {
-        spool_->SetLaneDestinationAsync(r.name, d.Encode(), [name = r.name](absl::Status st) {
-          if (!st.ok()) spdlog::error("route {}: cannot record its destination: {}", name, st.ToString());
+      if (spool_->LaneDestination(lane) != d.Encode()) {
+        // Queued ahead of any append to the new lane (intake switches below).
+        spool_->SetLaneDestinationAsync(lane, d.Encode(), [lane](absl::Status st) {
+          if (!st.ok()) spdlog::error("lane {}: cannot record its destination: {}", lane, st.ToString());
         });
       }
-      if (exists) {
-        // New table (the lane is empty) or new drain settings: a fresh lane
-        // takes over from the spool; what the old one had in flight is
-        // simply sent again.
-        lanes_[r.name]->Abort();
-        changed.push_back(r.name);
-      } else {
-        added.push_back(r.name);
+      if (info != lane_info_.end()) {
+        // New drain settings: a fresh lane takes over from the spool; what
+        // the old one had in flight is simply sent again.
+        lanes_[lane]->Abort();
       }
-      AddLane(r.name, d, r.drain, /*configured=*/true);
-      metrics_->DeclareRoute(r.name);
-      lanes_[r.name]->Start();
+      (was_route ? changed : added).push_back(r.name);
+      AddLane(lane, r.name, d, r.drain, /*configured=*/true);
+      metrics_->DeclareRoute(lane);
+      lanes_[lane]->Start();
     }
     for (auto& [name, info] : lane_info_) {
-      if (wanted.count(name) > 0 || !info.configured) continue;
+      if (current_lanes.count(name) > 0 || !info.configured) continue;
       info.configured = false;  // keeps draining what it holds; takes nothing new
-      removed.push_back(name);
+      if (std::none_of(next.routes.begin(), next.routes.end(), [&](const RouteConfig& r) { return r.name == info.route; })) {
+        removed.push_back(info.route);
+      }
       if (spool_->Stats(name).records > 0) {
-        spdlog::info("route \"{}\" left the configuration: its {} spooled records still drain to {}", name,
+        spdlog::info("lane \"{}\" no longer takes records: its {} spooled records still drain to {}", name,
                      spool_->Stats(name).records, info.dest.Describe());
       }
     }
+    route_lane_ = std::move(next_route_lane);
     intake_->SetRoutes(IntakeRoutes(next));
     config_ = std::move(next);
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
@@ -647,7 +663,8 @@ class Daemon {
     for (const auto& [name, lane] : lanes_) {
       const LaneStats s = spool_->Stats(name);
       LaneStatus l;
-      l.route = name;
+      l.lane = name;
+      l.route = lane_info_[name].route;
       l.table = lane_info_[name].dest.table;
       l.state = LaneStateName(lane->state());
       l.parked_reason = lane->parked_reason();
@@ -665,6 +682,7 @@ class Daemon {
   }
 
   struct LaneInfo {
+    std::string route;  // the route it serves (or served)
     Destination dest;
     DrainConfig drain;
     bool configured = true;
@@ -688,7 +706,8 @@ class Daemon {
   std::unique_ptr<TokenSource> tokens_;
   std::map<std::string, std::unique_ptr<IngestStreamFactory>> factories_;
   std::map<std::string, std::shared_ptr<DrainLane>> lanes_;
-  std::map<std::string, LaneInfo> lane_info_;
+  std::map<std::string, LaneInfo> lane_info_;         // by lane
+  std::map<std::string, std::string> route_lane_;     // configured route -> its current lane
   std::map<std::string, DropLog> drop_log_;
   std::unique_ptr<IntakeServer> intake_;
   std::unique_ptr<ControlServer> control_;

@@ -76,6 +76,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Records of one route to append as one spool call.
   struct Group {
     std::string route;
+    std::string lane;
     std::vector<std::string> payloads;
     std::vector<uint64_t> lines;  // line mode: input line of each payload
     size_t bytes = 0;
@@ -95,6 +96,7 @@ class Session : public std::enable_shared_from_this<Session> {
   struct Submission {
     std::shared_ptr<Pending> pending;
     std::string route;
+    std::string lane;
     Spool::Records records;
     size_t bytes = 0;
     std::function<void(const AppendResult&)> on_ok;
@@ -415,8 +417,9 @@ void Session::HandleLine(absl::string_view line) {
     server_->metrics().IntakeRecords(route, IntakeResult::kInvalid, 1);
     return;
   }
-  if (chunk_groups_.empty() || chunk_groups_.back().route != route) {
-    chunk_groups_.push_back(Group{route, {}, {}, 0});
+  const std::string& lane = r->lane.empty() ? r->name : r->lane;
+  if (chunk_groups_.empty() || chunk_groups_.back().lane != lane) {
+    chunk_groups_.push_back(Group{route, lane, {}, {}, 0});
   }
   Group& g = chunk_groups_.back();
   g.bytes += payload->size();
@@ -520,7 +523,7 @@ void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) 
                                      batch.records_size());
     return;
   }
-  Group group{batch.route(), {}, {}, 0};
+  Group group{batch.route(), route->lane.empty() ? route->name : route->lane, {}, {}, 0};
   group.payloads.reserve(batch.records_size());
   for (int i = 0; i < batch.records_size(); ++i) {
     const std::string& rec = batch.records(i);
@@ -589,6 +592,7 @@ void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::functio
   auto sub = std::make_shared<Submission>();
   sub->pending = std::move(pending);
   sub->route = group.route;
+  sub->lane = group.lane;
   sub->records = std::make_shared<const std::vector<std::string>>(std::move(group.payloads));
   sub->bytes = group.bytes;
   sub->on_ok = std::move(on_ok);
@@ -602,7 +606,7 @@ void Session::Attempt(std::shared_ptr<Submission> sub) {
   // server is gone (shutdown): it may touch only the loop, which outlives
   // the spool, never server_.
   asio::io_context& loop = server_->loop();
-  const std::string route = sub->route;
+  const std::string lane = sub->lane;
   Spool::Records records = sub->records;
   auto done = [&loop, self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
         // Hop to the loop. Every reference moves into the posted handler, so
@@ -615,9 +619,9 @@ void Session::Attempt(std::shared_ptr<Submission> sub) {
   // when_full: block makes the records wait in the spool, in order, and the
   // connection's credit stays taken meanwhile, so the socket is not read.
   if (server_->options().block_when_full && !no_wait_) {
-    server_->spool().AppendWhenRoomAsync(route, std::move(records), std::move(done));
+    server_->spool().AppendWhenRoomAsync(lane, std::move(records), std::move(done));
   } else {
-    server_->spool().AppendAsync(route, std::move(records), std::move(done));
+    server_->spool().AppendAsync(lane, std::move(records), std::move(done));
   }
 }
 
@@ -632,7 +636,7 @@ void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendRe
     m.IntakeRecords(sub->route, IntakeResult::kAccepted, count);
     m.IntakeBytes(sub->route, sub->bytes);
     if (sub->on_ok) sub->on_ok(*result);
-    server_->Appended(sub->route, *result);
+    server_->Appended(sub->lane, *result);
   } else {
     const bool full = absl::IsResourceExhausted(result.status()) || absl::IsUnavailable(result.status());
     if (!full) spdlog::error("intake: spool append for route {} failed: {}", sub->route, result.status().ToString());

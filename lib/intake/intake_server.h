@@ -31,6 +31,9 @@ namespace zb {
 
 struct IntakeRoute {
   std::string name;
+  // The spool lane its records go to: one per (route, destination), so
+  // records accepted for one table never drain to another. Empty: `name`.
+  std::string lane;
   std::shared_ptr<const RecordCodec> codec;
   std::vector<uint32_t> allow_uids;  // both empty: any peer may write
   std::vector<uint32_t> allow_gids;
@@ -57,8 +60,8 @@ struct IntakeOptions {
 // are the callbacks it makes.
 class IntakeServer {
  public:
-  // Records of `route` with seqs in `appended` just became durable.
-  using AppendedFn = std::function<void(const std::string& route, const AppendResult& appended)>;
+  // Records of spool lane `lane` with seqs in `appended` just became durable.
+  using AppendedFn = std::function<void(const std::string& lane, const AppendResult& appended)>;
 
   virtual ~IntakeServer() = default;
 

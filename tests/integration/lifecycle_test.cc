@@ -1,7 +1,8 @@
 // SIGTERM and SIGHUP against the real daemon: a bounded, clean stop that
 // deletes nothing unacked, even mid-flight or mid-start-up; reloads that are
-// validated first, applied atomically, refused whole when unsafe, and that
-// never orphan the records of a renamed or removed route.
+// validated first, applied atomically, refused whole when they cannot be
+// applied, and that never orphan or misdirect the records of a renamed,
+// removed or re-pointed route.
 
 #include <signal.h>
 
@@ -109,7 +110,7 @@ TEST(LifecycleTest, SighupRefusesABadConfigWholeAndKeepsRunning) {
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
 }
 
-TEST(LifecycleTest, SighupRenamesAndRemovesRoutesWithoutOrphaningTheirRecords) {
+TEST(LifecycleTest, SighupRepointsRenamesAndRemovesRoutesWithoutOrphaningOrMisdirectingRecords) {
   TempDir dir;
   const int grpc_port = FreePort(), http_port = FreePort();
   DaemonOptions o;
@@ -127,16 +128,21 @@ TEST(LifecycleTest, SighupRenamesAndRemovesRoutesWithoutOrphaningTheirRecords) {
   ASSERT_EQ(Send(daemon, dir, "events", "e", 500).exit_code, 0);
   ASSERT_EQ(Send(daemon, dir, "legacy", "l", 300).exit_code, 0);
 
-  // Pointing a route with spooled records at another table is refused.
+  // Pointing a route that holds records at another table: its records
+  // already accepted still go to the old table, new ones to the new table.
   daemon.SetRoutes(
       "routes:\n"
       "  - name: readings\n    table: main.edge.readings\n"
       "  - name: events\n    table: main.edge.other\n"
       "  - name: legacy\n    table: main.edge.legacy\n");
   daemon.process()->Signal(SIGHUP);
-  ASSERT_TRUE(WaitFor([&] { return daemon.log().find("they would land in the wrong place") != std::string::npos; },
+  ASSERT_TRUE(WaitFor([&] { return daemon.log().find("changed [events]") != std::string::npos; },
                       std::chrono::seconds(10)))
       << daemon.log();
+  ASSERT_EQ(Send(daemon, dir, "events", "o", 100).exit_code, 0);
+  EXPECT_NE(daemon.Control(R"({"cmd":"status"})").find("\"lane\":\"events@2\",\"route\":\"events\",\"table\":"
+                                                       "\"main.edge.other\""),
+            std::string::npos);
 
   // Rename "events" to "events2" and drop "legacy": accepted. The old
   // lanes keep draining what they hold to their tables.
@@ -144,11 +150,13 @@ TEST(LifecycleTest, SighupRenamesAndRemovesRoutesWithoutOrphaningTheirRecords) {
       "routes:\n"
       "  - name: readings\n    table: main.edge.readings\n"
       "  - name: events2\n    table: main.edge.events\n");
+  const size_t before = daemon.log().size();
   daemon.process()->Signal(SIGHUP);
-  ASSERT_TRUE(WaitFor([&] { return daemon.log().find("configuration reloaded") != std::string::npos; },
+  ASSERT_TRUE(WaitFor([&] { return daemon.log().find("configuration reloaded", before) != std::string::npos; },
                       std::chrono::seconds(10)))
       << daemon.log();
-  EXPECT_NE(daemon.log().find("removed [events, legacy]"), std::string::npos) << daemon.log();
+  EXPECT_NE(daemon.log().find("added [events2], removed [events, legacy]", before), std::string::npos)
+      << daemon.log();
   RunResult old_name = Send(daemon, dir, "events", "x", 1);
   EXPECT_EQ(old_name.exit_code, 1);
   EXPECT_NE(old_name.output.find("unknown route \"events\""), std::string::npos) << old_name.output;
@@ -167,14 +175,16 @@ TEST(LifecycleTest, SighupRenamesAndRemovesRoutesWithoutOrphaningTheirRecords) {
       [&] {
         return CheckDelivery(server, "main.edge.events", "e", 500).missing == 0 &&
                CheckDelivery(server, "main.edge.events", "n", 200).missing == 0 &&
+               CheckDelivery(server, "main.edge.other", "o", 100).missing == 0 &&
                CheckDelivery(server, "main.edge.legacy", "l", 300).missing == 0;
       },
       std::chrono::seconds(60)))
       << daemon.log().substr(0, 5000);
   ASSERT_TRUE(WaitFor([&] { return Metric(daemon, "zerobusd_spool_bytes") == 0; }, std::chrono::seconds(30)));
   const std::string status = daemon.Control(R"({"cmd":"status"})");
-  EXPECT_NE(status.find("\"route\":\"legacy\",\"table\":\"main.edge.legacy\",\"state\""), std::string::npos)
+  EXPECT_NE(status.find("\"lane\":\"legacy\",\"route\":\"legacy\",\"table\":\"main.edge.legacy\""), std::string::npos)
       << status;
+  EXPECT_EQ(RowIds(server.Rows("main.edge.other")).size(), 100u) << "no old record went to the new table";
   EXPECT_NE(status.find("\"configured\":false"), std::string::npos) << status;
 }
 
