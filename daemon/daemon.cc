@@ -343,6 +343,7 @@ class Daemon {
     lane.rotation_drain = std::chrono::milliseconds(drain.rotation_drain_ms);
     lane.parked_retry = std::chrono::milliseconds(drain.parked_retry_ms);
     lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
+    metrics_->DeclareRoute(name);
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
     lane_info_[name] = LaneInfo{route, dest, drain, configured};
   }
@@ -362,7 +363,6 @@ class Daemon {
       spdlog::info("route \"{}\" is no longer configured: draining its {} spooled records to {}", name,
                    spool_->Stats(name).records, dest->Describe());
       AddLane(name, name.substr(0, name.find('@')), *dest, config_.drain, /*configured=*/false);
-      metrics_->DeclareRoute(name);
     }
   }
 
@@ -457,7 +457,6 @@ class Daemon {
       }
       (was_route ? changed : added).push_back(r.name);
       AddLane(lane, r.name, d, r.drain, /*configured=*/true);
-      metrics_->DeclareRoute(lane);
       lanes_[lane]->Start();
     }
     for (auto& [name, info] : lane_info_) {

@@ -29,7 +29,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(stream_protocol::socket socket, const ControlOptions& options, const ControlServer::Handler& handler,
              std::shared_ptr<bool> server_alive)
       : socket_(std::move(socket)),
-        options_(options),
         handler_(handler),
         server_alive_(std::move(server_alive)),
         in_(options.max_request_bytes) {}
@@ -68,7 +67,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   stream_protocol::socket socket_;
-  const ControlOptions& options_;
   const ControlServer::Handler& handler_;
   std::shared_ptr<bool> server_alive_;
   asio::streambuf in_;

@@ -194,7 +194,6 @@ class Server final : public IntakeServer {
   Spool& spool() { return spool_; }
   Metrics& metrics() { return metrics_; }
   asio::io_context& loop() { return loop_; }
-  bool stopping() const { return stopping_; }
   void Appended(const std::string& route, const AppendResult& r) { on_appended_(route, r); }
   void Closed(uint64_t id) { sessions_.erase(id); }
 

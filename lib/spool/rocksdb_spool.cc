@@ -21,7 +21,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <deque>
@@ -35,6 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/crc32c.h"
 #include "common/status.h"
 #include "rocksdb/convenience.h"
@@ -75,6 +75,7 @@ SeqNo SeqFromKey(const rocksdb::Slice& key) {
 }
 
 std::string MetaKey(const std::string& lane) { return absl::StrCat("M", lane); }
+std::string WatermarkPath(const std::string& spool) { return spool + "/" + kWatermarkFile; }
 std::string DestinationKey(const std::string& lane) { return absl::StrCat("D", lane); }
 
 std::string DeadLetterKey(uint64_t id) {
@@ -375,7 +376,7 @@ class RocksDbSpool final : public Spool {
     }
     mark.set_written_us(NowUs());
     if (!options_.sync && !db_->SyncWAL().ok()) return;  // name only what is on disk
-    const std::string final_path = options_.path + "/" + kWatermarkFile;
+    const std::string final_path = WatermarkPath(options_.path);
     const std::string tmp = final_path + ".tmp";
     const std::string bytes = mark.SerializeAsString();
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -1176,17 +1177,6 @@ absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path
   return state;
 }
 
-std::string WatermarkPath(const std::string& path) { return path + "/" + kWatermarkFile; }
-
-std::string FormatUs(int64_t us) {
-  const time_t t = static_cast<time_t>(us / 1'000'000);
-  struct tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 // The spool must hold at least what its last watermark says it held.
 absl::Status CheckWatermark(const std::string& path, const SpoolState& state) {
   std::ifstream in(WatermarkPath(path), std::ios::binary);
@@ -1217,7 +1207,7 @@ absl::Status CheckWatermark(const std::string& path, const SpoolState& state) {
   }
   if (lost.empty()) return absl::OkStatus();
   return absl::DataLossError(absl::StrCat("spool at ", path, " is damaged: it holds less than it did at ",
-                                          FormatUs(mark.written_us()), " (", absl::StrJoin(lost, "; "),
+                                          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(mark.written_us()), absl::UTCTimeZone()), " (", absl::StrJoin(lost, "; "),
                                           "): RocksDB's MANIFEST or files lost committed data.", hint));
 }
 

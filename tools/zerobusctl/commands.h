@@ -1,8 +1,11 @@
 #pragma once
 // zerobusctl verbs. Each returns the process exit code.
 
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "config/config.h"
 
 namespace zb::ctl {
 
@@ -11,6 +14,9 @@ namespace zb::ctl {
 int Send(const std::vector<std::string>& args);
 // status / spool: read the daemon's /metrics and /readyz.
 int Status(const std::vector<std::string>& args, bool spool_only);
+// The daemon's config file (for --config FILE), or nullopt after printing
+// every problem with it.
+std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path);
 // dlq list|show|replay|purge: the dead-letter store via the control socket.
 int Dlq(const std::vector<std::string>& args);
 // spool verify --path DIR: checks a spool offline (read-only; safe while

@@ -8,10 +8,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "config/config.h"
 #include "spool/spool.h"
 #include "rapidjson/document.h"
@@ -69,12 +69,7 @@ std::string Call(const std::string& socket_path, const std::string& request, std
 
 std::string FormatTime(int64_t us) {
   if (us <= 0) return "-";
-  const time_t t = static_cast<time_t>(us / 1'000'000);
-  struct tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(us), absl::UTCTimeZone());
 }
 
 void Usage(FILE* out) {
@@ -133,11 +128,8 @@ int Dlq(const std::vector<std::string>& args) {
     } else if (a == "--config") {
       const std::string* v = value();
       if (!v) return 2;
-      auto config = LoadConfigFile(*v);
-      if (!config.ok()) {
-        std::fprintf(stderr, "zerobusctl: %s\n", std::string(config.status().message()).c_str());
-        return 2;
-      }
+      auto config = LoadDaemonConfig(*v);
+      if (!config) return 2;
       control = config->control.socket;
     } else if (a == "--route") {
       const std::string* v = value();
@@ -287,11 +279,8 @@ int SpoolVerify(const std::vector<std::string>& args) {
     if (args[i] == "--path" && i + 1 < args.size()) {
       path = args[++i];
     } else if (args[i] == "--config" && i + 1 < args.size()) {
-      auto config = LoadConfigFile(args[++i]);
-      if (!config.ok()) {
-        std::fprintf(stderr, "zerobusctl: %s\n", std::string(config.status().message()).c_str());
-        return 2;
-      }
+      auto config = LoadDaemonConfig(args[++i]);
+      if (!config) return 2;
       path = config->spool.path;
     } else {
       std::fprintf(stderr, "usage: zerobusctl spool verify (--path DIR | --config FILE)\n");

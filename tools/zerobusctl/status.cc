@@ -85,17 +85,23 @@ std::string Label(const std::string& labels, const std::string& key) {
 
 }  // namespace
 
+std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path) {
+  auto config = LoadConfigFile(path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "zerobusctl: %s\n", std::string(config.status().message()).c_str());
+    return std::nullopt;
+  }
+  return std::move(*config);
+}
+
 int Status(const std::vector<std::string>& args, bool spool_only) {
   std::string listen = "127.0.0.1:9464";
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--metrics" && i + 1 < args.size()) {
       listen = args[++i];
     } else if (args[i] == "--config" && i + 1 < args.size()) {
-      auto config = LoadConfigFile(args[++i]);
-      if (!config.ok()) {
-        std::fprintf(stderr, "zerobusctl: %s\n", std::string(config.status().message()).c_str());
-        return 2;
-      }
+      auto config = LoadDaemonConfig(args[++i]);
+      if (!config) return 2;
       listen = config->metrics.listen;
     } else {
       std::fprintf(stderr, "zerobusctl: unknown option %s (use --metrics HOST:PORT or --config FILE)\n",
