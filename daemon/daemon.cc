@@ -2,11 +2,14 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -20,6 +23,7 @@
 #include "auth/token_source.h"
 #include "common/endpoint.h"
 #include "common/status.h"
+#include "common/unix_socket.h"
 #include "control/control_server.h"
 #include "daemon/control_commands.h"
 #include "drain/drain_lane.h"
@@ -43,10 +47,10 @@ absl::StatusOr<Codecs> MakeCodecs(const DaemonConfig& config) {
   for (size_t i = 0; i < config.routes.size(); ++i) {
     const RouteConfig& r = config.routes[i];
     if (r.format == RecordFormat::kJson) {
-      codecs[r.name] = MakeJsonCodec();
+      codecs[r.name] = MakeJsonCodec(static_cast<int>(config.intake.max_json_depth));
       continue;
     }
-    auto codec = MakeProtoCodec(r.proto_file, r.message);
+    auto codec = MakeProtoCodec(r.proto_file, r.message, static_cast<int>(config.intake.max_json_depth));
     if (!codec.ok()) {
       problems.push_back(absl::StrCat("routes[", i, "].schema: ", codec.status().message()));
       continue;
@@ -173,9 +177,13 @@ class Daemon {
     IntakeOptions intake;
     intake.socket_path = config_.intake.socket;
     intake.socket_mode = config_.intake.socket_mode;
+    intake.socket_gid = config_.intake.socket_gid;
     intake.max_record_bytes = config_.intake.max_record_bytes;
     intake.max_inflight_bytes = config_.intake.max_inflight_bytes;
+    intake.max_buffered_bytes = config_.intake.max_buffered_bytes;
     intake.max_connections = config_.intake.max_connections;
+    intake.read_timeout_ms = config_.intake.read_timeout_ms;
+    intake.idle_timeout_ms = config_.intake.idle_timeout_ms;
     intake.block_when_full = config_.spool.when_full == WhenFull::kBlock;
     ZB_ASSIGN_OR_RETURN(intake_, StartIntakeServer(loop_, intake, IntakeRoutes(config_), *spool_, *metrics_,
                                                    [this](const std::string& route, const AppendResult& r) {
@@ -722,7 +730,87 @@ class Daemon {
 
 }  // namespace
 
-absl::Status CheckRuntimeConfig(const DaemonConfig& config) { return MakeCodecs(config).status(); }
+namespace {
+
+// Descriptors kept beside intake's connections: the spool (RocksDB's files
+// and WAL), gRPC channels, the metrics and control servers (each capped),
+// logs. Intake can never take these: the daemon refuses to start when
+// intake.max_connections does not leave them free.
+constexpr uint64_t kReservedDescriptors = 512;
+
+absl::Status CheckDescriptors(const DaemonConfig& config) {
+  struct rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::OkStatus();
+  const uint64_t needed = uint64_t{config.intake.max_connections} + kReservedDescriptors;
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "intake.max_connections: ", config.intake.max_connections, " connections plus the ", kReservedDescriptors,
+        " descriptors the daemon keeps for its spool and servers need ", needed,
+        ", but the descriptor limit is ", limit.rlim_cur,
+        " (raise LimitNOFILE / ulimit -n, or lower intake.max_connections)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSocketPath(const std::string& path, const std::string& key, bool allow_live) {
+  struct stat st{};
+  if (lstat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(key, ": ", path, " exists and is not a socket (the daemon will not replace it)"));
+  }
+  if (!allow_live && UnixSocketIsLive(path)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(key, ": ", path, " is in use: another process (a running zerobusd?) accepts connections on it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckMetricsPort(const std::string& listen) {
+  auto ep = ParseEndpoint(listen);
+  if (!ep.ok()) return absl::OkStatus();  // the config loader reported it
+  boost::system::error_code ec;
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  auto results = resolver.resolve(ep->host, std::to_string(ep->port), ec);
+  if (ec || results.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("metrics.listen: cannot resolve ", ep->host, ": ", ec ? ec.message() : "no address"));
+  }
+  asio::ip::tcp::acceptor probe(io);
+  const auto endpoint = results.begin()->endpoint();
+  probe.open(endpoint.protocol(), ec);
+  if (!ec) probe.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) probe.bind(endpoint, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat("metrics.listen: cannot listen on ", listen, ": ", ec.message(),
+                                                      ec == asio::error::address_in_use ? " (another process has it)"
+                                                                                        : ""));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckRuntimeConfig(const DaemonConfig& config, RuntimeCheck mode) {
+  std::vector<std::string> problems;
+  if (auto codecs = MakeCodecs(config); !codecs.ok()) problems.push_back(std::string(codecs.status().message()));
+  struct stat st{};
+  if (stat(config.spool.path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+    problems.push_back(absl::StrCat("spool.path: ", config.spool.path, " exists and is not a directory"));
+  }
+  const bool allow_live = mode == RuntimeCheck::kRunning;
+  for (const auto& [path, key] : {std::pair{config.intake.socket, "intake.socket"},
+                                  std::pair{config.control.socket, "control.socket"}}) {
+    if (auto s = CheckSocketPath(path, key, allow_live); !s.ok()) problems.push_back(std::string(s.message()));
+  }
+  if (mode == RuntimeCheck::kStart && !config.metrics.listen.empty()) {
+    if (auto s = CheckMetricsPort(config.metrics.listen); !s.ok()) problems.push_back(std::string(s.message()));
+  }
+  if (auto s = CheckDescriptors(config); !s.ok()) problems.push_back(std::string(s.message()));
+  if (!problems.empty()) return absl::InvalidArgumentError(absl::StrJoin(problems, "\n"));
+  return absl::OkStatus();
+}
 
 absl::Status RunDaemon(const DaemonConfig& config, const std::string& config_path) {
   Daemon daemon(config, config_path);

@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstring>
@@ -15,10 +17,13 @@ namespace {
 
 void Usage(FILE* out) {
   std::fprintf(out,
-               "usage: zerobusd --config FILE [--check] [--log-level LEVEL]\n"
+               "usage: zerobusd --config FILE [--check [--running]] [--log-level LEVEL]\n"
                "\n"
                "  --config FILE      YAML configuration (see zerobusd.example.yaml)\n"
-               "  --check            validate the configuration and exit (0: valid)\n"
+               "  --check            validate the configuration and the host (free sockets and\n"
+               "                     metrics port, descriptor limit) and exit (0: valid)\n"
+               "  --running          with --check: the daemon is running (a reload check), so its\n"
+               "                     own sockets and metrics port are expected to be in use\n"
                "  --log-level LEVEL  trace|debug|info|warn|error (overrides log_level)\n"
                "  --version          print the version\n");
 }
@@ -36,9 +41,20 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Everything the daemon creates (spool files, sockets before their mode
+  // is set, logs) is private unless it says otherwise.
+  umask(0077);
+  // Intake connections are checked against this limit, minus a reserve for
+  // the spool (CheckRuntimeConfig): take all the host allows.
+  struct rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
   std::string config_path;
   std::string log_level;
   bool check = false;
+  bool running = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const char* flag) -> std::string {
@@ -51,6 +67,7 @@ int main(int argc, char** argv) {
     if (arg == "--config") config_path = value("--config");
     else if (arg.rfind("--config=", 0) == 0) config_path = arg.substr(9);
     else if (arg == "--check") check = true;
+    else if (arg == "--running") running = true;
     else if (arg == "--log-level") log_level = value("--log-level");
     else if (arg == "--version") {
       std::printf("zerobusd %s\n", ZEROBUSD_VERSION);
@@ -70,7 +87,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto config = zb::LoadConfigFile(config_path);
-  absl::Status runtime = config.ok() ? zb::CheckRuntimeConfig(*config) : absl::OkStatus();
+  absl::Status runtime = config.ok() ? zb::CheckRuntimeConfig(*config, check && running ? zb::RuntimeCheck::kRunning
+                                                                                          : zb::RuntimeCheck::kStart)
+                                    : absl::OkStatus();
   if (!config.ok() || !runtime.ok()) {
     const absl::Status& s = config.ok() ? runtime : config.status();
     std::fprintf(stderr, "zerobusd: invalid configuration %s:\n%s\n", config_path.c_str(),

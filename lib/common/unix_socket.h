@@ -1,6 +1,10 @@
 #pragma once
 // Binding a listening Unix stream socket the way both of the daemon's
-// sockets (intake, control) need it.
+// sockets (intake, control) need it: never taking over a live socket, the
+// mode and group set before anyone can connect, and removed at exit only if
+// the path still names the socket this process made.
+
+#include <sys/types.h>
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
@@ -8,14 +12,32 @@
 #include <cstdint>
 #include <string>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace zb {
 
-// Creates the parent folder, replaces a stale socket file of an earlier run
-// (but refuses any other kind of file there), binds, listens and sets the
-// file's mode. `key` names the config key in errors ("intake.socket").
-absl::Status ListenOnUnixSocket(boost::asio::local::stream_protocol::acceptor& acceptor, const std::string& path,
-                                uint32_t mode, const std::string& key);
+// The socket file a listener made: its path and identity.
+struct OwnedSocketPath {
+  std::string path;
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+// Creates the parent folder (0755 if missing), refuses a path where a live
+// process answers ("in use") or where any other kind of file is, binds
+// under a temporary name in the same folder, sets `mode` and, when `gid` is
+// not -1, the group, listens, and only then renames it into place (over a
+// stale socket of an earlier run). Every step's result is checked. `key`
+// names the config key in errors ("intake.socket").
+absl::StatusOr<OwnedSocketPath> ListenOnUnixSocket(boost::asio::local::stream_protocol::acceptor& acceptor,
+                                                   const std::string& path, uint32_t mode, int64_t gid,
+                                                   const std::string& key);
+
+// Whether a process accepts connections on the socket at `path` now.
+bool UnixSocketIsLive(const std::string& path);
+
+// Unlinks `owned.path` if it is still the socket this process bound (another
+// daemon may have replaced it since). Safe on a default-constructed value.
+void RemoveOwnedSocket(const OwnedSocketPath& owned);
 
 }  // namespace zb

@@ -1,6 +1,7 @@
 #include "config/config.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <map>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -23,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -474,6 +477,11 @@ class Loader {
         config_.log_level = std::string(*v);
       }
     }
+    if (config_.intake.socket == config_.control.socket) {
+      const YAML::Node* intake = map.Find("intake");
+      problems_.Add(intake ? *intake : root, "control.socket",
+                    absl::StrCat("must differ from intake.socket (both are ", Quote(config_.intake.socket), ")"));
+    }
     config_.drain = drain_defaults;
     if (const YAML::Node* n = map.Find("routes")) {
       LoadRoutes(*n, drain_defaults);
@@ -687,12 +695,37 @@ class Loader {
 
   void LoadIntake(const YAML::Node& node) {
     StrictMap map(node, "intake",
-                  {"socket", "socket_mode", "max_record_bytes", "max_inflight_bytes", "max_connections"}, problems_);
+                  {"socket", "socket_mode", "socket_group", "max_record_bytes", "max_inflight_bytes",
+                   "max_buffered_bytes", "max_connections", "max_json_depth", "read_timeout_ms", "idle_timeout_ms"},
+                  problems_);
     if (!map.valid()) return;
     IntakeConfig& intake = config_.intake;
     if (const YAML::Node* n = map.Find("socket")) ReadSocketPath(*n, "intake.socket", &intake.socket);
+    const YAML::Node* group_node = map.Find("socket_group");
+    if (group_node) {
+      if (auto v = ReadNonEmptyString(*group_node, "intake.socket_group", problems_)) {
+        intake.socket_group = *v;
+        if (auto gid = ResolveGroup(*v)) {
+          intake.socket_gid = *gid;
+        } else {
+          problems_.Add(*group_node, "intake.socket_group",
+                        absl::StrCat("no group ", Quote(*v), " on this host (create it, e.g. groupadd --system ",
+                                     *v, ")"));
+        }
+      }
+    }
+    intake.socket_mode = intake.socket_group.empty() ? 0600 : 0660;
     if (const YAML::Node* n = map.Find("socket_mode")) {
-      if (auto v = ReadFileMode(*n, "intake.socket_mode", problems_)) intake.socket_mode = *v;
+      if (auto v = ReadFileMode(*n, "intake.socket_mode", problems_)) {
+        intake.socket_mode = *v;
+        // The socket's group would otherwise be the daemon's own, which
+        // also owns the spool and the config.
+        if ((*v & 0070) != 0 && intake.socket_group.empty() && !group_node) {
+          problems_.Add(*n, "intake.socket_mode",
+                        absl::StrCat(absl::StrFormat("%04o", *v), " lets the daemon's own group write records; set "
+                                     "intake.socket_group to the producers' group, or use 0600"));
+        }
+      }
     }
     const YAML::Node* record_node = map.Find("max_record_bytes");
     if (record_node) {
@@ -719,11 +752,55 @@ class Loader {
                     absl::StrCat("must be at least intake.max_record_bytes (", FormatBytes(intake.max_record_bytes),
                                  "), got ", FormatBytes(intake.max_inflight_bytes)));
     }
+    if (const YAML::Node* n = map.Find("max_buffered_bytes")) {
+      // Room for one largest frame (16 MiB) beside other connections' input.
+      if (auto v = ReadByteSize(*n, "intake.max_buffered_bytes", kMinIntakeBufferedBytes,
+                                std::numeric_limits<uint64_t>::max(), problems_)) {
+        intake.max_buffered_bytes = *v;
+        if (inflight_ok && intake.max_buffered_bytes < intake.max_inflight_bytes) {
+          problems_.Add(*n, "intake.max_buffered_bytes",
+                        absl::StrCat("must be at least intake.max_inflight_bytes (",
+                                     FormatBytes(intake.max_inflight_bytes), "), got ",
+                                     FormatBytes(intake.max_buffered_bytes)));
+        }
+      }
+    }
     if (const YAML::Node* n = map.Find("max_connections")) {
       if (auto v = ReadUint(*n, "intake.max_connections", 1, 1'000'000, problems_)) {
         intake.max_connections = static_cast<uint32_t>(*v);
       }
     }
+    if (const YAML::Node* n = map.Find("max_json_depth")) {
+      if (auto v = ReadUint(*n, "intake.max_json_depth", 1, kMaxJsonDepth, problems_)) {
+        intake.max_json_depth = static_cast<uint32_t>(*v);
+      }
+    }
+    if (const YAML::Node* n = map.Find("read_timeout_ms")) {
+      if (auto v = ReadUint(*n, "intake.read_timeout_ms", 0, 3'600'000, problems_)) {
+        intake.read_timeout_ms = static_cast<uint32_t>(*v);
+      }
+    }
+    if (const YAML::Node* n = map.Find("idle_timeout_ms")) {
+      if (auto v = ReadUint(*n, "intake.idle_timeout_ms", 0, 86'400'000, problems_)) {
+        intake.idle_timeout_ms = static_cast<uint32_t>(*v);
+      }
+    }
+  }
+
+  // A group name or a numeric gid that names an existing group.
+  static std::optional<int64_t> ResolveGroup(const std::string& name) {
+    uint32_t numeric = 0;
+    std::vector<char> buf(16384);
+    struct group grp{};
+    struct group* found = nullptr;
+    if (absl::SimpleAtoi(name, &numeric)) {
+      if (getgrgid_r(numeric, &grp, buf.data(), buf.size(), &found) == 0 && found != nullptr) return numeric;
+      return std::nullopt;
+    }
+    if (getgrnam_r(name.c_str(), &grp, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+      return static_cast<int64_t>(found->gr_gid);
+    }
+    return std::nullopt;
   }
 
   void ReadSocketPath(const YAML::Node& n, const std::string& path, std::string* out) {
@@ -747,7 +824,17 @@ class Loader {
     if (!map.valid()) return;
     if (const YAML::Node* n = map.Find("socket")) ReadSocketPath(*n, "control.socket", &config_.control.socket);
     if (const YAML::Node* n = map.Find("socket_mode")) {
-      if (auto v = ReadFileMode(*n, "control.socket_mode", problems_)) config_.control.socket_mode = *v;
+      if (auto v = ReadFileMode(*n, "control.socket_mode", problems_)) {
+        // The control socket replays and purges dead letters: root and
+        // the daemon's user only.
+        if ((*v & 0077) != 0) {
+          problems_.Add(*n, "control.socket_mode",
+                        absl::StrCat("must give no group or other access (root and the daemon's user only), got ",
+                                     absl::StrFormat("%04o", *v)));
+        } else {
+          config_.control.socket_mode = *v;
+        }
+      }
     }
   }
 

@@ -41,10 +41,19 @@ struct SpoolConfig {
 
 struct IntakeConfig {
   std::string socket = "/run/zerobusd/zerobusd.sock";
-  uint32_t socket_mode = 0660;            // octal in YAML: "0660"
+  // Producers reach the socket through this group (a name or a numeric gid),
+  // never through the daemon's own group. Empty: only the daemon's user
+  // (and root) may connect.
+  std::string socket_group;
+  int64_t socket_gid = -1;                // socket_group resolved; -1 when empty
+  uint32_t socket_mode = 0600;            // octal in YAML; default 0660 with socket_group, else 0600
   uint64_t max_record_bytes = 1ull << 20; // at most 10 MiB - 64 KiB
   uint64_t max_inflight_bytes = 8ull << 20; // per connection, read but not yet durable
+  uint64_t max_buffered_bytes = 128ull << 20;  // all connections together (IntakeOptions)
   uint32_t max_connections = 1024;
+  uint32_t max_json_depth = 64;           // nesting levels of a JSON record
+  uint32_t read_timeout_ms = 30'000;      // a started record must be complete by then
+  uint32_t idle_timeout_ms = 600'000;     // 0: idle connections stay open
 
   bool operator==(const IntakeConfig&) const = default;
 };
@@ -53,7 +62,7 @@ struct IntakeConfig {
 // per line. Only the socket's permissions guard it: keep them tight.
 struct ControlConfig {
   std::string socket = "/run/zerobusd/control.sock";
-  uint32_t socket_mode = 0600;
+  uint32_t socket_mode = 0600;  // owner bits only: root and the daemon's user
 
   bool operator==(const ControlConfig&) const = default;
 };
@@ -112,6 +121,10 @@ struct DaemonConfig {
 // Hard limit of the service for one request (sum of record bytes) minus the
 // SDK's safety margin.
 inline constexpr uint64_t kMaxRequestBytes = 10 * 1024 * 1024 - 64 * 1024;
+// The smallest intake.max_buffered_bytes: two of the largest frames (16 MiB).
+inline constexpr uint64_t kMinIntakeBufferedBytes = 32ull << 20;
+// The deepest intake.max_json_depth.
+inline constexpr uint64_t kMaxJsonDepth = 1000;
 // The smallest spool.min_free_bytes: RocksDB must never meet a full disk.
 inline constexpr uint64_t kMinFreeBytesFloor = 16ull << 20;
 

@@ -5,15 +5,21 @@
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <deque>
-#include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "common/unix_socket.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/log_limiter.h"
+#include "common/unix_socket.h"
 #include "intake.pb.h"
+#include "intake/frame_decoder.h"
+#include "intake/line_decoder.h"
 #include "spdlog/spdlog.h"
 
 namespace zb {
@@ -24,6 +30,8 @@ using asio::local::stream_protocol;
 namespace intake = ::zerobusd::intake;
 
 constexpr uint32_t kMaxFrameBytes = 16u << 20;
+using Clock = std::chrono::steady_clock;
+constexpr auto kLogInterval = std::chrono::seconds(5);  // repeating conditions: one line per interval
 
 struct PeerCred {
   uint32_t uid = ~0u;
@@ -46,12 +54,18 @@ std::string KnownRoutes(const IntakeRouteTable& routes) {
 
 class Server;
 
-// One producer connection. Owned by shared_ptr: pending reads, writes and
+// One producer connection. Owned by shared_ptr: pending waits, writes and
 // spool completions each hold a reference. Loop thread only.
-class Session : public std::enable_shared_from_this<Session> {
+//
+// Memory: everything the connection holds (an unfinished line or frame,
+// input waiting for the spool, unread replies) is reserved from the
+// server's budget (IntakeOptions::max_buffered_bytes). The socket is read
+// only after it is readable and the read's bytes (or, inside a frame, the
+// rest of the frame) were reserved, so idle connections hold nothing.
+class Session : public std::enable_shared_from_this<Session>, private LineSink, private FrameSink {
  public:
   Session(Server* server, stream_protocol::socket socket, PeerCred peer, uint64_t id);
-  void Start() { DoRead(); }
+  void Start();
   void Stop();  // stop reading; finish replies; close
   // The server is going away: close the socket and never touch it again.
   void Detach() {
@@ -60,6 +74,17 @@ class Session : public std::enable_shared_from_this<Session> {
     boost::system::error_code ec;
     socket_.close(ec);
   }
+  // Called by the server when budget may be free again.
+  void BudgetFreed() { OnReadable(); }
+  // Deadlines (IntakeOptions::read_timeout_ms, idle_timeout_ms).
+  void Sweep(Clock::time_point now);
+  // Nothing unfinished, nothing to answer: closing it loses nothing.
+  bool IsIdle() const {
+    return !closed_ && !read_closed_ && !InRecord() && pending_.empty() && !writing_ && out_next_.empty();
+  }
+  Clock::time_point last_activity() const { return last_activity_; }
+  // Closes an idle connection (see IsIdle) at once.
+  void CloseIdle();
 
  private:
   enum class Mode { kUnknown, kLine, kFramed };
@@ -83,13 +108,20 @@ class Session : public std::enable_shared_from_this<Session> {
   };
 
   void DoRead();
+  void OnReadable();
   void OnRead(const boost::system::error_code& ec, size_t n);
-  void ProcessLines(bool at_eof);
+  // LineSink / FrameSink.
+  void OnLine(absl::string_view line) override { HandleLine(line); }
+  void OnOversizeLine(uint64_t bytes) override;
+  void OnFrame(absl::string_view body) override;
+  void OnFrameTooLarge(uint64_t bytes) override;
   void HandleLine(absl::string_view line);
   void FlushLineChunk();
-  void ProcessFrames();
   void HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes);
   void AppendReject(std::string* reply, uint64_t line, absl::string_view reason);
+  // Gives up on an unfinished record: answers why, reads no more, closes
+  // once the replies are out.
+  void AbandonRecord(absl::string_view why);
   void Submit(std::shared_ptr<Pending> pending, Group group, std::function<void(const AppendResult&)> on_ok,
               std::function<void(const absl::Status&)> on_error);
   // One submitted group, on its way into the spool.
@@ -108,17 +140,31 @@ class Session : public std::enable_shared_from_this<Session> {
   void TryReply();
   void DoWrite();
   void MaybeClose();
+  void CloseNow();
   absl::Status CheckRoute(const std::string& route, const IntakeRoute** out);
+
+  bool InRecord() const {
+    return mode_ == Mode::kLine ? line_decoder_.in_line() : mode_ == Mode::kFramed && frame_decoder_.in_frame();
+  }
+  size_t DecoderBytes() const {
+    return mode_ == Mode::kLine ? line_decoder_.buffered_bytes()
+                                : mode_ == Mode::kFramed ? frame_decoder_.buffered_bytes() : 0;
+  }
+  // What the connection holds in memory now.
+  size_t Held() const { return inflight_bytes_ + out_.size() + out_next_.size() + DecoderBytes(); }
+  // Makes the reservation exactly what is held (after any change).
+  void SyncReservation();
 
   Server* server_;
   stream_protocol::socket socket_;
   PeerCred peer_;
   uint64_t id_;
   Mode mode_ = Mode::kUnknown;
-  std::string in_;       // unprocessed input
-  size_t in_pos_ = 0;    // processed prefix of in_
-  std::vector<char> read_buf_;
-  bool reading_ = false;
+  LineDecoder line_decoder_;
+  FrameDecoder frame_decoder_;
+  size_t reserved_ = 0;       // bytes of the server's budget this connection holds
+  bool waiting_ = false;      // queued for budget
+  bool reading_ = false;      // a readiness wait is armed
   bool read_closed_ = false;  // EOF, error or Stop()
   bool writing_ = false;
   bool closed_ = false;
@@ -127,21 +173,27 @@ class Session : public std::enable_shared_from_this<Session> {
   std::deque<std::shared_ptr<Pending>> pending_;
   std::string out_;          // being written
   std::string out_next_;     // queued behind the write in flight
+  Clock::time_point last_activity_;
+  Clock::time_point record_started_;  // first byte of the unfinished record
+  Clock::time_point write_started_;
 
   // Line mode state.
   uint64_t line_no_ = 0;
   std::string route_;        // selected by "@route"
   std::string route_error_;  // why the last "@route" failed
-  bool discarding_ = false;  // inside an oversize line
-  size_t discarded_ = 0;
   std::vector<Group> chunk_groups_;
   std::string chunk_rejects_;
   size_t chunk_bytes_ = 0;
   bool chunk_has_input_ = false;
+  size_t chunk_records_ = 0;  // records (lines or frames) ended by the current read
 
   // Framed mode state.
   bool no_wait_ = false;
 };
+
+// Why the server closed a connection by itself; each has its own
+// rate-limited log line.
+enum class CloseReason { kRefused, kDisplaced, kIdle, kRecordTimeout, kMemoryTimeout, kReplyTimeout, kCount };
 
 class Server final : public IntakeServer {
  public:
@@ -153,24 +205,32 @@ class Server final : public IntakeServer {
         spool_(spool),
         metrics_(metrics),
         on_appended_(std::move(on_appended)),
-        acceptor_(loop) {}
+        acceptor_(loop),
+        accept_retry_(loop),
+        sweep_timer_(loop),
+        read_buffer_(options.read_chunk_bytes) {}
 
   ~Server() override {
+    *alive_ = false;  // handlers still queued must not touch this object
     boost::system::error_code ec;
     acceptor_.close(ec);
+    accept_retry_.cancel();
+    sweep_timer_.cancel();
     auto sessions = std::move(sessions_);
     for (auto& [id, weak] : sessions) {
       if (auto s = weak.lock()) s->Detach();
     }
-    std::error_code fec;
-    std::filesystem::remove(options_.socket_path, fec);
+    waiters_.clear();
+    RemoveOwnedSocket(socket_file_);
   }
 
   absl::Status Listen() {
-    if (absl::Status s = ListenOnUnixSocket(acceptor_, options_.socket_path, options_.socket_mode, "intake.socket"); !s.ok()) {
-      return s;
-    }
+    auto owned = ListenOnUnixSocket(acceptor_, options_.socket_path, options_.socket_mode, options_.socket_gid,
+                                    "intake.socket");
+    if (!owned.ok()) return owned.status();
+    socket_file_ = *owned;
     Accept();
+    ArmSweep();
     return absl::OkStatus();
   }
 
@@ -180,6 +240,7 @@ class Server final : public IntakeServer {
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
+    accept_retry_.cancel();
     auto sessions = sessions_;  // Stop() may close a session, which erases it
     for (auto& [id, weak] : sessions) {
       if (auto s = weak.lock()) s->Stop();
@@ -187,6 +248,7 @@ class Server final : public IntakeServer {
   }
 
   size_t connection_count() const override { return sessions_.size(); }
+  size_t buffered_bytes() const override { return budget_used_; }
 
   // For sessions.
   const IntakeOptions& options() const { return options_; }
@@ -194,17 +256,103 @@ class Server final : public IntakeServer {
   Spool& spool() { return spool_; }
   Metrics& metrics() { return metrics_; }
   asio::io_context& loop() { return loop_; }
+  std::vector<char>& read_buffer() { return read_buffer_; }
   void Appended(const std::string& route, const AppendResult& r) { on_appended_(route, r); }
   void Closed(uint64_t id) { sessions_.erase(id); }
 
- private:
-  void Accept() {
-    acceptor_.async_accept([this](const boost::system::error_code& ec, stream_protocol::socket socket) {
-      if (ec) {
-        if (ec != asio::error::operation_aborted) spdlog::warn("intake: accept failed: {}", ec.message());
-        if (!stopping_ && ec != asio::error::operation_aborted) Accept();
+  // Budget. A reservation is granted only in arrival order: a connection
+  // asking while others wait joins the queue, so a large frame is never
+  // starved by small reads.
+  bool Reserve(uint64_t id, const std::shared_ptr<Session>& session, size_t n) {
+    const bool first = waiters_.empty() || waiters_.front().first == id;
+    if (first && budget_used_ + n <= options_.max_buffered_bytes) {
+      budget_used_ += n;
+      if (!waiters_.empty()) waiters_.pop_front();
+      return true;
+    }
+    bool queued = false;
+    for (const auto& [wid, _] : waiters_) queued = queued || wid == id;
+    if (!queued) waiters_.emplace_back(id, session);
+    return false;
+  }
+  // Replies and records already read are held whatever the budget says.
+  void ForceReserve(size_t n) { budget_used_ += n; }
+  void Release(size_t n) {
+    budget_used_ -= n;
+    if (!waiters_.empty() && !wake_posted_) {
+      wake_posted_ = true;
+      asio::post(loop_, [this, alive = alive_] {
+        if (!*alive) return;
+        wake_posted_ = false;
+        WakeWaiters();
+      });
+    }
+  }
+  void ForgetWaiter(uint64_t id) {
+    for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+      if (it->first == id) {
+        const bool was_first = it == waiters_.begin();
+        waiters_.erase(it);
+        if (was_first && !waiters_.empty()) Release(0);  // let the next one try
         return;
       }
+    }
+  }
+
+  void NoteClose(CloseReason reason, const std::string& detail) {
+    static constexpr const char* kWhat[] = {
+        "refused a connection: intake.max_connections reached and none is idle",
+        "closed the connection idle the longest to make room (intake.max_connections)",
+        "closed an idle connection (intake.idle_timeout_ms)",
+        "closed a connection whose record or frame was not complete in time (intake.read_timeout_ms)",
+        "closed a connection that waited too long for intake memory (intake.max_buffered_bytes)",
+        "closed a connection whose producer does not read its replies (intake.read_timeout_ms)",
+    };
+    const auto i = static_cast<size_t>(reason);
+    uint64_t suppressed = 0;
+    if (!close_logs_[i].ShouldLog(Clock::now(), &suppressed)) return;
+    const std::string more = suppressed == 0 ? "" : absl::StrCat(" (and ", suppressed, " more since the last report)");
+    if (reason == CloseReason::kIdle || reason == CloseReason::kDisplaced) {
+      spdlog::info("intake: {}: {}{}", kWhat[i], detail, more);
+    } else {
+      spdlog::warn("intake: {}: {}{}", kWhat[i], detail, more);
+    }
+  }
+
+ private:
+  void WakeWaiters() {
+    // The front waiter retries; if it gets its budget it is popped and
+    // the next one gets a turn.
+    spdlog::trace("intake: {} waiting for memory, {} of {} bytes held", waiters_.size(), budget_used_,
+                  options_.max_buffered_bytes);
+    while (!waiters_.empty()) {
+      const auto [id, s] = waiters_.front();
+      s->BudgetFreed();
+      if (!waiters_.empty() && waiters_.front().first == id) return;  // still waiting
+    }
+  }
+
+  void Accept() {
+    acceptor_.async_accept([this, alive = alive_](const boost::system::error_code& ec,
+                                                  stream_protocol::socket socket) {
+      if (!*alive || stopping_ || ec == asio::error::operation_aborted) return;
+      if (ec) {
+        // Out of descriptors (or kernel memory): the pending connection
+        // stays in the backlog; try again later instead of spinning.
+        uint64_t suppressed = 0;
+        if (accept_log_.ShouldLog(Clock::now(), &suppressed)) {
+          spdlog::warn("intake: cannot accept connections: {}{}; retrying (with {} connections open)", ec.message(),
+                       suppressed == 0 ? "" : absl::StrCat(", ", suppressed, " more failures since the last report"),
+                       sessions_.size());
+        }
+        accept_backoff_ = std::min<Clock::duration>(accept_backoff_ * 2, std::chrono::seconds(1));
+        accept_retry_.expires_after(accept_backoff_);
+        accept_retry_.async_wait([this, alive = alive_](const boost::system::error_code& wec) {
+          if (*alive && !wec && !stopping_) Accept();
+        });
+        return;
+      }
+      accept_backoff_ = std::chrono::milliseconds(5);
       PeerCred peer;
       struct ucred cred{};
       socklen_t len = sizeof(cred);
@@ -213,9 +361,9 @@ class Server final : public IntakeServer {
         peer.gid = cred.gid;
         peer.pid = cred.pid;
       }
-      if (sessions_.size() >= options_.max_connections) {
-        spdlog::warn("intake: refusing connection from pid {}: {} connections open (intake.max_connections)",
-                     peer.pid, sessions_.size());
+      if (sessions_.size() >= options_.max_connections && !DisplaceIdle()) {
+        NoteClose(CloseReason::kRefused, absl::StrCat("pid ", peer.pid, " uid ", peer.uid, ", ", sessions_.size(),
+                                                      " connections open"));
         boost::system::error_code ignored;
         socket.close(ignored);
       } else {
@@ -224,7 +372,37 @@ class Server final : public IntakeServer {
         sessions_[id] = session;
         session->Start();
       }
-      if (!stopping_) Accept();
+      Accept();
+    });
+  }
+
+  // Closes the connection idle the longest, if any is idle.
+  bool DisplaceIdle() {
+    std::shared_ptr<Session> victim;
+    for (auto& [id, weak] : sessions_) {
+      auto s = weak.lock();
+      if (s && s->IsIdle() && (!victim || s->last_activity() < victim->last_activity())) victim = s;
+    }
+    if (!victim) return false;
+    NoteClose(CloseReason::kDisplaced, absl::StrCat(sessions_.size(), " connections open"));
+    victim->CloseIdle();
+    return true;
+  }
+
+  void ArmSweep() {
+    uint32_t shortest = 1000;
+    for (uint32_t t : {options_.read_timeout_ms, options_.idle_timeout_ms}) {
+      if (t > 0) shortest = std::min(shortest, std::max<uint32_t>(t / 4, 10));
+    }
+    sweep_timer_.expires_after(std::chrono::milliseconds(shortest));
+    sweep_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+      if (!*alive || ec) return;
+      const auto now = Clock::now();
+      auto sessions = sessions_;  // Sweep() may close a session, which erases it
+      for (auto& [id, weak] : sessions) {
+        if (auto s = weak.lock()) s->Sweep(now);
+      }
+      ArmSweep();
     });
   }
 
@@ -235,9 +413,24 @@ class Server final : public IntakeServer {
   Metrics& metrics_;
   AppendedFn on_appended_;
   stream_protocol::acceptor acceptor_;
+  asio::steady_timer accept_retry_;
+  asio::steady_timer sweep_timer_;
+  Clock::duration accept_backoff_ = std::chrono::milliseconds(5);
+  RateLimitedLog accept_log_{kLogInterval};
+  RateLimitedLog close_logs_[static_cast<size_t>(CloseReason::kCount)] = {
+      RateLimitedLog(kLogInterval), RateLimitedLog(kLogInterval), RateLimitedLog(kLogInterval),
+      RateLimitedLog(kLogInterval), RateLimitedLog(kLogInterval), RateLimitedLog(kLogInterval)};
+  OwnedSocketPath socket_file_;
+  std::vector<char> read_buffer_;  // shared: reads are synchronous on the loop
   std::map<uint64_t, std::weak_ptr<Session>> sessions_;
+  // Sessions waiting for budget; the queue owns them meanwhile (no other
+  // operation holds them).
+  std::deque<std::pair<uint64_t, std::shared_ptr<Session>>> waiters_;
+  size_t budget_used_ = 0;
+  bool wake_posted_ = false;
   uint64_t next_id_ = 1;
   bool stopping_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 Session::Session(Server* server, stream_protocol::socket socket, PeerCred peer, uint64_t id)
@@ -245,47 +438,182 @@ Session::Session(Server* server, stream_protocol::socket socket, PeerCred peer, 
       socket_(std::move(socket)),
       peer_(peer),
       id_(id),
-      read_buf_(server->options().read_chunk_bytes) {}
+      line_decoder_(server->options().max_record_bytes),
+      frame_decoder_(kMaxFrameBytes),
+      last_activity_(Clock::now()) {}
+
+void Session::Start() {
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);  // reads happen after readiness, never block the loop
+  DoRead();
+}
 
 void Session::Stop() {
   if (detached_) return;
   read_closed_ = true;
   boost::system::error_code ec;
   socket_.shutdown(stream_protocol::socket::shutdown_receive, ec);
+  if (waiting_) {
+    waiting_ = false;
+    server_->ForgetWaiter(id_);
+  }
   MaybeClose();
 }
 
+void Session::CloseIdle() {
+  read_closed_ = true;
+  MaybeClose();
+}
+
+void Session::SyncReservation() {
+  if (detached_) return;
+  const size_t held = closed_ ? 0 : Held();
+  if (held > reserved_) {
+    server_->ForceReserve(held - reserved_);
+  } else if (held < reserved_) {
+    server_->Release(reserved_ - held);
+  }
+  reserved_ = held;
+}
+
+void Session::Sweep(Clock::time_point now) {
+  if (closed_ || detached_) return;
+  const auto& o = server_->options();
+  const auto read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
+  if (o.read_timeout_ms > 0 && writing_ && now - write_started_ >= read_timeout) {
+    server_->NoteClose(CloseReason::kReplyTimeout, absl::StrCat("pid ", peer_.pid, ", ", out_.size(),
+                                                                 " bytes unread for ", o.read_timeout_ms, " ms"));
+    CloseNow();
+    return;
+  }
+  if (o.read_timeout_ms > 0 && !read_closed_ && InRecord() && now - record_started_ >= read_timeout) {
+    if (waiting_) {
+      server_->NoteClose(CloseReason::kMemoryTimeout, absl::StrCat("pid ", peer_.pid));
+      AbandonRecord(absl::StrCat("intake memory is exhausted (intake.max_buffered_bytes, ",
+                                 o.max_buffered_bytes, " bytes): retry later"));
+    } else {
+      server_->NoteClose(CloseReason::kRecordTimeout, absl::StrCat("pid ", peer_.pid, ", ", DecoderBytes(),
+                                                                    " bytes of it received"));
+      AbandonRecord(absl::StrCat(mode_ == Mode::kFramed ? "frame" : "record", " not complete within ",
+                                 o.read_timeout_ms, " ms of its first byte (intake.read_timeout_ms)"));
+    }
+    return;
+  }
+  if (o.idle_timeout_ms > 0 && IsIdle() && now - last_activity_ >= std::chrono::milliseconds(o.idle_timeout_ms)) {
+    server_->NoteClose(CloseReason::kIdle, absl::StrCat("pid ", peer_.pid, ", idle for ", o.idle_timeout_ms, " ms"));
+    CloseIdle();
+  }
+}
+
+void Session::AbandonRecord(absl::string_view why) {
+  if (mode_ == Mode::kFramed) {
+    intake::ServerFrame reply;
+    auto* nack = reply.mutable_nack();
+    nack->set_reason(intake::BAD_FRAME);
+    nack->set_message(std::string(why));
+    nack->set_record_index(-1);
+    auto pending = std::make_shared<Pending>();
+    AppendFrame(pending.get(), reply);
+    pending_.push_back(pending);
+    frame_decoder_.Reset();
+  } else {
+    auto pending = std::make_shared<Pending>();
+    AppendReject(&pending->reply, line_no_ + 1, why);
+    pending_.push_back(pending);
+    line_decoder_.Reset();
+  }
+  read_closed_ = true;
+  if (waiting_) {
+    waiting_ = false;
+    server_->ForgetWaiter(id_);
+  }
+  boost::system::error_code ec;
+  socket_.shutdown(stream_protocol::socket::shutdown_receive, ec);
+  TryReply();
+}
+
 void Session::DoRead() {
-  if (reading_ || read_closed_ || closed_) return;
+  if (reading_ || waiting_ || read_closed_ || closed_ || detached_) return;
   // Credit window: input waiting for the spool, and replies the producer
   // has not read yet, both stop reading (resumed by TryReply / DoWrite).
   if (inflight_bytes_ >= server_->options().max_inflight_bytes) return;
   if (out_.size() + out_next_.size() >= server_->options().max_inflight_bytes) return;
   reading_ = true;
-  socket_.async_read_some(asio::buffer(read_buf_.data(), read_buf_.size()),
-                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
-                            self->OnRead(ec, n);
-                          });
+  socket_.async_wait(stream_protocol::socket::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       self->reading_ = false;
+                       if (self->detached_ || self->closed_) return;
+                       if (ec) {
+                         self->OnRead(ec, 0);
+                         return;
+                       }
+                       self->OnReadable();
+                     });
+}
+
+void Session::OnReadable() {
+  if (reading_ || read_closed_ || closed_ || detached_) return;
+  // Reserve what this read may add: a chunk, or inside a frame the rest
+  // of the frame (admitted whole before its body is read).
+  const size_t chunk = server_->read_buffer().size();
+  const size_t frame_rest = mode_ == Mode::kFramed ? frame_decoder_.body_remaining() : 0;
+  if (frame_rest + frame_decoder_.buffered_bytes() + chunk > server_->options().max_buffered_bytes) {
+    // Could never be admitted: waiting would only hold memory.
+    AbandonRecord(absl::StrCat("frame of ", frame_rest + frame_decoder_.buffered_bytes(),
+                               " bytes cannot fit in the intake memory (intake.max_buffered_bytes, ",
+                               server_->options().max_buffered_bytes, " bytes)"));
+    return;
+  }
+  const size_t want = std::max(chunk, frame_rest);
+  const size_t held = Held();
+  const size_t target = held + want;
+  if (target > reserved_) {
+    if (!server_->Reserve(id_, shared_from_this(), target - reserved_)) {
+      waiting_ = true;  // BudgetFreed() calls back here
+      return;
+    }
+    reserved_ = target;
+  }
+  waiting_ = false;
+  boost::system::error_code ec;
+  const size_t n = socket_.read_some(asio::buffer(server_->read_buffer().data(), chunk), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    SyncReservation();
+    DoRead();
+    return;
+  }
+  OnRead(ec, n);
 }
 
 void Session::OnRead(const boost::system::error_code& ec, size_t n) {
-  reading_ = false;
   if (detached_) return;
   spdlog::trace("intake: connection {} read {} bytes ({})", id_, n, ec.message());
-  if (n > 0) {
-    if (mode_ == Mode::kUnknown) mode_ = read_buf_[0] == '\0' ? Mode::kFramed : Mode::kLine;
-    in_.append(read_buf_.data(), n);
-  }
+  const std::vector<char>& buf = server_->read_buffer();
   const bool eof = static_cast<bool>(ec);
   if (eof && ec != asio::error::eof && ec != asio::error::operation_aborted) {
     spdlog::debug("intake: connection {} read error: {}", id_, ec.message());
   }
   // Mark the read side closed before processing: processing replies and
-  // re-arms reads, and a read issued after EOF never completes (the
-  // edge-triggered reactor already delivered the EOF edge).
+  // re-arms reads.
   if (eof) read_closed_ = true;
-  if (mode_ == Mode::kLine) ProcessLines(eof);
-  if (mode_ == Mode::kFramed) ProcessFrames();
+  if (n > 0) {
+    last_activity_ = Clock::now();
+    if (mode_ == Mode::kUnknown) mode_ = buf[0] == '\0' ? Mode::kFramed : Mode::kLine;
+  }
+  const bool was_in_record = InRecord();
+  chunk_records_ = 0;
+  const absl::string_view data(buf.data(), n);
+  if (mode_ == Mode::kLine) {
+    line_decoder_.Feed(data, *this);
+    if (eof) line_decoder_.Finish(*this);
+    FlushLineChunk();
+  } else if (mode_ == Mode::kFramed) {
+    frame_decoder_.Feed(data, *this);
+    TryReply();
+  }
+  // The unfinished record's clock starts with the read that began it.
+  if (InRecord() && (!was_in_record || chunk_records_ > 0)) record_started_ = last_activity_;
+  SyncReservation();
   if (eof) {
     MaybeClose();
     return;
@@ -313,54 +641,20 @@ absl::Status Session::CheckRoute(const std::string& route, const IntakeRoute** o
   return absl::OkStatus();
 }
 
-void Session::ProcessLines(bool at_eof) {
+void Session::OnOversizeLine(uint64_t bytes) {
+  ++line_no_;
+  ++chunk_records_;
+  chunk_has_input_ = true;
   const size_t max_record = server_->options().max_record_bytes;
-  while (in_pos_ < in_.size()) {
-    const size_t nl = in_.find('\n', in_pos_);
-    if (nl == std::string::npos) {
-      const size_t partial = in_.size() - in_pos_;
-      if (discarding_ || partial > max_record + 1) {  // +1: a trailing '\r'
-        discarding_ = true;
-        discarded_ += partial;
-        in_pos_ = in_.size();
-      }
-      break;
-    }
-    absl::string_view line(in_.data() + in_pos_, nl - in_pos_);
-    in_pos_ = nl + 1;
-    if (discarding_) {
-      ++line_no_;
-      chunk_has_input_ = true;
-      const size_t size = discarded_ + line.size();
-      AppendReject(&chunk_rejects_, line_no_,
-                   absl::StrCat("record too large: ", size, " bytes, limit ", max_record, " (intake.max_record_bytes)"));
-      server_->metrics().IntakeRecords(route_.empty() ? "_none" : route_, IntakeResult::kTooLarge, 1);
-      discarding_ = false;
-      discarded_ = 0;
-      continue;
-    }
-    HandleLine(line);
-  }
-  if (at_eof && in_pos_ < in_.size()) {  // last line without '\n'
-    absl::string_view line(in_.data() + in_pos_, in_.size() - in_pos_);
-    in_pos_ = in_.size();
-    HandleLine(line);
-  } else if (at_eof && discarding_) {
-    ++line_no_;
-    chunk_has_input_ = true;
-    AppendReject(&chunk_rejects_, line_no_, absl::StrCat("record too large: ", discarded_, " bytes, limit ", max_record));
-    discarding_ = false;
-  }
-  // Keep memory bounded: drop the processed prefix.
-  in_.erase(0, in_pos_);
-  in_pos_ = 0;
-  FlushLineChunk();
+  AppendReject(&chunk_rejects_, line_no_,
+               absl::StrCat("record too large: ", bytes, " bytes, limit ", max_record, " (intake.max_record_bytes)"));
+  server_->metrics().IntakeRecords(route_.empty() ? "_none" : route_, IntakeResult::kTooLarge, 1);
 }
 
 void Session::HandleLine(absl::string_view line) {
   ++line_no_;
+  ++chunk_records_;
   chunk_has_input_ = true;
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   size_t start = 0;
   while (start < line.size() && (line[start] == ' ' || line[start] == '\t')) ++start;
   if (start == line.size()) return;  // blank line
@@ -383,13 +677,6 @@ void Session::HandleLine(absl::string_view line) {
       AppendReject(&chunk_rejects_, line_no_,
                    absl::StrCat("unknown directive \"@", directive.substr(0, 40), "\" (known: @route NAME)"));
     }
-    return;
-  }
-  if (line.size() > server_->options().max_record_bytes) {
-    AppendReject(&chunk_rejects_, line_no_,
-                 absl::StrCat("record too large: ", line.size(), " bytes, limit ", server_->options().max_record_bytes,
-                              " (intake.max_record_bytes)"));
-    server_->metrics().IntakeRecords(route_.empty() ? "_none" : route_, IntakeResult::kTooLarge, 1);
     return;
   }
   std::string route = route_;
@@ -454,41 +741,29 @@ void Session::FlushLineChunk() {
 
 // -------------------------------------------------------------- framed mode
 
-void Session::ProcessFrames() {
-  while (!closed_) {
-    if (in_.size() - in_pos_ < 4) break;
-    uint32_t len_be = 0;
-    std::memcpy(&len_be, in_.data() + in_pos_, 4);
-    const uint32_t len = be32toh(len_be);
-    if (len > kMaxFrameBytes) {
-      spdlog::warn("intake: connection {} sent a {}-byte frame (limit {}); closing", id_, len, kMaxFrameBytes);
-      intake::ServerFrame reply;
-      auto* nack = reply.mutable_nack();
-      nack->set_reason(intake::BAD_FRAME);
-      nack->set_message(absl::StrCat("frame of ", len, " bytes exceeds the ", kMaxFrameBytes, "-byte limit"));
-      nack->set_record_index(-1);
-      auto pending = std::make_shared<Pending>();
-      AppendFrame(pending.get(), reply);
-      pending_.push_back(pending);
-      read_closed_ = true;
-      in_.clear();
-      in_pos_ = 0;
-      TryReply();
-      return;
-    }
-    if (in_.size() - in_pos_ < 4 + static_cast<size_t>(len)) break;
-    intake::ClientFrame frame;
-    const bool parsed = frame.ParseFromArray(in_.data() + in_pos_ + 4, static_cast<int>(len));
-    in_pos_ += 4 + len;
-    if (!parsed) {
-      HandleFrame(intake::ClientFrame(), 0);  // answered as a bad frame
-      continue;
-    }
-    HandleFrame(frame, 4 + len);
+void Session::OnFrameTooLarge(uint64_t bytes) {
+  ++chunk_records_;
+  spdlog::warn("intake: connection {} (pid {}) sent a {}-byte frame (limit {}); closing", id_, peer_.pid, bytes,
+               kMaxFrameBytes);
+  intake::ServerFrame reply;
+  auto* nack = reply.mutable_nack();
+  nack->set_reason(intake::BAD_FRAME);
+  nack->set_message(absl::StrCat("frame of ", bytes, " bytes exceeds the ", kMaxFrameBytes, "-byte limit"));
+  nack->set_record_index(-1);
+  auto pending = std::make_shared<Pending>();
+  AppendFrame(pending.get(), reply);
+  pending_.push_back(pending);
+  read_closed_ = true;  // the stream cannot be resynchronised
+}
+
+void Session::OnFrame(absl::string_view body) {
+  ++chunk_records_;
+  intake::ClientFrame frame;
+  if (!frame.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    HandleFrame(intake::ClientFrame(), 0);  // answered as a bad frame
+    return;
   }
-  in_.erase(0, in_pos_);
-  in_pos_ = 0;
-  TryReply();
+  HandleFrame(frame, 4 + body.size());
 }
 
 void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) {
@@ -647,6 +922,7 @@ void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendRe
 }
 
 void Session::TryReply() {
+  if (closed_ || detached_) return;
   while (!pending_.empty() && pending_.front()->outstanding == 0) {
     auto p = pending_.front();
     pending_.pop_front();
@@ -654,6 +930,7 @@ void Session::TryReply() {
     if (p->send_ok) absl::StrAppend(&out_next_, "ok ", p->last_line, "\n");
     inflight_bytes_ -= p->bytes;
   }
+  SyncReservation();
   DoWrite();
   DoRead();
   MaybeClose();
@@ -664,20 +941,19 @@ void Session::DoWrite() {
   out_.swap(out_next_);
   out_next_.clear();
   writing_ = true;
+  write_started_ = Clock::now();
   asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
     self->writing_ = false;
-    self->out_.clear();
     if (self->detached_) return;
+    self->out_.clear();
+    if (self->closed_) return;
     if (ec) {
       spdlog::debug("intake: connection {} write failed: {}", self->id_, ec.message());
-      self->read_closed_ = true;
-      self->out_next_.clear();
-      boost::system::error_code ignored;
-      self->socket_.close(ignored);
-      self->closed_ = true;
-      self->server_->Closed(self->id_);
+      self->CloseNow();
       return;
     }
+    self->last_activity_ = Clock::now();
+    self->SyncReservation();
     self->DoWrite();
     self->DoRead();  // replies drained: the credit window may have reopened
     self->MaybeClose();
@@ -687,11 +963,27 @@ void Session::DoWrite() {
 void Session::MaybeClose() {
   spdlog::trace("intake: connection {} maybe close: read_closed {} reading {} writing {} pending {} out {}", id_,
                 read_closed_, reading_, writing_, pending_.size(), out_next_.size());
-  if (closed_ || !read_closed_ || reading_ || writing_ || !pending_.empty() || !out_next_.empty()) return;
+  if (closed_ || !read_closed_ || writing_ || !pending_.empty() || !out_next_.empty()) return;
+  CloseNow();
+}
+
+// Closes the socket now; spool appends still running complete into the
+// void (the session object lives until they do).
+void Session::CloseNow() {
+  if (closed_ || detached_) return;
+  read_closed_ = true;
+  if (waiting_) {
+    waiting_ = false;
+    server_->ForgetWaiter(id_);
+  }
+  line_decoder_.Reset();
+  frame_decoder_.Reset();
+  out_next_.clear();
   closed_ = true;
   boost::system::error_code ec;
   socket_.shutdown(stream_protocol::socket::shutdown_both, ec);
-  socket_.close(ec);
+  socket_.close(ec);  // cancels a readiness wait or a write in flight
+  SyncReservation();   // closed: holds nothing
   server_->Closed(id_);
 }
 

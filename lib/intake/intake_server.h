@@ -42,12 +42,26 @@ using IntakeRouteTable = std::map<std::string, IntakeRoute>;
 
 struct IntakeOptions {
   std::string socket_path;
-  uint32_t socket_mode = 0660;
+  uint32_t socket_mode = 0600;
+  int64_t socket_gid = -1;  // the producers' group (intake.socket_group); -1: leave it
   size_t max_record_bytes = 1u << 20;
   // Per connection: input read but not yet durable, and replies not yet
   // read by the producer; past either, the socket is not read.
   size_t max_inflight_bytes = 8u << 20;
+  // All connections together: input held in memory (unfinished lines and
+  // frames, records waiting for the spool) and unread replies. A read is
+  // made only when its bytes fit; a frame is admitted whole as soon as its
+  // header arrives, before its body is read.
+  size_t max_buffered_bytes = 128u << 20;
   uint32_t max_connections = 1024;
+  // A record or frame that has started must be complete this long after
+  // its first byte; a connection waiting this long for memory while holding
+  // an unfinished one, or a producer not reading its replies for this long,
+  // is closed too. 0: no deadline.
+  uint32_t read_timeout_ms = 30'000;
+  // A connection with nothing unfinished and nothing to answer is closed
+  // after this long without input. 0: never.
+  uint32_t idle_timeout_ms = 600'000;
   // A full spool (ResourceExhausted): true holds the records and stops
   // reading until they fit (framed producers that said no_wait get NACK
   // BUSY); false answers "spool full" at once.
@@ -71,10 +85,14 @@ class IntakeServer {
   // answered, then each connection closes.
   virtual void StopAccepting() = 0;
   virtual size_t connection_count() const = 0;
+  // Bytes held against IntakeOptions::max_buffered_bytes now.
+  virtual size_t buffered_bytes() const = 0;
 };
 
-// Binds `options.socket_path` (replacing a stale socket file, creating the
-// parent folder) and starts accepting on `loop`. `spool`, `metrics` and
+// Binds `options.socket_path` (see ListenOnUnixSocket: never over a live
+// socket) and starts accepting on `loop`. At max_connections a new
+// connection displaces the one idle the longest, or is refused when none is
+// idle. `spool`, `metrics` and
 // `loop` must outlive the server.
 absl::StatusOr<std::unique_ptr<IntakeServer>> StartIntakeServer(boost::asio::io_context& loop,
                                                                 const IntakeOptions& options,

@@ -1,5 +1,7 @@
 #include "schema/record_codec.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -19,15 +21,17 @@ namespace {
 
 class JsonCodec final : public RecordCodec {
  public:
+  explicit JsonCodec(int max_json_depth) : max_json_depth_(max_json_depth) {}
   bool is_proto() const override { return false; }
   absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
-    if (auto s = ValidateJsonObject(json); !s.ok()) return s;
+    if (auto s = ValidateJsonObject(json, max_json_depth_); !s.ok()) return s;
     return std::string(json);
   }
   absl::StatusOr<std::string> FromWire(absl::string_view bytes) const override { return FromJson(bytes); }
   const std::string& descriptor_proto() const override { return empty_; }
 
  private:
+  const int max_json_depth_;
   std::string empty_;
 };
 
@@ -85,8 +89,9 @@ class ProtoCodec final : public RecordCodec {
   ProtoCodec(std::unique_ptr<google::protobuf::compiler::DiskSourceTree> tree,
              std::unique_ptr<CollectingErrors> errors,
              std::unique_ptr<google::protobuf::compiler::Importer> importer,
-             const google::protobuf::Descriptor* descriptor, std::string descriptor_proto)
-      : tree_(std::move(tree)),
+             const google::protobuf::Descriptor* descriptor, std::string descriptor_proto, int max_json_depth)
+      : max_json_depth_(max_json_depth),
+        tree_(std::move(tree)),
         errors_(std::move(errors)),
         importer_(std::move(importer)),
         descriptor_(descriptor),
@@ -96,7 +101,8 @@ class ProtoCodec final : public RecordCodec {
   bool is_proto() const override { return true; }
 
   absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
-    if (auto s = ValidateJsonObject(json); !s.ok()) return s;
+    // Bounds the depth before protobuf's (recursive) JSON parser sees it.
+    if (auto s = ValidateJsonObject(json, max_json_depth_); !s.ok()) return s;
     std::unique_ptr<google::protobuf::Message> msg(prototype_->New());
     google::protobuf::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;
@@ -127,6 +133,7 @@ class ProtoCodec final : public RecordCodec {
   const std::string& descriptor_proto() const override { return descriptor_proto_; }
 
  private:
+  const int max_json_depth_;
   std::unique_ptr<google::protobuf::compiler::DiskSourceTree> tree_;
   std::unique_ptr<CollectingErrors> errors_;
   std::unique_ptr<google::protobuf::compiler::Importer> importer_;
@@ -140,13 +147,44 @@ class ProtoCodec final : public RecordCodec {
 
 namespace {
 
-// The precise, position-naming verdict (rapidjson). Only the slow path: it
-// runs when simdjson found a problem, so the producer hears exactly where.
-absl::Status ExplainJson(absl::string_view json) {
+// Counts nesting while rapidjson parses; stops the parse past the limit.
+class DepthLimitHandler : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, DepthLimitHandler> {
+ public:
+  explicit DepthLimitHandler(int max_depth) : max_depth_(max_depth) {}
+  bool StartObject() { return Enter(); }
+  bool EndObject(rapidjson::SizeType) { return Leave(); }
+  bool StartArray() { return Enter(); }
+  bool EndArray(rapidjson::SizeType) { return Leave(); }
+  bool too_deep() const { return too_deep_; }
+
+ private:
+  bool Enter() {
+    if (++depth_ > max_depth_) too_deep_ = true;
+    return !too_deep_;
+  }
+  bool Leave() {
+    --depth_;
+    return true;
+  }
+  const int max_depth_;
+  int depth_ = 0;
+  bool too_deep_ = false;
+};
+
+// The precise, position-naming verdict (rapidjson, iterative parsing: its
+// default parser recurses once per nesting level, and a producer picks the
+// level). Only the slow path: it runs when simdjson found a problem, so the
+// producer hears exactly where.
+absl::Status ExplainJson(absl::string_view json, int max_depth) {
   rapidjson::MemoryStream stream(json.data(), json.size());
   rapidjson::Reader reader;
-  rapidjson::BaseReaderHandler<> handler;
-  const rapidjson::ParseResult result = reader.Parse<rapidjson::kParseValidateEncodingFlag>(stream, handler);
+  DepthLimitHandler handler(max_depth);
+  const rapidjson::ParseResult result =
+      reader.Parse<rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag>(stream, handler);
+  if (handler.too_deep()) {
+    return absl::InvalidArgumentError(absl::StrCat("JSON nested deeper than ", max_depth, " levels at byte ",
+                                                   result.Offset(), " (intake.max_json_depth)"));
+  }
   if (result.IsError()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON at byte ", result.Offset(), ": ",
                                                    rapidjson::GetParseError_En(result.Code())));
@@ -156,22 +194,37 @@ absl::Status ExplainJson(absl::string_view json) {
 
 }  // namespace
 
-absl::Status ValidateJsonObject(absl::string_view json) {
+absl::Status ValidateJsonObject(absl::string_view json, int max_depth) {
   size_t i = 0;
   while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r')) ++i;
   if (i == json.size()) return absl::InvalidArgumentError("empty record");
+  // JSON has no raw NUL anywhere (inside strings it must be escaped), but
+  // both parsers may take one for the end of the text.
+  if (const void* nul = std::memchr(json.data(), '\0', json.size()); nul != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON at byte ",
+                                                   static_cast<const char*>(nul) - json.data(),
+                                                   ": NUL byte (not allowed in JSON)"));
+  }
   // Fast path: simdjson validates structure and UTF-8 with SIMD (several
   // times rapidjson's speed; this runs for every record on the intake
-  // thread). One parser per thread: a parser is not thread-safe and keeps
-  // its buffers for reuse.
+  // thread) without recursion, and refuses nesting past its max_depth. One
+  // parser per thread: a parser is not thread-safe and keeps its buffers.
+  // simdjson counts the document root as a level, hence the + 1.
   thread_local simdjson::dom::parser parser;
+  const size_t simdjson_depth = static_cast<size_t>(max_depth) + 1;
+  if (parser.max_depth() != simdjson_depth || parser.capacity() < json.size()) {
+    if (parser.allocate(std::max(json.size(), parser.capacity()), simdjson_depth) != simdjson::SUCCESS) {
+      return absl::ResourceExhaustedError("cannot allocate the JSON parser");
+    }
+  }
   simdjson::dom::element root;
   const simdjson::error_code error = parser.parse(json.data(), json.size(), /*realloc_if_needed=*/true).get(root);
   if (error != simdjson::SUCCESS) {
     // Parse first, so text that is not JSON at all is reported as such
     // rather than as "not an object". simdjson refuses some valid JSON
-    // (integers beyond 64 bits, very deep nesting); rapidjson decides those.
-    if (auto s = ExplainJson(json); !s.ok()) return s;
+    // (integers beyond 64 bits); rapidjson decides those, with the same
+    // depth limit.
+    if (auto s = ExplainJson(json, max_depth); !s.ok()) return s;
   }
   if (json[i] != '{') {
     const char* got = json[i] == '[' ? "an array" : json[i] == '"' ? "a string" : json[i] == 'n' ? "null"
@@ -181,10 +234,10 @@ absl::Status ValidateJsonObject(absl::string_view json) {
   return absl::OkStatus();
 }
 
-std::unique_ptr<RecordCodec> MakeJsonCodec() { return std::make_unique<JsonCodec>(); }
+std::unique_ptr<RecordCodec> MakeJsonCodec(int max_json_depth) { return std::make_unique<JsonCodec>(max_json_depth); }
 
 absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& proto_file,
-                                                            const std::string& message) {
+                                                            const std::string& message, int max_json_depth) {
   namespace fs = std::filesystem;
   const fs::path path(proto_file);
   auto tree = std::make_unique<google::protobuf::compiler::DiskSourceTree>();
@@ -211,7 +264,7 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& p
   StripPackage(&dp, file->package());
   std::string serialized = dp.SerializeAsString();
   return std::unique_ptr<RecordCodec>(
-      new ProtoCodec(std::move(tree), std::move(errors), std::move(importer), d, std::move(serialized)));
+      new ProtoCodec(std::move(tree), std::move(errors), std::move(importer), d, std::move(serialized), max_json_depth));
 }
 
 }  // namespace zb

@@ -32,17 +32,26 @@ class RecordCodec {
   virtual const std::string& descriptor_proto() const = 0;
 };
 
+// Nesting a record may have (intake.max_json_depth): objects and arrays
+// inside the top-level object each add a level; `{}` is depth 1. Deeper
+// records are refused before anything walks them, and no parser here
+// recurses on input, so a producer never controls the daemon's stack depth.
+inline constexpr int kDefaultMaxJsonDepth = 64;
+inline constexpr int kMaxJsonDepthLimit = 1000;  // the most the config accepts
+
 // Accepts JSON objects and spools them unchanged.
-std::unique_ptr<RecordCodec> MakeJsonCodec();
+std::unique_ptr<RecordCodec> MakeJsonCodec(int max_json_depth = kDefaultMaxJsonDepth);
 
 // Loads `proto_file` at run time (no protoc needed; imports are resolved
 // relative to the file's folder) and uses `message` (a simple or
 // package-qualified name). The message must be self-contained: it may use
 // scalars, enums and messages nested inside it, but no other top-level types.
 absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& proto_file,
-                                                            const std::string& message);
+                                                            const std::string& message,
+                                                            int max_json_depth = kDefaultMaxJsonDepth);
 
-// Checks `json` is exactly one JSON object (no trailing data).
-absl::Status ValidateJsonObject(absl::string_view json);
+// Checks `json` is exactly one JSON object (no trailing data, no NUL byte,
+// valid UTF-8) nested at most `max_depth` levels. Iterative: safe on any input.
+absl::Status ValidateJsonObject(absl::string_view json, int max_depth = kDefaultMaxJsonDepth);
 
 }  // namespace zb

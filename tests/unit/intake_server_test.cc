@@ -14,8 +14,12 @@
 #include <future>
 #include <thread>
 
+#include <sys/stat.h>
+
 #include "absl/strings/str_cat.h"
+#include "common/unix_socket.h"
 #include "gtest/gtest.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
 #include "intake.pb.h"
 #include "spdlog/spdlog.h"
 #include "testutil.h"
@@ -40,7 +44,7 @@ class IntakeServerTest : public ::testing::Test {
   void Start(std::vector<IntakeRoute> routes, size_t max_record_bytes = 1 << 20, size_t read_chunk_bytes = 64 << 10) {
     auto table = std::make_shared<IntakeRouteTable>();
     for (auto& r : routes) (*table)[r.name] = r;
-    IntakeOptions options;
+    IntakeOptions options = options_;
     options.socket_path = dir_.Sub("run/intake.sock");
     options.max_record_bytes = max_record_bytes;
     options.max_inflight_bytes = 1 << 20;
@@ -147,7 +151,31 @@ class IntakeServerTest : public ::testing::Test {
     return out;
   }
 
+  // Reads everything until EOF or `timeout`; true when EOF came.
+  static bool ReadUntilEof(int fd, std::string* out, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buf[4096];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) return true;
+      if (n > 0) out->append(buf, static_cast<size_t>(n));
+    }
+    return false;
+  }
+
+  // Runs `f` on the loop and waits for it.
+  template <typename F>
+  auto OnLoop(F f) {
+    std::packaged_task<decltype(f())()> task(std::move(f));
+    auto result = task.get_future();
+    asio::post(loop_, [&task] { task(); });
+    return result.get();
+  }
+
   bool block_when_full_ = true;
+  IntakeOptions options_;  // Start() sets the socket, record limit, chunk and policy
   TempDir dir_;
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Metrics> metrics_;
@@ -389,6 +417,282 @@ TEST_F(IntakeServerTest, StaleSocketFileIsReplaced) {
   close(fd);
   Start({Route("a")});
   EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+}
+
+// ----------------------------------------------------------- hostile producers
+
+TEST_F(IntakeServerTest, HostileJsonDepthIsRefusedInBothModesAndTheServerGoesOn) {
+  Start({Route("a")});
+  // 200,000 nested arrays (400 KB, under the record limit): once a stack
+  // overflow in the parser that explains refusals.
+  const std::string deep = "{\"a\":" + std::string(200000, '[') + std::string(200000, ']') + "}";
+  const std::string reply = Exchange("@route a\n" + deep + "\n{\"ok\":1}\n");
+  EXPECT_NE(reply.find("error 2 JSON nested deeper than 64 levels"), std::string::npos) << reply.substr(0, 200);
+  EXPECT_NE(reply.find("ok 3"), std::string::npos) << reply.substr(0, 200);
+  intake::ClientFrame batch;
+  batch.mutable_batch()->set_seq(9);
+  batch.mutable_batch()->set_route("a");
+  batch.mutable_batch()->add_records(deep);
+  intake::ClientFrame hello;
+  hello.mutable_hello()->set_client("test/1");
+  const auto frames = ParseFrames(Exchange(Frame(hello) + Frame(batch)));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].nack().reason(), intake::INVALID_RECORD);
+  EXPECT_NE(frames[0].nack().message().find("nested deeper than"), std::string::npos) << frames[0].nack().message();
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"ok\":1}"}));
+}
+
+TEST_F(IntakeServerTest, IdleConnectionsAtTheLimitDoNotLockOutARealProducer) {
+  options_.max_connections = 4;
+  Start({Route("a")});
+  std::vector<int> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(Connect());
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->connection_count(); }) == 4; },
+                                   std::chrono::seconds(10)));
+  // A producer arriving at the limit displaces the connection idle the
+  // longest (the first), and is served.
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+  std::string out;
+  EXPECT_TRUE(ReadUntilEof(idle[0], &out, std::chrono::seconds(10)));
+  EXPECT_EQ(out, "");
+  for (int fd : idle) close(fd);
+}
+
+TEST_F(IntakeServerTest, AtTheLimitWithNoIdleConnectionANewOneIsRefused) {
+  options_.max_connections = 2;
+  Start({Route("a")});
+  // Two producers in the middle of a record: neither is idle.
+  std::vector<int> busy;
+  for (int i = 0; i < 2; ++i) {
+    busy.push_back(Connect());
+    ASSERT_EQ(send(busy.back(), "{\"a\":", 5, MSG_NOSIGNAL), 5);
+  }
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->connection_count(); }) == 2; },
+                                   std::chrono::seconds(10)));
+  int refused = Connect();
+  std::string out;
+  EXPECT_TRUE(ReadUntilEof(refused, &out, std::chrono::seconds(10)));
+  close(refused);
+  for (int fd : busy) close(fd);
+}
+
+TEST_F(IntakeServerTest, AStalledRecordIsAnsweredAndClosedAfterTheReadTimeout) {
+  options_.read_timeout_ms = 300;
+  Start({Route("a")});
+  int fd = Connect();
+  const std::string input = "{\"id\":1}\n{\"id\":";
+  ASSERT_EQ(send(fd, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
+  std::string out;
+  ASSERT_TRUE(ReadUntilEof(fd, &out, std::chrono::seconds(10)));
+  close(fd);
+  EXPECT_NE(out.find("ok 1\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("error 2 record not complete within 300 ms of its first byte (intake.read_timeout_ms)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"id\":1}"}));
+}
+
+TEST_F(IntakeServerTest, AOneByteAtATimeProducerIsClosedAtTheRecordDeadline) {
+  // Bytes keep coming, but the record's deadline counts from its first byte.
+  options_.read_timeout_ms = 400;
+  Start({Route("a")});
+  int fd = Connect();
+  const auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  std::string out;
+  for (int i = 0; i < 200 && !closed; ++i) {
+    if (send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;
+    closed = ReadUntilEof(fd, &out, std::chrono::milliseconds(50));
+  }
+  if (!closed) closed = ReadUntilEof(fd, &out, std::chrono::seconds(10));
+  close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_NE(out.find("error 1 record not complete within 400 ms"), std::string::npos) << out;
+}
+
+TEST_F(IntakeServerTest, AnIdleConnectionIsClosedAfterTheIdleTimeout) {
+  options_.idle_timeout_ms = 200;
+  Start({Route("a")});
+  int fd = Connect();
+  EXPECT_EQ(send(fd, "{\"id\":1}\n", 9, MSG_NOSIGNAL), 9);
+  std::string out;
+  EXPECT_TRUE(ReadUntilEof(fd, &out, std::chrono::seconds(10)));
+  EXPECT_EQ(out, "ok 1\n");
+  close(fd);
+}
+
+TEST_F(IntakeServerTest, PartialFramesAreAdmittedAgainstOneMemoryBudget) {
+  // 64 framed producers each announce an almost 1 MiB frame and send half
+  // of it. Memory stays within the budget (4 MiB): only the frames that fit
+  // are admitted (reserved whole before their bodies are read); the others
+  // are not read at all. Stalled ones are closed at the read deadline,
+  // which frees the budget, and a real producer is served afterwards.
+  options_.max_buffered_bytes = 4u << 20;
+  options_.read_timeout_ms = 200;
+  Start({Route("a")});
+  constexpr uint32_t kFrame = (1u << 20) - 16;
+  std::vector<int> hostile;
+  intake::ClientFrame hello;
+  hello.mutable_hello()->set_client("hostile/1");
+  const std::string hello_frame = Frame(hello);
+  const std::string half(kFrame / 2, 'z');
+  for (int i = 0; i < 64; ++i) {
+    int fd = Connect();
+    const uint32_t len = htobe32(kFrame);
+    std::string head = hello_frame;
+    head.append(reinterpret_cast<const char*>(&len), 4);
+    ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+    ASSERT_GT(send(fd, half.data(), half.size(), MSG_NOSIGNAL | MSG_DONTWAIT), 0);
+    hostile.push_back(fd);
+  }
+  size_t peak = 0;
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->connection_count(); }) > 0; },
+                                   std::chrono::seconds(10)));
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        const auto [conns, held] = OnLoop([&] { return std::pair(server_->connection_count(), server_->buffered_bytes()); });
+        peak = std::max(peak, held);
+        return conns == 0;
+      },
+      std::chrono::seconds(30)));
+  EXPECT_LE(peak, 4u << 20);
+  EXPECT_EQ(OnLoop([&] { return server_->buffered_bytes(); }), 0u);
+  for (int fd : hostile) {
+    std::string out;
+    EXPECT_TRUE(ReadUntilEof(fd, &out, std::chrono::seconds(10)));
+    const auto frames = ParseFrames(out);
+    ASSERT_EQ(frames.size(), 1u);
+    EXPECT_EQ(frames[0].nack().reason(), intake::BAD_FRAME);
+    close(fd);
+  }
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+}
+
+TEST_F(IntakeServerTest, AFrameLargerThanTheWholeBudgetIsRefusedAtItsHeader) {
+  options_.max_buffered_bytes = 1u << 20;
+  Start({Route("a")});
+  intake::ClientFrame hello;
+  hello.mutable_hello()->set_client("test/1");
+  std::string input = Frame(hello);
+  const uint32_t len = htobe32(8u << 20);  // under the frame limit, over the budget
+  input.append(reinterpret_cast<const char*>(&len), 4);
+  const auto frames = ParseFrames(Exchange(input));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].nack().reason(), intake::BAD_FRAME);
+  EXPECT_NE(frames[0].nack().message().find("intake.max_buffered_bytes"), std::string::npos);
+}
+
+TEST_F(IntakeServerTest, RepeatedRefusalsAreLoggedAtMostOncePerInterval) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10000);
+  spdlog::default_logger()->sinks().push_back(sink);
+  options_.max_connections = 1;
+  Start({Route("a")});
+  int busy = Connect();
+  ASSERT_EQ(send(busy, "{", 1, MSG_NOSIGNAL), 1);
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->connection_count(); }) == 1; },
+                                   std::chrono::seconds(10)));
+  for (int i = 0; i < 200; ++i) {
+    int fd = Connect();
+    std::string out;
+    EXPECT_TRUE(ReadUntilEof(fd, &out, std::chrono::seconds(10)));
+    close(fd);
+  }
+  close(busy);
+  spdlog::default_logger()->sinks().pop_back();
+  size_t refusals = 0;
+  for (const auto& line : sink->last_formatted()) refusals += line.find("refused a connection") != std::string::npos;
+  EXPECT_GE(refusals, 1u);
+  EXPECT_LE(refusals, 2u);  // 200 refusals in well under 10 s
+}
+
+TEST_F(IntakeServerTest, AcceptBacksOffWhenDescriptorsRunOutAndRecovers) {
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(100000);
+  spdlog::default_logger()->sinks().push_back(sink);
+  Start({Route("a")});
+  // Exhaust this process's descriptors, keeping one for the client socket.
+  std::vector<int> hog;
+  for (int fd; (fd = dup(0)) >= 0;) hog.push_back(fd);
+  ASSERT_FALSE(hog.empty());
+  close(hog.back());
+  hog.pop_back();
+  int client = Connect();  // queued in the backlog: accept gets EMFILE
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        for (const auto& line : sink->last_formatted()) {
+          if (line.find("cannot accept connections") != std::string::npos) return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(10)));
+  // Give a spinning accept loop the chance to show itself.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  zb::testing::WaitFor([&] { return std::chrono::steady_clock::now() >= until; }, std::chrono::seconds(1));
+  for (int fd : hog) close(fd);
+  const std::string input = "{\"id\":1}\n";
+  ASSERT_EQ(send(client, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
+  shutdown(client, SHUT_WR);
+  std::string out;
+  EXPECT_TRUE(ReadUntilEof(client, &out, std::chrono::seconds(10)));
+  close(client);
+  EXPECT_EQ(out, "ok 1\n");
+  spdlog::default_logger()->sinks().pop_back();
+  size_t lines = 0;
+  for (const auto& line : sink->last_formatted()) lines += line.find("cannot accept") != std::string::npos;
+  EXPECT_LE(lines, 2u);
+}
+
+TEST_F(IntakeServerTest, ALiveSocketIsNeverTakenOver) {
+  Start({Route("a")});
+  const std::string path = dir_.Sub("run/intake.sock");
+  asio::io_context other;
+  IntakeOptions o;
+  o.socket_path = path;
+  auto second = StartIntakeServer(other, o, std::make_shared<IntakeRouteTable>(), *spool_, *metrics_,
+                                  [](const std::string&, const AppendResult&) {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("is in use"), std::string::npos) << second.status();
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");  // the first one still has it
+}
+
+TEST_F(IntakeServerTest, AnythingButASocketAtThePathIsRefused) {
+  std::filesystem::create_directories(dir_.Sub("run"));
+  zb::testing::WriteFile(dir_.Sub("run/intake.sock"), "not a socket");
+  IntakeOptions o;
+  o.socket_path = dir_.Sub("run/intake.sock");
+  auto s = StartIntakeServer(loop_, o, std::make_shared<IntakeRouteTable>(), *spool_, *metrics_,
+                             [](const std::string&, const AppendResult&) {});
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("exists and is not a socket"), std::string::npos) << s.status();
+}
+
+TEST_F(IntakeServerTest, TheSocketHasItsModeAndGroupAndOnlyOursIsRemoved) {
+  options_.socket_mode = 0660;
+  options_.socket_gid = static_cast<int64_t>(getgid());
+  Start({Route("a")});
+  const std::string path = dir_.Sub("run/intake.sock");
+  struct stat st{};
+  ASSERT_EQ(lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_EQ(st.st_gid, getgid());
+  // No temporary socket is left beside it.
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.Sub("run"))) files += e.exists() || true;
+  EXPECT_EQ(files, 1u);
+  // Another process replaced the path: our shutdown leaves theirs alone.
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  int theirs = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(bind(theirs, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  OnLoop([&] {
+    server_.reset();
+    return 0;
+  });
+  EXPECT_EQ(lstat(path.c_str(), &st), 0) << "the other process's socket was removed";
+  close(theirs);
 }
 
 }  // namespace

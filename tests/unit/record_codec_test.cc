@@ -2,6 +2,8 @@
 
 #include "schema/record_codec.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "testutil.h"
@@ -71,6 +73,55 @@ TEST(JsonCodecTest, RejectsInvalidUtf8) {
   EXPECT_FALSE(MakeJsonCodec()->FromJson("{\"a\":\"\xff\xfe\"}").ok());
 }
 
+// {"a":[[...]]}: the object is level 1, each array one more.
+std::string NestedRecord(int depth) {
+  std::string s = "{\"a\":";
+  s += std::string(depth - 1, '[');
+  s += "1";
+  s += std::string(depth - 1, ']');
+  s += "}";
+  return s;
+}
+
+TEST(JsonCodecTest, NestingAtTheLimitIsAcceptedOneMoreIsRefused) {
+  for (int limit : {1, 2, 8, kDefaultMaxJsonDepth}) {
+    auto codec = MakeJsonCodec(limit);
+    auto at = codec->FromJson(NestedRecord(limit));
+    EXPECT_TRUE(at.ok()) << "limit " << limit << ": " << at.status();
+    auto over = codec->FromJson(NestedRecord(limit + 1));
+    ASSERT_FALSE(over.ok()) << "limit " << limit;
+    EXPECT_NE(over.status().message().find(absl::StrCat("nested deeper than ", limit, " levels")), std::string::npos)
+        << over.status();
+    EXPECT_NE(over.status().message().find("intake.max_json_depth"), std::string::npos) << over.status();
+  }
+}
+
+TEST(JsonCodecTest, HostileDepthIsRefusedWithoutRecursion) {
+  // 200,000 nested arrays (400 KB): once a stack overflow in the fallback
+  // parser. Also unbalanced (never closed) and mixed with broken text, so
+  // each parser path meets it.
+  const std::string deep = "{\"a\":" + std::string(200000, '[') + std::string(200000, ']') + "}";
+  const std::string unclosed = "{\"a\":" + std::string(200000, '[');
+  std::string mixed = "{\"a\":";
+  for (int i = 0; i < 100000; ++i) mixed += "{\"b\":[";
+  for (const std::string* text : std::vector<const std::string*>{&deep, &unclosed, &mixed}) {
+    for (int limit : {kDefaultMaxJsonDepth, kMaxJsonDepthLimit}) {
+      auto r = MakeJsonCodec(limit)->FromJson(*text);
+      ASSERT_FALSE(r.ok());
+      EXPECT_NE(r.status().message().find("nested deeper than"), std::string::npos) << r.status();
+    }
+  }
+}
+
+TEST(JsonCodecTest, RejectsNulBytes) {
+  for (const std::string& text : {std::string("{\"a\":1}\0", 8), std::string("{\"a\":\"x\0y\"}", 11),
+                                 std::string("\0{\"a\":1}", 8)}) {
+    auto r = MakeJsonCodec()->FromJson(text);
+    ASSERT_FALSE(r.ok()) << text.size();
+    EXPECT_NE(r.status().message().find("NUL byte"), std::string::npos) << r.status();
+  }
+}
+
 class ProtoCodecTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -85,6 +136,7 @@ message Reading {
   repeated Tag tags = 4;
 }
 message Other { optional Reading r = 1; }
+message Node { optional Node child = 1; optional int32 v = 2; }
 )");
   }
   zb::testing::TempDir dir_;
@@ -114,6 +166,33 @@ TEST_F(ProtoCodecTest, RejectsJsonThatDoesNotMatchTheMessage) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("sensor"), std::string::npos) << missing.status();
   EXPECT_FALSE((*codec)->FromWire("\xff\xff\xff").ok());
+}
+
+TEST_F(ProtoCodecTest, HostileDepthIsRefusedInBothForms) {
+  auto codec = MakeProtoCodec(dir_.Sub("reading.proto"), "Node", /*max_json_depth=*/16);
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  // JSON: bounded before protobuf's recursive JSON parser sees it.
+  std::string json;
+  for (int i = 0; i < 200000; ++i) json += "{\"child\":";
+  json += "{}" + std::string(200000, '}');
+  auto from_json = (*codec)->FromJson(json);
+  ASSERT_FALSE(from_json.ok());
+  EXPECT_NE(from_json.status().message().find("nested deeper than 16"), std::string::npos) << from_json.status();
+  // Wire: 200,000 nested length-delimited children; protobuf's own
+  // recursion limit refuses it.
+  auto varint = [](uint64_t n) {
+    std::string v;
+    for (; n >= 0x80; n >>= 7) v += static_cast<char>((n & 0x7f) | 0x80);
+    return v + static_cast<char>(n);
+  };
+  constexpr int kLevels = 200000;
+  std::vector<uint64_t> inner(kLevels + 1, 0);  // inner[k]: bytes inside level k
+  for (int k = 1; k <= kLevels; ++k) inner[k] = 1 + varint(inner[k - 1]).size() + inner[k - 1];
+  std::string wire;
+  for (int k = kLevels; k >= 1; --k) wire += "\x0a" + varint(inner[k - 1]);
+  auto from_wire = (*codec)->FromWire(wire);
+  ASSERT_FALSE(from_wire.ok());
+  EXPECT_NE(from_wire.status().message().find("not a valid serialized"), std::string::npos) << from_wire.status();
 }
 
 TEST_F(ProtoCodecTest, ExplainsLoadErrors) {
