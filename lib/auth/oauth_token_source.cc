@@ -24,12 +24,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "auth/token_source.h"
+#include "common/redact.h"
 #include "common/status.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
@@ -44,7 +44,11 @@ using Clock = std::chrono::steady_clock;
 // response; keeping only a prefix bounds memory against a misbehaving server
 // or proxy while still letting us classify by HTTP status.
 constexpr size_t kMaxBodyBytes = 64 * 1024;
+// Bytes of a (redacted) response body quoted in a message.
 constexpr size_t kBodyExcerptBytes = 200;
+// Fetched tokens remembered for redaction after the cache has let them go
+// (Invalidate, expiry): a server may still quote one in a later answer.
+constexpr size_t kRememberedTokens = 16;
 constexpr std::chrono::seconds kDefaultTtl{3600};
 // Clamps absurd expires_in values so time arithmetic cannot overflow; a daily
 // re-mint costs nothing.
@@ -149,30 +153,15 @@ bool IsValidHeaderToken(absl::string_view token) {
                      [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
-// The first bytes of a response body for a message, on one line: control
-// and non-ASCII bytes become \xNN so a hostile body cannot forge log lines.
-std::string Excerpt(absl::string_view body) {
-  std::string out;
-  for (char c : body.substr(0, kBodyExcerptBytes)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f && c != '\\') {
-      out += c;
-    } else {
-      absl::StrAppend(&out, "\\x", absl::Hex(u, absl::kZeroPad2));
-    }
-  }
-  if (body.size() > kBodyExcerptBytes) absl::StrAppend(&out, "...");
-  return out;
-}
-
 struct ParsedToken {
   std::string token;
   Clock::duration ttl;
 };
 
-// Parses a 2xx body. Messages never quote a body that may hold a token, and
-// quote `shown` (the body with the secret redacted) rather than `body`.
-absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::string_view shown,
+// Parses a 2xx body. Messages quote `excerpt` (the body redacted, then cut),
+// never `body`, and not even that when the body may hold a token in a shape
+// the redaction does not know.
+absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::string_view excerpt,
                                                bool truncated) {
   if (truncated) {
     return absl::InvalidArgumentError(
@@ -184,11 +173,15 @@ absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::str
   if (doc.HasParseError() || !doc.IsObject()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "response is not a JSON object: ",
-        may_hold_token ? "(body withheld: it may hold a token)" : Excerpt(shown)));
+        may_hold_token ? absl::StrCat("(body of ", body.size(), " bytes withheld: it may hold a token)")
+                       : std::string(excerpt)));
   }
   auto token_it = doc.FindMember("access_token");
   if (token_it == doc.MemberEnd()) {
-    return absl::InvalidArgumentError(absl::StrCat("response has no access_token: ", Excerpt(shown)));
+    // Not "access_token: <excerpt>": that reads as a credential field, and
+    // the final redaction would mask the excerpt.
+    return absl::InvalidArgumentError(
+        absl::StrCat("response has no \"access_token\" member; body: ", excerpt));
   }
   if (!token_it->value.IsString()) {
     return absl::InvalidArgumentError("response's access_token is not a string");
@@ -281,8 +274,9 @@ class OAuthTokenSource final : public TokenSource {
     CURL* easy = nullptr;
     curl_slist* headers = nullptr;
     std::string form;
-    std::string body;
-    bool truncated = false;
+    std::string body;        // the first kMaxBodyBytes received
+    size_t body_bytes = 0;   // all received
+    bool truncated = false;  // body_bytes > body.size()
     char errbuf[CURL_ERROR_SIZE] = {};
     Clock::time_point started;
     ~Transfer() {
@@ -297,15 +291,20 @@ class OAuthTokenSource final : public TokenSource {
   // Builds and configures the request for `table`; an error here (bad
   // options, out of memory) completes the table at once.
   absl::StatusOr<std::unique_ptr<Transfer>> StartTransfer(const std::string& table);
-  absl::StatusOr<ParsedToken> FinishTransfer(Transfer& t, CURLcode code);
+  // Every message it builds is redacted with `redactor`; a body is quoted
+  // only redacted, then cut.
+  absl::StatusOr<ParsedToken> FinishTransfer(Transfer& t, CURLcode code, const Redactor& redactor);
+  // Redacts a failure again (the one exit of fetch results, so no message
+  // escapes redaction), caches a success, answers the waiters.
   void Complete(const std::string& table, absl::StatusOr<ParsedToken> result,
                 Clock::time_point started);
   void CancelEverything();
-  // Final safety net: no message leaves this file with the secret in it.
-  std::string Redact(std::string text) const;
+  // redactor_ plus every token this source holds or recently fetched.
+  Redactor MessageRedactor() ABSL_LOCKS_EXCLUDED(mu_);
 
   const OAuthOptions options_;
-  const absl::Status config_status_;  // OK, or why every GetToken fails
+  const Redactor redactor_;           // the configured secrets
+  const absl::Status config_status_;  // OK, or why every GetToken fails (redacted)
   const std::string token_url_;
   const std::string resource_;
   CURLM* const multi_;
@@ -313,6 +312,7 @@ class OAuthTokenSource final : public TokenSource {
   absl::Mutex mu_;
   std::map<std::string, CacheEntry> cache_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);  // tables to start fetching
+  std::deque<std::string> recent_tokens_ ABSL_GUARDED_BY(mu_);  // newest last
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   std::thread worker_;  // last: starts after everything above exists
@@ -337,7 +337,8 @@ CURLM* NewMulti() {
 
 OAuthTokenSource::OAuthTokenSource(const OAuthOptions& options)
     : options_(options),
-      config_status_(ValidateOptions(options, TokenUrl(options.workspace_url))),
+      redactor_(OAuthRedactor(options)),
+      config_status_(redactor_.RedactStatus(ValidateOptions(options, TokenUrl(options.workspace_url)))),
       token_url_(TokenUrl(options.workspace_url).value_or("")),
       resource_(absl::StrCat("api://databricks/workspaces/", options.workspace_id,
                              "/zerobusDirectWriteApi")),
@@ -360,7 +361,7 @@ void OAuthTokenSource::GetToken(const std::string& table, Callback done) {
     return;
   }
   if (absl::StatusOr<TableParts> parts = ParseTableName(table); !parts.ok()) {
-    done(parts.status());
+    done(redactor_.RedactStatus(parts.status()));
     return;
   }
   // Decide under the lock, act after it: callbacks never run under mu_.
@@ -409,15 +410,21 @@ size_t OAuthTokenSource::OnBody(char* data, size_t size, size_t nmemb, void* use
   const size_t n = size * nmemb;
   const size_t room = kMaxBodyBytes - std::min(kMaxBodyBytes, t->body.size());
   t->body.append(data, std::min(n, room));
+  t->body_bytes += n;
   if (n > room) t->truncated = true;
   return n;  // keep reading: the status line still decides the classification
 }
 
-std::string OAuthTokenSource::Redact(std::string text) const {
-  if (!options_.client_secret.empty()) {
-    absl::StrReplaceAll({{options_.client_secret, "<redacted>"}}, &text);
+Redactor OAuthTokenSource::MessageRedactor() {
+  std::vector<std::string> tokens;
+  {
+    absl::MutexLock lock(&mu_);
+    tokens.assign(recent_tokens_.begin(), recent_tokens_.end());
+    for (const auto& [table, entry] : cache_) {
+      if (entry.has_token) tokens.push_back(entry.token);
+    }
   }
-  return text;
+  return redactor_.With(tokens);
 }
 
 absl::StatusOr<std::unique_ptr<OAuthTokenSource::Transfer>> OAuthTokenSource::StartTransfer(
@@ -485,32 +492,35 @@ absl::StatusOr<std::unique_ptr<OAuthTokenSource::Transfer>> OAuthTokenSource::St
   return t;
 }
 
-absl::StatusOr<ParsedToken> OAuthTokenSource::FinishTransfer(Transfer& t, CURLcode code) {
+absl::StatusOr<ParsedToken> OAuthTokenSource::FinishTransfer(Transfer& t, CURLcode code,
+                                                             const Redactor& redactor) {
   const std::string what =
       absl::StrCat("OAuth token request POST ", UrlForMessages(token_url_), " for table ", t.table);
   if (code != CURLE_OK) {
     std::string detail = curl_easy_strerror(code);
     if (t.errbuf[0] != '\0') absl::StrAppend(&detail, " (", t.errbuf, ")");
-    return StatusForCurl(code, Redact(absl::StrCat(what, " failed: ", detail)));
+    return StatusForCurl(code, redactor.Redact(absl::StrCat(what, " failed: ", detail)));
   }
   long http = 0;
   curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &http);
-  // Redacted before it is cut and escaped, so neither can hide a secret from
-  // the redaction (a server may echo the request).
-  const std::string shown = Redact(t.body);
+  // A server may echo our request (the Basic header) or a token. Redacted
+  // before it is cut, so the cut cannot split a secret into pieces the
+  // redaction no longer recognises, and before it is escaped.
+  const std::string excerpt = RedactedExcerpt(redactor, t.body, kBodyExcerptBytes, t.body_bytes);
   if (http < 200 || http > 299) {
-    return StatusForHttp(http, Redact(absl::StrCat(what, ": HTTP ", http, ": ", Excerpt(shown))));
+    return StatusForHttp(http, redactor.Redact(absl::StrCat(what, ": HTTP ", http, ": ", excerpt)));
   }
-  absl::StatusOr<ParsedToken> parsed = ParseTokenResponse(t.body, shown, t.truncated);
+  absl::StatusOr<ParsedToken> parsed = ParseTokenResponse(t.body, excerpt, t.truncated);
   if (!parsed.ok()) {
-    return absl::Status(parsed.status().code(),
-                        Redact(absl::StrCat(what, ": HTTP ", http, ": ", parsed.status().message())));
+    return absl::Status(parsed.status().code(), redactor.Redact(absl::StrCat(
+                                                    what, ": HTTP ", http, ": ", parsed.status().message())));
   }
   return parsed;
 }
 
 void OAuthTokenSource::Complete(const std::string& table, absl::StatusOr<ParsedToken> result,
                                 Clock::time_point started) {
+  if (!result.ok()) result = MessageRedactor().RedactStatus(result.status());
   absl::StatusOr<std::string> answer = absl::UnknownError("unset");
   std::vector<Callback> waiters;
   {
@@ -530,6 +540,10 @@ void OAuthTokenSource::Complete(const std::string& table, absl::StatusOr<ParsedT
       entry.refresh_at = entry.expires_at - margin;
       entry.has_token = ttl > Clock::duration::zero();
       entry.token = result->token;
+      if (std::find(recent_tokens_.begin(), recent_tokens_.end(), result->token) == recent_tokens_.end()) {
+        recent_tokens_.push_back(result->token);
+        if (recent_tokens_.size() > kRememberedTokens) recent_tokens_.pop_front();
+      }
       answer = std::move(result->token);
     } else if (absl::IsUnavailable(result.status()) && entry.has_token && now < entry.expires_at) {
       // [later] SDK behaviour: a failed refresh does not take away a token
@@ -601,7 +615,7 @@ void OAuthTokenSource::Run() {
       std::unique_ptr<Transfer> t = std::move(it->second);
       active.erase(it);
       curl_multi_remove_handle(multi_, t->easy);
-      absl::StatusOr<ParsedToken> result = FinishTransfer(*t, code);
+      absl::StatusOr<ParsedToken> result = FinishTransfer(*t, code, MessageRedactor());
       Complete(t->table, std::move(result), t->started);
     }
     curl_multi_poll(multi_, nullptr, 0, kIdlePollMs, nullptr);
@@ -616,6 +630,11 @@ void OAuthTokenSource::Run() {
 
 std::unique_ptr<TokenSource> MakeOAuthTokenSource(const OAuthOptions& options) {
   return std::make_unique<OAuthTokenSource>(options);
+}
+
+Redactor OAuthRedactor(const OAuthOptions& options) {
+  if (options.client_secret.empty()) return Redactor();
+  return Redactor({options.client_secret, absl::StrCat(options.client_id, ":", options.client_secret)});
 }
 
 }  // namespace zb

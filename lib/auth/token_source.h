@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/redact.h"
 
 namespace zb {
 
@@ -39,7 +40,14 @@ class TokenSource {
   //  - absl::UnavailableError: retryable (network error, timeout, HTTP 5xx, 429);
   //  - absl::UnauthenticatedError / PermissionDeniedError / InvalidArgumentError:
   //    fatal until the operator fixes credentials or grants (other HTTP 4xx,
-  //    body without access_token). The message names the HTTP status and body.
+  //    body without access_token). The message names the HTTP status and
+  //    quotes the body: redacted first, then cut to 200 bytes, with the
+  //    body's full length when cut.
+  // Every error message has passed through OAuthRedactor(options) extended
+  // with the tokens this source holds and the last 16 it fetched: it holds
+  // neither the client secret (in any encoding, nor as the Basic credential)
+  // nor such a token, even when the token endpoint echoes our request.
+  // Callers may log it and show it (a lane's parked reason) as is.
   // Called on the worker thread, or inline on the caller's thread when a valid
   // cached token exists. Must not block.
   // Also InvalidArgumentError, inline, for a table name that is not exactly
@@ -79,5 +87,11 @@ class TokenSource {
 // interface). Proxies follow libcurl's environment rules (https_proxy,
 // no_proxy, ...); redirects are not followed. `options` is copied.
 std::unique_ptr<TokenSource> MakeOAuthTokenSource(const OAuthOptions& options);
+
+// Masks the secrets of `options`: the client secret and the Basic credential
+// "client_id:client_secret" (see Redactor for every form searched). Other
+// modules quoting text that may carry them (config dumps, errors of calls
+// that send a token) redact with it too; add the tokens with With().
+Redactor OAuthRedactor(const OAuthOptions& options);
 
 }  // namespace zb

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -23,13 +24,18 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "auth/token_source.h"
+#include "common/redact.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 #include "testutil.h"
 
 namespace zb {
@@ -62,12 +68,16 @@ struct RecordedRequest {
   std::string content_type;
   std::string user_agent;
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // as received, in order
+  std::string raw;  // request line, headers and body, as a server would echo them
 };
 
 struct Scripted {
   int status = 200;
   std::string body;
   bool hold = false;  // answer only after Release() (or server shutdown)
+  // When set, the body is built from the request (a server that echoes it).
+  std::function<std::string(const RecordedRequest&)> echo;
 };
 
 Scripted TokenReply(const std::string& token, const std::string& expires_in_json = "3600") {
@@ -138,14 +148,22 @@ class FakeTokenServer {
       Scripted answer{500, R"({"error":"unscripted request"})"};
       {
         std::unique_lock<std::mutex> lock(mu_);
-        requests_.push_back(RecordedRequest{
-            std::string(req.method_string()), std::string(req.target()),
-            std::string(req[http::field::authorization]), std::string(req[http::field::content_type]),
-            std::string(req[http::field::user_agent]), req.body()});
+        RecordedRequest r{std::string(req.method_string()), std::string(req.target()),
+                          std::string(req[http::field::authorization]),
+                          std::string(req[http::field::content_type]),
+                          std::string(req[http::field::user_agent]), req.body()};
+        r.raw = absl::StrCat(r.method, " ", r.target, " HTTP/1.1\r\n");
+        for (const auto& field : req) {
+          r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+          absl::StrAppend(&r.raw, r.headers.back().first, ": ", r.headers.back().second, "\r\n");
+        }
+        absl::StrAppend(&r.raw, "\r\n", r.body);
+        requests_.push_back(std::move(r));
         if (!script_.empty()) {
           answer = std::move(script_.front());
           script_.pop_front();
         }
+        if (answer.echo) answer.body = answer.echo(requests_.back());
         if (answer.hold) cv_.wait(lock, [this] { return released_ || stopping_; });
         if (stopping_) return;
       }
@@ -615,7 +633,7 @@ TEST(OAuthTokenSourceTest, SecretNeverInErrorMessages) {
     absl::Status s = Get(*source, kTable).token.status();
     ASSERT_FALSE(s.ok());
     ExpectNoSecret(s);
-    EXPECT_TRUE(absl::StrContains(s.message(), "<redacted>")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "[REDACTED]")) << s;
   }
   EXPECT_EQ(server.count(), 4u);
 }
@@ -673,6 +691,523 @@ TEST(OAuthTokenSourceTest, DestructionWithNothingPendingIsQuick) {
   const auto start = std::chrono::steady_clock::now();
   { auto source = MakeOAuthTokenSource(Options("https://example.invalid")); }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+}
+
+// --- Redaction -------------------------------------------------------------
+//
+// A token endpoint (or a proxy in front of it) may echo our request in its
+// error body; the daemon logs the message and shows it as a lane's parked
+// reason. These tests make the fake endpoint echo the request, and re-encode
+// the credential it decoded from the Basic header, in every form a server
+// could, and check that none reaches the message.
+
+// Every byte class an encoder treats differently: percent-encoding ('+', '/',
+// '=', '&', 'é', ' ', ':'), JSON ('/', 'é') and HTML ('&') escaping, and a ':'
+// that Basic auth must carry unmangled.
+constexpr char kEchoSecret[] = "s3cr+t/=&\xc3\xa9 q:9~Z";
+
+OAuthOptions EchoOptions(const std::string& url) {
+  OAuthOptions o = Options(url);
+  o.client_secret = kEchoSecret;
+  return o;
+}
+
+std::string PercentEncode(absl::string_view in, bool upper, bool plus_for_space, bool encode_all) {
+  std::string out;
+  for (char c : in) {
+    const auto u = static_cast<unsigned char>(c);
+    const bool unreserved = absl::ascii_isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~';
+    if (unreserved && !encode_all) {
+      out += c;
+    } else if (c == ' ' && plus_for_space) {
+      out += '+';
+    } else {
+      std::string hex = absl::StrCat(absl::Hex(u, absl::kZeroPad2));
+      absl::StrAppend(&out, "%", upper ? absl::AsciiStrToUpper(hex) : hex);
+    }
+  }
+  return out;
+}
+
+std::string StdBase64Bare(absl::string_view in) {
+  std::string b64 = absl::Base64Escape(in);
+  return b64.substr(0, b64.find('='));
+}
+std::string UrlBase64Padded(absl::string_view in) {
+  std::string b64 = absl::WebSafeBase64Escape(in);
+  b64.append((4 - b64.size() % 4) % 4, '=');
+  return b64;
+}
+
+// The characters of base64(prefix + secret + suffix) that only the secret
+// decides: what a longer encoded blob holding the secret would show.
+std::string EmbeddedBase64Core(absl::string_view prefix, absl::string_view secret) {
+  const std::string enc = absl::Base64Escape(absl::StrCat(prefix, secret, "!!"));
+  const size_t first = (8 * prefix.size() + 5) / 6;
+  const size_t last = 8 * (prefix.size() + secret.size()) / 6;
+  return enc.substr(first, last - first);
+}
+
+// Every form of the credential a message must not hold.
+std::vector<std::string> CredentialForms(absl::string_view id, absl::string_view secret) {
+  const std::string pair = absl::StrCat(id, ":", secret);
+  std::vector<std::string> forms = {
+      std::string(secret),
+      PercentEncode(secret, true, false, false),
+      PercentEncode(secret, false, false, false),
+      PercentEncode(secret, true, true, false),
+      PercentEncode(secret, false, false, true),
+      absl::StrReplaceAll(secret, {{"/", "\\/"}, {"\xc3\xa9", "\\u00e9"}}),
+  };
+  for (absl::string_view s : {absl::string_view(secret), absl::string_view(pair)}) {
+    forms.push_back(absl::Base64Escape(s));
+    forms.push_back(StdBase64Bare(s));
+    forms.push_back(absl::WebSafeBase64Escape(s));
+    forms.push_back(UrlBase64Padded(s));
+    forms.push_back(EmbeddedBase64Core("x", s));
+    forms.push_back(EmbeddedBase64Core("xy", s));
+  }
+  return forms;
+}
+
+// No 8-byte window of any form: a form cut in two (by truncation, or by a
+// redaction that only caught part of it) fails too.
+void ExpectNoCredential(absl::string_view message, absl::string_view id, absl::string_view secret) {
+  constexpr size_t kWindow = 8;
+  for (const std::string& form : CredentialForms(id, secret)) {
+    for (size_t i = 0; i + kWindow <= form.size(); ++i) {
+      const absl::string_view window = absl::string_view(form).substr(i, kWindow);
+      ASSERT_FALSE(absl::StrContains(message, window))
+          << "\"" << window << "\" of \"" << form << "\" in: " << message;
+    }
+  }
+}
+
+// The credential as the server decodes it from the Basic header.
+std::pair<std::string, std::string> BasicCredential(const RecordedRequest& r) {
+  std::string pair;
+  if (!absl::StartsWith(r.authorization, "Basic ") ||
+      !absl::Base64Unescape(r.authorization.substr(6), &pair)) {
+    return {"", ""};
+  }
+  std::pair<std::string, std::string> kv = absl::StrSplit(pair, absl::MaxSplits(':', 1));
+  return kv;
+}
+
+std::string JsonEcho(const RecordedRequest& r) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("method");
+  w.String(r.method.c_str());
+  w.Key("headers");
+  w.StartObject();
+  for (const auto& [name, value] : r.headers) {
+    w.Key(name.c_str());
+    w.String(value.c_str());
+  }
+  w.EndObject();
+  w.Key("body");
+  w.String(r.body.c_str());
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+struct EchoCase {
+  std::string name;
+  // The body after "ECHO " (which keeps every body invalid JSON, so a 200
+  // takes the parse-error path); gets the request and its decoded credential.
+  std::function<std::string(const RecordedRequest&, const std::string& id, const std::string& secret)> body;
+  // Whether the redacted body is longer than the excerpt (so the message
+  // must note the full length).
+  bool long_body = false;
+};
+
+std::vector<EchoCase> EchoCases() {
+  using R = const RecordedRequest&;
+  using S = const std::string&;
+  std::vector<EchoCase> cases = {
+      {"RawRequest", [](R r, S, S) { return r.raw; }, true},
+      {"JsonRequest", [](R r, S, S) { return JsonEcho(r); }, true},
+      {"Base64PairStdPadded",
+       [](R, S id, S secret) { return absl::StrCat("bad ", absl::Base64Escape(id + ":" + secret), " ok"); }},
+      {"Base64PairStdBare",
+       [](R, S id, S secret) { return absl::StrCat("bad ", StdBase64Bare(id + ":" + secret), " ok"); }},
+      {"Base64PairUrlBare",
+       [](R, S id, S secret) {
+         return absl::StrCat("bad ", absl::WebSafeBase64Escape(id + ":" + secret), " ok");
+       }},
+      {"Base64PairUrlPadded",
+       [](R, S id, S secret) { return absl::StrCat("bad ", UrlBase64Padded(id + ":" + secret), " ok"); }},
+      {"Base64SecretAlone",
+       [](R, S, S secret) { return absl::StrCat("bad ", absl::Base64Escape(secret), " ok"); }},
+      {"Base64PairEmbeddedAtOffset1",
+       [](R, S id, S secret) {
+         return absl::StrCat("blob ", absl::Base64Escape("x" + id + ":" + secret + "yz"));
+       }},
+      {"Base64PairEmbeddedAtOffset2",
+       [](R, S id, S secret) {
+         return absl::StrCat("blob ", absl::Base64Escape("xy" + id + ":" + secret + "z"));
+       }},
+      {"RawPair", [](R, S id, S secret) { return absl::StrCat("user ", id, ":", secret, " denied"); }},
+      {"PercentUpper",
+       [](R, S, S secret) {
+         return absl::StrCat("secret=", PercentEncode(secret, true, false, false), " no");
+       }},
+      {"PercentLower",
+       [](R, S, S secret) {
+         return absl::StrCat("got ", PercentEncode(secret, false, false, false), " no");
+       }},
+      {"PercentPlusForSpace",
+       [](R, S, S secret) { return absl::StrCat("got ", PercentEncode(secret, true, true, false), " no"); }},
+      {"PercentEverything",
+       [](R, S, S secret) { return absl::StrCat("got ", PercentEncode(secret, false, false, true), " no"); }},
+      {"ClientSecretFormField",
+       [](R, S, S secret) {
+         return absl::StrCat("client_secret=", PercentEncode(secret, true, true, false), "&grant_type=x");
+       }},
+      {"JsonEscaped",
+       [](R, S, S secret) {
+         return absl::StrCat(R"({"detail":")",
+                             absl::StrReplaceAll(secret, {{"/", "\\/"}, {"\xc3\xa9", "\\u00E9"}}), R"("})");
+       }},
+      {"HtmlEscaped",
+       [](R, S, S secret) {
+         return absl::StrCat("<p>", absl::StrReplaceAll(secret, {{"&", "&amp;"}, {"\xc3\xa9", "&#233;"}}),
+                             "</p>");
+       }},
+      // The secret straddles the 200-byte cut: cutting first would leave its
+      // first half unredacted.
+      {"SecretAtTruncationPoint",
+       [](R, S, S secret) { return absl::StrCat(std::string(190, '.'), secret, std::string(100, '.')); },
+       true},
+  };
+  return cases;
+}
+
+struct EchoStatus {
+  int http;
+  absl::StatusCode want;
+};
+
+class EchoTest : public ::testing::TestWithParam<std::tuple<EchoCase, EchoStatus>> {};
+
+TEST_P(EchoTest, EchoedCredentialNeverReachesTheMessage) {
+  const auto& [echo_case, status] = GetParam();
+  FakeTokenServer server;
+  Scripted answer{status.http, ""};
+  answer.echo = [body = echo_case.body](const RecordedRequest& r) {
+    auto [id, secret] = BasicCredential(r);
+    return absl::StrCat("ECHO ", body(r, id, secret));
+  };
+  server.Push(answer);
+  auto source = MakeOAuthTokenSource(EchoOptions(server.url()));
+  absl::Status s = Get(*source, kTable).token.status();
+  ASSERT_EQ(server.count(), 1u);
+  // The test really echoed the credential the daemon sent.
+  ASSERT_EQ(BasicCredential(server.requests()[0]),
+            (std::pair<std::string, std::string>{kClientId, kEchoSecret}));
+
+  EXPECT_EQ(s.code(), status.want) << s;
+  ExpectNoCredential(s.message(), kClientId, kEchoSecret);
+  // Still useful: what failed, the HTTP status, the body with the secret
+  // masked, and how long the body was when cut.
+  EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat(": HTTP ", status.http, ": "))) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), kTable)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "ECHO ")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "[RED")) << s;  // the cut may split the mask
+  EXPECT_FALSE(absl::StrContains(s.message(), "]]")) << s;   // a mask is never re-masked
+  if (echo_case.long_body) {
+    EXPECT_TRUE(absl::StrContains(s.message(), " bytes in all]")) << s;
+  }
+  if (echo_case.name == "RawRequest") {
+    EXPECT_TRUE(absl::StrContains(s.message(), "POST /oidc/v1/token HTTP/1.1")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "Authorization: Basic [REDACTED]")) << s;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Echoes, EchoTest,
+    ::testing::Combine(::testing::ValuesIn(EchoCases()),
+                       ::testing::Values(EchoStatus{401, absl::StatusCode::kUnauthenticated},
+                                         EchoStatus{400, absl::StatusCode::kInvalidArgument},
+                                         EchoStatus{500, absl::StatusCode::kUnavailable},
+                                         // 200 with a body that is not JSON.
+                                         EchoStatus{200, absl::StatusCode::kInvalidArgument})),
+    [](const auto& info) {
+      return absl::StrCat(std::get<0>(info.param).name, "Http", std::get<1>(info.param).http);
+    });
+
+TEST(OAuthTokenSourceTest, BodyNoteGivesFullLengthOfLongBodies) {
+  FakeTokenServer server;
+  server.Push(Scripted{503, absl::StrCat("busy ", std::string(4995, 'x'))});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  absl::Status s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 503: busy xxx")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "[5000 bytes in all]")) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), std::string(201, 'x'))) << s;
+}
+
+TEST(OAuthTokenSourceTest, BodyBeyondTheCaptureCapIsNotedWithItsFullLength) {
+  FakeTokenServer server;
+  server.Push(Scripted{502, std::string(100'000, 'y')});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  absl::Status s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "[100000 bytes in all]")) << s;
+}
+
+TEST(OAuthTokenSourceTest, FetchedTokensNeverReachLaterMessages) {
+  constexpr char kToken[] = "tok-0123456789-FETCHED-abcdef";
+  FakeTokenServer server;
+  server.Push(TokenReply(kToken));
+  // Each echoes the token a different way; the first bare, after the cache
+  // has let it go (Invalidate).
+  server.Push(Scripted{500, absl::StrCat("ECHO old token ", kToken, " revoked")});
+  server.Push(Scripted{401, absl::StrCat("ECHO token=", PercentEncode(kToken, true, true, false))});
+  server.Push(Scripted{400, absl::StrCat(R"(ECHO {"seen":")", kToken, R"("})")});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  ASSERT_EQ(*Get(*source, kTable).token, kToken);
+  source->Invalidate(kTable);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    absl::Status s = Get(*source, kTable).token.status();
+    ASSERT_FALSE(s.ok());
+    EXPECT_FALSE(absl::StrContains(s.message(), "0123456789")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "ECHO")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "[REDACTED]")) << s;
+  }
+  EXPECT_EQ(server.count(), 4u);
+}
+
+TEST(OAuthTokenSourceTest, TokenShapedValuesInBodiesAreMasked) {
+  // Tokens this source never fetched: masked by their shape.
+  const std::string jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzcCJ9.c2lnbmF0dXJlLWJ5dGVz";
+  FakeTokenServer server;
+  server.Push(Scripted{400, "ECHO access_token=UNSEEN-FORM-TOKEN&token_type=Bearer"});
+  server.Push(Scripted{503, "ECHO Authorization: Bearer UNSEEN-BEARER-TOKEN\r\nHost: x"});
+  server.Push(Scripted{500, absl::StrCat("ECHO upstream said ", jwt)});
+  server.Push(Scripted{403, R"(ECHO {"refresh_token":"UNSEEN-REFRESH","id_token":"UNSEEN-ID"})"});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(i);
+    absl::Status s = Get(*source, kTable).token.status();
+    ASSERT_FALSE(s.ok());
+    EXPECT_FALSE(absl::StrContains(s.message(), "UNSEEN")) << s;
+    EXPECT_FALSE(absl::StrContains(s.message(), "c2lnbmF0dXJl")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "[REDACTED]")) << s;
+  }
+}
+
+TEST(OAuthTokenSourceTest, InvalidJsonThatMayHoldATokenIsWithheld) {
+  FakeTokenServer server;
+  // Not JSON, and the token is in a shape no field rule knows.
+  server.Push(Scripted{200, "<access_token>UNSEEN-XML-TOKEN</access_token>"});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  absl::Status s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "UNSEEN")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 200")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "45 bytes withheld")) << s;
+}
+
+TEST(OAuthTokenSourceTest, OAuthRedactorMasksTheConfiguredCredential) {
+  const Redactor r = OAuthRedactor(EchoOptions("https://example.invalid"));
+  for (const std::string& form : CredentialForms(kClientId, kEchoSecret)) {
+    SCOPED_TRACE(form);
+    EXPECT_EQ(r.Redact(absl::StrCat("<", form, ">")), "<[REDACTED]>");
+  }
+  // No secret configured: nothing but credential-shaped fields is masked
+  // (in particular not every "sp-app-id:").
+  OAuthOptions no_secret = Options("https://example.invalid");
+  no_secret.client_secret.clear();
+  EXPECT_EQ(OAuthRedactor(no_secret).Redact("client sp-app-id: ok"), "client sp-app-id: ok");
+}
+
+// --- Redactor on its own --------------------------------------------------
+
+constexpr char kRedactSecret[] = "s3cr+t/=&\xc3\xa9";
+
+TEST(RedactorTest, MasksEveryEncodingOfASecret) {
+  const Redactor r({kRedactSecret});
+  const std::vector<std::string> forms = {
+      kRedactSecret,
+      "s3cr%2Bt%2F%3D%26%C3%A9",             // upper-case hex
+      "s3cr%2bt%2f%3d%26%c3%a9",             // lower-case hex
+      "%73%33%63%72%2B%74%2F%3D%26%C3%A9",   // everything escaped
+      "s3cr+t%2F=%26%C3%A9",                 // some escaped, some not
+      "s3cr+t\\/=&\\u00e9",                  // JSON
+      "s3cr\\u002bt\\u002F=\\u0026\\u00E9",  // JSON, \u for ASCII too
+      "s3cr+t/=&amp;&#233;",                 // HTML
+      "s3cr+t/=&#x26;&#xE9;",                // HTML, hex
+      absl::Base64Escape(kRedactSecret),     // czNjcit0Lz0mw6k=
+      StdBase64Bare(kRedactSecret),
+      absl::WebSafeBase64Escape(kRedactSecret),
+      UrlBase64Padded(kRedactSecret),
+      PercentEncode(absl::Base64Escape(kRedactSecret), true, false, false),  // base64 in a URL
+  };
+  for (const std::string& form : forms) {
+    SCOPED_TRACE(form);
+    EXPECT_EQ(r.Redact(absl::StrCat("a ", form, " b")), "a [REDACTED] b");
+  }
+}
+
+TEST(RedactorTest, MasksSpaceAsPlusInFormEncoding) {
+  const Redactor r({"pass word"});
+  EXPECT_EQ(r.Redact("x=pass+word&y=1"), "x=[REDACTED]&y=1");
+  EXPECT_EQ(r.Redact("x=pass%20word&y=1"), "x=[REDACTED]&y=1");
+  EXPECT_EQ(r.Redact("pass word"), "[REDACTED]");
+}
+
+TEST(RedactorTest, MasksBase64EmbeddedInALongerBlob) {
+  const std::string secret = "an-embedded-secret-value";
+  const Redactor r({secret});
+  for (const std::string prefix : {"", "a", "ab", "abc", "abcd"}) {
+    SCOPED_TRACE(prefix);
+    const std::string blob = absl::Base64Escape(absl::StrCat(prefix, secret, "-trailer"));
+    const std::string out = r.Redact(blob);
+    EXPECT_TRUE(absl::StrContains(out, "[REDACTED]")) << out;
+    // At most the characters shared with the neighbouring bytes remain.
+    EXPECT_LT(out.size() - Redactor::kMask.size(), blob.size() - secret.size()) << out;
+    EXPECT_FALSE(absl::StrContains(out, EmbeddedBase64Core(prefix, secret).substr(0, 8))) << out;
+  }
+}
+
+TEST(RedactorTest, PairAndSecretAreBothMaskedLongestFirst) {
+  const Redactor r({"s3cret-value", "client:s3cret-value"});
+  EXPECT_EQ(r.Redact("client:s3cret-value"), "[REDACTED]");
+  EXPECT_EQ(r.Redact("id other:s3cret-value"), "id other:[REDACTED]");
+  EXPECT_EQ(r.Redact(absl::StrCat("Basic ", absl::Base64Escape("client:s3cret-value"))), "Basic [REDACTED]");
+}
+
+TEST(RedactorTest, MasksAuthorizationValuesKeepingTheScheme) {
+  const Redactor r;  // no secrets: field rules only
+  EXPECT_EQ(r.Redact("Host: a\r\nAuthorization: Basic dXNlcjpwdw==\r\nAccept: */*"),
+            "Host: a\r\nAuthorization: Basic [REDACTED]\r\nAccept: */*");
+  EXPECT_EQ(r.Redact("proxy-authorization:Negotiate YIIabc"), "proxy-authorization:Negotiate [REDACTED]");
+  EXPECT_EQ(r.Redact(R"({"Authorization": "Bearer a\/b", "x": 1})"),
+            R"({"Authorization": "Bearer [REDACTED]", "x": 1})");
+  EXPECT_EQ(r.Redact(R"(\"authorization\":\"Basic abc\")"), R"(\"authorization\":\"Basic [REDACTED]\")");
+  EXPECT_EQ(r.Redact("authorization=Basic%20dXNlcjpwdw%3D%3D&x=1"), "authorization=Basic%20[REDACTED]&x=1");
+  EXPECT_EQ(r.Redact("AUTHORIZATION: opaque-value"), "AUTHORIZATION: [REDACTED]");
+  // A quote never closed runs to the end.
+  EXPECT_EQ(r.Redact(R"({"authorization":"Basic dXNlcjpwdw==)"), R"({"authorization":"Basic [REDACTED])");
+}
+
+TEST(RedactorTest, MasksBearerBasicAndJwtByShape) {
+  const Redactor r;
+  EXPECT_EQ(r.Redact("sent Bearer abc.DEF-123_x~+/== to"), "sent Bearer [REDACTED] to");
+  EXPECT_EQ(r.Redact("bearer%20abc"), "bearer%20[REDACTED]");
+  EXPECT_EQ(r.Redact(absl::StrCat("basic ", absl::Base64Escape("u:p"), ".")), "basic [REDACTED].");
+  EXPECT_EQ(r.Redact("x eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.sig y"), "x [REDACTED] y");
+  EXPECT_EQ(r.Redact("x eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0. y"), "x [REDACTED] y");
+}
+
+TEST(RedactorTest, MasksTokenAndSecretFields) {
+  const Redactor r;
+  EXPECT_EQ(r.Redact(R"({"access_token":"t\"k","expires_in":3600})"),
+            R"({"access_token":"[REDACTED]","expires_in":3600})");
+  EXPECT_EQ(r.Redact(R"({"access_token" : 12345})"), R"({"access_token" : [REDACTED]})");
+  EXPECT_EQ(r.Redact("grant_type=x&client_secret=a%2Bb&scope=y"),
+            "grant_type=x&client_secret=[REDACTED]&scope=y");
+  EXPECT_EQ(r.Redact("access_token=abc def"), "access_token=[REDACTED] def");
+  EXPECT_EQ(r.Redact(R"({\"refresh_token\":\"abc\"})"), R"({\"refresh_token\":\"[REDACTED]\"})");
+  EXPECT_EQ(r.Redact("ID_TOKEN='abc' password=hunter2"), "ID_TOKEN='[REDACTED]' password=[REDACTED]");
+  EXPECT_EQ(r.Redact("client_assertion=abc"), "client_assertion=[REDACTED]");
+}
+
+TEST(RedactorTest, LeavesOrdinaryTextAlone) {
+  const Redactor r({"unrelated-secret"});
+  for (const std::string& text : {
+           std::string(R"({"token_type":"Bearer","expires_in":3600})"),
+           std::string("authorization_details=%5B%7B%22type%22%5D&scope=all-apis"),
+           std::string("Basic auth failed"),
+           std::string("response's access_token is not a string"),
+           std::string("response has no \"access_token\" member; body: {}"),
+           std::string("Authorization failed for client sp-app-id"),
+           std::string("HTTP 401 for main.edge.readings at http://127.0.0.1:8080/oidc/v1/token"),
+           std::string("50% done, 100%; a+b \\u00 &amp &#xZZ;"),
+       }) {
+    SCOPED_TRACE(text);
+    EXPECT_EQ(r.Redact(text), text);
+  }
+  // "Bearer" is always followed by a token as far as the rules know: prose
+  // loses a word, which is the safe side.
+  EXPECT_EQ(r.Redact("Bearer token expected"), "Bearer [REDACTED] expected");
+}
+
+TEST(RedactorTest, RedactingTwiceLeavesMasksAlone) {
+  const Redactor r({kRedactSecret});
+  for (const std::string& text : {
+           absl::StrCat("Authorization: Basic ", absl::Base64Escape(kRedactSecret), "\r\nHost: x"),
+           absl::StrCat(R"({"access_token":")", kRedactSecret, R"("})"),
+           std::string("a Bearer xyz b eyJa.eyJb.c"),
+           std::string("client_secret=a]b&x=1 password=(p) Authorization: x]"),
+       }) {
+    const std::string once = r.Redact(text);
+    EXPECT_EQ(r.Redact(once), once);
+    EXPECT_FALSE(absl::StrContains(once, "s3cr")) << once;
+  }
+}
+
+TEST(RedactorTest, WithAddsSecrets) {
+  const Redactor base({"first-secret"});
+  const Redactor more = base.With({"second-secret", ""});
+  EXPECT_EQ(more.Redact("first-secret second-secret"), "[REDACTED] [REDACTED]");
+  EXPECT_EQ(base.Redact("second-secret"), "second-secret");  // base unchanged
+}
+
+TEST(RedactorTest, RedactStatusKeepsTheCode) {
+  const Redactor r({"hunter2"});
+  absl::Status s = r.RedactStatus(absl::PermissionDeniedError("pw hunter2 rejected"));
+  EXPECT_TRUE(absl::IsPermissionDenied(s));
+  EXPECT_EQ(s.message(), "pw [REDACTED] rejected");
+  EXPECT_TRUE(r.RedactStatus(absl::OkStatus()).ok());
+}
+
+TEST(RedactorTest, PrefixTextMasksASecretItEndsInside) {
+  const Redactor r({kRedactSecret});
+  // Complete text: a secret's first bytes are not the secret.
+  EXPECT_EQ(r.Redact("abc s3cr+"), "abc s3cr+");
+  // The start of something longer (a capped capture): they may be.
+  EXPECT_EQ(r.Redact("abc s3cr+", true), "abc [REDACTED]");
+  EXPECT_EQ(r.Redact("abc s3cr%2Bt%2", true), "abc [REDACTED]");  // cut inside an escape
+  EXPECT_EQ(r.Redact("abc czNjcit0", true), "abc [REDACTED]");    // base64, cut
+  EXPECT_EQ(r.Redact("x Bearer eyJhbGciOi", true), "x Bearer [REDACTED]");
+  EXPECT_EQ(r.Redact("x eyJhbGciOi.eyJz", true), "x [REDACTED]");
+}
+
+TEST(RedactorTest, ExcerptRedactsBeforeItCuts) {
+  const Redactor r({kRedactSecret});
+  constexpr size_t kMax = 200;
+  bool cutting_first_would_leak = false;
+  // The secret starts anywhere from well before to exactly at the cut.
+  for (size_t at = kMax - 20; at <= kMax; ++at) {
+    SCOPED_TRACE(at);
+    const std::string body = absl::StrCat(std::string(at, '.'), kRedactSecret, std::string(50, '.'));
+    const std::string excerpt = RedactedExcerpt(r, body, kMax);
+    EXPECT_FALSE(absl::StrContains(excerpt, "s3")) << excerpt;
+    EXPECT_TRUE(absl::StrContains(excerpt, absl::StrCat(" ... [", body.size(), " bytes in all]"))) << excerpt;
+    // The wrong order: the cut leaves a piece no redaction recognises.
+    if (at < kMax && absl::StrContains(r.Redact(body.substr(0, kMax)), "s3")) cutting_first_would_leak = true;
+  }
+  EXPECT_TRUE(cutting_first_would_leak);
+}
+
+TEST(RedactorTest, ExcerptOfACappedCaptureMasksItsTail) {
+  const Redactor r({kRedactSecret});
+  // The capture cap (not the excerpt) cut the secret; the excerpt shows all
+  // of the short redacted capture, so the tail must be masked.
+  const std::string capture = absl::StrCat(kRedactSecret, " and again s3cr+t");
+  const std::string excerpt = RedactedExcerpt(r, capture, 200, 70'000);
+  EXPECT_EQ(excerpt, "[REDACTED] and again [REDACTED] ... [70000 bytes in all]");
+}
+
+TEST(RedactorTest, ExcerptEscapesControlAndNonAsciiBytes) {
+  const Redactor r;
+  EXPECT_EQ(RedactedExcerpt(r, "a\nb\\c\xc3\xa9", 200), "a\\x0ab\\x5cc\\xc3\\xa9");
+  EXPECT_EQ(RedactedExcerpt(r, "short", 200), "short");  // nothing left out, no note
 }
 
 }  // namespace
