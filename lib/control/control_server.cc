@@ -5,12 +5,17 @@
 
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/log_limiter.h"
 #include "common/unix_socket.h"
 #include "spdlog/spdlog.h"
 
@@ -19,11 +24,44 @@ namespace {
 
 namespace asio = boost::asio;
 using asio::local::stream_protocol;
+using Clock = std::chrono::steady_clock;
 
-class Server;
+constexpr auto kAcceptBackoffInitial = std::chrono::milliseconds(100);
+constexpr auto kAcceptBackoffMax = std::chrono::seconds(1);
+constexpr auto kLogInterval = std::chrono::seconds(5);
+
+// Errors that mean "no descriptor or memory for a new socket now".
+bool IsResourceExhaustion(const boost::system::error_code& ec) {
+  if (ec.category() != boost::system::system_category()) return false;
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
+// Errors about one connection that went away before it was accepted:
+// accept the next one at once.
+bool IsPerConnection(const boost::system::error_code& ec) {
+  return ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
+         ec == asio::error::try_again || ec == asio::error::would_block;
+}
+
+std::string ErrnoName(const boost::system::error_code& ec) {
+  if (ec.category() == boost::system::system_category()) {
+    switch (ec.value()) {
+      case EMFILE: return "EMFILE";
+      case ENFILE: return "ENFILE";
+      case ENOBUFS: return "ENOBUFS";
+      case ENOMEM: return "ENOMEM";
+      case ECONNABORTED: return "ECONNABORTED";
+      case EPERM: return "EPERM";
+      default: break;
+    }
+  }
+  return "other";
+}
 
 // One operator connection: read a line, hand it over, write the reply,
-// repeat. Owned by shared_ptr; the server keeps weak references.
+// repeat. Owned by shared_ptr; the server keeps weak references. Loop
+// thread only.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(stream_protocol::socket socket, const ControlOptions& options, const ControlServer::Handler& handler,
@@ -31,18 +69,34 @@ class Connection : public std::enable_shared_from_this<Connection> {
       : socket_(std::move(socket)),
         handler_(handler),
         server_alive_(std::move(server_alive)),
+        timeout_(options.read_timeout_ms),
+        deadline_(socket_.get_executor()),
         in_(options.max_request_bytes) {}
 
   void Start() { ReadRequest(); }
   void Close() {
+    closed_ = true;
+    waiting_for_request_ = false;
+    Disarm();
     boost::system::error_code ec;
     socket_.close(ec);
   }
+  bool closed() const { return closed_; }
+  // Waiting for the client's next request line (not for a handler's reply,
+  // nor for a reply to be written), since idle_since().
+  bool idle() const { return waiting_for_request_ && !closed_; }
+  Clock::time_point idle_since() const { return idle_since_; }
 
  private:
   void ReadRequest() {
+    if (closed_) return;
+    waiting_for_request_ = true;
+    idle_since_ = Clock::now();
+    Arm("a request line");
     asio::async_read_until(socket_, in_, '\n', [self = shared_from_this()](boost::system::error_code ec, size_t n) {
-      if (!*self->server_alive_) return;
+      self->waiting_for_request_ = false;
+      self->Disarm();
+      if (!*self->server_alive_ || self->closed_) return;
       if (ec) {
         if (ec == asio::error::not_found) self->Write("{\"ok\":false,\"error\":\"request too large\"}", true);
         return;
@@ -57,18 +111,46 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Write(std::string response, bool close_after) {
+    if (closed_) return;
     out_ = std::move(response);
     out_ += '\n';
+    Arm("its reply to be read");
     asio::async_write(socket_, asio::buffer(out_),
                       [self = shared_from_this(), close_after](boost::system::error_code ec, size_t) {
-                        if (ec || close_after || !*self->server_alive_) return;
+                        self->Disarm();
+                        if (ec || close_after || !*self->server_alive_ || self->closed_) return;
                         self->ReadRequest();
                       });
+  }
+
+  // Closes the connection unless the operation started now completes within
+  // the timeout. A generation number makes a timer that fired just as the
+  // operation completed harmless.
+  void Arm(const char* waiting_for) {
+    if (timeout_.count() == 0) return;
+    const uint64_t generation = ++generation_;
+    deadline_.expires_after(timeout_);
+    deadline_.async_wait([weak = weak_from_this(), generation, waiting_for](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (ec || self == nullptr || self->generation_ != generation || self->closed_ || !*self->server_alive_) return;
+      spdlog::debug("control: closing a connection that waited {} ms for {}", self->timeout_.count(), waiting_for);
+      self->Close();
+    });
+  }
+  void Disarm() {
+    ++generation_;
+    deadline_.cancel();
   }
 
   stream_protocol::socket socket_;
   const ControlServer::Handler& handler_;
   std::shared_ptr<bool> server_alive_;
+  const std::chrono::milliseconds timeout_;
+  asio::steady_timer deadline_;
+  uint64_t generation_ = 0;
+  bool closed_ = false;
+  bool waiting_for_request_ = false;
+  Clock::time_point idle_since_ = Clock::now();
   asio::streambuf in_;
   std::string out_;
 };
@@ -76,12 +158,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
 class Server final : public ControlServer {
  public:
   Server(asio::io_context& loop, ControlOptions options, Handler handler)
-      : options_(std::move(options)), handler_(std::move(handler)), acceptor_(loop) {}
+      : options_(std::move(options)), handler_(std::move(handler)), acceptor_(loop), retry_timer_(loop) {}
 
   ~Server() override {
     *alive_ = false;
     boost::system::error_code ec;
     acceptor_.close(ec);
+    retry_timer_.cancel();
     for (auto& weak : connections_) {
       if (auto c = weak.lock()) c->Close();
     }
@@ -100,38 +183,109 @@ class Server final : public ControlServer {
  private:
   void Accept() {
     acceptor_.async_accept([this, alive = alive_](boost::system::error_code ec, stream_protocol::socket socket) {
-      if (!*alive) return;
+      if (!*alive || ec == asio::error::operation_aborted) return;
       if (ec) {
-        if (ec != asio::error::operation_aborted) Accept();
+        OnAcceptError(ec);
         return;
       }
+      // Failures not reported as a recovery yet add up until one is.
+      if (failed_accepts_ > 0 && recovery_log_.ShouldLog(std::chrono::steady_clock::now(), nullptr)) {
+        spdlog::info("control: accepting connections again after {} failed accept(s)", failed_accepts_);
+        failed_accepts_ = 0;
+      }
+      backoff_ = kAcceptBackoffInitial;
       struct ucred cred{};
       socklen_t len = sizeof(cred);
       const bool known = getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
       // The file mode is the first guard; this is the second.
       if (!known || (cred.uid != 0 && cred.uid != geteuid())) {
-        spdlog::warn("control: refusing uid {} (only root and the daemon's user may use the control socket)",
-                     cred.uid);
+        uint64_t suppressed = 0;
+        if (refused_log_.ShouldLog(Clock::now(), &suppressed)) {
+          spdlog::warn(
+              "control: refusing uid {} (only root and the daemon's user may use the control socket; {} more "
+              "refused since the last report)",
+              cred.uid, suppressed);
+        }
         boost::system::error_code ignored;
         socket.close(ignored);
       } else {
-        std::erase_if(connections_, [](const std::weak_ptr<Connection>& w) { return w.expired(); });
-        if (connections_.size() >= options_.max_connections) {
-          boost::system::error_code ignored;
-          socket.close(ignored);
-        } else {
-          auto conn = std::make_shared<Connection>(std::move(socket), options_, handler_, alive_);
-          connections_.push_back(conn);
-          conn->Start();
-        }
+        Admit(std::move(socket));
       }
       Accept();
     });
   }
 
+  // Never stops accepting: the operator must get in as soon as the host has
+  // a descriptor to spare.
+  void OnAcceptError(const boost::system::error_code& ec) {
+    ++failed_accepts_;
+    if (options_.on_accept_error) options_.on_accept_error(ErrnoName(ec));
+    uint64_t suppressed = 0;
+    if (accept_log_.ShouldLog(Clock::now(), &suppressed)) {
+      spdlog::warn("control: accept failed: {}{} ({} more failure(s) since the last report); still accepting",
+                   ec.message(), IsResourceExhaustion(ec) ? " (out of descriptors or memory)" : "", suppressed);
+    }
+    if (IsPerConnection(ec)) {
+      Accept();
+      return;
+    }
+    // Out of descriptors or memory (or an error we do not know): the
+    // pending connection stays in the backlog, so wait before trying again.
+    retry_timer_.expires_after(backoff_);
+    backoff_ = std::min<Clock::duration>(backoff_ * 2, kAcceptBackoffMax);
+    retry_timer_.async_wait([this, alive = alive_](boost::system::error_code wait_ec) {
+      if (*alive && !wait_ec) Accept();
+    });
+  }
+
+  // At max_connections, the connection idle the longest makes room; when
+  // every one is busy with a request, the new one is refused.
+  void Admit(stream_protocol::socket socket) {
+    std::erase_if(connections_, [](const std::weak_ptr<Connection>& w) {
+      auto c = w.lock();
+      return c == nullptr || c->closed();
+    });
+    if (connections_.size() >= options_.max_connections) {
+      auto longest = connections_.end();
+      for (auto it = connections_.begin(); it != connections_.end(); ++it) {
+        auto c = it->lock();
+        if (c && c->idle() && (longest == connections_.end() || c->idle_since() < longest->lock()->idle_since())) {
+          longest = it;
+        }
+      }
+      uint64_t suppressed = 0;
+      const bool log = full_log_.ShouldLog(Clock::now(), &suppressed);
+      if (longest == connections_.end()) {
+        if (log) {
+          spdlog::warn("control: {} connections busy; refusing a new one ({} more since the last report)",
+                       connections_.size(), suppressed);
+        }
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        return;
+      }
+      if (log) {
+        spdlog::warn("control: {} connections open; closed the one idle the longest ({} more since the last report)",
+                     connections_.size(), suppressed);
+      }
+      if (auto c = longest->lock()) c->Close();
+      connections_.erase(longest);
+    }
+    auto conn = std::make_shared<Connection>(std::move(socket), options_, handler_, alive_);
+    connections_.push_back(conn);
+    conn->Start();
+  }
+
   const ControlOptions options_;
   const Handler handler_;
   stream_protocol::acceptor acceptor_;
+  asio::steady_timer retry_timer_;
+  Clock::duration backoff_ = kAcceptBackoffInitial;
+  uint64_t failed_accepts_ = 0;
+  RateLimitedLog accept_log_{kLogInterval};
+  RateLimitedLog recovery_log_{kLogInterval};
+  RateLimitedLog refused_log_{kLogInterval};
+  RateLimitedLog full_log_{kLogInterval};
   std::vector<std::weak_ptr<Connection>> connections_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

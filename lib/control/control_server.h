@@ -5,7 +5,13 @@
 // daemon wires it to the dead-letter store and the lanes).
 //
 // Guard: the socket file's mode (default 0600), and a peer-credential check
-// that admits only root and the daemon's own user.
+// that admits only root and the daemon's own user. Against a hostile or
+// careless local client: at most `max_connections` at once (past it, the
+// connection idle the longest makes room, or the new one is refused when
+// none is idle), a deadline on every request line and reply write, and an
+// accept loop that never stops: out of descriptors (EMFILE, ENFILE) or
+// memory (ENOBUFS, ENOMEM), it retries after 100 ms doubling to 1 s. Such
+// conditions are logged as one summary line at most every 5 s.
 
 #include <sys/types.h>
 
@@ -25,6 +31,15 @@ struct ControlOptions {
   uint32_t socket_mode = 0600;
   size_t max_request_bytes = 1 << 20;
   uint32_t max_connections = 16;
+  // A connection is closed when a whole request line has not arrived this
+  // long after it was accepted or after its last reply was written, or when
+  // a reply has not been taken by the client this long. The time a handler
+  // takes to answer does not count. 0: no deadline.
+  uint32_t read_timeout_ms = 30'000;
+  // Optional; called on the loop thread for every failed accept with the
+  // errno name ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM", ...), e.g. to count
+  // it in zerobusd_accept_errors_total{listener="control"}.
+  std::function<void(const std::string& error)> on_accept_error;
 };
 
 class ControlServer {

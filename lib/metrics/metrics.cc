@@ -4,9 +4,14 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -14,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/endpoint.h"
+#include "common/log_limiter.h"
 #include "common/status.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -121,6 +127,11 @@ class PrometheusMetrics final : public Metrics {
                        .Help("Payload bytes in the dead-letter store, all routes")
                        .Register(*registry_)
                        .Add({})),
+        accept_errors_(prometheus::BuildCounter()
+                           .Name("zerobusd_accept_errors_total")
+                           .Help("Failed accepts on a listening socket, by listener (intake, control, metrics) "
+                                 "and error (EMFILE: out of descriptors, ...)")
+                           .Register(*registry_)),
         spool_full_(prometheus::BuildGauge()
                         .Name("zerobusd_spool_full")
                         .Help("1 while appends are refused or held: spool.max_bytes reached or the filesystem "
@@ -178,6 +189,9 @@ class PrometheusMetrics final : public Metrics {
     dlq_bytes_.Set(static_cast<double>(bytes));
   }
   void SpoolFull(bool full) override { spool_full_.Set(full ? 1 : 0); }
+  void AcceptError(const std::string& listener, const std::string& error) override {
+    Get(accept_errors_, {{"listener", listener}, {"error", error}}).Increment();
+  }
   void DeclareRoute(const std::string& route) override {
     Get(intake_records_, {{"route", route}, {"result", "accepted"}});
     Get(intake_bytes_, {{"route", route}});
@@ -234,6 +248,7 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Counter>& dropped_;
   prometheus::Gauge& dlq_records_;
   prometheus::Gauge& dlq_bytes_;
+  prometheus::Family<prometheus::Counter>& accept_errors_;
   prometheus::Gauge& spool_full_;
 };
 
@@ -241,45 +256,110 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
+// A scrape (or a stalled client) gets this long for its whole exchange.
+constexpr auto kConnectionDeadline = std::chrono::seconds(5);
+// Past this many open connections, the oldest is closed for the new one.
+constexpr size_t kMaxConnections = 64;
+// Accept retries after running out of descriptors or memory.
+constexpr auto kAcceptBackoffInitial = std::chrono::milliseconds(100);
+constexpr auto kAcceptBackoffMax = std::chrono::seconds(1);
+constexpr auto kAcceptLogInterval = std::chrono::seconds(5);
+
+// Errors that mean "no descriptor or memory for a new socket now": the
+// connection waits in the backlog, and accepting again at once would spin.
+bool IsResourceExhaustion(const boost::system::error_code& ec) {
+  if (ec.category() != boost::system::system_category()) return false;
+  const int e = ec.value();
+  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+}
+
+// Errors about one connection that went away before it was accepted:
+// accept the next one at once.
+bool IsPerConnection(const boost::system::error_code& ec) {
+  return ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
+         ec == asio::error::try_again || ec == asio::error::would_block ||
+         (ec.category() == boost::system::system_category() && ec.value() == EPROTO);
+}
+
+std::string ErrnoName(const boost::system::error_code& ec) {
+  if (ec.category() == boost::system::system_category()) {
+    switch (ec.value()) {
+      case EMFILE: return "EMFILE";
+      case ENFILE: return "ENFILE";
+      case ENOBUFS: return "ENOBUFS";
+      case ENOMEM: return "ENOMEM";
+      case ECONNABORTED: return "ECONNABORTED";
+      case EPROTO: return "EPROTO";
+      case EPERM: return "EPERM";
+      default: break;
+    }
+  }
+  return "other";
+}
+
 // One request per connection, served asynchronously on the server's own
-// thread; each connection has a 5 s deadline, so a slow or silent client
-// never holds up other scrapes.
+// thread; each connection has a deadline, so a slow or silent client never
+// holds up other scrapes. Only GET and HEAD are answered; other methods get
+// 405.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(asio::ip::tcp::socket socket, Metrics* metrics, const std::function<bool()>& ready)
       : stream_(std::move(socket)), metrics_(metrics), ready_(ready) {}
 
   void Start() {
-    stream_.expires_after(std::chrono::seconds(5));
+    stream_.expires_after(kConnectionDeadline);
     http::async_read(stream_, buffer_, req_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (!ec) self->Respond();
+      if (!ec && !self->closed_) self->Respond();
     });
   }
+
+  // Closes the connection now (the server needs the slot); the pending
+  // operation completes with an error and the session goes away.
+  void Close() {
+    closed_ = true;
+    beast::error_code ignored;
+    stream_.socket().close(ignored);
+  }
+  bool closed() const { return closed_; }
 
  private:
   void Respond() {
     res_.version(req_.version());
     res_.keep_alive(false);
-    const std::string target(req_.target());
-    const std::string path = target.substr(0, target.find('?'));
-    if (path == "/metrics") {
-      res_.result(http::status::ok);
-      res_.set(http::field::content_type, "text/plain; version=0.0.4");
-      res_.body() = metrics_->Exposition();
-    } else if (path == "/healthz") {
-      res_.result(http::status::ok);
-      res_.body() = "ok\n";
-    } else if (path == "/readyz") {
-      const bool ready = ready_();
-      res_.result(ready ? http::status::ok : http::status::service_unavailable);
-      res_.body() = ready ? "ready\n" : "not ready\n";
+    const bool head = req_.method() == http::verb::head;
+    if (req_.method() != http::verb::get && !head) {
+      res_.result(http::status::method_not_allowed);
+      res_.set(http::field::allow, "GET, HEAD");
+      res_.body() = "method not allowed: use GET or HEAD\n";
     } else {
-      res_.result(http::status::not_found);
-      res_.body() = "not found: try /metrics, /healthz or /readyz\n";
+      const std::string target(req_.target());
+      const std::string path = target.substr(0, target.find('?'));
+      if (path == "/metrics") {
+        res_.result(http::status::ok);
+        res_.set(http::field::content_type, "text/plain; version=0.0.4");
+        res_.body() = metrics_->Exposition();
+      } else if (path == "/healthz") {
+        res_.result(http::status::ok);
+        res_.body() = "ok\n";
+      } else if (path == "/readyz") {
+        const bool ready = ready_();
+        res_.result(ready ? http::status::ok : http::status::service_unavailable);
+        res_.body() = ready ? "ready\n" : "not ready\n";
+      } else {
+        res_.result(http::status::not_found);
+        res_.body() = "not found: try /metrics, /healthz or /readyz\n";
+      }
     }
     res_.prepare_payload();
+    if (head) {
+      // The headers of the GET answer (Content-Length included), no body.
+      const size_t length = res_.body().size();
+      res_.body().clear();
+      res_.content_length(length);
+    }
     http::async_write(stream_, res_, [self = shared_from_this()](beast::error_code ec, size_t) {
       self->stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+      self->closed_ = true;
     });
   }
 
@@ -289,12 +369,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   http::response<http::string_body> res_;
   Metrics* metrics_;
   const std::function<bool()>& ready_;  // owned by the server, which outlives its io_context's handlers
+  bool closed_ = false;
 };
 
 class BeastMetricsServer final : public MetricsServer {
  public:
   BeastMetricsServer(Metrics* metrics, std::function<bool()> ready)
-      : metrics_(metrics), ready_(std::move(ready)), acceptor_(io_) {}
+      : metrics_(metrics), ready_(std::move(ready)), acceptor_(io_), retry_timer_(io_) {}
 
   ~BeastMetricsServer() override {
     io_.stop();
@@ -323,18 +404,81 @@ class BeastMetricsServer final : public MetricsServer {
   int port() const override { return port_; }
 
  private:
+  // Server thread only, from here on.
   void Accept() {
     acceptor_.async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket socket) {
-      if (ec) return;
-      std::make_shared<HttpSession>(std::move(socket), metrics_, ready_)->Start();
+      if (ec == asio::error::operation_aborted) return;  // shutting down
+      if (ec) {
+        OnAcceptError(ec);
+        return;
+      }
+      // Failures not reported as a recovery yet add up until one is.
+      if (failed_accepts_ > 0 && recovery_log_.ShouldLog(std::chrono::steady_clock::now(), nullptr)) {
+        spdlog::info("metrics: accepting connections again after {} failed accept(s)", failed_accepts_);
+        failed_accepts_ = 0;
+      }
+      backoff_ = kAcceptBackoffInitial;
+      MakeRoom();
+      auto session = std::make_shared<HttpSession>(std::move(socket), metrics_, ready_);
+      sessions_.push_back(session);
+      session->Start();
       Accept();
     });
   }
 
+  // Never stops accepting: /healthz must answer again as soon as the host
+  // has a descriptor to spare.
+  void OnAcceptError(const boost::system::error_code& ec) {
+    ++failed_accepts_;
+    metrics_->AcceptError("metrics", ErrnoName(ec));
+    uint64_t suppressed = 0;
+    if (accept_log_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+      spdlog::warn("metrics: accept failed: {}{} ({} more failure(s) since the last report); still accepting",
+                   ec.message(), IsResourceExhaustion(ec) ? " (out of descriptors or memory)" : "", suppressed);
+    }
+    if (IsPerConnection(ec)) {
+      Accept();
+      return;
+    }
+    // Out of descriptors or memory (or an error we do not know): the
+    // pending connection stays in the backlog, so wait before trying again.
+    retry_timer_.expires_after(backoff_);
+    backoff_ = std::min<std::chrono::steady_clock::duration>(backoff_ * 2, kAcceptBackoffMax);
+    retry_timer_.async_wait([this](boost::system::error_code wait_ec) {
+      if (wait_ec != asio::error::operation_aborted) Accept();
+    });
+  }
+
+  // Keeps at most kMaxConnections - 1 open before a new one is added: the
+  // oldest goes first (each lives at most kConnectionDeadline anyway, so the
+  // oldest is the one that has waited the longest for its request).
+  void MakeRoom() {
+    std::erase_if(sessions_, [](const std::weak_ptr<HttpSession>& w) {
+      auto s = w.lock();
+      return s == nullptr || s->closed();
+    });
+    while (sessions_.size() >= kMaxConnections) {
+      if (auto oldest = sessions_.front().lock()) oldest->Close();
+      sessions_.pop_front();
+      uint64_t suppressed = 0;
+      if (evict_log_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+        spdlog::warn("metrics: {} connections open; closed the oldest for a new one ({} more since the last report)",
+                     kMaxConnections, suppressed);
+      }
+    }
+  }
+
   Metrics* metrics_;
   std::function<bool()> ready_;
+  std::deque<std::weak_ptr<HttpSession>> sessions_;  // accept order
+  std::chrono::steady_clock::duration backoff_ = kAcceptBackoffInitial;
+  uint64_t failed_accepts_ = 0;
+  RateLimitedLog accept_log_{kAcceptLogInterval};
+  RateLimitedLog recovery_log_{kAcceptLogInterval};
+  RateLimitedLog evict_log_{kAcceptLogInterval};
   asio::io_context io_;
   asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer retry_timer_;
   std::thread thread_;
   int port_ = 0;
 };

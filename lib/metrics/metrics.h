@@ -47,6 +47,10 @@ class Metrics {
   // Whether appends are refused now (1) because the spool is at
   // spool.max_bytes or the filesystem below spool.min_free_bytes.
   virtual void SpoolFull(bool full) = 0;
+  // A failed accept on a listening socket: `listener` is "intake", "control"
+  // or "metrics"; `error` the errno name ("EMFILE", "ENFILE", "ENOBUFS",
+  // "ENOMEM", ...). The listener keeps accepting (with a backoff).
+  virtual void AcceptError(const std::string& listener, const std::string& error) = 0;
   // Makes the route's series exist at zero, so dashboards see every route.
   virtual void DeclareRoute(const std::string& route) = 0;
 
@@ -61,7 +65,15 @@ class Metrics {
 std::unique_ptr<Metrics> MakePrometheusMetrics();
 
 // Serves GET /metrics, /healthz (200 while the process serves) and /readyz
-// (200 while `ready()` is true, else 503) on its own thread.
+// (200 while `ready()` is true, else 503) on its own thread; HEAD answers
+// the same headers without a body, other methods get 405 with `Allow`.
+//
+// Hostile-host guards: one request per connection, each with a 5 s deadline;
+// at most 64 connections, past which the oldest is closed for the new one;
+// accept errors (out of descriptors: EMFILE, ENFILE; ENOBUFS, ENOMEM) never
+// stop it: it retries with a backoff of 100 ms doubling to 1 s, counts each
+// in zerobusd_accept_errors_total{listener="metrics"} and logs a summary at
+// most every 5 s.
 class MetricsServer {
  public:
   virtual ~MetricsServer() = default;

@@ -380,6 +380,50 @@ TEST_F(DevServerTest, ExpiredTokensAreRefusedAtCreate) {
   EXPECT_NE(refused.message().find("token expired"), std::string::npos) << refused;
 }
 
+TEST_F(DevServerTest, DeeplyNestedJsonIsRefusedAndTheServerServesOn) {
+  StartServer({"--ack-interval-ms", "0"});
+  const std::string token = Token();
+  // `depth` levels in all: an object holding nested arrays.
+  auto nested = [](int depth) {
+    return absl::StrCat(R"({"deep":)", std::string(depth - 1, '['), std::string(depth - 1, ']'), "}");
+  };
+  // 200,000 levels: once a stack overflow in a recursive parser, now a bad
+  // record like any other.
+  auto deep = Open(token);
+  ASSERT_TRUE(Create(deep.get(), CreateJson()).ok());
+  deep->rw->Write(Batch(0, {std::string(200'000, '[') + std::string(200'000, ']')}));
+  absl::Status s = Finish(deep.get());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("record 0 is not a JSON object (nesting deeper than 128 levels)"), std::string::npos)
+      << s;
+
+  // Still serving: a record at the limit lands; one level more does not.
+  auto next = Open(token);
+  ASSERT_TRUE(Create(next.get(), CreateJson()).ok()) << server_->log();
+  ASSERT_TRUE(next->rw->Write(Batch(0, {nested(128)})));
+  const std::vector<int64_t> acks = ReadAcksUpTo(next.get(), 0);
+  ASSERT_FALSE(acks.empty());
+  EXPECT_EQ(acks.back(), 0);
+  next->rw->Write(Batch(1, {nested(129)}));
+  s = Finish(next.get());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("nesting deeper than 128 levels"), std::string::npos) << s;
+  EXPECT_EQ(server_->Rows(kTable), (std::vector<std::string>{nested(128)}));
+
+  // The HTTP side parses JSON from clients too.
+  auto faults = HttpRequest(server_->http_port(), "POST", "/faults", {},
+                            std::string(200'000, '[') + std::string(200'000, ']'));
+  ASSERT_TRUE(faults.ok()) << faults.status();
+  EXPECT_EQ(faults->status, 400);
+  EXPECT_NE(faults->body.find("nesting deeper than 128 levels"), std::string::npos) << faults->body;
+  auto healthz = HttpRequest(server_->http_port(), "GET", "/healthz");
+  ASSERT_TRUE(healthz.ok()) << healthz.status();
+  EXPECT_EQ(healthz->status, 200);
+  auto last = Open(token);
+  EXPECT_TRUE(Create(last.get(), CreateJson()).ok());
+  EXPECT_TRUE(Finish(last.get()).ok());
+}
+
 // ------------------------------------------------------------------ faults
 
 TEST_F(DevServerTest, FaultScriptErrorsNameTheirPath) {

@@ -4,16 +4,136 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "common/log_limiter.h"
 #include "gtest/gtest.h"
 #include "testutil.h"
 
 namespace zb {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A blocking loopback TCP socket connected to `port`, or -1.
+int ConnectTo(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Reads from `fd` until the peer closes or `deadline` passes; returns what
+// came (headers included).
+std::string ReadUntilClosed(int fd, Clock::time_point deadline) {
+  std::string out;
+  char buf[4096];
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// One raw HTTP exchange (the whole response, headers included), bounded by
+// `timeout`; "" when nothing came back in time.
+std::string RawExchange(int port, const std::string& request, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const int fd = ConnectTo(port);
+  if (fd < 0) return "";
+  std::string out;
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+    out = ReadUntilClosed(fd, deadline);
+  }
+  close(fd);
+  return out;
+}
+
+// Whether the peer of `fd` has closed the connection (without blocking).
+bool PeerClosed(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+// Lowers this process's RLIMIT_NOFILE to just above its highest open
+// descriptor and fills every free slot below it, so that the next socket or
+// accept fails with EMFILE. Release() (or destruction) gives it all back.
+class DescriptorExhaustion {
+ public:
+  DescriptorExhaustion() = default;
+  ~DescriptorExhaustion() { Release(); }
+
+  // True when no descriptor can be made any more.
+  bool Exhaust() {
+    if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return false;
+    int highest = 2;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+      highest = std::max(highest, std::stoi(entry.path().filename().string()));
+    }
+    rlimit low = saved_;
+    low.rlim_cur = static_cast<rlim_t>(highest) + 1;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) return false;
+    lowered_ = true;
+    while (true) {
+      const int fd = dup(STDERR_FILENO);
+      if (fd < 0) return errno == EMFILE;
+      fillers_.push_back(fd);
+    }
+  }
+
+  void Release() {
+    for (int fd : fillers_) close(fd);
+    fillers_.clear();
+    if (lowered_) setrlimit(RLIMIT_NOFILE, &saved_);
+    lowered_ = false;
+  }
+
+ private:
+  rlimit saved_{};
+  bool lowered_ = false;
+  std::vector<int> fillers_;
+};
+
+TEST(RateLimitedLogTest, LogsTheFirstThenOneSummaryPerInterval) {
+  RateLimitedLog log(std::chrono::seconds(5));
+  const auto t0 = Clock::now();
+  uint64_t suppressed = 99;
+  EXPECT_TRUE(log.ShouldLog(t0, &suppressed));
+  EXPECT_EQ(suppressed, 0u);
+  for (int i = 0; i < 1000; ++i) EXPECT_FALSE(log.ShouldLog(t0 + std::chrono::seconds(1), &suppressed));
+  EXPECT_FALSE(log.ShouldLog(t0 + std::chrono::milliseconds(4999), &suppressed));
+  EXPECT_EQ(suppressed, 0u) << "left alone when not logging";
+  EXPECT_EQ(log.suppressed(), 1001u);
+  EXPECT_TRUE(log.ShouldLog(t0 + std::chrono::seconds(5), &suppressed));
+  EXPECT_EQ(suppressed, 1001u);
+  EXPECT_EQ(log.suppressed(), 0u);
+  EXPECT_FALSE(log.ShouldLog(t0 + std::chrono::seconds(6), nullptr));
+  EXPECT_TRUE(log.ShouldLog(t0 + std::chrono::seconds(11), nullptr));
+  EXPECT_EQ(log.total(), 1005u);
+}
 
 TEST(MetricsTest, ContractMetricsExistWithRouteLabels) {
   auto m = MakePrometheusMetrics();
@@ -106,6 +226,100 @@ TEST(MetricsTest, BadListenAddressesAreClearErrors) {
   auto taken = StartMetricsServer("127.0.0.1:" + std::to_string((*first)->port()), m.get(), [] { return true; });
   ASSERT_FALSE(taken.ok());
   EXPECT_NE(taken.status().message().find("cannot listen"), std::string::npos) << taken.status();
+}
+
+TEST(MetricsTest, OnlyGetAndHeadAreAnswered) {
+  auto m = MakePrometheusMetrics();
+  auto server = StartMetricsServer("127.0.0.1:0", m.get(), [] { return true; });
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  for (const std::string method : {"POST", "PUT", "DELETE", "PATCH", "OPTIONS"}) {
+    const std::string body = method == "DELETE" || method == "OPTIONS" ? "" : "x=1";
+    const std::string response =
+        RawExchange(port,
+                    absl::StrCat(method, " /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                                 "\r\n\r\n", body),
+                    std::chrono::seconds(10));
+    EXPECT_EQ(response.rfind("HTTP/1.1 405 ", 0), 0u) << method << ": " << response;
+    EXPECT_NE(response.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << method << ": " << response;
+  }
+  const std::string head = RawExchange(port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n", std::chrono::seconds(10));
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 ", 0), 0u) << head;
+  EXPECT_NE(head.find("\r\nContent-Length: 3\r\n"), std::string::npos) << head;
+  EXPECT_EQ(head.substr(head.find("\r\n\r\n") + 4), "") << "no body for HEAD";
+  auto get = zb::testing::HttpGet(port, "/healthz");
+  ASSERT_TRUE(get.ok()) << get.status();
+  EXPECT_EQ(*get, "ok\n");
+}
+
+TEST(MetricsTest, PastTheConnectionCapTheOldestGoesAndHealthzStillAnswers) {
+  auto m = MakePrometheusMetrics();
+  auto server = StartMetricsServer("127.0.0.1:0", m.get(), [] { return true; });
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  // Silent connections: more than the cap of 64, each one a descriptor the
+  // server would hold for its whole 5 s deadline.
+  constexpr int kIdle = 64 + 8;
+  std::vector<int> idle;
+  for (int i = 0; i < kIdle; ++i) {
+    const int fd = ConnectTo(port);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    idle.push_back(fd);
+  }
+  // Well within the idle connections' own deadline: only closing the oldest
+  // makes room this fast.
+  const auto start = Clock::now();
+  const std::string response =
+      RawExchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", std::chrono::milliseconds(4000));
+  EXPECT_EQ(response.rfind("HTTP/1.1 200 ", 0), 0u) << "after " << (Clock::now() - start).count() << " ns: "
+                                                     << response;
+  // The oldest were the ones closed.
+  EXPECT_TRUE(zb::testing::WaitFor(
+      [&] {
+        for (int i = 0; i < kIdle + 1 - 64; ++i) {
+          if (!PeerClosed(idle[i])) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(3)));
+  for (int fd : idle) close(fd);
+}
+
+TEST(MetricsTest, AcceptSurvivesRunningOutOfDescriptors) {
+  auto m = MakePrometheusMetrics();
+  auto server = StartMetricsServer("127.0.0.1:0", m.get(), [] { return true; });
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  auto emfile_count = [&] {
+    return zb::testing::MetricValue(m->Exposition(), "zerobusd_accept_errors_total",
+                                    "error=\"EMFILE\",listener=\"metrics\"")
+        .value_or(0);
+  };
+  // The client's socket exists before the descriptors run out; connect()
+  // needs none, the server's accept does.
+  const int client = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(client, 0);
+  DescriptorExhaustion exhaustion;
+  ASSERT_TRUE(exhaustion.Exhaust());
+  ASSERT_LT(dup(STDERR_FILENO), 0);
+  ASSERT_EQ(errno, EMFILE);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(send(client, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  // The server fails to accept it, and keeps trying (with a backoff).
+  EXPECT_TRUE(zb::testing::WaitFor([&] { return emfile_count() >= 2; }, std::chrono::seconds(10)))
+      << emfile_count();
+  // Descriptors free again: the waiting client is served, and new ones too.
+  exhaustion.Release();
+  const std::string response = ReadUntilClosed(client, Clock::now() + std::chrono::seconds(10));
+  close(client);
+  EXPECT_EQ(response.rfind("HTTP/1.1 200 ", 0), 0u) << response;
+  auto healthz = zb::testing::HttpGet(port, "/healthz");
+  EXPECT_TRUE(healthz.ok()) << healthz.status();
 }
 
 }  // namespace

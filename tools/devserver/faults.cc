@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "rapidjson/document.h"
-#include "rapidjson/error/en.h"
+#include "tools/devserver/bounded_json.h"
 
 namespace zb::devserver {
 namespace {
@@ -173,10 +173,8 @@ std::optional<grpc::StatusCode> StatusCodeFromName(const std::string& name) {
 
 absl::StatusOr<std::unique_ptr<FaultScript>> FaultScript::Parse(const std::string& json) {
   rapidjson::Document d;
-  d.Parse(json.c_str(), json.size());
-  if (d.HasParseError()) {
-    return absl::InvalidArgumentError(absl::StrCat("fault script: invalid JSON at byte ", d.GetErrorOffset(), ": ",
-                                                   rapidjson::GetParseError_En(d.GetParseError())));
+  if (const std::string refused = ParseBoundedJson(json, &d); !refused.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("fault script: ", refused));
   }
   auto script = std::make_unique<FaultScript>();
   script->source_ = json;

@@ -4,17 +4,22 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <thread>
 
 #include "common/endpoint.h"
+#include "common/log_limiter.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "spdlog/spdlog.h"
+#include "tools/devserver/bounded_json.h"
 
 namespace zb::devserver {
 namespace {
@@ -72,8 +77,7 @@ std::string ErrorJson(const std::string& error, const std::string& description) 
 // Checks authorization_details; returns the table it names or an error.
 std::string TableFromDetails(const std::string& json, std::string* error) {
   rapidjson::Document d;
-  d.Parse(json.c_str());
-  if (d.HasParseError() || !d.IsArray() || d.Size() != 3) {
+  if (!ParseBoundedJson(json, &d).empty() || !d.IsArray() || d.Size() != 3) {
     *error = "authorization_details must be a JSON array of 3 unity_catalog_privileges entries";
     return "";
   }
@@ -146,11 +150,37 @@ class BeastEndpoint final : public HttpEndpoint {
  private:
   void Accept() {
     acceptor_.async_accept([this](boost::system::error_code ec, asio::ip::tcp::socket socket) {
-      if (ec) return;
+      if (ec == asio::error::operation_aborted) return;  // shutting down
+      if (ec) {
+        OnAcceptError(ec);
+        return;
+      }
+      backoff_ = kAcceptBackoffInitial;
       // One thread per connection: clients such as libcurl keep connections
       // alive, and a blocking read must not stall everybody else.
       std::thread([this, socket = std::move(socket)]() mutable { Serve(std::move(socket)); }).detach();
       Accept();
+    });
+  }
+
+  // Never stops accepting. Out of descriptors (EMFILE, ENFILE) or memory
+  // (ENOBUFS, ENOMEM), the connection waits in the backlog: retry after a
+  // backoff instead of spinning, and log a summary at most every 5 s.
+  void OnAcceptError(const boost::system::error_code& ec) {
+    uint64_t suppressed = 0;
+    if (accept_log_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+      spdlog::warn("http: accept failed: {} ({} more failure(s) since the last report); still accepting",
+                   ec.message(), suppressed);
+    }
+    if (ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
+        ec == asio::error::try_again) {
+      Accept();  // about that one connection only
+      return;
+    }
+    retry_timer_.expires_after(backoff_);
+    backoff_ = std::min<std::chrono::steady_clock::duration>(backoff_ * 2, kAcceptBackoffMax);
+    retry_timer_.async_wait([this](boost::system::error_code wait_ec) {
+      if (!wait_ec) Accept();
     });
   }
 
@@ -204,9 +234,15 @@ class BeastEndpoint final : public HttpEndpoint {
     socket.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   }
 
+  static constexpr std::chrono::milliseconds kAcceptBackoffInitial{100};
+  static constexpr std::chrono::milliseconds kAcceptBackoffMax{1000};
+
   DevState& state_;
   asio::io_context io_;
   asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer retry_timer_{io_};
+  std::chrono::steady_clock::duration backoff_ = kAcceptBackoffInitial;
+  RateLimitedLog accept_log_{std::chrono::seconds(5)};
   std::thread thread_;
   int port_ = 0;
 };

@@ -16,6 +16,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "spdlog/spdlog.h"
+#include "tools/devserver/bounded_json.h"
 
 namespace zb::devserver {
 namespace {
@@ -375,10 +376,14 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
   for (size_t i = 0; i < records.size(); ++i) {
     const std::string& rec = *records[i];
     if (json) {
+      // Iterative and depth-bounded: a record nested 150,000 deep is refused
+      // like any other bad record, not a stack overflow.
       rapidjson::Document d;
-      d.Parse(rec.data(), rec.size());
-      if (d.HasParseError() || !d.IsObject()) {
-        Fail(grpc::StatusCode::INVALID_ARGUMENT, "record " + std::to_string(i) + " is not a JSON object", true);
+      const std::string refused = ParseBoundedJson(rec, &d);
+      if (!refused.empty() || !d.IsObject()) {
+        Fail(grpc::StatusCode::INVALID_ARGUMENT,
+             "record " + std::to_string(i) + " is not a JSON object" + (refused.empty() ? "" : " (" + refused + ")"),
+             true);
         return;
       }
       rapidjson::StringBuffer buf;

@@ -1,0 +1,285 @@
+// The operator's control socket against a hostile or careless local client:
+// idle and trickling clients time out, the connection cap makes room by
+// closing the one idle the longest (never one busy with a request), and the
+// accept loop survives running out of descriptors.
+
+#include "control/control_server.h"
+
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "testutil.h"
+
+namespace zb {
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+using zb::testing::WaitFor;
+
+sockaddr_un AddressOf(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  return addr;
+}
+
+// A blocking Unix stream socket connected to `path`, or -1.
+int ConnectTo(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  const sockaddr_un addr = AddressOf(path);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool SendAll(int fd, const std::string& data) {
+  return send(fd, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+}
+
+// One reply line (without '\n'), or "" when the connection closed or
+// `timeout` passed first.
+std::string ReadLine(int fd, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::string line;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return "";
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char c;
+    if (recv(fd, &c, 1, 0) != 1) return "";
+    if (c == '\n') return line;
+    line += c;
+  }
+}
+
+// Whether the server has closed `fd`'s connection (without blocking).
+bool PeerClosed(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+// Lowers this process's RLIMIT_NOFILE to just above its highest open
+// descriptor and fills every free slot below it, so that the next socket or
+// accept fails with EMFILE. Release() (or destruction) gives it all back.
+class DescriptorExhaustion {
+ public:
+  DescriptorExhaustion() = default;
+  ~DescriptorExhaustion() { Release(); }
+
+  bool Exhaust() {
+    if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return false;
+    int highest = 2;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+      highest = std::max(highest, std::stoi(entry.path().filename().string()));
+    }
+    rlimit low = saved_;
+    low.rlim_cur = static_cast<rlim_t>(highest) + 1;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) return false;
+    lowered_ = true;
+    while (true) {
+      const int fd = dup(STDERR_FILENO);
+      if (fd < 0) return errno == EMFILE;
+      fillers_.push_back(fd);
+    }
+  }
+
+  void Release() {
+    for (int fd : fillers_) close(fd);
+    fillers_.clear();
+    if (lowered_) setrlimit(RLIMIT_NOFILE, &saved_);
+    lowered_ = false;
+  }
+
+ private:
+  rlimit saved_{};
+  bool lowered_ = false;
+  std::vector<int> fillers_;
+};
+
+class ControlServerTest : public ::testing::Test {
+ protected:
+  // Starts the server (socket in a temp dir) and the loop thread. A request
+  // "hold" is answered only by Release(); any other gets its echo.
+  void Start(ControlOptions options) {
+    options.socket_path = path_;
+    auto server = StartControlServer(loop_, options, [this](const std::string& line, ControlServer::Reply reply) {
+      if (line == "hold") {
+        std::lock_guard<std::mutex> lock(mu_);
+        held_.push_back(std::move(reply));
+        return;
+      }
+      reply("echo " + line);
+    });
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    thread_ = std::thread([this] { loop_.run(); });
+  }
+
+  void TearDown() override {
+    // The server lives on the loop thread; it goes away after the loop.
+    work_.reset();
+    loop_.stop();
+    if (thread_.joinable()) thread_.join();
+    server_.reset();
+    held_.clear();
+    for (int fd : fds_) close(fd);
+  }
+
+  size_t Held() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_.size();
+  }
+
+  // Answers every held request (on the loop thread, as Reply requires).
+  void Release() {
+    std::promise<void> done;
+    asio::post(loop_, [&] {
+      std::vector<ControlServer::Reply> replies;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        replies.swap(held_);
+      }
+      for (auto& reply : replies) reply("released");
+      done.set_value();
+    });
+    done.get_future().wait();
+  }
+
+  int Connect() {
+    const int fd = ConnectTo(path_);
+    if (fd >= 0) fds_.push_back(fd);
+    return fd;
+  }
+
+  zb::testing::TempDir dir_;
+  const std::string path_ = dir_.Sub("control.sock");
+  asio::io_context loop_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(loop_);
+  std::mutex mu_;
+  std::vector<ControlServer::Reply> held_;  // guarded by mu_; destroyed before loop_
+  std::unique_ptr<ControlServer> server_;
+  std::thread thread_;
+  std::vector<int> fds_;
+};
+
+TEST_F(ControlServerTest, AnswersEveryRequestLineInOrder) {
+  Start({});
+  const int fd = Connect();
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendAll(fd, "one\ntwo\r\n"));
+  EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "echo one");
+  EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "echo two");
+}
+
+TEST_F(ControlServerTest, SilentAndTricklingClientsAreClosedAtTheReadDeadline) {
+  Start({.read_timeout_ms = 300});
+  const int silent = Connect();
+  const int trickling = Connect();
+  const int served = Connect();
+  ASSERT_GE(silent, 0);
+  ASSERT_GE(trickling, 0);
+  ASSERT_GE(served, 0);
+  ASSERT_TRUE(SendAll(trickling, "half a req"));
+  ASSERT_TRUE(SendAll(served, "ping\n"));
+  EXPECT_EQ(ReadLine(served, std::chrono::seconds(10)), "echo ping");
+  EXPECT_TRUE(WaitFor([&] { return PeerClosed(silent) && PeerClosed(trickling); }, std::chrono::seconds(10)));
+  // A client that keeps asking is served, one request after another.
+  const int again = Connect();
+  ASSERT_GE(again, 0);
+  ASSERT_TRUE(SendAll(again, "a\n"));
+  EXPECT_EQ(ReadLine(again, std::chrono::seconds(10)), "echo a");
+  ASSERT_TRUE(SendAll(again, "b\n"));
+  EXPECT_EQ(ReadLine(again, std::chrono::seconds(10)), "echo b");
+}
+
+TEST_F(ControlServerTest, AtTheCapTheConnectionIdleTheLongestMakesRoom) {
+  // A deadline far beyond the test: only the cap closes anything here.
+  Start({.max_connections = 4, .read_timeout_ms = 600'000});
+  std::vector<int> idle;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = Connect();
+    ASSERT_GE(fd, 0);
+    // One exchange each, in order, so they became idle in this order.
+    ASSERT_TRUE(SendAll(fd, "hi\n"));
+    ASSERT_EQ(ReadLine(fd, std::chrono::seconds(10)), "echo hi");
+    idle.push_back(fd);
+  }
+  const int operator_fd = Connect();
+  ASSERT_GE(operator_fd, 0);
+  ASSERT_TRUE(SendAll(operator_fd, "status\n"));
+  EXPECT_EQ(ReadLine(operator_fd, std::chrono::seconds(10)), "echo status");
+  EXPECT_TRUE(WaitFor([&] { return PeerClosed(idle[0]); }, std::chrono::seconds(10)));
+  for (int i = 1; i < 4; ++i) {
+    EXPECT_FALSE(PeerClosed(idle[i])) << i;
+    ASSERT_TRUE(SendAll(idle[i], "still\n"));
+    EXPECT_EQ(ReadLine(idle[i], std::chrono::seconds(10)), "echo still") << i;
+  }
+}
+
+TEST_F(ControlServerTest, ConnectionsBusyWithARequestAreNotDisplaced) {
+  Start({.max_connections = 2, .read_timeout_ms = 600'000});
+  std::vector<int> busy;
+  for (int i = 0; i < 2; ++i) {
+    const int fd = Connect();
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, "hold\n"));
+    busy.push_back(fd);
+  }
+  ASSERT_TRUE(WaitFor([&] { return Held() == 2; }, std::chrono::seconds(10)));
+  // Every slot is busy: the newcomer is refused, nothing in flight is lost.
+  const int late = Connect();
+  ASSERT_GE(late, 0);
+  EXPECT_TRUE(WaitFor([&] { return PeerClosed(late); }, std::chrono::seconds(10)));
+  Release();
+  for (int fd : busy) EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "released");
+}
+
+TEST_F(ControlServerTest, AcceptSurvivesRunningOutOfDescriptors) {
+  std::atomic<int> emfile{0};
+  Start({.on_accept_error = [&](const std::string& error) {
+    if (error == "EMFILE") ++emfile;
+  }});
+  // The client's socket exists before the descriptors run out; connect()
+  // needs none, the server's accept does.
+  const int client = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(client, 0);
+  fds_.push_back(client);
+  DescriptorExhaustion exhaustion;
+  ASSERT_TRUE(exhaustion.Exhaust());
+  const sockaddr_un addr = AddressOf(path_);
+  ASSERT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+  ASSERT_TRUE(SendAll(client, "status\n"));
+  // The server fails to accept it, and keeps trying (with a backoff).
+  EXPECT_TRUE(WaitFor([&] { return emfile.load() >= 2; }, std::chrono::seconds(10))) << emfile.load();
+  exhaustion.Release();
+  EXPECT_EQ(ReadLine(client, std::chrono::seconds(10)), "echo status");
+  const int fresh = Connect();
+  ASSERT_GE(fresh, 0);
+  ASSERT_TRUE(SendAll(fresh, "again\n"));
+  EXPECT_EQ(ReadLine(fresh, std::chrono::seconds(10)), "echo again");
+}
+
+}  // namespace
+}  // namespace zb
