@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <filesystem>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -168,14 +167,14 @@ class Server final : public ControlServer {
     for (auto& weak : connections_) {
       if (auto c = weak.lock()) c->Close();
     }
-    std::error_code fec;
-    std::filesystem::remove(options_.socket_path, fec);
+    RemoveOwnedSocket(owned_);  // only if the path still names our socket
   }
 
   absl::Status Listen() {
-    if (absl::Status s = ListenOnUnixSocket(acceptor_, options_.socket_path, options_.socket_mode, "control.socket"); !s.ok()) {
-      return s;
-    }
+    auto owned = ListenOnUnixSocket(acceptor_, options_.socket_path, options_.socket_mode, /*gid=*/-1,
+                                    "control.socket");
+    if (!owned.ok()) return owned.status();
+    owned_ = *std::move(owned);
     Accept();
     return absl::OkStatus();
   }
@@ -287,6 +286,7 @@ class Server final : public ControlServer {
   RateLimitedLog refused_log_{kLogInterval};
   RateLimitedLog full_log_{kLogInterval};
   std::vector<std::weak_ptr<Connection>> connections_;
+  OwnedSocketPath owned_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -52,8 +52,10 @@ class ControlServer {
   virtual ~ControlServer() = default;
 };
 
-// Binds `options.socket_path` (replacing a stale socket file, creating the
-// parent folder) and serves on `loop`. Loop thread only; `loop` outlives it.
+// Binds `options.socket_path` (see ListenOnUnixSocket: never over a live
+// socket; a stale one of an earlier run is replaced) and serves on `loop`;
+// destruction removes the socket file only if it is still this server's.
+// Loop thread only; `loop` outlives it.
 absl::StatusOr<std::unique_ptr<ControlServer>> StartControlServer(boost::asio::io_context& loop,
                                                                   const ControlOptions& options,
                                                                   ControlServer::Handler handler);
