@@ -5,6 +5,7 @@
 #include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "schema/record_codec.h"
 
 namespace zb {
 namespace {
@@ -29,8 +30,14 @@ void I64(Writer& w, const char* key, int64_t value) {
 }  // namespace
 
 absl::StatusOr<ControlCommand> ParseControlCommand(const std::string& line) {
+  // Requests are shallow; bounding the depth first keeps rapidjson's
+  // recursive DOM (and its destructor) safe from any input.
+  constexpr int kMaxRequestDepth = 8;
+  if (absl::Status s = ValidateJsonObject(line, kMaxRequestDepth); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("request is not a JSON object: ", s.message()));
+  }
   rapidjson::Document d;
-  d.Parse(line.c_str(), line.size());
+  d.Parse<rapidjson::kParseIterativeFlag>(line.c_str(), line.size());
   if (d.HasParseError()) {
     return absl::InvalidArgumentError(absl::StrCat("request is not JSON (byte ", d.GetErrorOffset(), ": ",
                                                    rapidjson::GetParseError_En(d.GetParseError()), ")"));

@@ -24,6 +24,7 @@ void LineDecoder::Feed(absl::string_view data, LineSink& sink) {
         if (!discarding_) discarded_ = partial_.size();
         discarding_ = true;
         discarded_ += data.size();
+        discarded_cr_ = data.back() == '\r';
         std::string().swap(partial_);  // give the memory back
       }
       return;
@@ -33,7 +34,7 @@ void LineDecoder::Feed(absl::string_view data, LineSink& sink) {
     data.remove_prefix(n + 1);
     if (discarding_) {
       uint64_t bytes = discarded_ + piece.size();
-      if (!piece.empty() && piece.back() == '\r') --bytes;
+      if (piece.empty() ? discarded_cr_ : piece.back() == '\r') --bytes;  // "\r\n" ends it
       discarding_ = false;
       discarded_ = 0;
       sink.OnOversizeLine(bytes);

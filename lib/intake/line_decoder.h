@@ -46,6 +46,7 @@ class LineDecoder {
     std::string().swap(partial_);
     discarding_ = false;
     discarded_ = 0;
+    discarded_cr_ = false;
   }
 
  private:
@@ -55,6 +56,7 @@ class LineDecoder {
   std::string partial_;      // the unfinished line, while it is within the limit
   bool discarding_ = false;  // the unfinished line is over the limit
   uint64_t discarded_ = 0;   // its length so far
+  bool discarded_cr_ = false;  // its last byte so far was '\r'
 };
 
 }  // namespace zb

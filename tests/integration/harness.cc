@@ -91,7 +91,8 @@ void Daemon::WriteConfig() {
                          "  path: ", options_.spool_path.empty() ? dir_ + "/spool" : options_.spool_path, "\n",
                          options_.spool_yaml,
                          "intake:\n"
-                         "  socket: ", socket(), "\n"
+                         "  socket: ", socket(), "\n",
+                         options_.intake_yaml,
                          "control:\n"
                          "  socket: ", control_socket(), "\n"
                          "metrics:\n"

@@ -48,6 +48,8 @@ struct DaemonOptions {
   std::vector<std::string> wrapper;  // argv prefix the daemon runs under (e.g. unshare)
   int shutdown_timeout_ms = 5000;
   std::string spool_path;  // default: <dir>/spool
+  std::string intake_yaml;  // more lines of the intake: section ("  max_connections: 8\n")
+  std::string socket_path;  // default: <dir>/zerobusd.sock
 };
 
 class Daemon {
@@ -63,7 +65,7 @@ class Daemon {
   void SetRoutes(const std::string& routes_yaml);
   void Kill();   // SIGKILL
   int Terminate(std::chrono::milliseconds timeout);  // SIGTERM, returns the exit code
-  std::string socket() const { return dir_ + "/zerobusd.sock"; }
+  std::string socket() const { return options_.socket_path.empty() ? dir_ + "/zerobusd.sock" : options_.socket_path; }
   std::string control_socket() const { return dir_ + "/control.sock"; }
   std::string config_path() const { return dir_ + "/zerobusd.yaml"; }
   int metrics_port() const { return metrics_port_; }

@@ -40,6 +40,7 @@ struct Yaml {
   std::string spool;
   std::string intake;
   std::string metrics;
+  std::string control;
   std::string drain;
   std::string extra;  // top-level scalars or unknown keys
   std::string routes =
@@ -47,7 +48,7 @@ struct Yaml {
       "  - name: readings\n"
       "    table: main.edge.readings\n";
 
-  std::string str() const { return absl::StrCat(zerobus, spool, intake, metrics, drain, extra, routes); }
+  std::string str() const { return absl::StrCat(zerobus, spool, intake, metrics, control, drain, extra, routes); }
 };
 
 // Saves $CREDENTIALS_DIRECTORY and clears it, so the machine's environment
@@ -105,10 +106,15 @@ spool:
   sync: none
 intake:
   socket: /run/zb/zb.sock
+  socket_group: "0"
   socket_mode: "0640"
   max_record_bytes: 512KiB
   max_inflight_bytes: 4MiB
+  max_buffered_bytes: 64MiB
   max_connections: 16
+  max_json_depth: 20
+  read_timeout_ms: 5000
+  idle_timeout_ms: 0
 metrics:
   listen: "0.0.0.0:9000"
 drain:
@@ -159,9 +165,15 @@ routes:
 
   EXPECT_EQ(config->intake.socket, "/run/zb/zb.sock");
   EXPECT_EQ(config->intake.socket_mode, 0640u);
+  EXPECT_EQ(config->intake.socket_group, "0");
+  EXPECT_EQ(config->intake.socket_gid, 0);
   EXPECT_EQ(config->intake.max_record_bytes, 512u << 10);
   EXPECT_EQ(config->intake.max_inflight_bytes, 4u << 20);
+  EXPECT_EQ(config->intake.max_buffered_bytes, 64u << 20);
   EXPECT_EQ(config->intake.max_connections, 16u);
+  EXPECT_EQ(config->intake.max_json_depth, 20u);
+  EXPECT_EQ(config->intake.read_timeout_ms, 5000u);
+  EXPECT_EQ(config->intake.idle_timeout_ms, 0u);
   EXPECT_EQ(config->metrics.listen, "0.0.0.0:9000");
   EXPECT_EQ(config->shutdown_timeout_ms, 2500u);
   EXPECT_EQ(config->log_level, "debug");
@@ -213,10 +225,18 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(config->spool.when_full, WhenFull::kBlock);
   EXPECT_EQ(config->spool.sync, SyncPolicy::kAlways);
   EXPECT_EQ(config->intake.socket, "/run/zerobusd/zerobusd.sock");
-  EXPECT_EQ(config->intake.socket_mode, 0660u);
+  // No producers' group: only the daemon's user (and root) may connect.
+  EXPECT_EQ(config->intake.socket_mode, 0600u);
+  EXPECT_TRUE(config->intake.socket_group.empty());
+  EXPECT_EQ(config->intake.socket_gid, -1);
   EXPECT_EQ(config->intake.max_record_bytes, 1u << 20);
   EXPECT_EQ(config->intake.max_inflight_bytes, 8u << 20);
+  EXPECT_EQ(config->intake.max_buffered_bytes, 128u << 20);
   EXPECT_EQ(config->intake.max_connections, 1024u);
+  EXPECT_EQ(config->intake.max_json_depth, 64u);
+  EXPECT_EQ(config->intake.read_timeout_ms, 30000u);
+  EXPECT_EQ(config->intake.idle_timeout_ms, 600000u);
+  EXPECT_EQ(config->control.socket_mode, 0600u);
   EXPECT_EQ(config->metrics.listen, "127.0.0.1:9464");
   EXPECT_EQ(config->shutdown_timeout_ms, 10000u);
   EXPECT_EQ(config->log_level, "info");
@@ -400,7 +420,7 @@ TEST_F(ConfigTest, SocketMode) {
            {"\"0660\"", 0660}, {"0600", 0600}, {"'0777'", 0777}, {"0o640", 0640}, {"\"0\"", 0}, {"00660", 0660}}) {
     SCOPED_TRACE(c.text);
     Yaml y;
-    y.intake = absl::StrCat("intake:\n  socket_mode: ", c.text, "\n");
+    y.intake = absl::StrCat("intake:\n  socket_group: \"0\"\n  socket_mode: ", c.text, "\n");
     auto config = Load(y);
     ASSERT_TRUE(config.ok()) << config.status();
     EXPECT_EQ(config->intake.socket_mode, c.mode);
@@ -411,6 +431,50 @@ TEST_F(ConfigTest, SocketMode) {
     y.intake = absl::StrCat("intake:\n  socket_mode: ", bad, "\n");
     EXPECT_THAT(Error(Load(y)), HasSubstr("intake.socket_mode: must be"));
   }
+}
+
+TEST_F(ConfigTest, ProducersReachTheSocketThroughTheirOwnGroupOnly) {
+  Yaml y;
+  y.intake = "intake:\n  socket_group: root\n";
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->intake.socket_gid, 0);
+  EXPECT_EQ(config->intake.socket_mode, 0660u);  // the group's default
+  // Group bits without a producers' group would mean the daemon's own.
+  y.intake = "intake:\n  socket_mode: \"0660\"\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.socket_mode: 0660 lets the daemon's own group write records; set "
+                                        "intake.socket_group"));
+  y.intake = "intake:\n  socket_group: no-such-group-zb\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.socket_group: no group \"no-such-group-zb\" on this host"));
+  y.intake = "intake:\n  socket_group: \"4294967\"\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.socket_group: no group"));
+  y.intake = "";
+  y.control = "control:\n  socket_mode: \"0660\"\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("control.socket_mode: must give no group or other access"));
+}
+
+TEST_F(ConfigTest, IntakeAndControlSocketsMustDiffer) {
+  Yaml y;
+  y.intake = "intake:\n  socket: /run/zb/same.sock\n";
+  y.control = "control:\n  socket: /run/zb/same.sock\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("control.socket: must differ from intake.socket (both are \"/run/zb/same.sock\")"));
+}
+
+TEST_F(ConfigTest, IntakeLimitsAtAndPastTheirBounds) {
+  Yaml y;
+  y.intake = "intake:\n  max_json_depth: 1000\n  max_buffered_bytes: 32MiB\n  read_timeout_ms: 0\n";
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->intake.max_json_depth, 1000u);
+  EXPECT_EQ(config->intake.max_buffered_bytes, 32u << 20);
+  y.intake = "intake:\n  max_json_depth: 1001\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.max_json_depth: must be an integer in [1, 1000], got 1001"));
+  y.intake = "intake:\n  max_json_depth: 0\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.max_json_depth: must be an integer in [1, 1000], got 0"));
+  y.intake = "intake:\n  max_buffered_bytes: 31MiB\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.max_buffered_bytes: must be at least"));
+  y.intake = "intake:\n  max_inflight_bytes: 64MiB\n  max_buffered_bytes: 32MiB\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.max_buffered_bytes: must be at least intake.max_inflight_bytes"));
 }
 
 TEST_F(ConfigTest, IntegerRanges) {

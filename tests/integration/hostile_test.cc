@@ -1,0 +1,241 @@
+// Hostile producers and a hostile host, against the real daemon process:
+// nothing a local process does can crash, starve or read it.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "harness.h"
+
+namespace zb::testing {
+namespace {
+
+int ConnectUnix(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int ConnectTcp(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `input`, half-closes, reads the answer to EOF (bounded).
+std::string Exchange(const std::string& socket, const std::string& input) {
+  int fd = ConnectUnix(socket);
+  if (fd < 0) return "<connect failed>";
+  const timeval tv{20, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  size_t sent = 0;
+  while (sent < input.size()) {
+    const ssize_t n = ::send(fd, input.data() + sent, input.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  ::shutdown(fd, SHUT_WR);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+class HostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::filesystem::create_directories(dir_.Sub("dev"));
+    ASSERT_TRUE(server_.Start()) << server_.log();
+  }
+  DaemonOptions Options() const {
+    DaemonOptions o;
+    o.grpc_port = server_.grpc_port();
+    o.http_port = server_.http_port();
+    return o;
+  }
+  TempDir dir_;
+  DevServer server_{dir_.Sub("dev")};
+};
+
+TEST_F(HostileTest, DeeplyNestedJsonIsRefusedAndTheDaemonServesOn) {
+  std::filesystem::create_directories(dir_.Sub("d"));
+  Daemon daemon(dir_.Sub("d"), Options());
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  const std::string deep = "{\"a\":" + std::string(200000, '[') + std::string(200000, ']') + "}";
+  const std::string reply = Exchange(daemon.socket(), deep + "\n{\"id\":\"ok-0\"}\n");
+  EXPECT_NE(reply.find("error 1 JSON nested deeper than 64 levels"), std::string::npos) << reply.substr(0, 300);
+  EXPECT_NE(reply.find("ok 2"), std::string::npos) << reply.substr(0, 300);
+  ASSERT_TRUE(daemon.process()->Running()) << daemon.log();
+  ASSERT_TRUE(WaitFor([&] { return CheckDelivery(server_, "main.edge.readings", "ok", 1).missing == 0; },
+                      std::chrono::seconds(30)));
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+}
+
+TEST_F(HostileTest, IdleAndSlowConnectionsAtTheLimitDoNotLockOutRealProducers) {
+  std::filesystem::create_directories(dir_.Sub("d"));
+  DaemonOptions o = Options();
+  o.intake_yaml = "  max_connections: 16\n  read_timeout_ms: 1000\n";
+  Daemon daemon(dir_.Sub("d"), o);
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  // 8 idle connections and 8 that trickle one byte of a record at a time.
+  std::vector<int> hostile;
+  for (int i = 0; i < 16; ++i) {
+    const int fd = ConnectUnix(daemon.socket());
+    ASSERT_GE(fd, 0);
+    if (i % 2 == 1) ::send(fd, "{", 1, MSG_NOSIGNAL);
+    hostile.push_back(fd);
+  }
+  for (int round = 0; round < 3; ++round) {
+    WriteRecords(dir_.Sub("r.ndjson"), absl::StrCat("r", round), 100);
+    const RunResult sent = SendFile(daemon.socket(), "readings", dir_.Sub("r.ndjson"));
+    EXPECT_EQ(sent.exit_code, 0) << sent.output;
+    for (size_t i = 1; i < hostile.size(); i += 2) ::send(hostile[i], "\"", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(WaitFor([&] { return CheckDelivery(server_, "main.edge.readings", absl::StrCat("r", round), 100).missing == 0; },
+                        std::chrono::seconds(30)));
+  }
+  // The trickling ones are closed at their record deadline, and the log
+  // says so.
+  ASSERT_TRUE(WaitFor([&] { return daemon.log().find("not complete in time") != std::string::npos; },
+                      std::chrono::seconds(10)));
+  for (int fd : hostile) ::close(fd);
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+}
+
+TEST_F(HostileTest, IdleMetricsConnectionsCannotSilenceHealthChecks) {
+  std::filesystem::create_directories(dir_.Sub("d"));
+  Daemon daemon(dir_.Sub("d"), Options());
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = ConnectTcp(daemon.metrics_port());
+    if (fd >= 0) idle.push_back(fd);
+  }
+  EXPECT_TRUE(WaitFor([&] { return HttpGet(daemon.metrics_port(), "/healthz").ok(); }, std::chrono::seconds(15)));
+  EXPECT_TRUE(HttpGet(daemon.metrics_port(), "/readyz").ok());
+  for (int fd : idle) ::close(fd);
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+}
+
+TEST_F(HostileTest, ASecondDaemonNeverTakesOverALiveSocket) {
+  std::filesystem::create_directories(dir_.Sub("a"));
+  std::filesystem::create_directories(dir_.Sub("b"));
+  Daemon first(dir_.Sub("a"), Options());
+  ASSERT_TRUE(first.Start()) << first.log();
+  DaemonOptions o = Options();
+  o.socket_path = first.socket();  // same intake socket, its own spool
+  Daemon second(dir_.Sub("b"), o);
+  second.Launch();
+  ASSERT_EQ(second.process()->Wait(std::chrono::seconds(20)), 1) << second.log();
+  EXPECT_NE(second.log().find("is in use"), std::string::npos) << second.log();
+  // The first daemon still owns and serves its socket.
+  EXPECT_EQ(Exchange(first.socket(), "{\"id\":\"s-0\"}\n"), "ok 1\n");
+  EXPECT_EQ(first.Terminate(std::chrono::seconds(10)), 0);
+  EXPECT_FALSE(std::filesystem::exists(first.socket())) << "a clean stop removes its own socket";
+}
+
+TEST_F(HostileTest, CheckCatchesWhatWouldFailAtStart) {
+  std::filesystem::create_directories(dir_.Sub("d"));
+  DaemonOptions o = Options();
+  o.spool_path = dir_.Sub("d/spool-is-a-file");
+  WriteFile(o.spool_path, "x");
+  Daemon daemon(dir_.Sub("d"), o);
+  daemon.WriteConfig();
+  WriteFile(daemon.socket(), "a regular file where the socket goes");
+  // The metrics port is taken by another process.
+  const int taken = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(daemon.metrics_port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(taken, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(taken, 1), 0);
+  const RunResult check = RunCommand({BinDir() + "/zerobusd", "--config", daemon.config_path(), "--check"},
+                                     std::chrono::seconds(30));
+  ::close(taken);
+  EXPECT_EQ(check.exit_code, 1) << check.output;
+  EXPECT_NE(check.output.find("spool.path: " + o.spool_path + " exists and is not a directory"), std::string::npos)
+      << check.output;
+  EXPECT_NE(check.output.find("intake.socket: " + daemon.socket() + " exists and is not a socket"), std::string::npos)
+      << check.output;
+  EXPECT_NE(check.output.find("metrics.listen: cannot listen on"), std::string::npos) << check.output;
+
+  // The same socket for intake and control.
+  const std::string same = dir_.Sub("same.yaml");
+  WriteFile(same, ReadFileOrEmpty(daemon.config_path()) + "");
+  std::string text = ReadFileOrEmpty(daemon.config_path());
+  const std::string control_line = "  socket: " + daemon.control_socket();
+  text.replace(text.find(control_line), control_line.size(), "  socket: " + daemon.socket());
+  WriteFile(same, text);
+  const RunResult same_check = RunCommand({BinDir() + "/zerobusd", "--config", same, "--check"},
+                                          std::chrono::seconds(30));
+  EXPECT_EQ(same_check.exit_code, 1) << same_check.output;
+  EXPECT_NE(same_check.output.find("control.socket: must differ from intake.socket"), std::string::npos)
+      << same_check.output;
+}
+
+TEST_F(HostileTest, WhatTheDaemonCreatesIsPrivateWhateverTheUmask) {
+  std::filesystem::create_directories(dir_.Sub("d"));
+  const mode_t old = umask(0);  // the daemon inherits the loosest umask
+  Daemon daemon(dir_.Sub("d"), Options());
+  const bool started = daemon.Start();
+  umask(old);
+  ASSERT_TRUE(started) << daemon.log();
+  WriteRecords(dir_.Sub("p.ndjson"), "p", 10);
+  ASSERT_EQ(SendFile(daemon.socket(), "readings", dir_.Sub("p.ndjson")).exit_code, 0);
+  struct stat st{};
+  ASSERT_EQ(stat(dir_.Sub("d/spool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_.Sub("d/spool"))) {
+    ASSERT_EQ(lstat(e.path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0077, 0u) << e.path() << " is open to group or others: " << std::oct << (st.st_mode & 0777);
+  }
+  // No producers' group configured: only the daemon's user may connect.
+  ASSERT_EQ(lstat(daemon.socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(lstat(daemon.control_socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+}
+
+TEST_F(HostileTest, ResumeOfAnUnknownRouteIsAnError) {
+  std::filesystem::create_directories(dir_.Sub("d"));
+  Daemon daemon(dir_.Sub("d"), Options());
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  const std::string unknown = daemon.Control(R"({"cmd":"resume","route":"nope"})");
+  EXPECT_NE(unknown.find("\"ok\":false"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("unknown route \\\"nope\\\" (known: readings)"), std::string::npos) << unknown;
+  const std::string known = daemon.Control(R"({"cmd":"resume","route":"readings"})");
+  EXPECT_NE(known.find("\"ok\":true"), std::string::npos) << known;
+  const std::string deep = daemon.Control("{\"cmd\":" + std::string(100000, '[') + "}");
+  EXPECT_NE(deep.find("\"ok\":false"), std::string::npos) << deep.substr(0, 200);
+  EXPECT_TRUE(daemon.process()->Running());
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+}
+
+}  // namespace
+}  // namespace zb::testing
