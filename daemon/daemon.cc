@@ -193,6 +193,7 @@ class Daemon {
     ControlOptions control;
     control.socket_path = config_.control.socket;
     control.socket_mode = config_.control.socket_mode;
+    control.on_accept_error = [this](const std::string& error) { metrics_->AcceptError("control", error); };
     ZB_ASSIGN_OR_RETURN(control_, StartControlServer(loop_, control, [this](const std::string& line,
                                                                               ControlServer::Reply reply) {
                           HandleControl(line, std::move(reply));
@@ -476,7 +477,7 @@ class Daemon {
     for (auto& [name, info] : lane_info_) {
       if (current_lanes.count(name) > 0 || !info.configured) continue;
       info.configured = false;  // keeps draining what it holds; takes nothing new
-      if (std::none_of(next.routes.begin(), next.routes.end(), [&](const RouteConfig& r) { return r.name == info.route; })) {
+      if (std::none_of(next.routes.begin(), next.routes.end(), [&route = info.route](const RouteConfig& r) { return r.name == route; })) {
         removed.push_back(info.route);
       }
       if (spool_->Stats(name).records > 0) {

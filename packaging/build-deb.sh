@@ -13,7 +13,12 @@ install -D -m 0755 "$BUILD_DIR/bin/zerobusctl" "$STAGE/usr/bin/zerobusctl"
 install -D -m 0755 "$BUILD_DIR/bin/zerobus-devserver" "$STAGE/usr/bin/zerobus-devserver"
 install -D -m 0644 systemd/zerobusd.service "$STAGE/lib/systemd/system/zerobusd.service"
 install -D -m 0644 systemd/zerobusd.sysusers "$STAGE/usr/lib/sysusers.d/zerobusd.conf"
-install -D -m 0640 config/zerobusd.example.yaml "$STAGE/etc/zerobusd/zerobusd.yaml"
+# The installed config lets the package's producers' group write.
+install -d -m 0750 "$STAGE/etc/zerobusd"
+sed 's/^  # socket_group: zerobusd-producers$/  socket_group: zerobusd-producers/' config/zerobusd.example.yaml \
+  > "$STAGE/etc/zerobusd/zerobusd.yaml"
+chmod 0640 "$STAGE/etc/zerobusd/zerobusd.yaml"
+grep -q '^  socket_group: zerobusd-producers$' "$STAGE/etc/zerobusd/zerobusd.yaml"
 install -D -m 0644 config/schemas/reading.proto "$STAGE/etc/zerobusd/schemas/reading.proto"
 install -D -m 0644 README.md "$STAGE/usr/share/doc/zerobusd/README.md"
 mkdir -p "$STAGE/DEBIAN"
@@ -40,7 +45,11 @@ cat > "$STAGE/DEBIAN/postinst" <<'POSTINST'
 set -e
 if [ "$1" = configure ]; then
   systemd-sysusers zerobusd.conf >/dev/null 2>&1 || true
-  chgrp zerobusd /etc/zerobusd/zerobusd.yaml 2>/dev/null || true
+  # Config: root writes, the daemon's user reads, nobody else (producers
+  # are in zerobusd-producers, never in zerobusd).
+  chgrp zerobusd /etc/zerobusd /etc/zerobusd/zerobusd.yaml 2>/dev/null || true
+  chmod 0750 /etc/zerobusd 2>/dev/null || true
+  chmod 0640 /etc/zerobusd/zerobusd.yaml 2>/dev/null || true
   systemctl daemon-reload >/dev/null 2>&1 || true
 fi
 POSTINST

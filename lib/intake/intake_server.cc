@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -339,6 +340,11 @@ class Server final : public IntakeServer {
       if (ec) {
         // Out of descriptors (or kernel memory): the pending connection
         // stays in the backlog; try again later instead of spinning.
+        metrics_.AcceptError("intake", ec == asio::error::no_descriptors ? "EMFILE"
+                                       : ec.value() == ENFILE               ? "ENFILE"
+                                       : ec == asio::error::no_buffer_space ? "ENOBUFS"
+                                       : ec == asio::error::no_memory       ? "ENOMEM"
+                                                                            : "other");
         uint64_t suppressed = 0;
         if (accept_log_.ShouldLog(Clock::now(), &suppressed)) {
           spdlog::warn("intake: cannot accept connections: {}{}; retrying (with {} connections open)", ec.message(),

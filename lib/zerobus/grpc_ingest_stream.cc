@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/redact.h"
 #include "grpcpp/grpcpp.h"
 #include "spdlog/spdlog.h"
 #include "zerobus/ingest_stream.h"
@@ -21,7 +22,11 @@ using Post = std::function<void(std::function<void()>)>;
 // a live hold are safe.
 class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest, pb::EphemeralStreamResponse> {
  public:
-  Reactor(Post post, StreamEventFn on_event) : post_(std::move(post)), on_event_(std::move(on_event)) {}
+  // `redactor` masks the stream's token (and any credential-shaped value)
+  // in the server's final status message, which becomes log lines, parked
+  // reasons and dead-letter reasons.
+  Reactor(Post post, StreamEventFn on_event, Redactor redactor)
+      : post_(std::move(post)), on_event_(std::move(on_event)), redactor_(std::move(redactor)) {}
 
   grpc::ClientContext& context() { return context_; }
 
@@ -94,7 +99,8 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
   void OnDone(const grpc::Status& status) override {
     StreamEvent ev;
     ev.kind = StreamEvent::Kind::kDone;
-    ev.status = absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+    ev.status = redactor_.RedactStatus(
+        absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
     Deliver(std::move(ev));
     delete this;
   }
@@ -107,6 +113,7 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
 
   Post post_;
   StreamEventFn on_event_;
+  const Redactor redactor_;
   grpc::ClientContext context_;
   pb::EphemeralStreamResponse response_;
   pb::EphemeralStreamRequest write_;
@@ -260,7 +267,7 @@ class GrpcStreamFactory final : public IngestStreamFactory {
       if (!*alive) return;
       on_event(std::move(ev));
     };
-    auto* reactor = new Reactor(post_, std::move(routed));
+    auto* reactor = new Reactor(post_, std::move(routed), Redactor({params.token}));
     auto& ctx = reactor->context();
     ctx.AddMetadata("authorization", absl::StrCat("Bearer ", params.token));
     ctx.AddMetadata("x-databricks-zerobus-table-name", params.table);

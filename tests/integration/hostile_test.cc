@@ -237,5 +237,45 @@ TEST_F(HostileTest, ResumeOfAnUnknownRouteIsAnError) {
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
 }
 
+TEST_F(HostileTest, SecretsNeverLeaveTheProcessEvenWhenTheTokenEndpointEchoesThem) {
+  // The token endpoint answers with the request it got: the Basic header,
+  // the decoded credential and the form body.
+  ASSERT_TRUE(server_.SetFaults(
+      R"({"token":{"responses":[{"status":200,"echo_request":true},{"status":500,"echo_request":true}],)"
+      R"("then":{"status":401,"echo_request":true}}})"));
+  std::filesystem::create_directories(dir_.Sub("d"));
+  DaemonOptions o = Options();
+  o.extra_yaml = "drain:\n  backoff_initial_ms: 20\n  backoff_max_ms: 100\n";
+  Daemon daemon(dir_.Sub("d"), o);
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  WriteRecords(dir_.Sub("s.ndjson"), "s", 5);
+  ASSERT_EQ(SendFile(daemon.socket(), "readings", dir_.Sub("s.ndjson")).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return daemon.Metric("zerobusd_lane_parked", "route=\"readings\"").value_or(0) == 1; },
+                      std::chrono::seconds(30)))
+      << daemon.log();
+  const RunResult status = RunCommand({BinDir() + "/zerobusctl", "status", "--config", daemon.config_path()},
+                                      std::chrono::seconds(30));
+  const std::string control = daemon.Control(R"({"cmd":"status"})");
+  const std::string metrics = HttpGet(daemon.metrics_port(), "/metrics").value_or("");
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+  const std::string log = daemon.log();
+  // The harness's credential (client_id dev-client, client_secret dev-secret).
+  const std::vector<std::string> forms = {
+      "dev-secret",
+      "ZGV2LWNsaWVudDpkZXYtc2VjcmV0",  // base64("dev-client:dev-secret"), std and url-safe alike
+      "ZGV2LXNlY3JldA",                // base64("dev-secret") without padding
+  };
+  for (const auto& [what, text] : std::vector<std::pair<std::string, std::string>>{
+           {"log", log}, {"zerobusctl status", status.output}, {"control status", control}, {"metrics", metrics}}) {
+    for (const std::string& form : forms) {
+      EXPECT_EQ(text.find(form), std::string::npos) << what << " carries " << form << ":\n" << text;
+    }
+  }
+  // And the operator still learns what happened.
+  EXPECT_NE(log.find("[REDACTED]"), std::string::npos) << log;
+  EXPECT_NE(status.output.find("PARKED"), std::string::npos) << status.output;
+  EXPECT_NE(control.find("\"parked_reason\":\"the OAuth token endpoint refused"), std::string::npos) << control;
+}
+
 }  // namespace
 }  // namespace zb::testing

@@ -640,6 +640,8 @@ TEST_F(IntakeServerTest, AcceptBacksOffWhenDescriptorsRunOutAndRecovers) {
   size_t lines = 0;
   for (const auto& line : sink->last_formatted()) lines += line.find("cannot accept") != std::string::npos;
   EXPECT_LE(lines, 2u);
+  EXPECT_GE(zb::testing::MetricValue(metrics_->Exposition(), "zerobusd_accept_errors_total",
+                                     "error=\"EMFILE\",listener=\"intake\"").value_or(0), 1);
 }
 
 TEST_F(IntakeServerTest, ALiveSocketIsNeverTakenOver) {

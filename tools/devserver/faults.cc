@@ -158,6 +158,7 @@ TokenFault ReadToken(const Value& v, const std::string& path, std::vector<std::s
   r.Int("status", &t.status, 100);
   r.Int("delay_ms", &t.delay_ms);
   r.Int("ttl_s", &t.ttl_s, 1);
+  r.Bool("echo_request", &t.echo_request);
   r.Finish();
   if (t.status > 599) problems->push_back(absl::StrCat(path, ".status: must be an HTTP status (100-599)"));
   return t;

@@ -63,6 +63,10 @@ struct TokenFault {
   int status = 200;    // HTTP status to answer (200: issue a token as usual)
   int delay_ms = 0;
   int ttl_s = -1;      // -1: --token-ttl-s
+  // Answer `status` with a body that echoes the request (its Authorization
+  // header, the credential it decodes to, the form body), as a careless
+  // proxy or server might; with status 200 the body is not JSON.
+  bool echo_request = false;
 };
 
 class FaultScript {

@@ -13,6 +13,7 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/endpoint.h"
 #include "common/log_limiter.h"
 #include "rapidjson/document.h"
@@ -259,6 +260,18 @@ std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::strin
   };
   const TokenFault fault = state.faults()->NextToken();
   if (fault.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(fault.delay_ms));
+  if (fault.echo_request) {
+    state.FaultInjected("token endpoint echoes the request");
+    std::string decoded;
+    if (authorization.rfind("Basic ", 0) == 0) {
+      const std::string enc = authorization.substr(6);
+      decoded.resize(beast::detail::base64::decoded_size(enc.size()));
+      decoded.resize(beast::detail::base64::decode(decoded.data(), enc.data(), enc.size()).first);
+    }
+    if (fault.status != 200) state.TokenRejected();
+    return std::make_pair(fault.status, absl::StrCat("request was: Authorization: ", authorization,
+                                                     "\ncredential: ", decoded, "\nbody: ", body, "\n"));
+  }
   if (fault.status != 200) {
     state.FaultInjected("token endpoint answers " + std::to_string(fault.status));
     return reject(fault.status, fault.status == 429 ? "rate_limited" : fault.status >= 500 ? "server_error"
