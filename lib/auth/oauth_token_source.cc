@@ -29,6 +29,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "auth/token_source.h"
+#include "common/json_depth.h"
 #include "common/redact.h"
 #include "common/status.h"
 #include "rapidjson/document.h"
@@ -168,9 +169,13 @@ absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::str
         absl::StrCat("response body exceeds ", kMaxBodyBytes, " bytes; not a token response"));
   }
   const bool may_hold_token = absl::StrContains(body, "access_token");
+  // A token response is flat; deeper text never reaches rapidjson's
+  // recursive DOM (parse and destructor).
+  constexpr size_t kMaxDepth = 16;
+  const bool too_deep = JsonNestingDepth(body, kMaxDepth) > kMaxDepth;
   rapidjson::Document doc;
-  doc.Parse(body.data(), body.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
+  if (!too_deep) doc.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
+  if (too_deep || doc.HasParseError() || !doc.IsObject()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "response is not a JSON object: ",
         may_hold_token ? absl::StrCat("(body of ", body.size(), " bytes withheld: it may hold a token)")

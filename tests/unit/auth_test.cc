@@ -555,6 +555,17 @@ TEST(OAuthTokenSourceTest, UnparsableBodyIsFatal) {
   EXPECT_TRUE(absl::StrContains(s.message(), "proxy login")) << s;
 }
 
+TEST(OAuthTokenSourceTest, DeeplyNestedBodyIsRefusedWithoutRecursion) {
+  FakeTokenServer server;
+  // 30,000 levels inside the 64 KiB capture: rapidjson's recursive DOM
+  // would overflow the fetch thread's stack.
+  server.Push(Scripted{200, "{\"access_token\":" + std::string(30000, '[') + std::string(30000, ']') + "}"});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  absl::Status s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "not a JSON object")) << s;
+}
+
 TEST(OAuthTokenSourceTest, TokenThatIsNotAHeaderValueIsFatal) {
   // JSON escapes: the second one decodes to a CR LF (header injection).
   for (const std::string bad : {"TKN with space", "TKN\\r\\nX-Injected: 1", "TKN\\u00e9", ""}) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/json_depth.h"
 #include "config/config.h"
 #include "spool/spool.h"
 #include "rapidjson/document.h"
@@ -210,9 +211,13 @@ int Dlq(const std::vector<std::string>& args) {
     std::fprintf(stderr, "zerobusctl: %s\n", error.c_str());
     return 1;
   }
+  // Dead letters quote producers' records: bound the depth before
+  // rapidjson's recursive DOM sees the reply.
+  constexpr size_t kMaxReplyDepth = 1100;
   rapidjson::Document d;
-  d.Parse(reply.c_str());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("ok")) {
+  const bool too_deep = JsonNestingDepth(reply, kMaxReplyDepth) > kMaxReplyDepth;
+  if (!too_deep) d.Parse<rapidjson::kParseIterativeFlag>(reply.c_str(), reply.size());
+  if (too_deep || d.HasParseError() || !d.IsObject() || !d.HasMember("ok")) {
     std::fprintf(stderr, "zerobusctl: unexpected reply from zerobusd: %s\n", reply.c_str());
     return 1;
   }
