@@ -153,6 +153,13 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
   }
   // What the connection holds in memory now.
   size_t Held() const { return inflight_bytes_ + out_.size() + out_next_.size() + DecoderBytes(); }
+  // The rest of a frame admitted at its header: it stays reserved until the
+  // frame is complete, so an admitted frame never waits for budget again.
+  size_t AdmittedFrameRest() const {
+    return mode_ == Mode::kFramed && frame_decoder_.in_body() && framed_fed_ < admitted_until_
+               ? frame_decoder_.body_remaining()
+               : 0;
+  }
   // Makes the reservation exactly what is held (after any change).
   void SyncReservation();
 
@@ -164,6 +171,8 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
   LineDecoder line_decoder_;
   FrameDecoder frame_decoder_;
   size_t reserved_ = 0;       // bytes of the server's budget this connection holds
+  uint64_t framed_fed_ = 0;   // bytes given to frame_decoder_ so far
+  uint64_t admitted_until_ = 0;  // framed_fed_ at the end of the admitted frame
   bool waiting_ = false;      // queued for budget
   bool reading_ = false;      // a readiness wait is armed
   bool read_closed_ = false;  // EOF, error or Stop()
@@ -473,7 +482,7 @@ void Session::CloseIdle() {
 
 void Session::SyncReservation() {
   if (detached_) return;
-  const size_t held = closed_ ? 0 : Held();
+  const size_t held = closed_ ? 0 : Held() + AdmittedFrameRest();
   if (held > reserved_) {
     server_->ForceReserve(held - reserved_);
   } else if (held < reserved_) {
@@ -563,16 +572,18 @@ void Session::OnReadable() {
   // of the frame (admitted whole before its body is read).
   const size_t chunk = server_->read_buffer().size();
   const size_t frame_rest = mode_ == Mode::kFramed ? frame_decoder_.body_remaining() : 0;
-  if (frame_rest + frame_decoder_.buffered_bytes() + chunk > server_->options().max_buffered_bytes) {
+  if (frame_rest + frame_decoder_.buffered_bytes() > server_->options().max_buffered_bytes) {
     // Could never be admitted: waiting would only hold memory.
     AbandonRecord(absl::StrCat("frame of ", frame_rest + frame_decoder_.buffered_bytes(),
                                " bytes cannot fit in the intake memory (intake.max_buffered_bytes, ",
                                server_->options().max_buffered_bytes, " bytes)"));
     return;
   }
-  const size_t want = std::max(chunk, frame_rest);
-  const size_t held = Held();
-  const size_t target = held + want;
+  // Inside a frame, read no further than its end: an admitted frame then
+  // never asks for budget again (asking could queue it behind frames that
+  // wait for its memory).
+  const size_t want = frame_rest > 0 ? std::min(chunk, frame_rest) : chunk;
+  const size_t target = Held() + std::max(want, frame_rest);
   if (target > reserved_) {
     if (!server_->Reserve(id_, shared_from_this(), target - reserved_)) {
       waiting_ = true;  // BudgetFreed() calls back here
@@ -580,9 +591,10 @@ void Session::OnReadable() {
     }
     reserved_ = target;
   }
+  if (frame_rest > 0) admitted_until_ = framed_fed_ + frame_rest;
   waiting_ = false;
   boost::system::error_code ec;
-  const size_t n = socket_.read_some(asio::buffer(server_->read_buffer().data(), chunk), ec);
+  const size_t n = socket_.read_some(asio::buffer(server_->read_buffer().data(), want), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) {
     SyncReservation();
     DoRead();
@@ -614,6 +626,7 @@ void Session::OnRead(const boost::system::error_code& ec, size_t n) {
     if (eof) line_decoder_.Finish(*this);
     FlushLineChunk();
   } else if (mode_ == Mode::kFramed) {
+    framed_fed_ += data.size();
     frame_decoder_.Feed(data, *this);
     TryReply();
   }

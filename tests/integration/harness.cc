@@ -111,7 +111,8 @@ void Daemon::Launch() {
   argv.push_back("--config");
   argv.push_back(config_path());
   argv.push_back("--log-level");
-  argv.push_back("info");
+  // ZB_DAEMON_LOG_LEVEL=trace when debugging a test.
+  argv.push_back(getenv("ZB_DAEMON_LOG_LEVEL") ? getenv("ZB_DAEMON_LOG_LEVEL") : "info");
   process_ = std::make_unique<Process>(argv, dir_ + "/zerobusd.log");
 }
 

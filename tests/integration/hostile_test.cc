@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -123,6 +124,72 @@ TEST_F(HostileTest, IdleAndSlowConnectionsAtTheLimitDoNotLockOutRealProducers) {
   ASSERT_TRUE(WaitFor([&] { return daemon.log().find("not complete in time") != std::string::npos; },
                       std::chrono::seconds(10)));
   for (int fd : hostile) ::close(fd);
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
+}
+
+// Resident memory of a process, from /proc (bytes; -1 when unreadable).
+int64_t ResidentBytes(pid_t pid) {
+  const std::string status = ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status"));
+  const size_t at = status.find("VmRSS:");
+  if (at == std::string::npos) return -1;
+  return std::stoll(status.substr(at + 6)) * 1024;
+}
+
+TEST_F(HostileTest, AlmostCompleteFramesCannotGrowTheDaemonPastItsIntakeBudget) {
+  // 64 framed connections each push as much of a 15 MiB frame as the
+  // daemon will take, never the last byte. Before the budget this grew the
+  // daemon by about 1 GiB.
+  std::filesystem::create_directories(dir_.Sub("d"));
+  DaemonOptions o = Options();
+  o.intake_yaml = "  max_buffered_bytes: 32MiB\n  read_timeout_ms: 60000\n";
+  Daemon daemon(dir_.Sub("d"), o);
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  const pid_t pid = daemon.process()->pid();
+  const int64_t before = ResidentBytes(pid);
+  ASSERT_GT(before, 0);
+  constexpr uint32_t kFrame = 15u << 20;
+  struct Conn {
+    int fd;
+    size_t sent = 0;
+  };
+  std::vector<Conn> conns;
+  for (int i = 0; i < 64; ++i) {
+    Conn c{ConnectUnix(daemon.socket())};
+    ASSERT_GE(c.fd, 0);
+    const uint32_t len = htonl(kFrame);
+    // An empty frame first (4 zero bytes: framed mode, an empty Hello
+    // answered BAD_FRAME), then the big frame's header.
+    const std::string head = std::string(4, '\0') + std::string(reinterpret_cast<const char*>(&len), 4);
+    ASSERT_EQ(::send(c.fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+    conns.push_back(c);
+  }
+  const std::string chunk(256 << 10, 'z');
+  int64_t peak = before;
+  auto last_progress = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - last_progress < std::chrono::milliseconds(1500)) {
+    for (Conn& c : conns) {
+      const size_t room = kFrame - 1 - c.sent;
+      if (room == 0) continue;
+      const ssize_t n = ::send(c.fd, chunk.data(), std::min(room, chunk.size()), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        c.sent += static_cast<size_t>(n);
+        last_progress = std::chrono::steady_clock::now();
+      }
+    }
+    peak = std::max(peak, ResidentBytes(pid));
+    pollfd p{-1, 0, 0};
+    ::poll(&p, 0, 5);
+  }
+  size_t total = 0;
+  for (const Conn& c : conns) total += c.sent;
+  EXPECT_GT(total, 2 * (kFrame - 1)) << "the admitted frames were read";
+  EXPECT_LT(peak - before, 96ll << 20) << "grew from " << before << " to " << peak << " bytes";
+  std::printf("[   INFO   ] 64 connections pushed %zu bytes of unfinished frames; the daemon grew by %lld KiB\n",
+              total, static_cast<long long>((peak - before) >> 10));
+  EXPECT_TRUE(daemon.process()->Running());
+  for (const Conn& c : conns) ::close(c.fd);
+  // A real producer is served once the hostile ones are gone.
+  EXPECT_EQ(Exchange(daemon.socket(), "{\"id\":\"m-0\"}\n"), "ok 1\n");
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(10)), 0);
 }
 

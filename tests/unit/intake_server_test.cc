@@ -569,6 +569,35 @@ TEST_F(IntakeServerTest, PartialFramesAreAdmittedAgainstOneMemoryBudget) {
   EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
 }
 
+TEST_F(IntakeServerTest, WhenHostileFramedProducersGoAwayTheBudgetIsFreedAndOthersServed) {
+  options_.max_buffered_bytes = 4u << 20;
+  options_.read_timeout_ms = 60000;
+  Start({Route("a")});
+  constexpr uint32_t kFrame = (3u << 20) / 2;
+  std::vector<int> hostile;
+  for (int i = 0; i < 16; ++i) {
+    int fd = Connect();
+    const uint32_t len = htobe32(kFrame);
+    const std::string head = std::string(4, '\0') + std::string(reinterpret_cast<const char*>(&len), 4);
+    ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+    const std::string body(kFrame - 1, 'z');
+    size_t sent = 0;
+    for (int tries = 0; tries < 100 && sent < body.size(); ++tries) {
+      const ssize_t n = send(fd, body.data() + sent, body.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) sent += static_cast<size_t>(n);
+    }
+    hostile.push_back(fd);
+  }
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->connection_count(); }) == 16; },
+                                   std::chrono::seconds(10)));
+  EXPECT_LE(OnLoop([&] { return server_->buffered_bytes(); }), 4u << 20);
+  for (int fd : hostile) close(fd);
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->connection_count(); }) == 0; },
+                                   std::chrono::seconds(10)));
+  EXPECT_EQ(OnLoop([&] { return server_->buffered_bytes(); }), 0u);
+  EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
+}
+
 TEST_F(IntakeServerTest, AFrameLargerThanTheWholeBudgetIsRefusedAtItsHeader) {
   options_.max_buffered_bytes = 1u << 20;
   Start({Route("a")});
