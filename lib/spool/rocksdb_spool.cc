@@ -12,7 +12,7 @@
 // the backlog.
 
 #include <endian.h>
-#include <sys/statvfs.h>
+#include <sys/stat.h>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -42,8 +43,11 @@
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "spdlog/spdlog.h"
 #include "spool.pb.h"
+#include "spool/space_guard.h"
 #include "spool/spool.h"
+#include "spool/spool_dir.h"
 
 namespace zb {
 namespace {
@@ -58,6 +62,11 @@ constexpr size_t kDeadLetterChunk = 10000;
 constexpr char kWatermarkFile[] = "ZEROBUSD-WATERMARK";
 // How often the watermark follows the spool while it changes.
 constexpr std::chrono::seconds kWatermarkInterval{5};
+// How often appends waiting for room, held deletes and a full spool look
+// for room again when nothing else happens.
+constexpr std::chrono::milliseconds kRoomPoll{100};
+// RocksDB's write buffer for the dead-letter store.
+constexpr size_t kDeadLetterMemtableBytes = 4u << 20;
 
 std::string LanePrefix(const std::string& lane) { return absl::StrCat("L", lane, std::string(1, '\0')); }
 
@@ -75,6 +84,11 @@ SeqNo SeqFromKey(const rocksdb::Slice& key) {
 }
 
 std::string MetaKey(const std::string& lane) { return absl::StrCat("M", lane); }
+
+// What a WriteBatch grows by (tag, column family, length varints, key,
+// value), with room to spare, so the space guard can decide per op.
+uint64_t MetaBytes(const std::string& lane) { return lane.size() + 1 + kMetaSize + 16; }
+uint64_t DeleteBytes(const std::string& lane) { return 2 * (lane.size() + 10) + 16; }
 std::string WatermarkPath(const std::string& spool) { return spool + "/" + kWatermarkFile; }
 std::string DestinationKey(const std::string& lane) { return absl::StrCat("D", lane); }
 
@@ -168,13 +182,17 @@ bool Matches(const DeadLetterFilter& filter, uint64_t id, const std::string& lan
 
 class RocksDbSpool final : public Spool {
  public:
-  RocksDbSpool(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-               const SpoolOptions& options, std::map<std::string, LaneStats> lanes,
-               std::map<std::string, std::string> destinations, DeadLetterMeta dead)
-      : db_(std::move(db)),
+  // `reserve_bytes`: free space RocksDB must always keep (SpaceGuard).
+  RocksDbSpool(std::unique_ptr<SpoolClaim> claim, std::unique_ptr<rocksdb::DB> db,
+               std::vector<rocksdb::ColumnFamilyHandle*> handles, const SpoolOptions& options, uint64_t reserve_bytes,
+               std::map<std::string, LaneStats> lanes, std::map<std::string, std::string> destinations,
+               DeadLetterMeta dead)
+      : claim_(std::move(claim)),
+        db_(std::move(db)),
         default_cf_(handles[0]),
         dead_cf_(handles[1]),
         options_(options),
+        guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
         lanes_(std::move(lanes)),
         destinations_(std::move(destinations)),
         dead_(dead) {
@@ -195,11 +213,15 @@ class RocksDbSpool final : public Spool {
     }
     queue_cv_.notify_all();
     writer_.join();
-    // A clean stop leaves nothing to replay: the next start is quick.
-    rocksdb::FlushOptions flush;
-    flush.wait = true;
-    db_->Flush(flush, {default_cf_, dead_cf_});
-    db_->SyncWAL();
+    // A clean stop leaves nothing to replay: the next start is quick. Not
+    // when the flush would not fit in the reserve, nor after RocksDB met a
+    // failed write (a WAL sync then may abort it): the WAL replays instead.
+    if (latched_error_.ok() && (!guard_.enabled() || guard_.FreeBytes() >= guard_.reserve_bytes())) {
+      rocksdb::FlushOptions flush;
+      flush.wait = true;
+      db_->Flush(flush, {default_cf_, dead_cf_});
+      db_->SyncWAL();
+    }
     MaybeWriteWatermark(/*force=*/true);
     db_->DestroyColumnFamilyHandle(dead_cf_);
     db_->DestroyColumnFamilyHandle(default_cf_);
@@ -375,13 +397,15 @@ class RocksDbSpool final : public Spool {
       mark.set_dead_letter_next_id(dead_.next_id);
     }
     mark.set_written_us(NowUs());
-    if (!options_.sync && !db_->SyncWAL().ok()) return;  // name only what is on disk
+    // Name only what is on disk (and never sync a WAL after a failed write).
+    if (!options_.sync && (!latched_error_.ok() || !db_->SyncWAL().ok())) return;
     const std::string final_path = WatermarkPath(options_.path);
     const std::string tmp = final_path + ".tmp";
     const std::string bytes = mark.SerializeAsString();
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, kSpoolFileMode);
     if (fd < 0) return;
-    const bool written = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
+    const bool written = ::fchmod(fd, kSpoolFileMode) == 0 &&  // a leftover tmp keeps its mode
+                         ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
                          ::fsync(fd) == 0;
     ::close(fd);
     if (!written || ::rename(tmp.c_str(), final_path.c_str()) != 0) return;
@@ -398,6 +422,8 @@ class RocksDbSpool final : public Spool {
     enum Kind { kAppend, kDelete, kDestination, kDeadLetter, kReplay, kPurge, kAbortWaiting } kind = kAppend;
     bool wait_for_room = false;  // a full spool parks it (in order) instead of refusing it
     bool parked = false;         // set by the commit that parked it
+    bool was_parked = false;     // it waited for room, and is tried again
+    bool held = false;           // a delete the commit held for lack of space
     std::string lane;
     Records records;
     std::string destination;
@@ -497,18 +523,20 @@ class RocksDbSpool final : public Spool {
 
   // Writer thread: takes queued appends and deletes (up to max_group_bytes
   // of appends) and commits them as one WriteBatch with one fsync, then runs
-  // their callbacks. Dead-letter operations commit on their own.
+  // their callbacks. Other operations commit on their own. Every write is
+  // checked by the space guard first (GuardedWrite).
   void WriterLoop() {
     while (true) {
       std::vector<Op> group;
       {
         std::unique_lock<std::mutex> lock(queue_mu_);
-        if (waiting_.empty()) {
+        if (waiting_.empty() && held_deletes_.empty() && !full_.load()) {
           queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         } else {
-          // Appends wait for room: look again now and then even when nothing
-          // comes (space may be freed by someone else).
-          queue_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_ || !queue_.empty(); });
+          // Appends wait for room, deletes for space, and a full spool watches
+          // for room: look again now and then even when nothing comes (space
+          // may be freed by someone else).
+          queue_cv_.wait_for(lock, kRoomPoll, [this] { return stopping_ || !queue_.empty(); });
         }
         if (queue_.empty() && stopping_) break;
         size_t bytes = 0;
@@ -523,8 +551,11 @@ class RocksDbSpool final : public Spool {
           if (single) break;
         }
       }
-      RetryWaiting();
-      if (group.empty()) continue;
+      RetryParked();
+      if (group.empty()) {
+        WatchForRoom();
+        continue;
+      }
       switch (group.front().kind) {
         case Op::kDestination: SetDestination(group.front()); break;
         case Op::kDeadLetter: MoveToDeadLetters(group.front()); break;
@@ -533,17 +564,34 @@ class RocksDbSpool final : public Spool {
         case Op::kAbortWaiting: FailWaiting(absl::UnavailableError(group.front().destination)); break;
         default: CommitGroup(group);
       }
+      if (group.front().kind != Op::kAppend && group.front().kind != Op::kDelete) MaybeLeaveFull(false);
     }
+    RetryParked();  // a last chance for held deletes
     FailWaiting(absl::UnavailableError("the spool closed while the records waited for room"));
+    FailHeldDeletes(absl::UnavailableError("the spool closed before there was room for the delete"));
   }
 
-  // Appends parked for room, in arrival order: try them again.
-  void RetryWaiting() {
-    if (waiting_.empty()) return;
-    std::vector<Op> retry(std::make_move_iterator(waiting_.begin()), std::make_move_iterator(waiting_.end()));
+  // Appends parked for room, in arrival order, and held deletes: try them
+  // again (the deletes first: they free space).
+  void RetryParked() {
+    if (waiting_.empty() && held_deletes_.empty()) return;
+    std::vector<Op> retry;
+    for (auto& [lane, held] : held_deletes_) {
+      Op op;
+      op.kind = Op::kDelete;
+      op.lane = lane;
+      op.up_to = held.up_to;
+      op.delete_done = std::move(held.done);
+      retry.push_back(std::move(op));
+    }
+    held_deletes_.clear();
+    for (auto& op : waiting_) {
+      op.parked = false;
+      op.was_parked = true;
+      retry.push_back(std::move(op));
+    }
     waiting_.clear();
-    for (auto& op : retry) op.parked = false;
-    CommitGroup(retry);  // what still does not fit parks again, in order
+    CommitGroup(retry);  // what still does not fit parks (or is held) again, in order
   }
 
   void FailWaiting(const absl::Status& why) {
@@ -554,17 +602,134 @@ class RocksDbSpool final : public Spool {
     }
   }
 
-  // The free space of the spool's filesystem, checked at most every 100 ms.
-  uint64_t FreeBytes() {
-    const auto now = std::chrono::steady_clock::now();
-    if (now - free_checked_ > std::chrono::milliseconds(100)) {
-      struct statvfs st{};
-      if (statvfs(options_.path.c_str(), &st) == 0) {
-        free_bytes_ = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
-      }
-      free_checked_ = now;
+  // Keeps a delete that found no room, to commit it by itself once there is:
+  // one per lane, the one that reaches further, so they take no memory
+  // beyond the lanes. The other one is covered by it and answered now.
+  void HoldDelete(Op& op) {
+    auto [it, fresh] = held_deletes_.try_emplace(op.lane);
+    HeldDelete& held = it->second;
+    if (fresh) {
+      held.up_to = op.up_to;
+      held.done = std::move(op.delete_done);
+      return;
     }
-    return free_bytes_;
+    DeleteCallback covered;
+    if (op.up_to > held.up_to) {
+      covered = std::move(held.done);
+      held.up_to = op.up_to;
+      held.done = std::move(op.delete_done);
+    } else {
+      covered = std::move(op.delete_done);
+    }
+    if (covered) covered(absl::OkStatus());
+  }
+
+  void FailHeldDeletes(const absl::Status& why) {
+    std::map<std::string, HeldDelete> held;
+    held.swap(held_deletes_);
+    for (auto& [_, h] : held) {
+      if (h.done) h.done(why);
+    }
+  }
+
+  // ------------------------------------------------------------ full state
+
+  // Writer thread. A write refused for room (`why`) makes the spool full:
+  // the first refusal logs one line; later ones only widen what must come
+  // back before it is not full again (`need`: payload bytes for max_bytes,
+  // free bytes for the disk).
+  void NoteRefusal(const absl::Status& why, bool disk, uint64_t need) {
+    if (!full_.load()) {
+      full_state_ = FullState{};
+      full_state_.since = std::chrono::steady_clock::now();
+      full_ = true;
+      std::string reason(why.message());
+      for (const char* prefix : {"spool full (disk full): ", "spool full: "}) {
+        if (absl::StartsWith(reason, prefix)) reason.erase(0, std::strlen(prefix));
+      }
+      spdlog::warn("spool {} is full: {}. Records that do not fit wait (when_full: block) or are refused until there "
+                   "is room",
+                   options_.path, reason);
+    }
+    full_state_.left = false;
+    full_state_.fit = false;
+    if (disk) {
+      full_state_.by_disk = true;
+      full_state_.disk_need = std::max(full_state_.disk_need, need);
+      RequestFlushForSpace();
+    } else {
+      full_state_.by_cap = true;
+      full_state_.cap_need = std::max(full_state_.cap_need, need);
+    }
+  }
+
+  // Writer thread. The spool stops being full once nothing waits for room
+  // (appends, deletes) and since the last refusal either what waited went
+  // in (`parked_went_in`), or an append as large as the largest one refused
+  // went in, or records left and the largest write refused would fit now.
+  // (Space RocksDB gives back by itself, e.g. a flush, does not count: the
+  // state does not flap while producers are refused.) Logs one line.
+  void MaybeLeaveFull(bool parked_went_in) {
+    if (!full_.load() || !waiting_.empty() || !held_deletes_.empty() || !latched_error_.ok()) return;
+    if (!parked_went_in && !full_state_.fit) {
+      if (!full_state_.left) return;
+      if (full_state_.by_cap && options_.max_bytes > 0 && !options_.drop_oldest &&
+          TotalBytes() + full_state_.cap_need > options_.max_bytes) {
+        return;
+      }
+      if (full_state_.by_disk && guard_.FreeBytes() < full_state_.disk_need) return;
+    }
+    full_ = false;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - full_state_.since).count();
+    spdlog::info("spool {} has room again after {:.1f} s: records are taken again", options_.path, seconds);
+  }
+
+  // Writer thread, when nothing else happened for a while.
+  void WatchForRoom() {
+    if (!full_.load()) return;
+    if (full_state_.by_disk) RequestFlushForSpace();
+    MaybeLeaveFull(false);
+  }
+
+  // Acked records leave the disk only when their memtable is flushed
+  // (dropping them) and its WAL deleted: ask for that (at most every
+  // second), so space comes back as the drain catches up. Only while the
+  // flush itself fits in the reserve.
+  void RequestFlushForSpace() {
+    const auto now = std::chrono::steady_clock::now();
+    if (!latched_error_.ok() || now - last_flush_request_ < std::chrono::seconds(1)) return;
+    if (guard_.enabled() && guard_.FreeBytes() < guard_.reserve_bytes()) return;
+    last_flush_request_ = now;
+    rocksdb::FlushOptions flush;
+    flush.wait = false;
+    flush.allow_write_stall = true;
+    db_->Flush(flush, default_cf_);
+  }
+
+  // ----------------------------------------------------------------- writes
+
+  // Writer thread. Every RocksDB write goes through here: the space guard
+  // reads the free space and refuses a batch that would not leave what
+  // `kind` must leave, so RocksDB never meets a full disk.
+  absl::Status GuardedWrite(rocksdb::WriteBatch* batch, SpaceGuard::Write kind, bool sync) {
+    if (guard_.enabled()) {
+      const uint64_t bytes = batch->GetDataSize();
+      absl::Status room = guard_.Check(kind, guard_.FreeBytes(), bytes);
+      if (!room.ok()) {
+        NoteRefusal(room, /*disk=*/true, guard_.Need(kind, bytes));
+        return room;
+      }
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    absl::Status s = FromRocks(db_->Write(wo, batch), "spool write");
+    if (!s.ok()) {
+      // RocksDB stops accepting writes after a failed write or sync.
+      latched_error_ = s;
+      if (absl::IsResourceExhausted(s)) NoteRefusal(s, /*disk=*/true, guard_.Need(SpaceGuard::Write::kGrow, 0));
+    }
+    return s;
   }
 
   // After ENOSPC RocksDB stops writing until Resume(); try that once space
@@ -575,41 +740,19 @@ class RocksDbSpool final : public Spool {
     const auto now = std::chrono::steady_clock::now();
     if (now - last_resume_ < std::chrono::seconds(1)) return latched_error_;
     last_resume_ = now;
-    free_checked_ = {};
-    if (FreeBytes() < std::max<uint64_t>(options_.min_free_bytes, 1u << 20)) return latched_error_;
+    if (guard_.FreeBytes() < std::max<uint64_t>(options_.min_free_bytes, 1u << 20)) return latched_error_;
     rocksdb::Status s = db_->Resume();
     if (!s.ok()) return latched_error_;
     latched_error_ = absl::OkStatus();
     return absl::OkStatus();
   }
 
-  // Decides whether `bytes` more may be appended, given the totals of this
-  // group so far; under drop_oldest it makes room by deleting the oldest
-  // records into `batch`.
-  absl::Status MakeRoom(uint64_t bytes, uint64_t batch_bytes, uint64_t* total,
-                        std::map<std::string, LaneStats>* touched,
+  // Decides whether `bytes` more may be appended under max_bytes, given the
+  // totals of this group so far; under drop_oldest it makes room by
+  // deleting the oldest records into `batch`.
+  absl::Status MakeRoom(uint64_t bytes, uint64_t* total, std::map<std::string, LaneStats>* touched,
                         rocksdb::WriteBatch* batch, std::map<std::string, std::pair<uint64_t, uint64_t>>* drops,
                         std::set<std::string>* changed) {
-    if (options_.min_free_bytes > 0) {
-      const uint64_t free = FreeBytes();
-      // What this batch already holds and this append adds come on top.
-      if (free < options_.min_free_bytes + batch_bytes + bytes) {
-        // Acked records leave the disk only when their memtable is flushed
-        // (dropping them) and its WAL deleted: ask for that, so space comes
-        // back as the drain catches up.
-        const auto now = std::chrono::steady_clock::now();
-        if (now - last_flush_request_ > std::chrono::seconds(1)) {
-          last_flush_request_ = now;
-          rocksdb::FlushOptions flush;
-          flush.wait = false;
-          flush.allow_write_stall = true;
-          db_->Flush(flush, default_cf_);
-        }
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "spool full: the filesystem of ", options_.path, " has ", free, " bytes free; taking ", batch_bytes + bytes,
-            " more would leave less than spool.min_free_bytes (", options_.min_free_bytes, ")"));
-      }
-    }
     if (options_.max_bytes == 0 || *total + bytes <= options_.max_bytes) return absl::OkStatus();
     if (!options_.drop_oldest || bytes > options_.max_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat("spool full: ", *total, " of spool.max_bytes (",
@@ -678,7 +821,9 @@ class RocksDbSpool final : public Spool {
   }
 
   // Commits ops [start, end) of `group` in one WriteBatch, answers them and
-  // returns `end`.
+  // returns `end`. The space guard decides per op on one look at the free
+  // space (appends must leave min_free_bytes, deletes the reserve), then
+  // again on the whole batch in GuardedWrite.
   size_t CommitPart(std::vector<Op>& group, size_t start) {
     std::map<std::string, LaneStats> touched;
     uint64_t total = 0;
@@ -688,13 +833,27 @@ class RocksDbSpool final : public Spool {
       total = TotalBytesLocked();
     }
     for (size_t i = start; i < group.size(); ++i) touched.try_emplace(group[i].lane);
-    absl::Status write_status = RecoverFromLatchedError();
+    const absl::Status latched = RecoverFromLatchedError();
+    // RocksDB met a full disk (filled between the guard's look and a
+    // write): it takes nothing until Resume, and what may wait, waits.
+    const bool latched_full = absl::IsResourceExhausted(latched);
+    absl::Status write_status = latched_full ? absl::OkStatus() : latched;
+    const uint64_t free = guard_.enabled() ? guard_.FreeBytes() : 0;
     rocksdb::WriteBatch batch;
     std::map<std::string, std::pair<uint64_t, uint64_t>> drops;
     std::set<std::string> changed;  // lanes whose meta this commit rewrites
+    // Bytes the batch will hold with `more` bytes of `lane` added (its metas
+    // included), as the guard counts them.
+    auto planned = [&](const std::string& lane, uint64_t more) {
+      uint64_t metas = changed.count(lane) > 0 ? 0 : MetaBytes(lane);
+      for (const auto& name : changed) metas += MetaBytes(name);
+      return batch.GetDataSize() + metas + more;
+    };
     bool any_append = false;
     bool freed_any = false;
+    bool fit = false;  // an append as large as the largest one refused while full
     bool refused = false;
+    bool parked_went_in = false;
     bool parking = false;  // an append of this part parked: later waiting appends park behind it
     const int64_t now = NowUs();
     size_t end = start;
@@ -703,6 +862,16 @@ class RocksDbSpool final : public Spool {
       if (!write_status.ok()) break;
       LaneStats& lane = touched[op.lane];
       if (op.kind == Op::kDelete) {
+        if (op.up_to > lane.deleted_up_to) {
+          const uint64_t planned_bytes = planned(op.lane, DeleteBytes(op.lane));
+          absl::Status room = latched_full ? latched : guard_.Check(SpaceGuard::Write::kKeep, free, planned_bytes);
+          if (!room.ok()) {
+            op.held = true;  // committed by itself once it fits
+            fit = false;     // what went in before does not answer this
+            NoteRefusal(room, /*disk=*/true, guard_.Need(SpaceGuard::Write::kKeep, planned_bytes));
+            continue;
+          }
+        }
         const uint64_t before = total;
         op.status = AddDelete(op.lane, op.up_to, &lane, &batch, &total);
         if (op.status.ok()) changed.insert(op.lane);
@@ -714,9 +883,14 @@ class RocksDbSpool final : public Spool {
         op.parked = true;  // behind appends that already wait: order is kept
         continue;
       }
-      uint64_t bytes = 0;
+      uint64_t bytes = 0;  // payload
       for (const auto& rec : *op.records) bytes += rec.size();
-      op.status = MakeRoom(bytes, batch.GetDataSize(), &total, &touched, &batch, &drops, &changed);
+      // Each record adds its key, envelope and WriteBatch framing.
+      const uint64_t planned_bytes =
+          planned(op.lane, bytes + op.records->size() * (op.lane.size() + kEnvelopeHeader + 32));
+      op.status = latched_full ? latched : guard_.Check(SpaceGuard::Write::kGrow, free, planned_bytes);
+      const bool disk_refusal = !op.status.ok();
+      if (op.status.ok()) op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed);
       if (absl::IsAborted(op.status)) {
         if (any_append) {
           op.status = absl::OkStatus();
@@ -727,15 +901,29 @@ class RocksDbSpool final : public Spool {
       }
       if (!op.status.ok()) {
         refused = true;
-        if (op.wait_for_room && absl::IsResourceExhausted(op.status)) {
-          op.parked = true;
-          parking = true;
+        fit = false;
+        if (absl::IsResourceExhausted(op.status)) {
+          if (disk_refusal) {
+            NoteRefusal(op.status, /*disk=*/true, guard_.Need(SpaceGuard::Write::kGrow, planned_bytes));
+          } else {
+            // A record larger than the cap never fits: it asks for nothing.
+            NoteRefusal(op.status, /*disk=*/false, options_.drop_oldest || bytes > options_.max_bytes ? 0 : bytes);
+          }
+          if (op.wait_for_room) {
+            op.parked = true;
+            parking = true;
+          }
         }
         continue;
       }
       LaneStats& l = touched[op.lane];
       changed.insert(op.lane);
       any_append = true;
+      if (op.was_parked) parked_went_in = true;
+      if (full_.load() && bytes >= full_state_.cap_need &&
+          guard_.Need(SpaceGuard::Write::kGrow, planned_bytes) >= full_state_.disk_need) {
+        fit = true;
+      }
       op.result.first_seq = l.next_seq;
       for (const auto& rec : *op.records) {
         batch.Put(default_cf_, RecordKey(op.lane, l.next_seq++), EncodeEnvelope(now, rec));
@@ -747,11 +935,9 @@ class RocksDbSpool final : public Spool {
     }
     if (write_status.ok() && batch.Count() > 0) {
       for (const auto& name : changed) batch.Put(default_cf_, MetaKey(name), EncodeMeta(touched[name]));
-      rocksdb::WriteOptions wo;
-      wo.sync = any_append && options_.sync;
-      write_status = FromRocks(db_->Write(wo, &batch), "spool write");
-      // RocksDB stops accepting writes after a failed write or sync.
-      if (!write_status.ok()) latched_error_ = write_status;
+      // Appends were held to min_free_bytes above; the batch as a whole
+      // must leave the reserve.
+      write_status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, any_append && options_.sync);
     }
     if (write_status.ok()) {
       absl::MutexLock lock(&stats_mu_);
@@ -759,19 +945,25 @@ class RocksDbSpool final : public Spool {
     }
     if (write_status.ok()) {
       if (any_append) watermark_dirty_ = true;
+      if (freed_any) full_state_.left = true;
+      if (fit) full_state_.fit = true;
       MaybeWriteWatermark(false);
     }
-    // Full from a refusal until records leave (an ACK's delete, a drop).
-    if (write_status.ok() && refused) full_ = true;
-    if (write_status.ok() && freed_any) full_ = false;
     if (write_status.ok() && options_.on_drop) {
       for (const auto& [lane, d] : drops) options_.on_drop(lane, d.first, d.second);
     }
+    // Nothing of the batch was stored for lack of room: what may wait, waits.
+    const bool no_room = absl::IsResourceExhausted(write_status);
     if (!write_status.ok()) end = group.size();  // every remaining op fails with it
     for (size_t i = start; i < end; ++i) {
       Op& op = group[i];
-      if (op.parked && write_status.ok()) {
+      if (write_status.ok() ? op.parked : no_room && op.kind == Op::kAppend && op.wait_for_room) {
+        op.parked = true;
         waiting_.push_back(std::move(op));  // answered once it fits, or on abort
+        continue;
+      }
+      if (write_status.ok() ? op.held : no_room && op.kind == Op::kDelete) {
+        HoldDelete(op);
         continue;
       }
       const absl::Status& s = write_status.ok() ? op.status : write_status;
@@ -783,6 +975,7 @@ class RocksDbSpool final : public Spool {
         op.delete_done(s);
       }
     }
+    MaybeLeaveFull(parked_went_in && !refused && write_status.ok());
     return end;
   }
 
@@ -817,24 +1010,20 @@ class RocksDbSpool final : public Spool {
     return absl::OkStatus();
   }
 
-  // Commits `batch` (with the given lane and dead-letter metas) and
-  // publishes the new stats.
+  // Commits `batch` (with the given lane and dead-letter metas), if the
+  // space guard lets a write of `kind` through, and publishes the new stats.
   absl::Status CommitSingle(rocksdb::WriteBatch* batch, const std::map<std::string, LaneStats>& lanes,
-                            const DeadLetterMeta& dead) {
+                            const DeadLetterMeta& dead, SpaceGuard::Write kind) {
     for (const auto& [name, s] : lanes) batch->Put(default_cf_, MetaKey(name), EncodeMeta(s));
     batch->Put(dead_cf_, kDeadLetterMetaKey, EncodeDeadLetterMeta(dead));
-    rocksdb::WriteOptions wo;
-    wo.sync = options_.sync;
-    absl::Status s = FromRocks(db_->Write(wo, batch), "spool write");
-    if (!s.ok()) {
-      latched_error_ = s;
-      return s;
-    }
+    const uint64_t total_before = TotalBytes();
+    ZB_RETURN_IF_ERROR(GuardedWrite(batch, kind, options_.sync));
     {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& [name, st] : lanes) lanes_[name] = st;
       dead_ = dead;
     }
+    if (TotalBytes() < total_before) full_state_.left = true;
     watermark_dirty_ = true;
     MaybeWriteWatermark(false);
     return absl::OkStatus();
@@ -843,14 +1032,14 @@ class RocksDbSpool final : public Spool {
   void SetDestination(Op& op) {
     absl::Status status = RecoverFromLatchedError();
     if (status.ok()) {
-      rocksdb::WriteOptions wo;
-      wo.sync = options_.sync;
-      status = FromRocks(db_->Put(wo, default_cf_, DestinationKey(op.lane), op.destination), "spool write");
+      // A few bytes that grow nothing: held to the reserve, not to
+      // min_free_bytes, so a daemon can start on a disk short of it.
+      rocksdb::WriteBatch batch;
+      batch.Put(default_cf_, DestinationKey(op.lane), op.destination);
+      status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, options_.sync);
       if (status.ok()) {
         absl::MutexLock lock(&stats_mu_);
         destinations_[op.lane] = op.destination;
-      } else {
-        latched_error_ = status;
       }
     }
     if (op.delete_done) op.delete_done(status);
@@ -904,7 +1093,8 @@ class RocksDbSpool final : public Spool {
     lane.records -= std::min<uint64_t>(lane.records, 1);
     lane.bytes -= std::min<uint64_t>(lane.bytes, payload.size());
     lane.deleted_up_to = seq;
-    return CommitSingle(&batch, {{op.lane, lane}}, dead);
+    // The record leaves the lane as it enters the store: no growth.
+    return CommitSingle(&batch, {{op.lane, lane}}, dead, SpaceGuard::Write::kKeep);
   }
 
   void Replay(Op& op) {
@@ -938,7 +1128,7 @@ class RocksDbSpool final : public Spool {
         dead.records -= std::min<uint64_t>(dead.records, 1);
         dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
       }
-      status = CommitSingle(&batch, lanes, dead);
+      status = CommitSingle(&batch, lanes, dead, SpaceGuard::Write::kGrow);
     }
     if (!op.replay_done) return;
     if (status.ok()) op.replay_done(std::move(appended));
@@ -966,21 +1156,21 @@ class RocksDbSpool final : public Spool {
         dead.records -= std::min<uint64_t>(dead.records, 1);
         dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
       }
-      status = CommitSingle(&batch, {}, dead);
-      if (status.ok()) {
-        purged += entries->size();
-        full_ = false;
-      }
+      status = CommitSingle(&batch, {}, dead, SpaceGuard::Write::kKeep);
+      if (status.ok()) purged += entries->size();
     }
     if (!op.count_done) return;
     if (status.ok()) op.count_done(purged);
     else op.count_done(status);
   }
 
+  // Declared first: released last, after RocksDB closed.
+  std::unique_ptr<SpoolClaim> claim_;
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* default_cf_;
   rocksdb::ColumnFamilyHandle* dead_cf_;
   const SpoolOptions options_;
+  const SpaceGuard guard_;
   std::thread writer_;
 
   std::mutex queue_mu_;
@@ -996,13 +1186,27 @@ class RocksDbSpool final : public Spool {
 
   // Writer thread only.
   std::deque<Op> waiting_;  // appends waiting for room, in arrival order
+  struct HeldDelete {
+    SeqNo up_to = 0;
+    DeleteCallback done;
+  };
+  std::map<std::string, HeldDelete> held_deletes_;  // by lane: deletes waiting for space
+  // Why the spool is full (while full_), and what must come back.
+  struct FullState {
+    bool by_cap = false;     // an append was refused for spool.max_bytes
+    uint64_t cap_need = 0;   // payload bytes of the largest one
+    bool by_disk = false;    // a write was refused by the space guard
+    uint64_t disk_need = 0;  // free bytes the largest one needed
+    bool left = false;       // records left since the last refusal
+    bool fit = false;        // an append as large as the largest one refused went in since
+    std::chrono::steady_clock::time_point since;
+  };
+  FullState full_state_;
   absl::Status latched_error_;
   std::chrono::steady_clock::time_point last_resume_;
   std::chrono::steady_clock::time_point last_flush_request_;
   std::chrono::steady_clock::time_point watermark_written_;
   bool watermark_dirty_ = true;
-  std::chrono::steady_clock::time_point free_checked_;
-  uint64_t free_bytes_ = 0;
 
   std::thread reader_;
   std::mutex read_mu_;
@@ -1073,11 +1277,16 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(size_t memtable_bytes 
   table.block_size = 64 << 10;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::ColumnFamilyOptions dead_options = cf_options;
-  dead_options.write_buffer_size = 4u << 20;
+  dead_options.write_buffer_size = kDeadLetterMemtableBytes;
   return {{rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
 }
 
 absl::Status OpenError(const rocksdb::Status& s, const std::string& path) {
+  if (s.IsNoSpace()) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot open spool at ", path, ": ", s.ToString(),
+                                                     " (its filesystem is full: free space on it and start again; "
+                                                     "the spool was left as it was)"));
+  }
   const bool damaged = s.IsCorruption() || s.IsIOError() || s.IsNotFound();
   return absl::Status(damaged ? absl::StatusCode::kDataLoss : FromRocks(s, "").code(),
                       absl::StrCat("cannot open spool at ", path, ": ", s.ToString(),
@@ -1310,6 +1519,11 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
     options.max_group_bytes = std::min<size_t>(options.max_group_bytes,
                                                std::max<uint64_t>(1u << 20, options.min_free_bytes / 8));
   }
+  // What RocksDB must always find free: a flush of both memtables, and the
+  // WAL, MANIFEST and info log around it.
+  const uint64_t reserve_bytes = memtable_bytes + kDeadLetterMemtableBytes + (1u << 20);
+  // Before anything reads the folder: a spool in use is not damaged.
+  ZB_ASSIGN_OR_RETURN(std::unique_ptr<SpoolClaim> claim, ClaimSpool(options.path));
   bool empty = true;
   ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(options.path, &empty));
   if (!empty) {
@@ -1320,19 +1534,20 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
     ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(check, options.path));
     ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
   }
-  std::error_code mkdir_error;
-  std::filesystem::create_directories(options.path, mkdir_error);
-  if (mkdir_error) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot create spool folder ", options.path, ": ", mkdir_error.message()));
-  }
+  ZB_RETURN_IF_ERROR(MakePrivateDir(options.path));
   OpenDb open;
-  ZB_RETURN_IF_ERROR(Open(options.path, /*read_only=*/false, /*create=*/empty, &open, memtable_bytes));
+  if (absl::Status opened = Open(options.path, /*read_only=*/false, /*create=*/empty, &open, memtable_bytes);
+      !opened.ok()) {
+    // Another process may have taken the spool since the claim looked.
+    ZB_RETURN_IF_ERROR(CheckNotLockedByAnother(options.path));
+    return opened;
+  }
   ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(open, options.path));
   ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
   std::vector<rocksdb::ColumnFamilyHandle*> handles = std::move(open.handles);
   open.handles.clear();
-  return std::unique_ptr<Spool>(new RocksDbSpool(std::move(open.db), handles, options, std::move(state.lanes),
+  return std::unique_ptr<Spool>(new RocksDbSpool(std::move(claim), std::move(open.db), handles, options,
+                                                 reserve_bytes, std::move(state.lanes),
                                                  std::move(state.destinations), state.dead));
 }
 

@@ -33,10 +33,24 @@ struct SpoolOptions {
   // records (oldest lane head first), reporting each drop to on_drop.
   // false: such an append fails with ResourceExhaustedError ("spool full").
   bool drop_oldest = false;
-  // Appends fail with ResourceExhaustedError while the spool's filesystem
-  // has less free space than this (0: no guard), so RocksDB never reaches
-  // ENOSPC. Appends resume by themselves once space returns.
+  // The free-space guard (0: none). The writer thread reads the free space
+  // of the spool's filesystem (statvfs) before every RocksDB write and counts
+  // what that write will take (its WAL record now, its memtable flush later),
+  // so RocksDB never meets a full disk:
+  //  - appends and dead-letter replays must leave at least min_free_bytes;
+  //  - writes that free or keep space (deletes of acked ranges, dead-letter
+  //    moves and purges, lane destinations) must leave the smaller reserve
+  //    RocksDB needs to flush its memtables and finish its WAL; a delete that
+  //    does not fit is held (one per lane) and committed by itself once it
+  //    does.
+  // A refused write fails with ResourceExhaustedError naming
+  // spool.min_free_bytes and the numbers; appends waiting for room (and held
+  // deletes) go in by themselves once space returns.
   uint64_t min_free_bytes = 0;
+  // For tests: returns the free bytes of the spool's filesystem instead of
+  // statvfs. Called before every write (on the writer thread) and at close;
+  // must not block.
+  std::function<uint64_t()> free_bytes_probe;
   // Called on the writer thread after a commit that dropped records of
   // `lane` under drop_oldest. Must not block or call into the spool.
   std::function<void(const std::string& lane, uint64_t records, uint64_t bytes)> on_drop;
@@ -125,7 +139,10 @@ class Spool {
   virtual std::string LaneDestination(const std::string& lane) = 0;
 
   // Queues removal of every record of `lane` with seq <= `up_to` (no fsync: a
-  // lost delete only re-sends an acked record). `done` may be empty.
+  // lost delete only re-sends an acked record). `done` may be empty. A
+  // delete the free-space guard stops is held, not failed, and committed by
+  // itself once it fits; `done` runs then. One is held per lane: of two, the
+  // one that reaches less far is answered at once (the other covers it).
   virtual void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) = 0;
 
   // Up to `max_records` records of `lane` with seq >= `from`, in seq order,
@@ -169,8 +186,9 @@ class Spool {
   virtual std::vector<std::string> Lanes() = 0;
   // Payload bytes held: every lane plus the dead-letter store.
   virtual uint64_t TotalBytes() = 0;
-  // Whether an append was refused for lack of room (max_bytes or
-  // min_free_bytes) and no record has left since.
+  // Whether the spool is full: an append was refused or is waiting for room
+  // (max_bytes or min_free_bytes), and the room it asked for has not come
+  // back since. Entering and leaving this state each log one line.
   virtual bool full() = 0;
 
   // Blocking conveniences over the async calls (not for the event loop).
@@ -206,7 +224,11 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path);
 // Opens (creating if missing) a RocksDB-backed spool at options.path. Fails
 // closed on a damaged spool: the error (DataLossError for damage) says what is
 // wrong; it never starts empty over existing data (a folder that holds files
-// but no spool is refused, not initialized).
+// but no spool is refused, not initialized). A spool another process (or
+// this one) has open is FailedPreconditionError "spool <path> is in use by
+// pid N", checked before anything else. The folder is made (or tightened to)
+// mode 0700, whatever the umask; the spool's own files are 0600 (RocksDB's
+// files follow the umask: the daemon runs with umask 077).
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& options);
 
 }  // namespace zb

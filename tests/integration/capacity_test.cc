@@ -6,7 +6,10 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -20,6 +23,29 @@ constexpr char kTwoRoutes[] =
     "routes:\n"
     "  - name: readings\n    table: main.edge.readings\n"
     "  - name: events\n    table: main.edge.events\n";
+
+int CountOf(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+std::string Tail(const std::string& text, size_t n = 4000) {
+  return text.size() > n ? text.substr(text.size() - n) : text;
+}
+
+// The argv prefix that runs a command in a mount namespace of its own, or
+// empty when this machine cannot (checked by mounting a tmpfs on `probe`).
+// unshare needs CAP_SYS_ADMIN or unprivileged user namespaces.
+std::vector<std::string> MountNamespaceWrapper(const std::string& probe) {
+  std::vector<std::string> wrapper = {"/usr/bin/unshare", "--mount"};
+  if (geteuid() != 0) wrapper = {"/usr/bin/unshare", "--user", "--map-root-user", "--mount"};
+  std::vector<std::string> argv = wrapper;
+  for (const char* a : {"/bin/sh", "-c"}) argv.push_back(a);
+  argv.push_back("mount -t tmpfs -o size=1m tmpfs " + probe);
+  if (RunCommand(argv, std::chrono::seconds(20)).exit_code != 0) return {};
+  return wrapper;
+}
 
 std::string Drain(int max_batch_records = 100) {
   return absl::StrCat("drain:\n  backoff_initial_ms: 20\n  backoff_max_ms: 100\n  max_batch_records: ",
@@ -166,17 +192,10 @@ TEST_F(CapacityTest, MinFreeBytesGuardRefusesBeforeTheDiskFillsAndResumesWhenSpa
   o.extra_yaml = Drain(1000);
   o.spool_yaml = "  when_full: reject\n  max_bytes: 10GiB\n  min_free_bytes: 24MiB\n";
   o.routes_yaml = "routes:\n  - name: readings\n    table: main.edge.readings\n";
-  // unshare needs CAP_SYS_ADMIN or unprivileged user namespaces.
-  std::vector<std::string> wrapper = {"/usr/bin/unshare", "--mount"};
-  if (geteuid() != 0) wrapper = {"/usr/bin/unshare", "--user", "--map-root-user", "--mount"};
   const std::string probe = dir_.Sub("probe");
   std::filesystem::create_directories(probe);
-  std::vector<std::string> probe_argv = wrapper;
-  for (const char* a : {"/bin/sh", "-c"}) probe_argv.push_back(a);
-  probe_argv.push_back("mount -t tmpfs -o size=1m tmpfs " + probe);
-  if (RunCommand(probe_argv, std::chrono::seconds(20)).exit_code != 0) {
-    GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
-  }
+  const std::vector<std::string> wrapper = MountNamespaceWrapper(probe);
+  if (wrapper.empty()) GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
   o.wrapper = wrapper;
   o.wrapper.push_back("/bin/sh");
   o.wrapper.push_back("-c");
@@ -223,16 +242,10 @@ TEST_F(CapacityTest, MinFreeBytesGuardRefusesBeforeTheDiskFillsAndResumesWhenSpa
 TEST_F(CapacityTest, AnotherProcessFillingTheDiskTripsTheGuardUntilItFreesTheSpace) {
   const std::string fs_dir = dir_.Sub("fs");
   std::filesystem::create_directories(fs_dir);
+  const std::vector<std::string> wrapper = MountNamespaceWrapper(fs_dir);
+  if (wrapper.empty()) GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
   grpc_port_ = FreePort();
   http_port_ = FreePort();
-  std::vector<std::string> wrapper = {"/usr/bin/unshare", "--mount"};
-  if (geteuid() != 0) wrapper = {"/usr/bin/unshare", "--user", "--map-root-user", "--mount"};
-  std::vector<std::string> probe_argv = wrapper;
-  for (const char* a : {"/bin/sh", "-c"}) probe_argv.push_back(a);
-  probe_argv.push_back("mount -t tmpfs -o size=1m tmpfs " + fs_dir);
-  if (RunCommand(probe_argv, std::chrono::seconds(20)).exit_code != 0) {
-    GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
-  }
   DaemonOptions o;
   o.grpc_port = grpc_port_;
   o.http_port = http_port_;
@@ -248,7 +261,7 @@ TEST_F(CapacityTest, AnotherProcessFillingTheDiskTripsTheGuardUntilItFreesTheSpa
   o.wrapper.push_back("/bin/sh");
   o.wrapper.push_back("-c");
   o.wrapper.push_back(absl::StrCat(
-      "mount -t tmpfs -o size=64m tmpfs ", fs_dir, " && (until [ -e ", fill, " ]; do sleep 0.02; done; head -c 50331648 ",
+      "mount -t tmpfs -o size=64m tmpfs ", fs_dir, " || exit 1; (until [ -e ", fill, " ]; do sleep 0.02; done; head -c 50331648 ",
       "/dev/zero > ", fs_dir, "/other; touch ", fill, ".done; until [ -e ", free, " ]; do sleep 0.02; done; rm ", fs_dir,
       "/other) & exec \"$0\" \"$@\""));
   daemon_ = std::make_unique<Daemon>(dir_.path(), o);
@@ -273,6 +286,102 @@ TEST_F(CapacityTest, AnotherProcessFillingTheDiskTripsTheGuardUntilItFreesTheSpa
   ASSERT_TRUE(WaitFor([&] { return CheckDelivery(*server_, kTable, "before", 1000).missing == 0 &&
                                    CheckDelivery(*server_, kTable, "after", 100).missing == 0; },
                       std::chrono::seconds(30)));
+}
+
+// The disk fills completely between two writes, with records streaming in
+// and a burst right behind: the guard looks at the free space before every
+// write, so RocksDB never meets ENOSPC (Debian's RocksDB aborts on a failed
+// WAL write), the producers wait (when_full: block) instead of being told
+// "accepted" for records that are not on disk, the state shows once (gauge
+// and one log line), and the held records go in and drain once the space is
+// back.
+TEST_F(CapacityTest, DiskFilledRightBeforeABurstHoldsTheProducersAndNeverReachesRocksDb) {
+  const std::string fs_dir = dir_.Sub("fs");
+  std::filesystem::create_directories(fs_dir);
+  const std::vector<std::string> wrapper = MountNamespaceWrapper(fs_dir);
+  if (wrapper.empty()) GTEST_SKIP() << "this machine cannot mount a private tmpfs (no mount namespaces)";
+  grpc_port_ = FreePort();
+  http_port_ = FreePort();
+  DaemonOptions o;
+  o.grpc_port = grpc_port_;
+  o.http_port = http_port_;
+  o.extra_yaml = Drain();
+  o.spool_path = fs_dir + "/spool";
+  o.spool_yaml = "  when_full: block\n  max_bytes: 10GiB\n  min_free_bytes: 16MiB\n";
+  o.routes_yaml = "routes:\n  - name: readings\n    table: main.edge.readings\n";
+  // A 64 MiB tmpfs. "The other process" fills it to the last byte when the
+  // test creates `fill`, and frees it when the test creates `free`.
+  const std::string fill = dir_.Sub("fill"), free = dir_.Sub("free");
+  o.wrapper = wrapper;
+  o.wrapper.push_back("/bin/sh");
+  o.wrapper.push_back("-c");
+  o.wrapper.push_back(absl::StrCat("mount -t tmpfs -o size=64m tmpfs ", fs_dir, " || exit 1; (until [ -e ", fill,
+                                   " ]; do sleep 0.01; done; cat /dev/zero > ", fs_dir, "/other 2>/dev/null; touch ",
+                                   fill, ".done; until [ -e ", free, " ]; do sleep 0.01; done; rm ", fs_dir,
+                                   "/other) & exec \"$0\" \"$@\""));
+  daemon_ = std::make_unique<Daemon>(dir_.path(), o);
+  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  ASSERT_EQ(SendRecords("readings", "before", 1000).exit_code, 0);
+  const std::string accepted = "result=\"accepted\",route=\"readings\"";
+
+  // Records stream in; the disk fills while they do.
+  const std::string stream_file = dir_.Sub("stream.ndjson"), burst_file = dir_.Sub("burst.ndjson");
+  WriteRecords(stream_file, "stream", 10000, 200);
+  WriteRecords(burst_file, "burst", 2000, 200);
+  Process stream({BinDir() + "/zerobusctl", "send", "--socket", daemon_->socket(), "--route", "readings", stream_file},
+                 dir_.Sub("stream.log"));
+  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_intake_records_total", accepted) > 1000; },
+                      std::chrono::seconds(20)));
+  WriteFile(fill, "");
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(fill + ".done"); }, std::chrono::seconds(20)));
+  // The burst comes right behind, with no pause for any sampling interval.
+  Process burst({BinDir() + "/zerobusctl", "send", "--socket", daemon_->socket(), "--route", "readings", burst_file},
+                dir_.Sub("burst.log"));
+
+  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_full") == 1; }, std::chrono::seconds(20)))
+      << Tail(daemon_->log());
+  ASSERT_TRUE(daemon_->process()->Running()) << Tail(daemon_->log());
+  // Held, not answered: the burst cannot have gone in (not a byte is free).
+  EXPECT_TRUE(burst.Running()) << ReadFileOrEmpty(dir_.Sub("burst.log"));
+  const double accepted_when_full = Metric("zerobusd_intake_records_total", accepted);
+  EXPECT_LT(accepted_when_full, 1000 + 10000 + 2000);
+  EXPECT_LT(Metric("zerobusd_intake_records_total", "result=\"spool_full\",route=\"readings\""), 1);
+  // It stays so for a second of scrapes, while the spool tries the held
+  // appends again every 100 ms (each try a refused write).
+  for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+       std::chrono::steady_clock::now() < until;) {
+    ASSERT_EQ(Metric("zerobusd_spool_full"), 1);
+    ASSERT_EQ(Metric("zerobusd_intake_records_total", accepted), accepted_when_full);
+  }
+  EXPECT_TRUE(burst.Running());
+  ASSERT_TRUE(daemon_->process()->Running()) << Tail(daemon_->log());
+
+  // The other process frees its space: the held records go in by themselves.
+  WriteFile(free, "");
+  EXPECT_EQ(burst.Wait(std::chrono::seconds(60)), 0) << ReadFileOrEmpty(dir_.Sub("burst.log"));
+  EXPECT_EQ(stream.Wait(std::chrono::seconds(60)), 0) << ReadFileOrEmpty(dir_.Sub("stream.log"));
+  EXPECT_NE(ReadFileOrEmpty(dir_.Sub("burst.log")).find("accepted 2000 rejected 0"), std::string::npos)
+      << ReadFileOrEmpty(dir_.Sub("burst.log"));
+  EXPECT_NE(ReadFileOrEmpty(dir_.Sub("stream.log")).find("accepted 10000 rejected 0"), std::string::npos)
+      << ReadFileOrEmpty(dir_.Sub("stream.log"));
+  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_full") == 0; }, std::chrono::seconds(20)));
+  StartServer();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return CheckDelivery(*server_, kTable, "before", 1000).missing == 0 &&
+               CheckDelivery(*server_, kTable, "stream", 10000).missing == 0 &&
+               CheckDelivery(*server_, kTable, "burst", 2000).missing == 0;
+      },
+      std::chrono::seconds(60)))
+      << Tail(daemon_->log());
+
+  const std::string log = daemon_->log();
+  EXPECT_EQ(CountOf(log, " is full: "), 1) << "one line when the spool fills, not one per refused write:\n"
+                                           << Tail(log);
+  EXPECT_NE(log.find("would leave less than spool.min_free_bytes (16777216)"), std::string::npos) << Tail(log);
+  EXPECT_EQ(CountOf(log, " has room again "), 1) << Tail(log);
+  EXPECT_EQ(log.find("No space left on device"), std::string::npos) << "RocksDB met the full disk:\n" << Tail(log);
+  EXPECT_EQ(daemon_->Terminate(std::chrono::seconds(20)), 0) << Tail(daemon_->log());
 }
 
 }  // namespace

@@ -1,9 +1,14 @@
 // Spool against a real RocksDB in a temp dir: order, durability across
-// reopen, delete-after-ack, checksums and group commit from many threads.
+// reopen, delete-after-ack, checksums and group commit from many threads,
+// the free-space guard, who has the spool open, and its file modes.
 
 #include "spool/spool.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -11,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "testutil.h"
 
@@ -386,6 +392,206 @@ TEST(SpoolTest, AFolderWithFilesButNoSpoolIsRefusedNotInitialized) {
   EXPECT_EQ(spool.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(spool.status().message().find("no CURRENT file"), std::string::npos) << spool.status();
   EXPECT_FALSE(std::filesystem::exists(dir.Sub("CURRENT"))) << "nothing was created over it";
+}
+
+int CountOf(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+// The guard reads the free space before every write (here through the
+// probe, which a test can move at will), so a disk that fills between two
+// writes stops the very next one.
+TEST(SpoolTest, FreeSpaceGuardLooksBeforeEveryWriteHoldsWhatMayWaitAndLetsDeletesThrough) {
+  TempDir dir;
+  std::atomic<uint64_t> free{1ull << 40};
+  SpoolOptions o;
+  o.path = dir.path();
+  o.min_free_bytes = 64ull << 20;
+  o.free_bytes_probe = [&] { return free.load(); };
+  // What RocksDB keeps for min_free_bytes 64 MiB: its 16 MiB memtable, the
+  // dead-letter store's 4 MiB one and 1 MiB.
+  constexpr uint64_t kReserve = 21ull << 20;
+  std::mutex mu;  // declared before the spool: its callbacks may run until it is gone
+  std::vector<std::string> done;
+  ::testing::internal::CaptureStdout();  // the spool's log lines
+  {
+    auto spool = OpenWith(o);
+    ASSERT_TRUE(spool->Append("a", {"1", "2", "3"}).ok());
+
+    free = (64ull << 20) + 1000;  // filled by someone else, just now
+    auto refused = spool->Append("a", {"4"});
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(refused.status().message().find(absl::StrCat("has ", (64ull << 20) + 1000, " bytes free")),
+              std::string::npos)
+        << refused.status();
+    EXPECT_NE(refused.status().message().find("would leave less than spool.min_free_bytes (67108864)"),
+              std::string::npos)
+        << refused.status();
+    EXPECT_TRUE(spool->full());
+    EXPECT_FALSE(spool->Append("a", {"5"}).ok());
+    // A producer that may wait is held, not refused.
+    spool->AppendWhenRoomAsync("a", std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"6"}),
+                               [&](absl::StatusOr<AppendResult> r) {
+                                 std::lock_guard<std::mutex> lock(mu);
+                                 done.push_back(r.ok() ? absl::StrCat("6 at ", r->first_seq) : "failed");
+                               });
+    // Deletes free space: above the reserve they still go through.
+    ASSERT_TRUE(spool->DeleteUpTo("a", 1).ok());
+    EXPECT_EQ(spool->Stats("a").deleted_up_to, 1u);
+    EXPECT_TRUE(spool->full());
+
+    // Below the reserve nothing reaches RocksDB: a delete is held (not lost,
+    // not failed), a dead-letter move refused.
+    free = kReserve - 1;
+    std::promise<absl::Status> deleted;
+    spool->DeleteUpToAsync("a", 2, [&](absl::Status s) { deleted.set_value(s); });
+    const absl::Status moved = spool->MoveToDeadLetters("a", 2, {});
+    EXPECT_EQ(moved.code(), absl::StatusCode::kResourceExhausted) << moved;
+    EXPECT_NE(moved.message().find("RocksDB needs for its memtable flushes and WAL (spool.min_free_bytes is 67108864)"),
+              std::string::npos)
+        << moved;
+    auto delete_result = deleted.get_future();
+    EXPECT_EQ(delete_result.wait_for(std::chrono::seconds(0)), std::future_status::timeout) << "the delete is held";
+    EXPECT_EQ(spool->Stats("a").deleted_up_to, 1u);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      EXPECT_TRUE(done.empty());
+    }
+
+    // Space comes back: what waited goes in by itself, and the spool says so.
+    free = 1ull << 40;
+    ASSERT_EQ(delete_result.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_TRUE(delete_result.get().ok());
+    ASSERT_TRUE(zb::testing::WaitFor(
+        [&] {
+          std::lock_guard<std::mutex> lock(mu);
+          return !done.empty();
+        },
+        std::chrono::seconds(10)));
+    EXPECT_EQ(done, std::vector<std::string>{"6 at 4"});
+    ASSERT_TRUE(zb::testing::WaitFor([&] { return !spool->full(); }, std::chrono::seconds(10)));
+    EXPECT_EQ(spool->Stats("a").deleted_up_to, 2u);
+    EXPECT_EQ(Payloads(*spool->ReadFrom("a", 1, 10, 1 << 20)), (std::vector<std::string>{"3", "6"}));
+  }
+  const std::string log = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(CountOf(log, " is full: "), 1) << "one line when it fills, not one per refusal:\n" << log;
+  EXPECT_EQ(CountOf(log, " has room again "), 1) << log;
+}
+
+TEST(SpoolTest, ASpoolThisProcessHasOpenIsInUse) {
+  TempDir dir;
+  auto first = Open(dir.path());
+  auto second = OpenRocksDbSpool(SpoolOptions{.path = dir.path()});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find(
+                absl::StrCat("spool ", dir.path(), " is in use by pid ", ::getpid(), " (this process)")),
+            std::string::npos)
+      << second.status();
+  EXPECT_TRUE(first->Append("a", {"x"}).ok());
+  first.reset();
+  EXPECT_TRUE(OpenRocksDbSpool(SpoolOptions{.path = dir.path()}).ok()) << "free again once closed";
+}
+
+// The other process of SecondProcessIsToldWhichPidHoldsTheSpool: holds the
+// spool at $ZB_SPOOL_TEST_HOLD open until <that path>.release exists.
+TEST(SpoolTest, HoldsASpoolOpenForAnotherTest) {
+  const char* path = std::getenv("ZB_SPOOL_TEST_HOLD");
+  if (path == nullptr) GTEST_SKIP() << "run only by SecondProcessIsToldWhichPidHoldsTheSpool";
+  auto spool = OpenRocksDbSpool(SpoolOptions{.path = path});
+  ASSERT_TRUE(spool.ok()) << spool.status();
+  zb::testing::WriteFile(std::string(path) + ".ready", "");
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return std::filesystem::exists(std::string(path) + ".release"); },
+                                   std::chrono::seconds(60)));
+}
+
+// RocksDB's lock is an fcntl lock, which only another process can see.
+TEST(SpoolTest, SecondProcessIsToldWhichPidHoldsTheSpool) {
+  TempDir dir;
+  const std::string path = dir.Sub("spool");
+  ASSERT_TRUE(Open(path)->Append("a", {"x"}).ok());
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  ::setenv("ZB_SPOOL_TEST_HOLD", path.c_str(), 1);
+  zb::testing::Process holder({self, "--gtest_filter=SpoolTest.HoldsASpoolOpenForAnotherTest"}, dir.Sub("holder.log"));
+  ::unsetenv("ZB_SPOOL_TEST_HOLD");
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return std::filesystem::exists(path + ".ready") || !holder.Running(); },
+                                   std::chrono::seconds(30)));
+  ASSERT_TRUE(std::filesystem::exists(path + ".ready")) << zb::testing::ReadFileOrEmpty(dir.Sub("holder.log"));
+
+  auto second = OpenRocksDbSpool(SpoolOptions{.path = path});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find(absl::StrCat("spool ", path, " is in use by pid ", holder.pid(), ":")),
+            std::string::npos)
+      << second.status();
+  EXPECT_EQ(second.status().message().find("damaged"), std::string::npos) << second.status();
+
+  zb::testing::WriteFile(path + ".release", "");
+  ASSERT_EQ(holder.Wait(std::chrono::seconds(30)), 0) << zb::testing::ReadFileOrEmpty(dir.Sub("holder.log"));
+  auto spool = Open(path);
+  EXPECT_EQ(spool->Stats("a").records, 1u);
+}
+
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : old_(::umask(mask)) {}
+  ~ScopedUmask() { ::umask(old_); }
+
+ private:
+  mode_t old_;
+};
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+TEST(SpoolTest, TheSpoolFolderIs0700AndItsOwnFiles0600WhateverTheUmask) {
+  TempDir dir;
+  {
+    ScopedUmask umask(022);
+    const std::string path = dir.Sub("var/lib/spool");  // its parents are made too
+    ASSERT_TRUE(Open(path)->Append("a", {"x"}).ok());  // closing writes the watermark
+    EXPECT_EQ(ModeOf(path), 0700u);
+    EXPECT_EQ(ModeOf(path + "/ZEROBUSD-WATERMARK"), 0600u);
+  }
+  {
+    ScopedUmask umask(0777);  // even a umask that leaves the owner nothing
+    const std::string path = dir.Sub("odd");
+    ASSERT_TRUE(Open(path)->Append("a", {"x"}).ok());
+    EXPECT_EQ(ModeOf(path), 0700u);
+  }
+  {
+    // RocksDB's own files follow the umask; the daemon's is 077.
+    ScopedUmask umask(077);
+    const std::string path = dir.Sub("strict");
+    ASSERT_TRUE(Open(path)->Append("a", {"x"}).ok());
+    EXPECT_EQ(ModeOf(path), 0700u);
+    int files = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(path)) {
+      EXPECT_EQ(ModeOf(entry.path().string()) & 077, 0u) << entry.path();
+      ++files;
+    }
+    EXPECT_GT(files, 3);
+  }
+}
+
+TEST(SpoolTest, AnExistingSpoolFolderOthersCanReachIsTightenedTo0700) {
+  TempDir dir;
+  ScopedUmask umask(022);
+  const std::string path = dir.Sub("spool");
+  std::filesystem::create_directories(path);
+  ASSERT_EQ(::chmod(path.c_str(), 0755), 0);
+  ASSERT_TRUE(Open(path)->Append("a", {"x"}).ok());  // an empty folder
+  EXPECT_EQ(ModeOf(path), 0700u);
+  ASSERT_EQ(::chmod(path.c_str(), 0750), 0);  // a spool with records
+  auto spool = Open(path);
+  EXPECT_EQ(ModeOf(path), 0700u);
+  EXPECT_EQ(spool->Stats("a").records, 1u);
 }
 
 }  // namespace
