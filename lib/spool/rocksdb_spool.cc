@@ -1261,6 +1261,10 @@ rocksdb::DBOptions MakeDbOptions(bool create) {
   // Synced WALs that later shrink or vanish fail the open.
   db_options.track_and_verify_wals_in_manifest = true;
   db_options.max_background_jobs = 2;
+  // Table files kept open at once (more are opened on demand): the spool's
+  // share of the descriptors the daemon reserves beside intake's
+  // connections (CheckRuntimeConfig), whatever the backlog's size.
+  db_options.max_open_files = 256;
   return db_options;
 }
 
