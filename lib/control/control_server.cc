@@ -14,6 +14,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/accept_errors.h"
 #include "common/log_limiter.h"
 #include "common/unix_socket.h"
 #include "spdlog/spdlog.h"
@@ -28,35 +29,6 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kAcceptBackoffInitial = std::chrono::milliseconds(100);
 constexpr auto kAcceptBackoffMax = std::chrono::seconds(1);
 constexpr auto kLogInterval = std::chrono::seconds(5);
-
-// Errors that mean "no descriptor or memory for a new socket now".
-bool IsResourceExhaustion(const boost::system::error_code& ec) {
-  if (ec.category() != boost::system::system_category()) return false;
-  const int e = ec.value();
-  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
-}
-
-// Errors about one connection that went away before it was accepted:
-// accept the next one at once.
-bool IsPerConnection(const boost::system::error_code& ec) {
-  return ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
-         ec == asio::error::try_again || ec == asio::error::would_block;
-}
-
-std::string ErrnoName(const boost::system::error_code& ec) {
-  if (ec.category() == boost::system::system_category()) {
-    switch (ec.value()) {
-      case EMFILE: return "EMFILE";
-      case ENFILE: return "ENFILE";
-      case ENOBUFS: return "ENOBUFS";
-      case ENOMEM: return "ENOMEM";
-      case ECONNABORTED: return "ECONNABORTED";
-      case EPERM: return "EPERM";
-      default: break;
-    }
-  }
-  return "other";
-}
 
 // One operator connection: read a line, hand it over, write the reply,
 // repeat. Owned by shared_ptr; the server keeps weak references. Loop
@@ -218,7 +190,7 @@ class Server final : public ControlServer {
   // a descriptor to spare.
   void OnAcceptError(const boost::system::error_code& ec) {
     ++failed_accepts_;
-    if (options_.on_accept_error) options_.on_accept_error(ErrnoName(ec));
+    if (options_.on_accept_error) options_.on_accept_error(AcceptErrorName(ec));
     uint64_t suppressed = 0;
     if (accept_log_.ShouldLog(Clock::now(), &suppressed)) {
       spdlog::warn("control: accept failed: {}{} ({} more failure(s) since the last report); still accepting",

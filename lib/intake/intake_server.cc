@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "common/accept_errors.h"
 #include "common/log_limiter.h"
 #include "common/unix_socket.h"
 #include "intake.pb.h"
@@ -346,14 +347,15 @@ class Server final : public IntakeServer {
     acceptor_.async_accept([this, alive = alive_](const boost::system::error_code& ec,
                                                   stream_protocol::socket socket) {
       if (!*alive || stopping_ || ec == asio::error::operation_aborted) return;
+      if (ec && IsPerConnection(ec)) {  // that connection is gone; the next one may be fine
+        metrics_.AcceptError("intake", AcceptErrorName(ec));
+        Accept();
+        return;
+      }
       if (ec) {
         // Out of descriptors (or kernel memory): the pending connection
         // stays in the backlog; try again later instead of spinning.
-        metrics_.AcceptError("intake", ec == asio::error::no_descriptors ? "EMFILE"
-                                       : ec.value() == ENFILE               ? "ENFILE"
-                                       : ec == asio::error::no_buffer_space ? "ENOBUFS"
-                                       : ec == asio::error::no_memory       ? "ENOMEM"
-                                                                            : "other");
+        metrics_.AcceptError("intake", AcceptErrorName(ec));
         uint64_t suppressed = 0;
         if (accept_log_.ShouldLog(Clock::now(), &suppressed)) {
           spdlog::warn("intake: cannot accept connections: {}{}; retrying (with {} connections open)", ec.message(),

@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/endpoint.h"
+#include "common/accept_errors.h"
 #include "common/log_limiter.h"
 #include "common/status.h"
 #include "prometheus/counter.h"
@@ -265,37 +266,6 @@ constexpr auto kAcceptBackoffInitial = std::chrono::milliseconds(100);
 constexpr auto kAcceptBackoffMax = std::chrono::seconds(1);
 constexpr auto kAcceptLogInterval = std::chrono::seconds(5);
 
-// Errors that mean "no descriptor or memory for a new socket now": the
-// connection waits in the backlog, and accepting again at once would spin.
-bool IsResourceExhaustion(const boost::system::error_code& ec) {
-  if (ec.category() != boost::system::system_category()) return false;
-  const int e = ec.value();
-  return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
-}
-
-// Errors about one connection that went away before it was accepted:
-// accept the next one at once.
-bool IsPerConnection(const boost::system::error_code& ec) {
-  return ec == asio::error::connection_aborted || ec == asio::error::interrupted ||
-         ec == asio::error::try_again || ec == asio::error::would_block ||
-         (ec.category() == boost::system::system_category() && ec.value() == EPROTO);
-}
-
-std::string ErrnoName(const boost::system::error_code& ec) {
-  if (ec.category() == boost::system::system_category()) {
-    switch (ec.value()) {
-      case EMFILE: return "EMFILE";
-      case ENFILE: return "ENFILE";
-      case ENOBUFS: return "ENOBUFS";
-      case ENOMEM: return "ENOMEM";
-      case ECONNABORTED: return "ECONNABORTED";
-      case EPROTO: return "EPROTO";
-      case EPERM: return "EPERM";
-      default: break;
-    }
-  }
-  return "other";
-}
 
 // One request per connection, served asynchronously on the server's own
 // thread; each connection has a deadline, so a slow or silent client never
@@ -430,7 +400,7 @@ class BeastMetricsServer final : public MetricsServer {
   // has a descriptor to spare.
   void OnAcceptError(const boost::system::error_code& ec) {
     ++failed_accepts_;
-    metrics_->AcceptError("metrics", ErrnoName(ec));
+    metrics_->AcceptError("metrics", AcceptErrorName(ec));
     uint64_t suppressed = 0;
     if (accept_log_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
       spdlog::warn("metrics: accept failed: {}{} ({} more failure(s) since the last report); still accepting",
