@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -204,6 +206,37 @@ std::vector<std::string> ReadLines(const std::string& path) {
   std::string line;
   while (std::getline(in, line)) lines.push_back(line);
   return lines;
+}
+
+bool DescriptorExhaustion::Exhaust() {
+  if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return false;
+  int highest = 2;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    highest = std::max(highest, std::stoi(entry.path().filename().string()));
+  }
+  rlimit low = saved_;
+  low.rlim_cur = static_cast<rlim_t>(highest) + 1;
+  if (setrlimit(RLIMIT_NOFILE, &low) != 0) return false;
+  lowered_ = true;
+  while (true) {
+    const int fd = dup(STDERR_FILENO);
+    if (fd < 0) return errno == EMFILE;
+    fillers_.push_back(fd);
+  }
+}
+
+bool DescriptorExhaustion::FreeOne() {
+  if (fillers_.empty()) return false;
+  close(fillers_.back());
+  fillers_.pop_back();
+  return true;
+}
+
+void DescriptorExhaustion::Release() {
+  for (int fd : fillers_) close(fd);
+  fillers_.clear();
+  if (lowered_) setrlimit(RLIMIT_NOFILE, &saved_);
+  lowered_ = false;
 }
 
 }  // namespace zb::testing

@@ -3,6 +3,7 @@
 // child processes, HTTP GETs on loopback, and waiting on a condition with a
 // deadline (never sleep-and-hope).
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -89,5 +90,27 @@ absl::StatusOr<double> MetricValue(const std::string& exposition, const std::str
 std::string ReadFileOrEmpty(const std::string& path);
 void WriteFile(const std::string& path, const std::string& content);
 std::vector<std::string> ReadLines(const std::string& path);
+
+// Lowers this process's RLIMIT_NOFILE to just above its highest open
+// descriptor and fills every free slot below it, so that the next socket or
+// accept fails with EMFILE. Release() (or destruction) gives it all back.
+class DescriptorExhaustion {
+ public:
+  DescriptorExhaustion() = default;
+  ~DescriptorExhaustion() { Release(); }
+  DescriptorExhaustion(const DescriptorExhaustion&) = delete;
+  DescriptorExhaustion& operator=(const DescriptorExhaustion&) = delete;
+
+  // True when no descriptor can be made any more.
+  bool Exhaust();
+  // Frees one descriptor slot (e.g. for a client socket); false if none held.
+  bool FreeOne();
+  void Release();
+
+ private:
+  rlimit saved_{};
+  bool lowered_ = false;
+  std::vector<int> fillers_;
+};
 
 }  // namespace zb::testing

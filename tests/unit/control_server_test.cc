@@ -80,44 +80,6 @@ bool PeerClosed(int fd) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-// Lowers this process's RLIMIT_NOFILE to just above its highest open
-// descriptor and fills every free slot below it, so that the next socket or
-// accept fails with EMFILE. Release() (or destruction) gives it all back.
-class DescriptorExhaustion {
- public:
-  DescriptorExhaustion() = default;
-  ~DescriptorExhaustion() { Release(); }
-
-  bool Exhaust() {
-    if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return false;
-    int highest = 2;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-      highest = std::max(highest, std::stoi(entry.path().filename().string()));
-    }
-    rlimit low = saved_;
-    low.rlim_cur = static_cast<rlim_t>(highest) + 1;
-    if (setrlimit(RLIMIT_NOFILE, &low) != 0) return false;
-    lowered_ = true;
-    while (true) {
-      const int fd = dup(STDERR_FILENO);
-      if (fd < 0) return errno == EMFILE;
-      fillers_.push_back(fd);
-    }
-  }
-
-  void Release() {
-    for (int fd : fillers_) close(fd);
-    fillers_.clear();
-    if (lowered_) setrlimit(RLIMIT_NOFILE, &saved_);
-    lowered_ = false;
-  }
-
- private:
-  rlimit saved_{};
-  bool lowered_ = false;
-  std::vector<int> fillers_;
-};
-
 class ControlServerTest : public ::testing::Test {
  protected:
   // Starts the server (socket in a temp dir) and the loop thread. A request
@@ -266,7 +228,7 @@ TEST_F(ControlServerTest, AcceptSurvivesRunningOutOfDescriptors) {
   const int client = socket(AF_UNIX, SOCK_STREAM, 0);
   ASSERT_GE(client, 0);
   fds_.push_back(client);
-  DescriptorExhaustion exhaustion;
+  zb::testing::DescriptorExhaustion exhaustion;
   ASSERT_TRUE(exhaustion.Exhaust());
   const sockaddr_un addr = AddressOf(path_);
   ASSERT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);

@@ -640,11 +640,9 @@ TEST_F(IntakeServerTest, AcceptBacksOffWhenDescriptorsRunOutAndRecovers) {
   spdlog::default_logger()->sinks().push_back(sink);
   Start({Route("a")});
   // Exhaust this process's descriptors, keeping one for the client socket.
-  std::vector<int> hog;
-  for (int fd; (fd = dup(0)) >= 0;) hog.push_back(fd);
-  ASSERT_FALSE(hog.empty());
-  close(hog.back());
-  hog.pop_back();
+  zb::testing::DescriptorExhaustion hog;
+  ASSERT_TRUE(hog.Exhaust());
+  ASSERT_TRUE(hog.FreeOne());
   int client = Connect();  // queued in the backlog: accept gets EMFILE
   ASSERT_TRUE(zb::testing::WaitFor(
       [&] {
@@ -657,7 +655,7 @@ TEST_F(IntakeServerTest, AcceptBacksOffWhenDescriptorsRunOutAndRecovers) {
   // Give a spinning accept loop the chance to show itself.
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   zb::testing::WaitFor([&] { return std::chrono::steady_clock::now() >= until; }, std::chrono::seconds(1));
-  for (int fd : hog) close(fd);
+  hog.Release();
   const std::string input = "{\"id\":1}\n";
   ASSERT_EQ(send(client, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
   shutdown(client, SHUT_WR);

@@ -78,45 +78,6 @@ bool PeerClosed(int fd) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-// Lowers this process's RLIMIT_NOFILE to just above its highest open
-// descriptor and fills every free slot below it, so that the next socket or
-// accept fails with EMFILE. Release() (or destruction) gives it all back.
-class DescriptorExhaustion {
- public:
-  DescriptorExhaustion() = default;
-  ~DescriptorExhaustion() { Release(); }
-
-  // True when no descriptor can be made any more.
-  bool Exhaust() {
-    if (getrlimit(RLIMIT_NOFILE, &saved_) != 0) return false;
-    int highest = 2;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-      highest = std::max(highest, std::stoi(entry.path().filename().string()));
-    }
-    rlimit low = saved_;
-    low.rlim_cur = static_cast<rlim_t>(highest) + 1;
-    if (setrlimit(RLIMIT_NOFILE, &low) != 0) return false;
-    lowered_ = true;
-    while (true) {
-      const int fd = dup(STDERR_FILENO);
-      if (fd < 0) return errno == EMFILE;
-      fillers_.push_back(fd);
-    }
-  }
-
-  void Release() {
-    for (int fd : fillers_) close(fd);
-    fillers_.clear();
-    if (lowered_) setrlimit(RLIMIT_NOFILE, &saved_);
-    lowered_ = false;
-  }
-
- private:
-  rlimit saved_{};
-  bool lowered_ = false;
-  std::vector<int> fillers_;
-};
-
 TEST(RateLimitedLogTest, LogsTheFirstThenOneSummaryPerInterval) {
   RateLimitedLog log(std::chrono::seconds(5));
   const auto t0 = Clock::now();
@@ -299,7 +260,7 @@ TEST(MetricsTest, AcceptSurvivesRunningOutOfDescriptors) {
   // needs none, the server's accept does.
   const int client = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(client, 0);
-  DescriptorExhaustion exhaustion;
+  zb::testing::DescriptorExhaustion exhaustion;
   ASSERT_TRUE(exhaustion.Exhaust());
   ASSERT_LT(dup(STDERR_FILENO), 0);
   ASSERT_EQ(errno, EMFILE);
