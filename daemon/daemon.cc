@@ -777,7 +777,10 @@ absl::Status CheckSocketPath(const std::string& path, const std::string& key, bo
     return absl::FailedPreconditionError(
         absl::StrCat(key, ": ", path, " exists and is not a socket (the daemon will not replace it)"));
   }
-  if (!allow_live && UnixSocketIsLive(path)) {
+  if (allow_live) return absl::OkStatus();
+  auto live = UnixSocketIsLive(path);
+  if (!live.ok()) return absl::FailedPreconditionError(absl::StrCat(key, ": ", live.status().message()));
+  if (*live) {
     return absl::FailedPreconditionError(
         absl::StrCat(key, ": ", path, " is in use: another process (a running zerobusd?) accepts connections on it"));
   }

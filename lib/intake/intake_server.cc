@@ -48,10 +48,19 @@ bool Allowed(const IntakeRoute& route, const PeerCred& peer) {
   return false;
 }
 
+// The configured routes for a message, at most about 160 bytes of them.
 std::string KnownRoutes(const IntakeRouteTable& routes) {
-  std::vector<std::string> names;
-  for (const auto& [name, _] : routes) names.push_back(name);
-  return absl::StrJoin(names, ", ");
+  std::string out;
+  for (const auto& [name, _] : routes) {
+    if (out.size() > 160) return out + ", ...";
+    absl::StrAppend(&out, out.empty() ? "" : ", ", name);
+  }
+  return out;
+}
+
+// A producer-chosen name quoted in a reply, cut to 64 bytes.
+std::string Quoted(absl::string_view name) {
+  return absl::StrCat("\"", name.substr(0, 64), name.size() > 64 ? "...\"" : "\"");
 }
 
 class Server;
@@ -78,8 +87,14 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
   }
   // Called by the server when budget may be free again.
   void BudgetFreed() { OnReadable(); }
-  // Deadlines (IntakeOptions::read_timeout_ms, idle_timeout_ms).
-  void Sweep(Clock::time_point now);
+  // Deadlines (IntakeOptions::read_timeout_ms, idle_timeout_ms). `stuck`:
+  // no connection is reading an admitted record and no append is in
+  // flight, so memory held by unfinished records can only be freed by
+  // giving up on one.
+  void Sweep(Clock::time_point now, bool stuck);
+  // Reading an admitted record: the producer owes bytes, the daemon waits
+  // for nothing.
+  bool Progressing() const { return reading_ && Admitted() && !closed_; }
   // Nothing unfinished, nothing to answer: closing it loses nothing.
   bool IsIdle() const {
     return !closed_ && !read_closed_ && !InRecord() && pending_.empty() && !writing_ && out_next_.empty();
@@ -98,6 +113,7 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
     std::string reply;        // text (line mode) or frames (framed mode)
     uint64_t last_line = 0;   // line mode: "ok N" once complete
     bool send_ok = false;
+    size_t counted = 0;       // reply bytes counted in pending_reply_bytes_
   };
 
   // Records of one route to append as one spool call.
@@ -124,6 +140,12 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
   // Gives up on an unfinished record: answers why, reads no more, closes
   // once the replies are out.
   void AbandonRecord(absl::string_view why);
+  // Forgets an unfinished record and its admission (no more input comes).
+  void DropUnfinished() {
+    line_decoder_.Reset();
+    frame_decoder_.Reset();
+    admitted_ = false;
+  }
   void Submit(std::shared_ptr<Pending> pending, Group group, std::function<void(const AppendResult&)> on_ok,
               std::function<void(const absl::Status&)> on_error);
   // One submitted group, on its way into the spool.
@@ -152,14 +174,34 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
     return mode_ == Mode::kLine ? line_decoder_.buffered_bytes()
                                 : mode_ == Mode::kFramed ? frame_decoder_.buffered_bytes() : 0;
   }
-  // What the connection holds in memory now.
-  size_t Held() const { return inflight_bytes_ + out_.size() + out_next_.size() + DecoderBytes(); }
-  // The rest of a frame admitted at its header: it stays reserved until the
-  // frame is complete, so an admitted frame never waits for budget again.
-  size_t AdmittedFrameRest() const {
-    return mode_ == Mode::kFramed && frame_decoder_.in_body() && framed_fed_ < admitted_until_
-               ? frame_decoder_.body_remaining()
-               : 0;
+  // What the connection holds in memory now: input being assembled or
+  // waiting for the spool, and every reply not yet read by the producer.
+  size_t Held() const {
+    return inflight_bytes_ + pending_reply_bytes_ + out_.size() + out_next_.size() + DecoderBytes();
+  }
+  // The most the unfinished record may still add: the rest of a frame whose
+  // header said its length, or of a line up to the record limit.
+  size_t RecordRest() const;
+  // The unfinished record was admitted: the rest of it stays reserved until
+  // it ends, so it never waits for budget again (it could otherwise queue
+  // behind records waiting for its memory).
+  bool Admitted() const { return admitted_ && records_ended_ == admitted_at_ && InRecord(); }
+  size_t AdmittedRest() const { return Admitted() ? RecordRest() : 0; }
+  // Counts what was appended to `p->reply` since it was last counted.
+  void Recount(Pending* p) {
+    pending_reply_bytes_ += p->reply.size() - p->counted;
+    p->counted = p->reply.size();
+  }
+  // The record clock runs only while the daemon reads for the producer:
+  // time the daemon itself stops reading (credit window, memory) is not the
+  // producer's fault and is added back to record_started_.
+  void StallBegin() {
+    if (!stalled_) stall_started_ = Clock::now();
+    stalled_ = true;
+  }
+  void StallEnd() {
+    if (stalled_) record_started_ += Clock::now() - stall_started_;
+    stalled_ = false;
   }
   // Makes the reservation exactly what is held (after any change).
   void SyncReservation();
@@ -172,14 +214,22 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
   LineDecoder line_decoder_;
   FrameDecoder frame_decoder_;
   size_t reserved_ = 0;       // bytes of the server's budget this connection holds
-  uint64_t framed_fed_ = 0;   // bytes given to frame_decoder_ so far
-  uint64_t admitted_until_ = 0;  // framed_fed_ at the end of the admitted frame
+  size_t pending_reply_bytes_ = 0;  // replies in pending_ (waiting for earlier appends)
+  uint64_t records_ended_ = 0;      // lines and frames ended so far
+  bool admitted_ = false;           // the record after records_ended_ == admitted_at_ is admitted
+  uint64_t admitted_at_ = 0;
+  bool stalled_ = false;            // not reading because of the daemon (see StallBegin)
+  Clock::time_point stall_started_;
   bool waiting_ = false;      // queued for budget
   bool reading_ = false;      // a readiness wait is armed
   bool read_closed_ = false;  // EOF, error or Stop()
   bool writing_ = false;
   bool closed_ = false;
   bool detached_ = false;  // the server is gone; handlers that still run do nothing
+  // False once the server is destroyed: a closed session (no longer listed,
+  // so never detached) may still get spool completions.
+  std::shared_ptr<bool> server_alive_;
+  bool Gone() const { return detached_ || !*server_alive_; }
   size_t inflight_bytes_ = 0;
   std::deque<std::shared_ptr<Pending>> pending_;
   std::string out_;          // being written
@@ -190,6 +240,8 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
 
   // Line mode state.
   uint64_t line_no_ = 0;
+  std::string last_reject_reason_;  // see AppendReject
+  uint64_t last_reject_line_ = 0;
   std::string route_;        // selected by "@route"
   std::string route_error_;  // why the last "@route" failed
   std::vector<Group> chunk_groups_;
@@ -270,6 +322,10 @@ class Server final : public IntakeServer {
   std::vector<char>& read_buffer() { return read_buffer_; }
   void Appended(const std::string& route, const AppendResult& r) { on_appended_(route, r); }
   void Closed(uint64_t id) { sessions_.erase(id); }
+  const std::shared_ptr<bool>& alive() const { return alive_; }
+  // Spool appends submitted and not completed, all connections.
+  void AppendStarted() { ++appends_in_flight_; }
+  void AppendDone() { --appends_in_flight_; }
 
   // Budget. A reservation is granted only in arrival order: a connection
   // asking while others wait joins the queue, so a large frame is never
@@ -416,8 +472,13 @@ class Server final : public IntakeServer {
       if (!*alive || ec) return;
       const auto now = Clock::now();
       auto sessions = sessions_;  // Sweep() may close a session, which erases it
+      bool stuck = appends_in_flight_ == 0 && !waiters_.empty();
       for (auto& [id, weak] : sessions) {
-        if (auto s = weak.lock()) s->Sweep(now);
+        auto s = weak.lock();
+        if (s && s->Progressing()) stuck = false;
+      }
+      for (auto& [id, weak] : sessions) {
+        if (auto s = weak.lock()) s->Sweep(now, stuck);
       }
       ArmSweep();
     });
@@ -445,6 +506,7 @@ class Server final : public IntakeServer {
   std::deque<std::pair<uint64_t, std::shared_ptr<Session>>> waiters_;
   size_t budget_used_ = 0;
   bool wake_posted_ = false;
+  size_t appends_in_flight_ = 0;
   uint64_t next_id_ = 1;
   bool stopping_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -457,7 +519,17 @@ Session::Session(Server* server, stream_protocol::socket socket, PeerCred peer, 
       id_(id),
       line_decoder_(server->options().max_record_bytes),
       frame_decoder_(kMaxFrameBytes),
+      server_alive_(server->alive()),
       last_activity_(Clock::now()) {}
+
+size_t Session::RecordRest() const {
+  if (mode_ == Mode::kFramed) return frame_decoder_.body_remaining();
+  if (mode_ == Mode::kLine && line_decoder_.in_line() && !line_decoder_.discarding()) {
+    const size_t most = server_->options().max_record_bytes + 1;  // +1: a trailing '\r'
+    return most > line_decoder_.buffered_bytes() ? most - line_decoder_.buffered_bytes() : 0;
+  }
+  return 0;
+}
 
 void Session::Start() {
   boost::system::error_code ec;
@@ -474,6 +546,8 @@ void Session::Stop() {
     waiting_ = false;
     server_->ForgetWaiter(id_);
   }
+  DropUnfinished();
+  SyncReservation();
   MaybeClose();
 }
 
@@ -484,7 +558,7 @@ void Session::CloseIdle() {
 
 void Session::SyncReservation() {
   if (detached_) return;
-  const size_t held = closed_ ? 0 : Held() + AdmittedFrameRest();
+  const size_t held = closed_ ? 0 : Held() + AdmittedRest();
   if (held > reserved_) {
     server_->ForceReserve(held - reserved_);
   } else if (held < reserved_) {
@@ -493,7 +567,7 @@ void Session::SyncReservation() {
   reserved_ = held;
 }
 
-void Session::Sweep(Clock::time_point now) {
+void Session::Sweep(Clock::time_point now, bool stuck) {
   if (closed_ || detached_) return;
   const auto& o = server_->options();
   const auto read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
@@ -503,18 +577,23 @@ void Session::Sweep(Clock::time_point now) {
     CloseNow();
     return;
   }
-  if (o.read_timeout_ms > 0 && !read_closed_ && InRecord() && now - record_started_ >= read_timeout) {
-    if (waiting_) {
-      server_->NoteClose(CloseReason::kMemoryTimeout, absl::StrCat("pid ", peer_.pid));
-      AbandonRecord(absl::StrCat("intake memory is exhausted (intake.max_buffered_bytes, ",
-                                 o.max_buffered_bytes, " bytes): retry later"));
-    } else {
+  if (o.read_timeout_ms > 0 && !read_closed_ && InRecord()) {
+    // The producer's clock: only while the daemon reads for it.
+    if (!stalled_ && reading_ && now - record_started_ >= read_timeout) {
       server_->NoteClose(CloseReason::kRecordTimeout, absl::StrCat("pid ", peer_.pid, ", ", DecoderBytes(),
                                                                     " bytes of it received"));
       AbandonRecord(absl::StrCat(mode_ == Mode::kFramed ? "frame" : "record", " not complete within ",
                                  o.read_timeout_ms, " ms of its first byte (intake.read_timeout_ms)"));
+      return;
     }
-    return;
+    // Memory held only by unfinished records that all wait for memory:
+    // nothing will free it, so the one waiting longest gives up.
+    if (waiting_ && stuck && now - stall_started_ >= read_timeout) {
+      server_->NoteClose(CloseReason::kMemoryTimeout, absl::StrCat("pid ", peer_.pid));
+      AbandonRecord(absl::StrCat("intake memory is exhausted (intake.max_buffered_bytes, ", o.max_buffered_bytes,
+                                 " bytes): retry later"));
+      return;
+    }
   }
   if (o.idle_timeout_ms > 0 && IsIdle() && now - last_activity_ >= std::chrono::milliseconds(o.idle_timeout_ms)) {
     server_->NoteClose(CloseReason::kIdle, absl::StrCat("pid ", peer_.pid, ", idle for ", o.idle_timeout_ms, " ms"));
@@ -531,14 +610,15 @@ void Session::AbandonRecord(absl::string_view why) {
     nack->set_record_index(-1);
     auto pending = std::make_shared<Pending>();
     AppendFrame(pending.get(), reply);
+    Recount(pending.get());
     pending_.push_back(pending);
-    frame_decoder_.Reset();
   } else {
     auto pending = std::make_shared<Pending>();
     AppendReject(&pending->reply, line_no_ + 1, why);
+    Recount(pending.get());
     pending_.push_back(pending);
-    line_decoder_.Reset();
   }
+  DropUnfinished();
   read_closed_ = true;
   if (waiting_) {
     waiting_ = false;
@@ -552,14 +632,19 @@ void Session::AbandonRecord(absl::string_view why) {
 void Session::DoRead() {
   if (reading_ || waiting_ || read_closed_ || closed_ || detached_) return;
   // Credit window: input waiting for the spool, and replies the producer
-  // has not read yet, both stop reading (resumed by TryReply / DoWrite).
-  if (inflight_bytes_ >= server_->options().max_inflight_bytes) return;
-  if (out_.size() + out_next_.size() >= server_->options().max_inflight_bytes) return;
+  // has not read yet (sent or waiting behind an append), both stop reading
+  // (resumed by TryReply / DoWrite).
+  const size_t window = server_->options().max_inflight_bytes;
+  if (inflight_bytes_ >= window || pending_reply_bytes_ + out_.size() + out_next_.size() >= window) {
+    StallBegin();
+    return;
+  }
+  StallEnd();
   reading_ = true;
   socket_.async_wait(stream_protocol::socket::wait_read,
                      [self = shared_from_this()](const boost::system::error_code& ec) {
                        self->reading_ = false;
-                       if (self->detached_ || self->closed_) return;
+                       if (self->Gone() || self->closed_) return;
                        if (ec) {
                          self->OnRead(ec, 0);
                          return;
@@ -570,30 +655,34 @@ void Session::DoRead() {
 
 void Session::OnReadable() {
   if (reading_ || read_closed_ || closed_ || detached_) return;
-  // Reserve what this read may add: a chunk, or inside a frame the rest
-  // of the frame (admitted whole before its body is read).
+  // Reserve what this read may add: a chunk, or the rest of the unfinished
+  // record (a frame's announced length, a line's limit), which is then
+  // admitted whole.
   const size_t chunk = server_->read_buffer().size();
-  const size_t frame_rest = mode_ == Mode::kFramed ? frame_decoder_.body_remaining() : 0;
-  if (frame_rest + frame_decoder_.buffered_bytes() > server_->options().max_buffered_bytes) {
+  const size_t rest = RecordRest();
+  if (rest + DecoderBytes() > server_->options().max_buffered_bytes) {
     // Could never be admitted: waiting would only hold memory.
-    AbandonRecord(absl::StrCat("frame of ", frame_rest + frame_decoder_.buffered_bytes(),
+    AbandonRecord(absl::StrCat(mode_ == Mode::kFramed ? "frame" : "record", " of up to ", rest + DecoderBytes(),
                                " bytes cannot fit in the intake memory (intake.max_buffered_bytes, ",
                                server_->options().max_buffered_bytes, " bytes)"));
     return;
   }
-  // Inside a frame, read no further than its end: an admitted frame then
-  // never asks for budget again (asking could queue it behind frames that
-  // wait for its memory).
-  const size_t want = frame_rest > 0 ? std::min(chunk, frame_rest) : chunk;
-  const size_t target = Held() + std::max(want, frame_rest);
+  // Inside a record, read no further than its most: an admitted record then
+  // never asks for budget again.
+  const size_t want = rest > 0 ? std::min(chunk, rest) : chunk;
+  const size_t target = Held() + std::max(want, rest);
   if (target > reserved_) {
     if (!server_->Reserve(id_, shared_from_this(), target - reserved_)) {
       waiting_ = true;  // BudgetFreed() calls back here
+      StallBegin();
       return;
     }
     reserved_ = target;
   }
-  if (frame_rest > 0) admitted_until_ = framed_fed_ + frame_rest;
+  if (rest > 0 && !Admitted()) {
+    admitted_ = true;
+    admitted_at_ = records_ended_;
+  }
   waiting_ = false;
   boost::system::error_code ec;
   const size_t n = socket_.read_some(asio::buffer(server_->read_buffer().data(), want), ec);
@@ -628,10 +717,10 @@ void Session::OnRead(const boost::system::error_code& ec, size_t n) {
     if (eof) line_decoder_.Finish(*this);
     FlushLineChunk();
   } else if (mode_ == Mode::kFramed) {
-    framed_fed_ += data.size();
     frame_decoder_.Feed(data, *this);
     TryReply();
   }
+  if (eof) DropUnfinished();  // a frame cut off by EOF never completes
   // The unfinished record's clock starts with the read that began it.
   if (InRecord() && (!was_in_record || chunk_records_ > 0)) record_started_ = last_activity_;
   SyncReservation();
@@ -644,7 +733,18 @@ void Session::OnRead(const boost::system::error_code& ec, size_t n) {
 
 // ---------------------------------------------------------------- line mode
 
+// A reply is bounded whatever the input: a reason is cut at kMaxReasonBytes,
+// and one that repeats the previous rejection's names that line instead, so
+// a read of short bad lines yields at most about 30 bytes of reply per line.
 void Session::AppendReject(std::string* reply, uint64_t line, absl::string_view reason) {
+  constexpr size_t kMaxReasonBytes = 256;
+  if (reason.size() > kMaxReasonBytes) reason = reason.substr(0, kMaxReasonBytes);
+  if (last_reject_line_ != 0 && reason == last_reject_reason_) {
+    absl::StrAppend(reply, "error ", line, " same as line ", last_reject_line_, "\n");
+    return;
+  }
+  last_reject_reason_.assign(reason.data(), reason.size());
+  last_reject_line_ = line;
   absl::StrAppend(reply, "error ", line, " ", reason, "\n");
 }
 
@@ -652,11 +752,11 @@ absl::Status Session::CheckRoute(const std::string& route, const IntakeRoute** o
   const auto& routes = server_->routes();
   auto it = routes.find(route);
   if (it == routes.end()) {
-    return absl::NotFoundError(absl::StrCat("unknown route \"", route, "\" (known: ", KnownRoutes(routes), ")"));
+    return absl::NotFoundError(absl::StrCat("unknown route ", Quoted(route), " (known: ", KnownRoutes(routes), ")"));
   }
   if (!Allowed(it->second, peer_)) {
     return absl::PermissionDeniedError(
-        absl::StrCat("not allowed: uid ", peer_.uid, " gid ", peer_.gid, " may not write to route \"", route, "\""));
+        absl::StrCat("not allowed: uid ", peer_.uid, " gid ", peer_.gid, " may not write to route ", Quoted(route)));
   }
   *out = &it->second;
   return absl::OkStatus();
@@ -665,6 +765,7 @@ absl::Status Session::CheckRoute(const std::string& route, const IntakeRoute** o
 void Session::OnOversizeLine(uint64_t bytes) {
   ++line_no_;
   ++chunk_records_;
+  ++records_ended_;
   chunk_has_input_ = true;
   const size_t max_record = server_->options().max_record_bytes;
   AppendReject(&chunk_rejects_, line_no_,
@@ -675,6 +776,7 @@ void Session::OnOversizeLine(uint64_t bytes) {
 void Session::HandleLine(absl::string_view line) {
   ++line_no_;
   ++chunk_records_;
+  ++records_ended_;
   chunk_has_input_ = true;
   size_t start = 0;
   while (start < line.size() && (line[start] == ' ' || line[start] == '\t')) ++start;
@@ -741,6 +843,7 @@ void Session::FlushLineChunk() {
   pending->last_line = line_no_;
   pending->send_ok = true;
   pending->reply = std::move(chunk_rejects_);
+  Recount(pending.get());
   pending->bytes = chunk_bytes_;
   inflight_bytes_ += chunk_bytes_;
   pending_.push_back(pending);
@@ -764,6 +867,7 @@ void Session::FlushLineChunk() {
 
 void Session::OnFrameTooLarge(uint64_t bytes) {
   ++chunk_records_;
+  ++records_ended_;
   spdlog::warn("intake: connection {} (pid {}) sent a {}-byte frame (limit {}); closing", id_, peer_.pid, bytes,
                kMaxFrameBytes);
   intake::ServerFrame reply;
@@ -773,12 +877,14 @@ void Session::OnFrameTooLarge(uint64_t bytes) {
   nack->set_record_index(-1);
   auto pending = std::make_shared<Pending>();
   AppendFrame(pending.get(), reply);
+  Recount(pending.get());
   pending_.push_back(pending);
   read_closed_ = true;  // the stream cannot be resynchronised
 }
 
 void Session::OnFrame(absl::string_view body) {
   ++chunk_records_;
+  ++records_ended_;
   intake::ClientFrame frame;
   if (!frame.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
     HandleFrame(intake::ClientFrame(), 0);  // answered as a bad frame
@@ -790,7 +896,10 @@ void Session::OnFrame(absl::string_view body) {
 void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) {
   auto pending = std::make_shared<Pending>();
   pending_.push_back(pending);
-  auto reply_frame = [&pending](const intake::ServerFrame& f) { AppendFrame(pending.get(), f); };
+  auto reply_frame = [this, &pending](const intake::ServerFrame& f) {
+    AppendFrame(pending.get(), f);
+    Recount(pending.get());
+  };
   auto nack = [&](uint64_t seq, intake::NackReason reason, std::string message, int index) {
     intake::ServerFrame f;
     auto* n = f.mutable_nack();
@@ -884,6 +993,7 @@ void Session::AppendFrame(Pending* pending, const intake::ServerFrame& frame) {
 void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::function<void(const AppendResult&)> on_ok,
                      std::function<void(const absl::Status&)> on_error) {
   pending->outstanding++;
+  server_->AppendStarted();
   auto sub = std::make_shared<Submission>();
   sub->pending = std::move(pending);
   sub->route = group.route;
@@ -907,7 +1017,7 @@ void Session::Attempt(std::shared_ptr<Submission> sub) {
         // Hop to the loop. Every reference moves into the posted handler, so
         // the session is never released (and destroyed) on this thread.
         asio::post(loop, [self = std::move(self), sub = std::move(sub), result = std::move(result)]() mutable {
-          if (self->detached_) return;
+          if (self->Gone()) return;
           self->Completed(std::move(sub), std::move(result));
         });
       };
@@ -921,6 +1031,7 @@ void Session::Attempt(std::shared_ptr<Submission> sub) {
 }
 
 void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendResult> result) {
+  server_->AppendDone();
   Metrics& m = server_->metrics();
   const size_t count = sub->records->size();
   if (!result.ok() && absl::IsResourceExhausted(result.status()) && server_->options().block_when_full) {
@@ -938,6 +1049,7 @@ void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendRe
     m.IntakeRecords(sub->route, full ? IntakeResult::kSpoolFull : IntakeResult::kSpoolError, count);
     if (sub->on_error) sub->on_error(result.status());
   }
+  Recount(sub->pending.get());  // the callbacks answered into it
   sub->pending->outstanding--;
   TryReply();
 }
@@ -947,6 +1059,7 @@ void Session::TryReply() {
   while (!pending_.empty() && pending_.front()->outstanding == 0) {
     auto p = pending_.front();
     pending_.pop_front();
+    pending_reply_bytes_ -= p->counted;
     out_next_ += p->reply;
     if (p->send_ok) absl::StrAppend(&out_next_, "ok ", p->last_line, "\n");
     inflight_bytes_ -= p->bytes;
@@ -965,7 +1078,7 @@ void Session::DoWrite() {
   write_started_ = Clock::now();
   asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
     self->writing_ = false;
-    if (self->detached_) return;
+    if (self->Gone()) return;
     self->out_.clear();
     if (self->closed_) return;
     if (ec) {
@@ -997,8 +1110,7 @@ void Session::CloseNow() {
     waiting_ = false;
     server_->ForgetWaiter(id_);
   }
-  line_decoder_.Reset();
-  frame_decoder_.Reset();
+  DropUnfinished();
   out_next_.clear();
   closed_ = true;
   boost::system::error_code ec;

@@ -40,6 +40,8 @@ class LineDecoder {
   size_t buffered_bytes() const { return partial_.size(); }
   // A line has started and not ended (held or being discarded).
   bool in_line() const { return !partial_.empty() || discarding_; }
+  // The unfinished line is over the limit and being skipped (not held).
+  bool discarding() const { return discarding_; }
 
   // Drops an unfinished line (the connection gave up on it).
   void Reset() {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -598,6 +599,142 @@ TEST_F(IntakeServerTest, WhenHostileFramedProducersGoAwayTheBudgetIsFreedAndOthe
   EXPECT_EQ(Exchange("{\"id\":1}\n"), "ok 1\n");
 }
 
+TEST_F(IntakeServerTest, RepliesWaitingBehindABlockedAppendCountAndStopReading) {
+  // One record waits in a full spool (when_full: block); every rejected
+  // line after it earns a reply that must wait behind it. Those replies are
+  // held memory: they close the credit window (1 MiB here) and count
+  // against the budget, so the producer's sends stall.
+  CapSpool(20);
+  Start({Route("a")});
+  int fd = Connect();
+  const std::string first = "{\"id\":\"" + std::string(40, 'x') + "\"}\n";
+  ASSERT_EQ(send(fd, first.data(), first.size(), MSG_NOSIGNAL), static_cast<ssize_t>(first.size()));
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return spool_->full(); }, std::chrono::seconds(10)));
+  std::string chunk;
+  for (int i = 0; i < 2000; ++i) chunk += absl::StrCat("bad ", i, "\n");  // each its own reason
+  size_t sent = 0;
+  bool stalled = false;
+  while (sent < (64u << 20)) {
+    pollfd p{fd, POLLOUT, 0};
+    if (poll(&p, 1, 1000) == 0) {
+      stalled = true;
+      break;
+    }
+    const ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) sent += static_cast<size_t>(n);
+  }
+  EXPECT_TRUE(stalled) << "the daemon read " << sent << " bytes while their replies could not be sent";
+  const size_t held = OnLoop([&] { return server_->buffered_bytes(); });
+  EXPECT_GT(held, 512u << 10) << "waiting replies are counted";
+  EXPECT_LT(held, 4u << 20);
+  close(fd);
+}
+
+TEST_F(IntakeServerTest, AProducerHeldByAFullSpoolIsNotBlamedForItsUnfinishedRecord) {
+  // when_full: block stops reading the producer; the read deadline is the
+  // producer's clock and must not run meanwhile.
+  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000);
+  spdlog::default_logger()->sinks().push_back(sink);
+  CapSpool(20);
+  options_.read_timeout_ms = 200;
+  Start({Route("a")});
+  int fd = Connect();
+  std::string input;
+  while (input.size() < (3u << 20)) input += "{\"id\":\"" + std::string(97, 'y') + "\"}\n";
+  size_t sent = 0;
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        const ssize_t n = send(fd, input.data() + sent, input.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) sent += static_cast<size_t>(n);
+        pollfd p{fd, POLLOUT, 0};
+        return poll(&p, 1, 0) == 0 && OnLoop([&] { return server_->buffered_bytes(); }) >= (1u << 20);
+      },
+      std::chrono::seconds(10)));
+  // Several read deadlines pass while the daemon holds the producer.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1000);
+  zb::testing::WaitFor([&] { return std::chrono::steady_clock::now() >= until; }, std::chrono::seconds(2));
+  spdlog::default_logger()->sinks().pop_back();
+  for (const auto& line : sink->last_formatted()) {
+    EXPECT_EQ(line.find("not complete in time"), std::string::npos) << line;
+  }
+  EXPECT_EQ(send(fd, "z", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1 || errno == EAGAIN, true) << strerror(errno);
+  EXPECT_EQ(OnLoop([&] { return server_->connection_count(); }), 1u);
+  close(fd);
+}
+
+TEST_F(IntakeServerTest, LongLinesAreAdmittedWholeSoHonestProducersNeverWaitOnEachOther) {
+  // Six producers each send one complete 200 KiB line into a budget too
+  // small for all of them at once. Each line is admitted whole when it
+  // starts, so they take turns; none waits on memory another one holds.
+  options_.max_buffered_bytes = 1536u << 10;  // one 1 MiB line limit + room
+  options_.read_timeout_ms = 0;               // no deadline can hide a deadlock
+  Start({Route("a")});
+  constexpr int kProducers = 6;
+  std::vector<int> fds;
+  for (int i = 0; i < kProducers; ++i) fds.push_back(Connect());
+  std::vector<std::thread> threads;
+  std::vector<std::string> outs(kProducers);
+  for (int i = 0; i < kProducers; ++i) {
+    threads.emplace_back([&, i] {
+      const std::string line = "{\"id\":\"" + std::string(200 << 10, static_cast<char>('a' + i)) + "\"}\n";
+      size_t sent = 0;
+      while (sent < line.size()) {
+        const ssize_t n = send(fds[i], line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += static_cast<size_t>(n);
+      }
+      shutdown(fds[i], SHUT_WR);
+      ReadUntilEof(fds[i], &outs[i], std::chrono::seconds(20));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kProducers; ++i) EXPECT_EQ(outs[i], "ok 1\n") << "producer " << i;
+  for (int fd : fds) close(fd);
+  EXPECT_EQ(Spooled("a").size(), static_cast<size_t>(kProducers));
+}
+
+TEST_F(IntakeServerTest, RepeatedRejectionsAndLongNamesKeepRepliesSmall) {
+  std::vector<IntakeRoute> routes;
+  for (int i = 0; i < 10; ++i) routes.push_back(Route(absl::StrCat("route_", i, "_", std::string(90, 'n'))));
+  Start(routes);
+  std::string input = "@route " + std::string(5000, 'q') + "\n";
+  for (int i = 0; i < 32768; ++i) input += "x\n";
+  const std::string reply = Exchange(input);
+  EXPECT_LT(reply.size(), 32768u * 32) << reply.substr(0, 400);
+  EXPECT_NE(reply.find("error 1 unknown route \"qqqq"), std::string::npos) << reply.substr(0, 400);
+  EXPECT_LT(reply.find('\n'), 400u) << "the echoed name and route list are cut";
+  EXPECT_NE(reply.find("error 2 no usable route"), std::string::npos) << reply.substr(0, 600);
+  EXPECT_NE(reply.find("error 3 same as line 2\n"), std::string::npos) << reply.substr(0, 600);
+  EXPECT_EQ(reply.substr(reply.size() - 9), "ok 32769\n") << reply.substr(reply.size() - 100);
+}
+
+TEST_F(IntakeServerTest, AFrameCutOffByEofGivesItsMemoryBack) {
+  CapSpool(20);  // the first batch waits in the spool, keeping the connection open
+  options_.max_buffered_bytes = 32u << 20;
+  Start({Route("a")});
+  int fd = Connect();
+  intake::ClientFrame batch;
+  batch.mutable_batch()->set_seq(1);
+  batch.mutable_batch()->set_route("a");
+  batch.mutable_batch()->add_records("{\"id\":\"" + std::string(40, 'x') + "\"}");
+  std::string input = Frame(batch);
+  const uint32_t len = htobe32(15u << 20);
+  input.append(reinterpret_cast<const char*>(&len), 4);
+  input += "abc";
+  ASSERT_EQ(send(fd, input.data(), input.size(), MSG_NOSIGNAL), static_cast<ssize_t>(input.size()));
+  // The frame is admitted (its rest reserved) by the read after its header.
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        send(fd, "d", 1, MSG_NOSIGNAL);
+        return OnLoop([&] { return server_->buffered_bytes(); }) > (15u << 20);
+      },
+      std::chrono::seconds(10)));
+  shutdown(fd, SHUT_WR);
+  EXPECT_TRUE(zb::testing::WaitFor([&] { return OnLoop([&] { return server_->buffered_bytes(); }) < (1u << 20); },
+                                   std::chrono::seconds(10)));
+  close(fd);
+}
+
 TEST_F(IntakeServerTest, AFrameLargerThanTheWholeBudgetIsRefusedAtItsHeader) {
   options_.max_buffered_bytes = 1u << 20;
   Start({Route("a")});
@@ -671,6 +808,29 @@ TEST_F(IntakeServerTest, AcceptBacksOffWhenDescriptorsRunOutAndRecovers) {
                                      "error=\"EMFILE\",listener=\"intake\"").value_or(0), 1);
 }
 
+TEST_F(IntakeServerTest, TwoServersStartingTogetherCannotBothTakeThePath) {
+  // The lock is taken before the liveness check, so a second start at the
+  // same moment is refused even before the first one listens.
+  const std::string path = dir_.Sub("run/intake.sock");
+  std::filesystem::create_directories(dir_.Sub("run"));
+  asio::io_context io;
+  asio::local::stream_protocol::acceptor first(io);
+  auto owned = ListenOnUnixSocket(first, path, 0600, -1, "intake.socket");
+  ASSERT_TRUE(owned.ok()) << owned.status();
+  asio::local::stream_protocol::acceptor second(io);
+  auto refused = ListenOnUnixSocket(second, path, 0600, -1, "intake.socket");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("is in use"), std::string::npos) << refused.status();
+  // Released with the first listener, the path can be taken again.
+  first.close();
+  RemoveOwnedSocket(*owned);
+  asio::local::stream_protocol::acceptor third(io);
+  auto again = ListenOnUnixSocket(third, path, 0600, -1, "intake.socket");
+  ASSERT_TRUE(again.ok()) << again.status();
+  third.close();
+  RemoveOwnedSocket(*again);
+}
+
 TEST_F(IntakeServerTest, ALiveSocketIsNeverTakenOver) {
   Start({Route("a")});
   const std::string path = dir_.Sub("run/intake.sock");
@@ -705,10 +865,13 @@ TEST_F(IntakeServerTest, TheSocketHasItsModeAndGroupAndOnlyOursIsRemoved) {
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 0777, 0660u);
   EXPECT_EQ(st.st_gid, getgid());
-  // No temporary socket is left beside it.
-  size_t files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(dir_.Sub("run"))) files += e.exists() || true;
-  EXPECT_EQ(files, 1u);
+  // No temporary socket is left beside it; only its lock file.
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.Sub("run"))) {
+    files.push_back(e.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{"intake.sock", "intake.sock.lock"}));
   // Another process replaced the path: our shutdown leaves theirs alone.
   ASSERT_EQ(unlink(path.c_str()), 0);
   int theirs = socket(AF_UNIX, SOCK_STREAM, 0);
