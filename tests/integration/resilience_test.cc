@@ -69,7 +69,9 @@ class ResilienceTest : public ::testing::Test {
     ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
                         std::chrono::seconds(30)))
         << daemon_->log().substr(0, 4000);
-    if (max_duplicates >= 0) EXPECT_LE(d.duplicates, max_duplicates);
+    if (max_duplicates >= 0) {
+      EXPECT_LE(d.duplicates, max_duplicates);
+    }
     EXPECT_EQ(server_->Stat("violations"), 0) << *server_->Stats();
   }
 
