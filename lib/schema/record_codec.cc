@@ -77,9 +77,11 @@ absl::Status CheckSelfContained(const google::protobuf::Descriptor* root, const 
       return absl::InvalidArgumentError(absl::StrCat("field ", f->full_name(), " uses enum ", enum_type->full_name(),
                                                      ", which is not nested inside ", root->full_name()));
     }
-    if (type != nullptr && type != d && inside(type)) {
-      if (auto s = CheckSelfContained(root, type); !s.ok()) return s;
-    }
+  }
+  // Walk the nesting tree, not the field graph: nested types that use each
+  // other (a map<string, Node> inside Node) form cycles in the latter.
+  for (int i = 0; i < d->nested_type_count(); ++i) {
+    if (auto s = CheckSelfContained(root, d->nested_type(i)); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -196,7 +198,7 @@ absl::Status ExplainJson(absl::string_view json, int max_depth) {
 
 absl::Status ValidateJsonObject(absl::string_view json, int max_depth) {
   size_t i = 0;
-  while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r')) ++i;
+  while (i < json.size() && (json[i] == ' ' || json[i] == '\t' || json[i] == '\n' || json[i] == '\r')) ++i;
   if (i == json.size()) return absl::InvalidArgumentError("empty record");
   // JSON has no raw NUL anywhere (inside strings it must be escaped), but
   // both parsers may take one for the end of the text.

@@ -132,9 +132,9 @@ class DrainLaneTest : public ::testing::Test {
   }
 
   zb::testing::TempDir dir_;
+  boost::asio::io_context loop_;  // outlives spool_: its reader thread's callbacks post here
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<Metrics> metrics_;
-  boost::asio::io_context loop_;
   FakeStreamFactory streams_;
   FakeTokenSource tokens_;
   std::shared_ptr<DrainLane> lane_;

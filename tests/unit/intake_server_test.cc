@@ -79,6 +79,7 @@ class IntakeServerTest : public ::testing::Test {
       loop_.stop();
       thread_.join();
     }
+    spool_.reset();  // while loop_ lives: appends still waiting in the spool are answered through it
   }
 
   // Reopens the spool with a cap of `max_bytes` (before Start).
