@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -31,6 +32,7 @@
 #include "absl/strings/strip.h"
 #include "common/byte_size.h"
 #include "common/endpoint.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace zb {
@@ -418,14 +420,44 @@ std::string FileErrorText(int error) {
 // The loader: walks the document once, fills a DaemonConfig and collects
 // every problem instead of stopping at the first.
 
+// Where the second YAML document of `yaml` starts (1-based line), or 0.
+// Reads at most two documents, so it ends on any input.
+int SecondDocumentLine(const std::string& yaml) {
+  struct Counter : YAML::EventHandler {
+    void OnDocumentStart(const YAML::Mark& mark) override {
+      if (++documents == 2) second_line = mark.line + 1;
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+    int documents = 0;
+    int second_line = 0;
+  } counter;
+  std::istringstream in(yaml);
+  YAML::Parser parser(in);
+  while (counter.documents < 2 && parser.HandleNextDocument(counter)) {
+  }
+  return counter.documents >= 2 ? std::max(counter.second_line, 1) : 0;
+}
+
 class Loader {
  public:
   Loader(std::string origin, fs::path base_dir) : origin_(std::move(origin)), base_dir_(std::move(base_dir)) {}
 
   absl::StatusOr<DaemonConfig> Load(const std::string& yaml) {
-    std::vector<YAML::Node> docs;
+    YAML::Node root;
+    int second_document_line = 0;  // 1-based; 0: there is one document
     try {
-      docs = YAML::LoadAll(yaml);
+      // The first document only: yaml-cpp 0.7's LoadAll never returns on
+      // some broken input (a stray comma after a scalar), so documents are
+      // counted by the parser, stopping at the second.
+      root = YAML::Load(yaml);
+      second_document_line = SecondDocumentLine(yaml);
     } catch (const YAML::Exception& e) {
       // yaml-cpp's parser messages describe the syntax ("end of map not
       // found"), never the document's text, so they cannot leak a secret.
@@ -434,14 +466,14 @@ class Loader {
       problems_.Add(line, "yaml", absl::StrCat("syntax error: ", e.msg, column));
       return problems_.ToStatus(origin_);
     }
-    if (docs.empty() || docs[0].IsNull()) {
+    if (!root.IsDefined() || root.IsNull()) {
       problems_.Add(0, "(top level)", "the config is empty");
       return problems_.ToStatus(origin_);
     }
-    if (docs.size() > 1) {
-      problems_.Add(docs[1], "(top level)", "only one YAML document is allowed");
+    if (second_document_line > 0) {
+      problems_.Add(second_document_line, "(top level)", "only one YAML document is allowed");
     }
-    LoadRoot(docs[0]);
+    LoadRoot(root);
     if (!problems_.empty()) return problems_.ToStatus(origin_);
     return std::move(config_);
   }

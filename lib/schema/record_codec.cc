@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
+#include "common/json_depth.h"
 #include "google/protobuf/compiler/importer.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
@@ -206,6 +207,14 @@ absl::Status ValidateJsonObject(absl::string_view json, int max_depth) {
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON at byte ",
                                                    static_cast<const char*>(nul) - json.data(),
                                                    ": NUL byte (not allowed in JSON)"));
+  }
+  // The exact nesting first (one pass over the bytes): simdjson's own limit
+  // does not count an empty container as a level.
+  if (JsonNestingDepth(json, static_cast<size_t>(max_depth)) > static_cast<size_t>(max_depth)) {
+    absl::Status s = ExplainJson(json, max_depth);
+    if (!s.ok()) return s;
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON nested deeper than ", max_depth, " levels (intake.max_json_depth)"));
   }
   // Fast path: simdjson validates structure and UTF-8 with SIMD (several
   // times rapidjson's speed; this runs for every record on the intake

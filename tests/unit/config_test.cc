@@ -453,6 +453,18 @@ TEST_F(ConfigTest, ProducersReachTheSocketThroughTheirOwnGroupOnly) {
   EXPECT_THAT(Error(Load(y)), HasSubstr("control.socket_mode: must give no group or other access"));
 }
 
+TEST_F(ConfigTest, BrokenYamlThatOnceHungTheLoaderIsAnError) {
+  // yaml-cpp 0.7's LoadAll loops for ever on this (found by fuzzing).
+  for (const char* yaml : {"\"a\",", "\"a\",\n\"b\",", "zerobus: 1\n\"a\","}) {
+    SCOPED_TRACE(yaml);
+    auto r = Load(std::string(yaml));
+    EXPECT_FALSE(r.ok());
+  }
+  Yaml y;
+  const std::string two = y.str() + "---\n" + y.str();
+  EXPECT_THAT(Error(Load(two)), HasSubstr("only one YAML document is allowed"));
+}
+
 TEST_F(ConfigTest, IntakeAndControlSocketsMustDiffer) {
   Yaml y;
   y.intake = "intake:\n  socket: /run/zb/same.sock\n";

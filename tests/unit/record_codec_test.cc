@@ -96,6 +96,16 @@ TEST(JsonCodecTest, NestingAtTheLimitIsAcceptedOneMoreIsRefused) {
   }
 }
 
+TEST(JsonCodecTest, EmptyContainersCountAsLevels) {
+  for (const char* text : {R"({"a":{}})", R"({"a":[]})", R"({"a":1,"b":[{}]})"}) {
+    auto r = MakeJsonCodec(1)->FromJson(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find("nested deeper than"), std::string::npos) << r.status();
+  }
+  EXPECT_TRUE(MakeJsonCodec(2)->FromJson(R"({"a":{}})").ok());
+  EXPECT_TRUE(MakeJsonCodec(1)->FromJson(R"({"a":"[[{{"})").ok());  // brackets inside strings do not count
+}
+
 TEST(JsonCodecTest, HostileDepthIsRefusedWithoutRecursion) {
   // 200,000 nested arrays (400 KB): once a stack overflow in the fallback
   // parser. Also unbalanced (never closed) and mixed with broken text, so
