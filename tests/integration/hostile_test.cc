@@ -251,6 +251,18 @@ TEST_F(HostileTest, CheckCatchesWhatWouldFailAtStart) {
       << check.output;
   EXPECT_NE(check.output.find("metrics.listen: cannot listen on"), std::string::npos) << check.output;
 
+  // A descriptor limit that leaves intake.max_connections (1024) less than
+  // the 512 the daemon keeps for itself.
+  const RunResult low = RunCommand({"/bin/sh", "-c", "ulimit -n 1535 && exec \"$0\" --config \"$1\" --check",
+                                    BinDir() + "/zerobusd", daemon.config_path()},
+                                   std::chrono::seconds(30));
+  EXPECT_NE(low.output.find("intake.max_connections: 1024 connections plus the 512 descriptors"), std::string::npos)
+      << low.output;
+  const RunResult enough = RunCommand({"/bin/sh", "-c", "ulimit -n 1536 && exec \"$0\" --config \"$1\" --check",
+                                       BinDir() + "/zerobusd", daemon.config_path()},
+                                      std::chrono::seconds(30));
+  EXPECT_EQ(enough.output.find("descriptor limit"), std::string::npos) << enough.output;
+
   // The same socket for intake and control.
   const std::string same = dir_.Sub("same.yaml");
   WriteFile(same, ReadFileOrEmpty(daemon.config_path()) + "");
