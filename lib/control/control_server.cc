@@ -210,7 +210,8 @@ class Server final : public ControlServer {
   }
 
   // At max_connections, the connection idle the longest makes room; when
-  // every one is busy with a request, the new one is refused.
+  // every one is busy with a request, the new one gets a busy reply and is
+  // closed (RefuseBusy).
   void Admit(stream_protocol::socket socket) {
     std::erase_if(connections_, [](const std::weak_ptr<Connection>& w) {
       auto c = w.lock();
@@ -224,18 +225,12 @@ class Server final : public ControlServer {
           longest = it;
         }
       }
-      uint64_t suppressed = 0;
-      const bool log = full_log_.ShouldLog(Clock::now(), &suppressed);
       if (longest == connections_.end()) {
-        if (log) {
-          spdlog::warn("control: {} connections busy; refusing a new one ({} more since the last report)",
-                       connections_.size(), suppressed);
-        }
-        boost::system::error_code ignored;
-        socket.close(ignored);
+        RefuseBusy(std::move(socket));
         return;
       }
-      if (log) {
+      uint64_t suppressed = 0;
+      if (full_log_.ShouldLog(Clock::now(), &suppressed)) {
         spdlog::warn("control: {} connections open; closed the one idle the longest ({} more since the last report)",
                      connections_.size(), suppressed);
       }
@@ -245,6 +240,44 @@ class Server final : public ControlServer {
     auto conn = std::make_shared<Connection>(std::move(socket), options_, handler_, alive_);
     connections_.push_back(conn);
     conn->Start();
+  }
+
+  // Every slot is busy with a request: the newcomer is told so in the
+  // protocol's error shape and closed, instead of meeting a silent close.
+  // The line is written at once, without waiting: a deadline of zero. A
+  // just-accepted Unix socket has its whole send buffer free, so the one
+  // short line always fits; and a flood of refused clients must not hold a
+  // descriptor each for a deadline while the operator needs them. If the
+  // write cannot complete (the client vanished), the close is the answer.
+  // What the client may have sent is read and dropped first, so the close
+  // is an orderly end of stream rather than a reset (Linux resets a Unix
+  // stream whose closing end left input unread).
+  void RefuseBusy(stream_protocol::socket socket) {
+    const std::string line = absl::StrCat(
+        "{\"ok\":false,\"error\":\"busy: all ", options_.max_connections,
+        " control connections are busy with requests; try again shortly\"}\n");
+    const int fd = socket.native_handle();
+    const ssize_t sent = ::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    DropPendingInput(fd);
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    uint64_t suppressed = 0;
+    if (busy_log_.ShouldLog(Clock::now(), &suppressed)) {
+      spdlog::warn(
+          "control: all {} connections busy with requests; refused a new one with a busy reply{} ({} refused since "
+          "the last report)",
+          connections_.size(), sent == static_cast<ssize_t>(line.size()) ? "" : " (the reply could not be written)",
+          suppressed + 1);
+    }
+  }
+
+  // Reads without blocking whatever input is already queued, at most a few
+  // KiB (a request line is the most a refused client has reason to send).
+  static void DropPendingInput(int fd) {
+    char buf[4096];
+    for (int i = 0; i < 4; ++i) {
+      if (::recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0) return;
+    }
   }
 
   const ControlOptions options_;
@@ -257,6 +290,7 @@ class Server final : public ControlServer {
   RateLimitedLog recovery_log_{kLogInterval};
   RateLimitedLog refused_log_{kLogInterval};
   RateLimitedLog full_log_{kLogInterval};
+  RateLimitedLog busy_log_{kLogInterval};
   std::vector<std::weak_ptr<Connection>> connections_;
   OwnedSocketPath owned_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -7,11 +7,14 @@
 // Guard: the socket file's mode (default 0600), and a peer-credential check
 // that admits only root and the daemon's own user. Against a hostile or
 // careless local client: at most `max_connections` at once (past it, the
-// connection idle the longest makes room, or the new one is refused when
-// none is idle), a deadline on every request line and reply write, and an
-// accept loop that never stops: out of descriptors (EMFILE, ENFILE) or
-// memory (ENOBUFS, ENOMEM), it retries after 100 ms doubling to 1 s. Such
-// conditions are logged as one summary line at most every 5 s.
+// connection idle the longest makes room; when none is idle, the new one
+// is answered with one busy line, {"ok":false,"error":"busy: ..."}, written
+// without waiting, and closed; refusals are logged as one line at most
+// every 5 s saying how many there were), a deadline on every request line
+// and reply write, and an accept loop that never stops: out of descriptors
+// (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), it retries after 100 ms
+// doubling to 1 s. Such conditions are logged as one summary line at most
+// every 5 s.
 
 #include <sys/types.h>
 

@@ -1,7 +1,8 @@
 // The operator's control socket against a hostile or careless local client:
 // idle and trickling clients time out, the connection cap makes room by
-// closing the one idle the longest (never one busy with a request), and the
-// accept loop survives running out of descriptors.
+// closing the one idle the longest (never one busy with a request), a client
+// past the cap is told "busy" (and a flood of them is logged in summary),
+// and the accept loop survives running out of descriptors.
 
 #include "control/control_server.h"
 
@@ -24,6 +25,8 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "spdlog/sinks/ringbuffer_sink.h"
+#include "spdlog/spdlog.h"
 #include "testutil.h"
 
 namespace zb {
@@ -73,11 +76,42 @@ std::string ReadLine(int fd, std::chrono::milliseconds timeout) {
   }
 }
 
+struct ReadResult {
+  std::string data;        // everything read
+  bool clean_eof = false;  // the server closed with an orderly end of stream (no reset, no timeout)
+};
+// Reads until the server closes the connection or `timeout` passes.
+ReadResult ReadToEnd(int fd, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  ReadResult result;
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return result;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[512];
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0) return result;
+    if (n == 0) {
+      result.clean_eof = true;
+      return result;
+    }
+    result.data.append(buf, static_cast<size_t>(n));
+  }
+}
+
 // Whether the server has closed `fd`'s connection (without blocking).
 bool PeerClosed(int fd) {
   char c;
   const ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+// Whether the server has closed `fd`'s connection, whatever it left unread
+// there (without blocking or reading).
+bool HungUp(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP)) != 0;
 }
 
 class ControlServerTest : public ::testing::Test {
@@ -213,9 +247,104 @@ TEST_F(ControlServerTest, ConnectionsBusyWithARequestAreNotDisplaced) {
   // Every slot is busy: the newcomer is refused, nothing in flight is lost.
   const int late = Connect();
   ASSERT_GE(late, 0);
-  EXPECT_TRUE(WaitFor([&] { return PeerClosed(late); }, std::chrono::seconds(10)));
+  const ReadResult got = ReadToEnd(late, std::chrono::seconds(10));
+  EXPECT_TRUE(got.clean_eof);
+  EXPECT_EQ(got.data.rfind("{\"ok\":false,\"error\":\"busy: ", 0), 0u) << got.data;
   Release();
   for (int fd : busy) EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "released");
+}
+
+// Log lines from spdlog's default logger while it lives (a test sink beside
+// the console one).
+class CapturedLog {
+ public:
+  CapturedLog() { spdlog::default_logger()->sinks().push_back(sink_); }
+  ~CapturedLog() { Stop(); }
+  void Stop() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    std::erase(sinks, sink_);
+  }
+  std::vector<std::string> Matching(const std::string& text) const {
+    std::vector<std::string> lines;
+    for (const auto& line : sink_->last_formatted()) {
+      if (line.find(text) != std::string::npos) lines.push_back(line);
+    }
+    return lines;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_ =
+      std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(100'000);
+};
+
+constexpr char kBusyReply[] =
+    "{\"ok\":false,\"error\":\"busy: all 16 control connections are busy with requests; try again "
+    "shortly\"}\n";
+constexpr char kBusyLog[] = "busy with requests; refused a new one with a busy reply";
+
+TEST_F(ControlServerTest, BeyondTheCapABusyClientIsToldSoAndAFloodIsLoggedInSummary) {
+  CapturedLog log;
+  // Defaults: 16 connections; a deadline far beyond the test.
+  Start({.read_timeout_ms = 600'000});
+  std::vector<int> busy;
+  for (int i = 0; i < 16; ++i) {
+    const int fd = Connect();
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, "hold\n"));
+    busy.push_back(fd);
+  }
+  // Every one is busy (its reply held back), so none can be displaced.
+  ASSERT_TRUE(WaitFor([&] { return Held() == 16; }, std::chrono::seconds(10)));
+
+  // The 17th asks something and is answered: busy, in the protocol's error
+  // shape, then an orderly close.
+  const int seventeenth = Connect();
+  ASSERT_GE(seventeenth, 0);
+  ASSERT_TRUE(SendAll(seventeenth, "status\n"));
+  const ReadResult got = ReadToEnd(seventeenth, std::chrono::seconds(10));
+  EXPECT_EQ(got.data, kBusyReply);
+  EXPECT_TRUE(got.clean_eof);
+  ASSERT_TRUE(WaitFor([&] { return log.Matching(kBusyLog).size() == 1; }, std::chrono::seconds(10)));
+  EXPECT_NE(log.Matching(kBusyLog)[0].find("(1 refused since the last report)"), std::string::npos)
+      << log.Matching(kBusyLog)[0];
+
+  // A flood: 200 more at once. Every one that reads gets the same line and
+  // the close; every fourth never reads (nor writes) and only sees the close.
+  std::vector<int> flood;
+  for (int i = 0; i < 200; ++i) {
+    const int fd = Connect();
+    ASSERT_GE(fd, 0) << i << ": " << std::strerror(errno);
+    if (i % 2 == 0) {
+      ASSERT_TRUE(SendAll(fd, "status\n"));
+    }
+    flood.push_back(fd);
+  }
+  for (size_t i = 0; i < flood.size(); ++i) {
+    if (i % 4 == 3) {
+      EXPECT_TRUE(WaitFor([&] { return HungUp(flood[i]); }, std::chrono::seconds(10))) << i;
+      continue;
+    }
+    const ReadResult r = ReadToEnd(flood[i], std::chrono::seconds(10));
+    EXPECT_EQ(r.data, kBusyReply) << i;
+    EXPECT_TRUE(r.clean_eof) << i;
+  }
+
+  // Nothing in flight was lost, and the slots serve again once free.
+  Release();
+  for (int fd : busy) EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "released");
+  const int after = Connect();
+  ASSERT_GE(after, 0);
+  ASSERT_TRUE(SendAll(after, "status\n"));
+  EXPECT_EQ(ReadLine(after, std::chrono::seconds(10)), "echo status");
+
+  // 201 refusals well within one 5 s interval: one line, or two when the
+  // machine is slow enough to cross an interval; never one per refusal.
+  // Each line counts the refusals since the one before.
+  log.Stop();
+  const auto lines = log.Matching(kBusyLog);
+  EXPECT_GE(lines.size(), 1u);
+  EXPECT_LE(lines.size(), 2u);
+  for (const auto& line : lines) EXPECT_NE(line.find(" refused since the last report)"), std::string::npos) << line;
 }
 
 TEST_F(ControlServerTest, AcceptSurvivesRunningOutOfDescriptors) {
