@@ -42,8 +42,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Token responses are about 1-2 KB. Anything far larger is not a token
-// response; keeping only a prefix bounds memory against a misbehaving server
-// or proxy while still letting us classify by HTTP status.
+// response: once a reply's body passes this many bytes, whatever its status,
+// the transfer is stopped (OnBody refuses the rest, libcurl closes the
+// connection), so neither memory nor time nor bandwidth grows with what a
+// misbehaving server or proxy sends. The status line has been read by then,
+// so the reply is still classified by it; the prefix kept gives the excerpt.
 constexpr size_t kMaxBodyBytes = 64 * 1024;
 // Bytes of a (redacted) response body quoted in a message.
 constexpr size_t kBodyExcerptBytes = 200;
@@ -159,16 +162,28 @@ struct ParsedToken {
   Clock::duration ttl;
 };
 
+// Says what a 2xx body that is not a token is, without quoting a token: the
+// excerpt, unless the body may hold one in a shape the redaction does not
+// know (it names access_token but is not the JSON we could pick apart).
+// `cut_note` is empty, or says the transfer stopped (see BodyExcerpt).
+std::string UnusableBody(absl::string_view body, absl::string_view excerpt, absl::string_view cut_note) {
+  if (!absl::StrContains(body, "access_token")) return std::string(excerpt);
+  if (!cut_note.empty()) return absl::StrCat("(body withheld: it may hold a token) ... [", cut_note, "]");
+  return absl::StrCat("(body of ", body.size(), " bytes withheld: it may hold a token)");
+}
+
 // Parses a 2xx body. Messages quote `excerpt` (the body redacted, then cut),
 // never `body`, and not even that when the body may hold a token in a shape
-// the redaction does not know.
+// the redaction does not know. Every error is UnavailableError: the service
+// said yes and then sent something unusable, which is its fault (or a
+// proxy's), not the credentials', and may well pass.
+// `cut_note` is empty unless the transfer stopped the body (see BodyExcerpt).
 absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::string_view excerpt,
-                                               bool truncated) {
-  if (truncated) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("response body exceeds ", kMaxBodyBytes, " bytes; not a token response"));
+                                               absl::string_view cut_note) {
+  if (!cut_note.empty()) {
+    return absl::UnavailableError(absl::StrCat("response is too large for a token response: ",
+                                               UnusableBody(body, excerpt, cut_note)));
   }
-  const bool may_hold_token = absl::StrContains(body, "access_token");
   // A token response is flat; deeper text never reaches rapidjson's
   // recursive DOM (parse and destructor).
   constexpr size_t kMaxDepth = 16;
@@ -176,25 +191,23 @@ absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::str
   rapidjson::Document doc;
   if (!too_deep) doc.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
   if (too_deep || doc.HasParseError() || !doc.IsObject()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "response is not a JSON object: ",
-        may_hold_token ? absl::StrCat("(body of ", body.size(), " bytes withheld: it may hold a token)")
-                       : std::string(excerpt)));
+    return absl::UnavailableError(
+        absl::StrCat("response is not a JSON object: ", UnusableBody(body, excerpt, "")));
   }
   auto token_it = doc.FindMember("access_token");
   if (token_it == doc.MemberEnd()) {
     // Not "access_token: <excerpt>": that reads as a credential field, and
     // the final redaction would mask the excerpt.
-    return absl::InvalidArgumentError(
+    return absl::UnavailableError(
         absl::StrCat("response has no \"access_token\" member; body: ", excerpt));
   }
   if (!token_it->value.IsString()) {
-    return absl::InvalidArgumentError("response's access_token is not a string");
+    return absl::UnavailableError("response's access_token is not a string");
   }
   ParsedToken parsed;
   parsed.token.assign(token_it->value.GetString(), token_it->value.GetStringLength());
   if (!IsValidHeaderToken(parsed.token)) {
-    return absl::InvalidArgumentError(absl::StrCat(
+    return absl::UnavailableError(absl::StrCat(
         "response's access_token (", parsed.token.size(),
         " bytes) is not a valid HTTP header value (empty, or control, space or non-ASCII characters)"));
   }
@@ -211,7 +224,7 @@ absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::str
       ok = absl::SimpleAtod(absl::string_view(v.GetString(), v.GetStringLength()), &seconds);
     }
     if (!ok || !std::isfinite(seconds)) {
-      return absl::InvalidArgumentError("response's expires_in is neither a number nor a quoted number");
+      return absl::UnavailableError("response's expires_in is neither a number nor a quoted number");
     }
   }
   seconds = std::clamp(seconds, 0.0, static_cast<double>(kMaxTtl.count()));
@@ -219,15 +232,46 @@ absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::str
   return parsed;
 }
 
-// §4.2 plus [later]: 429 retries. 408 (the server gave up waiting for our
-// request) is a timeout like ours, so it retries too.
+// A reply other than 2xx, by its status line (token_source.h has the
+// contract). OAuth's invalid_client and invalid_grant come as 400 or 401
+// (RFC 6749 5.2), so both mean credentials; 408 (the server gave up waiting
+// for our request) is a timeout like ours and 429 ([later]) asks us to come
+// back, so both retry like 5xx. What is left (404, 405, 3xx: redirects are
+// not followed so the secret stays put, a final 1xx) means the URL does not
+// lead to a token endpoint.
 absl::Status StatusForHttp(long code, absl::string_view what) {
-  if (code >= 500 || code == 429 || code == 408) return absl::UnavailableError(what);
-  if (code == 401) return absl::UnauthenticatedError(what);
+  if (code == 400 || code == 401) return absl::UnauthenticatedError(what);
   if (code == 403) return absl::PermissionDeniedError(what);
-  // Other 4xx, and 1xx/3xx (redirects are not followed: the secret must not
-  // travel elsewhere), mean a configuration the operator has to fix.
-  return absl::InvalidArgumentError(what);
+  // Above 599 is no HTTP status at all; some server in between is broken.
+  if (code >= 500 || code == 429 || code == 408) return absl::UnavailableError(what);
+  return absl::FailedPreconditionError(absl::StrCat(
+      what, "; this is not what a token endpoint answers: check zerobus.workspace_url (the token is requested "
+            "from <workspace_url>/oidc/v1/token)"));
+}
+
+// For a body the transfer stopped: how much was read, and the length the
+// server announced (Content-Length, -1 for none) in place of a total that
+// nobody knows.
+std::string CutNote(curl_off_t announced) {
+  return absl::StrCat("more than ", kMaxBodyBytes, " bytes",
+                      announced >= 0 ? absl::StrCat(" (Content-Length ", announced, ")") : std::string(),
+                      "; stopped reading");
+}
+
+// The body as messages quote it. A server may echo our request (the Basic
+// header) or a token: RedactedExcerpt redacts before it cuts, so the cut
+// cannot split a secret into pieces the redaction no longer recognises, and
+// before it escapes. A body the transfer stopped (`cut_note` not empty) is
+// redacted as a prefix (a secret its end cuts is masked too), and ends with
+// `cut_note` instead of RedactedExcerpt's "N bytes in all".
+std::string BodyExcerpt(const Redactor& redactor, absl::string_view body, absl::string_view cut_note) {
+  if (cut_note.empty()) return RedactedExcerpt(redactor, body, kBodyExcerptBytes);
+  const size_t beyond = body.size() + 1;  // any total above body.size() marks a prefix
+  std::string excerpt = RedactedExcerpt(redactor, body, kBodyExcerptBytes, beyond);
+  const std::string its_note = absl::StrCat(" ... [", beyond, " bytes in all]");
+  if (absl::EndsWith(excerpt, its_note)) excerpt.resize(excerpt.size() - its_note.size());
+  absl::StrAppend(&excerpt, " ... [", cut_note, "]");
+  return excerpt;
 }
 
 // Transport failures retry, except those that only a config change can fix.
@@ -279,9 +323,8 @@ class OAuthTokenSource final : public TokenSource {
     CURL* easy = nullptr;
     curl_slist* headers = nullptr;
     std::string form;
-    std::string body;        // the first kMaxBodyBytes received
-    size_t body_bytes = 0;   // all received
-    bool truncated = false;  // body_bytes > body.size()
+    std::string body;        // the body, at most its first kMaxBodyBytes
+    bool truncated = false;  // the body was longer: the transfer was stopped
     char errbuf[CURL_ERROR_SIZE] = {};
     Clock::time_point started;
     ~Transfer() {
@@ -290,6 +333,8 @@ class OAuthTokenSource final : public TokenSource {
     }
   };
 
+  // Keeps the body up to kMaxBodyBytes; past that, keeps what fits and
+  // stops the transfer (CURLE_WRITE_ERROR with `truncated` set).
   static size_t OnBody(char* data, size_t size, size_t nmemb, void* user);
 
   void Run();
@@ -415,9 +460,12 @@ size_t OAuthTokenSource::OnBody(char* data, size_t size, size_t nmemb, void* use
   const size_t n = size * nmemb;
   const size_t room = kMaxBodyBytes - std::min(kMaxBodyBytes, t->body.size());
   t->body.append(data, std::min(n, room));
-  t->body_bytes += n;
-  if (n > room) t->truncated = true;
-  return n;  // keep reading: the status line still decides the classification
+  if (n <= room) return n;
+  // Not a token response, whatever follows: stop reading. Anything but n
+  // makes libcurl end the transfer with CURLE_WRITE_ERROR and close the
+  // connection; the status line (already read) still classifies the reply.
+  t->truncated = true;
+  return 0;
 }
 
 Redactor OAuthTokenSource::MessageRedactor() {
@@ -501,21 +549,27 @@ absl::StatusOr<ParsedToken> OAuthTokenSource::FinishTransfer(Transfer& t, CURLco
                                                              const Redactor& redactor) {
   const std::string what =
       absl::StrCat("OAuth token request POST ", UrlForMessages(token_url_), " for table ", t.table);
-  if (code != CURLE_OK) {
+  long http = 0;
+  curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &http);
+  // OnBody stopped a body past the cap: the reply (status line, headers and
+  // a prefix of the body) is complete enough to classify.
+  const bool cut = code == CURLE_WRITE_ERROR && t.truncated && http != 0;
+  if (code != CURLE_OK && !cut) {
     std::string detail = curl_easy_strerror(code);
     if (t.errbuf[0] != '\0') absl::StrAppend(&detail, " (", t.errbuf, ")");
     return StatusForCurl(code, redactor.Redact(absl::StrCat(what, " failed: ", detail)));
   }
-  long http = 0;
-  curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &http);
-  // A server may echo our request (the Basic header) or a token. Redacted
-  // before it is cut, so the cut cannot split a secret into pieces the
-  // redaction no longer recognises, and before it is escaped.
-  const std::string excerpt = RedactedExcerpt(redactor, t.body, kBodyExcerptBytes, t.body_bytes);
+  std::string cut_note;
+  if (cut) {
+    curl_off_t announced = -1;  // Content-Length, if the server sent one
+    curl_easy_getinfo(t.easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+    cut_note = CutNote(announced);
+  }
+  const std::string excerpt = BodyExcerpt(redactor, t.body, cut_note);
   if (http < 200 || http > 299) {
     return StatusForHttp(http, redactor.Redact(absl::StrCat(what, ": HTTP ", http, ": ", excerpt)));
   }
-  absl::StatusOr<ParsedToken> parsed = ParseTokenResponse(t.body, excerpt, t.truncated);
+  absl::StatusOr<ParsedToken> parsed = ParseTokenResponse(t.body, excerpt, cut_note);
   if (!parsed.ok()) {
     return absl::Status(parsed.status().code(), redactor.Redact(absl::StrCat(
                                                     what, ": HTTP ", http, ": ", parsed.status().message())));

@@ -36,13 +36,40 @@ struct OAuthOptions {
 // caller's (the daemon's event loop must not block on HTTP).
 class TokenSource {
  public:
-  // Receives the bare access token (no "Bearer "), or an error:
-  //  - absl::UnavailableError: retryable (network error, timeout, HTTP 5xx, 429);
-  //  - absl::UnauthenticatedError / PermissionDeniedError / InvalidArgumentError:
-  //    fatal until the operator fixes credentials or grants (other HTTP 4xx,
-  //    body without access_token). The message names the HTTP status and
-  //    quotes the body: redacted first, then cut to 200 bytes, with the
-  //    body's full length when cut.
+  // Receives the bare access token (no "Bearer "), or an error whose code
+  // says what the caller should do about it:
+  //  - absl::UnavailableError: a fault of the network or of the token service
+  //    (or a proxy in front of it), which may pass; retry with backoff, never
+  //    blame the credentials. Connect, DNS, TLS and transfer errors, timeouts;
+  //    HTTP 408, 429, 5xx (and any status above 599); and a 2xx whose body is
+  //    unusable: not a JSON object, too large (see below), no access_token,
+  //    access_token not a string or not a valid header value (empty, control,
+  //    space or non-ASCII characters), expires_in neither a number nor a
+  //    quoted number.
+  //  - absl::UnauthenticatedError: HTTP 400 or 401, the statuses OAuth's
+  //    invalid_client and invalid_grant come with (RFC 6749 5.2): the client
+  //    id or secret is wrong, or the request was refused as a whole.
+  //  - absl::PermissionDeniedError: HTTP 403: the credentials are valid but
+  //    lack the grants (USE CATALOG, USE SCHEMA, table-level SELECT + MODIFY).
+  //    These two are the only codes that point at credentials or grants.
+  //  - absl::FailedPreconditionError: any other HTTP status (1xx, 3xx,
+  //    404, 405 and the other 4xx): the URL does not lead to a token endpoint
+  //    (redirects are never followed); the message says to check
+  //    zerobus.workspace_url.
+  //  - absl::InvalidArgumentError: invalid options (see OAuthOptions) or
+  //    table name (below), or a request libcurl will not make as configured
+  //    (unsupported protocol, malformed URL, feature not built in, unreadable
+  //    CA bundle or certificate): fixed only by a config change.
+  // Every reply is read up to 64 KiB of body, whatever its status: a longer
+  // one is not a token response, and its transfer is stopped there (the
+  // connection is closed, nothing more is downloaded) and classified by its
+  // status line as above. No error is cached (see GetToken).
+  // Messages from a reply name the URL, the table, the HTTP status and an
+  // excerpt of the body: redacted first, then cut to 200 bytes, noting the
+  // body's full length when cut, or, for a body the transfer stopped, that
+  // reading stopped (and the Content-Length the server announced, if any).
+  // A 2xx body that may hold a token in a shape the redaction does not know
+  // is not quoted, only its size is.
   // Every error message has passed through OAuthRedactor(options) extended
   // with the tokens this source holds and the last 16 it fetched: it holds
   // neither the client secret (in any encoding, nor as the Basic credential)

@@ -8,6 +8,12 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.pb.h"
@@ -550,6 +556,134 @@ TEST_F(DevServerTest, TokenEndpointFaultsAnswerInOrder) {
     statuses.push_back(r->status);
   }
   EXPECT_EQ(statuses, (std::vector<int>{503, 429, 401, 200}));
+}
+
+// A status that carries no body used to make Beast throw (and the server
+// die) on the error body every refusal has.
+TEST_F(DevServerTest, TokenFaultWithABodylessStatusServesOn) {
+  StartServer({"--faults", R"({"token":{"responses":[{"status":204},{"status":304}]}})"});
+  for (int want : {204, 304}) {
+    auto r = HttpRequest(server_->http_port(), "POST", "/oidc/v1/token", kGoodTokenHeaders, TokenForm(kTable));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->status, want);
+    EXPECT_EQ(r->body, "");
+  }
+  EXPECT_FALSE(Token().empty());
+}
+
+TEST_F(DevServerTest, TokenBodyFaultsAreValidated) {
+  StartServer();
+  const int port = server_->http_port();
+  auto bad = HttpRequest(port, "POST", "/faults", {}, R"({"token":{"responses":[
+      {"body":3},
+      {"body_bytes":-1},
+      {"body_bytes":"5"},
+      {"body":"abcdef","body_bytes":3},
+      {"body":"x","echo_request":true},
+      {"body":"x","ttl_s":5},
+      {"status":204,"body":"x"},
+      {"bodyy":"x"}],
+      "then":{"body_bytes":1.5}}})");
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->status, 400);
+  for (const char* want : {
+           "token.responses[0].body: must be a string",
+           "token.responses[1].body_bytes: must be an integer >= 0",
+           "token.responses[2].body_bytes: must be an integer >= 0",
+           "token.responses[3].body_bytes: must be at least the length of body (6 bytes)",
+           "token.responses[4].echo_request: cannot be combined with body or body_bytes",
+           "token.responses[5].ttl_s: applies to issued tokens only",
+           "token.responses[6].status: a 204 reply has no body",
+           "token.responses[7].bodyy: unknown key (known: body, body_bytes, ",
+           "token.then.body_bytes: must be an integer >= 0",
+       }) {
+    EXPECT_NE(bad->body.find(want), std::string::npos) << want << " in " << bad->body;
+  }
+  // Refused at startup too.
+  RunResult r = RunCommand({BinDir() + "/zerobus-devserver", "--faults", R"({"token":{"then":{"body":false}}})"},
+                           std::chrono::seconds(20));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("token.then.body: must be a string"), std::string::npos) << r.output;
+
+  auto good = HttpRequest(port, "POST", "/faults", {}, R"({"token":{"responses":[
+      {"body":""},{"status":503,"body":"x","body_bytes":10},{"status":204,"body":""},
+      {"body_bytes":0}],"then":{"body_bytes":1,"delay_ms":1}}})");
+  ASSERT_TRUE(good.ok());
+  EXPECT_EQ(good->status, 200) << good->body;
+}
+
+TEST_F(DevServerTest, TokenBodyIsServedAsGiven) {
+  StartServer({"--faults", R"({"token":{"responses":[
+      {"body":"{\"access_token\": oops"},
+      {"status":503,"body":"<html>busy</html>"},
+      {"body":""},
+      {"status":401,"body":"{\"error\":\"invalid_client\"}"}]}})"});
+  const int port = server_->http_port();
+  // A scripted body does not look at the request: not even its credentials.
+  auto first = HttpRequest(port, "POST", "/oidc/v1/token", {}, "");
+  auto second = HttpRequest(port, "POST", "/oidc/v1/token", kGoodTokenHeaders, TokenForm(kTable));
+  auto third = HttpRequest(port, "POST", "/oidc/v1/token", kGoodTokenHeaders, TokenForm(kTable));
+  auto fourth = HttpRequest(port, "POST", "/oidc/v1/token", kGoodTokenHeaders, TokenForm(kTable));
+  ASSERT_TRUE(first.ok() && second.ok() && third.ok() && fourth.ok());
+  EXPECT_EQ(first->status, 200);
+  EXPECT_EQ(first->body, R"({"access_token": oops)");
+  EXPECT_EQ(second->status, 503);
+  EXPECT_EQ(second->body, "<html>busy</html>");
+  EXPECT_EQ(third->status, 200);
+  EXPECT_EQ(third->body, "");
+  EXPECT_EQ(fourth->status, 401);
+  EXPECT_EQ(fourth->body, R"({"error":"invalid_client"})");
+  // Past the script: a real token again.
+  EXPECT_FALSE(Token().empty());
+  EXPECT_EQ(Stat("token_bodies_scripted"), 4u);
+  EXPECT_EQ(Stat("token_body_bytes_written"), first->body.size() + second->body.size() + fourth->body.size());
+  EXPECT_EQ(Stat("token_bodies_abandoned"), 0u);
+  EXPECT_EQ(Stat("token_requests_rejected"), 2u);  // the 503 and the 401
+  EXPECT_EQ(Stat("tokens_issued"), 1u);
+}
+
+TEST_F(DevServerTest, TokenBodyBytesHasThatLength) {
+  const std::string prefix = R"({"access_token":"tok","expires_in":3600})";
+  StartServer({"--faults", absl::StrCat(R"({"token":{"responses":[{"body_bytes":70000},{"body":")",
+                                        absl::CEscape(prefix), R"(","body_bytes":5000000}]}})")});
+  const int port = server_->http_port();
+  auto spaces = HttpRequest(port, "POST", "/oidc/v1/token", kGoodTokenHeaders, TokenForm(kTable));
+  auto padded = HttpRequest(port, "POST", "/oidc/v1/token", kGoodTokenHeaders, TokenForm(kTable));
+  ASSERT_TRUE(spaces.ok() && padded.ok());
+  EXPECT_EQ(spaces->status, 200);
+  EXPECT_EQ(spaces->body.size(), 70000u);
+  EXPECT_EQ(spaces->body.find_first_not_of(' '), std::string::npos);
+  EXPECT_EQ(padded->status, 200);
+  ASSERT_EQ(padded->body.size(), 5000000u);
+  EXPECT_EQ(padded->body.substr(0, prefix.size()), prefix);
+  EXPECT_EQ(padded->body.find_first_not_of(' ', prefix.size()), std::string::npos);
+  EXPECT_EQ(Stat("token_body_bytes_written"), 5070000u);
+  EXPECT_EQ(Stat("token_bodies_abandoned"), 0u);
+}
+
+// What the daemon's tests rely on: a client that reads a little of a huge
+// body and hangs up is seen to have done so, and to have read little.
+TEST_F(DevServerTest, TokenBodyBytesStopsWhenTheClientHangsUp) {
+  constexpr uint64_t kHuge = 100ull * 1024 * 1024;
+  StartServer({"--faults", absl::StrCat(R"({"token":{"responses":[{"body_bytes":)", kHuge, "}]}}")});
+  {
+    namespace asio = boost::asio;
+    asio::io_context io;
+    asio::ip::tcp::socket socket(io);
+    socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(server_->http_port())});
+    const std::string form = TokenForm(kTable);
+    std::string request = "POST /oidc/v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (const auto& h : kGoodTokenHeaders) absl::StrAppend(&request, h, "\r\n");
+    absl::StrAppend(&request, "Content-Length: ", form.size(), "\r\n\r\n", form);
+    asio::write(socket, asio::buffer(request));
+    std::string got;
+    char buf[16384];
+    while (got.size() < 65536) got.append(buf, socket.read_some(asio::buffer(buf)));
+    EXPECT_NE(got.find(absl::StrCat("Content-Length: ", kHuge)), std::string::npos) << got.substr(0, 200);
+  }  // closed with unread data: the server's next write fails
+  ASSERT_TRUE(WaitFor([&] { return Stat("token_bodies_abandoned") == 1; }, std::chrono::seconds(20)));
+  EXPECT_LT(Stat("token_body_bytes_written"), 4u * 1024 * 1024);
+  EXPECT_FALSE(Token().empty());  // and serves on
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,6 +79,20 @@ struct Scripted {
   bool hold = false;  // answer only after Release() (or server shutdown)
   // When set, the body is built from the request (a server that echoes it).
   std::function<std::string(const RecordedRequest&)> echo;
+  // When > 0, the body has this many bytes: `body`, then filler (spaces:
+  // JSON whitespace, so a token reply stays valid JSON). It is generated and
+  // written in 64 KiB pieces while the client reads, never held whole.
+  size_t stream_bytes = 0;
+  // With stream_bytes: announce it in Content-Length, or send the body
+  // chunked (the client learns its size only by reading it).
+  bool announce_length = true;
+};
+
+// What became of a streamed body.
+struct StreamOutcome {
+  size_t body_bytes = 0;     // how many the socket accepted before it failed or the body ended
+  bool complete = false;     // the whole body was written
+  std::string error;         // why writing stopped, if it did
 };
 
 Scripted TokenReply(const std::string& token, const std::string& expires_in_json = "3600") {
@@ -129,6 +144,14 @@ class FakeTokenServer {
     std::lock_guard<std::mutex> lock(mu_);
     return requests_;
   }
+  // Waits (bounded) until the streamed answer number `i` (0-based, counting
+  // streamed answers only) has ended, the client having read it all or
+  // closed the connection.
+  std::optional<StreamOutcome> WaitForStream(size_t i, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return streams_.size() > i; })) return std::nullopt;
+    return streams_[i];
+  }
 
  private:
   void Serve() {
@@ -167,6 +190,16 @@ class FakeTokenServer {
         if (answer.hold) cv_.wait(lock, [this] { return released_ || stopping_; });
         if (stopping_) return;
       }
+      if (answer.stream_bytes > 0) {
+        StreamOutcome outcome = Stream(sock, answer);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          streams_.push_back(std::move(outcome));
+        }
+        cv_.notify_all();
+        sock.shutdown(tcp::socket::shutdown_both, ec);
+        continue;
+      }
       http::response<http::string_body> res{static_cast<http::status>(answer.status), 11};
       res.set(http::field::content_type, "application/json");
       res.body() = answer.body;
@@ -177,6 +210,43 @@ class FakeTokenServer {
     }
   }
 
+  static StreamOutcome Stream(tcp::socket& sock, const Scripted& answer) {
+    StreamOutcome out;
+    boost::system::error_code ec;
+    // A fixed, small send buffer (no autotuning): what the server gets to
+    // write is what the client reads plus a bounded amount in flight.
+    sock.set_option(asio::socket_base::send_buffer_size(64 * 1024), ec);
+    const size_t total = answer.stream_bytes;
+    const std::string head = absl::StrCat(
+        "HTTP/1.1 ", answer.status, " ",
+        std::string(http::obsolete_reason(static_cast<http::status>(answer.status))),
+        "\r\nContent-Type: application/json\r\nConnection: close\r\n",
+        answer.announce_length ? absl::StrCat("Content-Length: ", total) : "Transfer-Encoding: chunked",
+        "\r\n\r\n");
+    asio::write(sock, asio::buffer(head), ec);
+    constexpr size_t kPiece = 64 * 1024;
+    std::string piece;
+    while (!ec && out.body_bytes < total) {
+      const size_t at = out.body_bytes;
+      const size_t len = std::min(kPiece, total - at);
+      piece.assign(len, ' ');
+      if (at < answer.body.size()) {
+        const size_t from_body = std::min(len, answer.body.size() - at);
+        piece.replace(0, from_body, answer.body, at, from_body);
+      }
+      if (!answer.announce_length) {
+        asio::write(sock, asio::buffer(absl::StrCat(absl::Hex(len), "\r\n")), ec);
+        if (ec) break;
+      }
+      out.body_bytes += asio::write(sock, asio::buffer(piece), ec);
+      if (!ec && !answer.announce_length) asio::write(sock, asio::buffer(std::string("\r\n")), ec);
+    }
+    if (!ec && !answer.announce_length) asio::write(sock, asio::buffer(std::string("0\r\n\r\n")), ec);
+    out.complete = !ec && out.body_bytes == total;
+    if (ec) out.error = ec.message();
+    return out;
+  }
+
   asio::io_context ioc_;
   tcp::acceptor acceptor_;
   int port_ = 0;
@@ -184,6 +254,7 @@ class FakeTokenServer {
   std::condition_variable cv_;
   std::deque<Scripted> script_;
   std::vector<RecordedRequest> requests_;
+  std::vector<StreamOutcome> streams_;
   bool released_ = false;
   bool stopping_ = false;
   std::thread thread_;
@@ -405,12 +476,14 @@ TEST(OAuthTokenSourceTest, ZeroExpiresInIsDeliveredButNotCached) {
   EXPECT_EQ(server.count(), 2u);
 }
 
-TEST(OAuthTokenSourceTest, NonNumericExpiresInIsFatal) {
+// A 200 the client cannot use is the service's fault (or a proxy's), not the
+// credentials': retryable, like a 5xx.
+TEST(OAuthTokenSourceTest, NonNumericExpiresInIsRetryable) {
   FakeTokenServer server;
   server.Push(TokenReply("tok-1", "\"soon\""));
   auto source = MakeOAuthTokenSource(Options(server.url()));
   Answer a = Get(*source, kTable);
-  EXPECT_TRUE(absl::IsInvalidArgument(a.token.status())) << a.token.status();
+  EXPECT_TRUE(absl::IsUnavailable(a.token.status())) << a.token.status();
   EXPECT_FALSE(absl::StrContains(a.token.status().message(), "tok-1"));
 }
 
@@ -494,6 +567,10 @@ TEST_P(HttpErrorTest, ClassifiesAndReportsStatusAndBody) {
   EXPECT_TRUE(absl::StrContains(s.message(), server.url() + "/oidc/v1/token")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), kTable)) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "nope")) << s;  // body excerpt
+  // Only a status that cannot come from a token endpoint blames the URL.
+  EXPECT_EQ(absl::StrContains(s.message(), "check zerobus.workspace_url"),
+            GetParam().want == absl::StatusCode::kFailedPrecondition)
+      << s;
   ExpectNoSecret(s);
 
   // Failures are not cached: the next GetToken asks again.
@@ -506,16 +583,24 @@ TEST_P(HttpErrorTest, ClassifiesAndReportsStatusAndBody) {
 INSTANTIATE_TEST_SUITE_P(
     Statuses, HttpErrorTest,
     ::testing::Values(HttpErrorCase{500, absl::StatusCode::kUnavailable},
+                      HttpErrorCase{502, absl::StatusCode::kUnavailable},
                       HttpErrorCase{503, absl::StatusCode::kUnavailable},
                       HttpErrorCase{429, absl::StatusCode::kUnavailable},
+                      // OAuth's invalid_client and invalid_grant come as 400
+                      // or 401 (RFC 6749 5.2): both are the credentials.
+                      HttpErrorCase{400, absl::StatusCode::kUnauthenticated},
                       HttpErrorCase{401, absl::StatusCode::kUnauthenticated},
                       HttpErrorCase{403, absl::StatusCode::kPermissionDenied},
-                      HttpErrorCase{400, absl::StatusCode::kInvalidArgument},
-                      HttpErrorCase{404, absl::StatusCode::kInvalidArgument},
+                      // No token endpoint there: a wrong workspace_url.
+                      HttpErrorCase{404, absl::StatusCode::kFailedPrecondition},
+                      HttpErrorCase{405, absl::StatusCode::kFailedPrecondition},
+                      HttpErrorCase{410, absl::StatusCode::kFailedPrecondition},
                       // A request timeout on the server side retries like ours.
                       HttpErrorCase{408, absl::StatusCode::kUnavailable},
                       // Redirects are not followed (the secret stays put).
-                      HttpErrorCase{302, absl::StatusCode::kInvalidArgument}),
+                      HttpErrorCase{301, absl::StatusCode::kFailedPrecondition},
+                      HttpErrorCase{302, absl::StatusCode::kFailedPrecondition},
+                      HttpErrorCase{307, absl::StatusCode::kFailedPrecondition}),
     [](const auto& info) { return absl::StrCat("Http", info.param.status); });
 
 TEST(OAuthTokenSourceTest, LongErrorBodyIsTruncatedInMessage) {
@@ -532,26 +617,31 @@ TEST(OAuthTokenSourceTest, ErrorBodyStaysOnOneLine) {
   server.Push(Scripted{400, "line one\nFAKE LOG LINE\r\x01"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
   absl::Status s = Get(*source, kTable).token.status();
-  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::IsUnauthenticated(s)) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "line one\\x0aFAKE LOG LINE\\x0d\\x01")) << s;
 }
 
-TEST(OAuthTokenSourceTest, BodyWithoutAccessTokenIsFatal) {
+TEST(OAuthTokenSourceTest, BodyWithoutAccessTokenIsRetryable) {
   FakeTokenServer server;
   server.Push(Scripted{200, R"({"token_type":"Bearer","expires_in":3600})"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
   absl::Status s = Get(*source, kTable).token.status();
-  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 200")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), server.url() + "/oidc/v1/token")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "token_type")) << s;  // the excerpt
   EXPECT_TRUE(absl::StrContains(s.message(), "access_token")) << s;
   ExpectNoSecret(s);
 }
 
-TEST(OAuthTokenSourceTest, UnparsableBodyIsFatal) {
+TEST(OAuthTokenSourceTest, UnparsableBodyIsRetryable) {
   FakeTokenServer server;
   server.Push(Scripted{200, "<html>proxy login</html>"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
   absl::Status s = Get(*source, kTable).token.status();
-  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 200")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), server.url() + "/oidc/v1/token")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "proxy login")) << s;
 }
 
@@ -562,11 +652,11 @@ TEST(OAuthTokenSourceTest, DeeplyNestedBodyIsRefusedWithoutRecursion) {
   server.Push(Scripted{200, "{\"access_token\":" + std::string(30000, '[') + std::string(30000, ']') + "}"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
   absl::Status s = Get(*source, kTable).token.status();
-  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "not a JSON object")) << s;
 }
 
-TEST(OAuthTokenSourceTest, TokenThatIsNotAHeaderValueIsFatal) {
+TEST(OAuthTokenSourceTest, TokenThatIsNotAHeaderValueIsRetryable) {
   // JSON escapes: the second one decodes to a CR LF (header injection).
   for (const std::string bad : {"TKN with space", "TKN\\r\\nX-Injected: 1", "TKN\\u00e9", ""}) {
     SCOPED_TRACE(bad);
@@ -574,7 +664,7 @@ TEST(OAuthTokenSourceTest, TokenThatIsNotAHeaderValueIsFatal) {
     server.Push(Scripted{200, absl::StrCat(R"({"access_token":")", bad, R"(","expires_in":3600})")});
     auto source = MakeOAuthTokenSource(Options(server.url()));
     absl::Status s = Get(*source, kTable).token.status();
-    EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+    EXPECT_TRUE(absl::IsUnavailable(s)) << s;
     EXPECT_FALSE(absl::StrContains(s.message(), "TKN")) << s;
   }
 }
@@ -941,10 +1031,11 @@ INSTANTIATE_TEST_SUITE_P(
     Echoes, EchoTest,
     ::testing::Combine(::testing::ValuesIn(EchoCases()),
                        ::testing::Values(EchoStatus{401, absl::StatusCode::kUnauthenticated},
-                                         EchoStatus{400, absl::StatusCode::kInvalidArgument},
+                                         EchoStatus{400, absl::StatusCode::kUnauthenticated},
                                          EchoStatus{500, absl::StatusCode::kUnavailable},
+                                         EchoStatus{404, absl::StatusCode::kFailedPrecondition},
                                          // 200 with a body that is not JSON.
-                                         EchoStatus{200, absl::StatusCode::kInvalidArgument})),
+                                         EchoStatus{200, absl::StatusCode::kUnavailable})),
     [](const auto& info) {
       return absl::StrCat(std::get<0>(info.param).name, "Http", std::get<1>(info.param).http);
     });
@@ -960,13 +1051,164 @@ TEST(OAuthTokenSourceTest, BodyNoteGivesFullLengthOfLongBodies) {
   EXPECT_FALSE(absl::StrContains(s.message(), std::string(201, 'x'))) << s;
 }
 
-TEST(OAuthTokenSourceTest, BodyBeyondTheCaptureCapIsNotedWithItsFullLength) {
+// Past 64 KiB the client stops reading, so it no longer knows the full
+// length; it says so, with what the server announced.
+TEST(OAuthTokenSourceTest, BodyBeyondTheCapIsNotedAsCutWithItsAnnouncedLength) {
   FakeTokenServer server;
   server.Push(Scripted{502, std::string(100'000, 'y')});
   auto source = MakeOAuthTokenSource(Options(server.url()));
   absl::Status s = Get(*source, kTable).token.status();
   EXPECT_TRUE(absl::IsUnavailable(s)) << s;
-  EXPECT_TRUE(absl::StrContains(s.message(), "[100000 bytes in all]")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 502: yyyy")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), " ... [more than 65536 bytes (Content-Length 100000); stopped reading]"))
+      << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "bytes in all")) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), std::string(201, 'y'))) << s;
+}
+
+// --- Replies too large to be token responses --------------------------------
+//
+// The client reads at most 64 KiB of any reply's body, then closes the
+// connection; the status line alone classifies the reply.
+
+constexpr size_t kHugeBody = 100 * 1024 * 1024;
+// Far below the body, and far above what the client reads (64 KiB) plus
+// what the two sockets hold in flight.
+constexpr size_t kReadAtMost = 4 * 1024 * 1024;
+
+struct HugeCase {
+  std::string name;
+  int status;
+  bool announce_length;  // Content-Length, or chunked
+  std::string prefix;    // the body starts with it, spaces follow
+  absl::StatusCode want;
+};
+
+void PrintTo(const HugeCase& c, std::ostream* os) { *os << c.name; }
+
+class HugeBodyTest : public ::testing::TestWithParam<HugeCase> {};
+
+TEST_P(HugeBodyTest, ClientStopsReadingAndClassifiesByStatusLine) {
+  const HugeCase& c = GetParam();
+  FakeTokenServer server;
+  Scripted huge{c.status, c.prefix};
+  huge.stream_bytes = kHugeBody;
+  huge.announce_length = c.announce_length;
+  server.Push(huge);
+  server.Push(TokenReply("tok-after"));
+  OAuthOptions o = Options(server.url());
+  o.http_timeout = 60s;  // an answer by timeout would be far too late
+  auto source = MakeOAuthTokenSource(o);
+
+  const auto start = std::chrono::steady_clock::now();
+  Answer a = Get(*source, kTable, 30s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(a.token.ok());
+  const absl::Status& s = a.token.status();
+  EXPECT_EQ(s.code(), c.want) << s;
+  EXPECT_LT(took, 10s) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("HTTP ", c.status, ": "))) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), server.url() + "/oidc/v1/token")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), kTable)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "more than 65536 bytes")) << s;
+  EXPECT_EQ(absl::StrContains(s.message(), absl::StrCat("(Content-Length ", kHugeBody, ")")), c.announce_length)
+      << s;
+  if (absl::StrContains(c.prefix, "access_token")) {
+    // A valid token reply padded with whitespace: too large all the same,
+    // and its token is not quoted.
+    EXPECT_FALSE(absl::StrContains(s.message(), "tok-big")) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "withheld")) << s;
+  } else {
+    EXPECT_TRUE(absl::StrContains(s.message(), c.prefix)) << s;  // the excerpt
+    EXPECT_TRUE(absl::StrContains(s.message(), "stopped reading]")) << s;
+  }
+  ExpectNoSecret(s);
+
+  // The server saw the client go away long before the body's end.
+  std::optional<StreamOutcome> out = server.WaitForStream(0, 30s);
+  ASSERT_TRUE(out.has_value()) << "the server is still writing the body";
+  EXPECT_FALSE(out->complete);
+  EXPECT_LT(out->body_bytes, kReadAtMost) << "written before the client closed (" << out->error << ")";
+
+  // Nothing was cached from the failure: the next GetToken asks again.
+  Answer b = Get(*source, kTable);
+  ASSERT_TRUE(b.token.ok()) << b.token.status();
+  EXPECT_EQ(*b.token, "tok-after");
+  EXPECT_EQ(server.count(), 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Replies, HugeBodyTest,
+    ::testing::Values(
+        HugeCase{"Ok200Chunked", 200, false, R"({"note":"huge-chunked)", absl::StatusCode::kUnavailable},
+        HugeCase{"Ok200Announced", 200, true, R"({"note":"huge-announced)", absl::StatusCode::kUnavailable},
+        HugeCase{"Ok200ValidTokenPadded", 200, true, R"({"access_token":"tok-big","expires_in":3600})",
+                 absl::StatusCode::kUnavailable},
+        HugeCase{"Unavailable503Chunked", 503, false, "huge-503-page", absl::StatusCode::kUnavailable},
+        HugeCase{"Unauthorized401Announced", 401, true, "huge-401-page", absl::StatusCode::kUnauthenticated},
+        HugeCase{"Forbidden403Chunked", 403, false, "huge-403-page", absl::StatusCode::kPermissionDenied},
+        HugeCase{"NotFound404Chunked", 404, false, "huge-404-page", absl::StatusCode::kFailedPrecondition}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(OAuthTokenSourceTest, TokenReplyOfExactlyTheCapIsReadOneByteMoreIsNot) {
+  std::string body = R"({"access_token":"tok-cap","expires_in":3600})";
+  body.resize(64 * 1024, ' ');
+  FakeTokenServer server;
+  server.Push(Scripted{200, body});
+  server.Push(Scripted{200, body + " "});
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  Answer a = Get(*source, kTable);
+  ASSERT_TRUE(a.token.ok()) << a.token.status();
+  EXPECT_EQ(*a.token, "tok-cap");
+  source->Invalidate(kTable);
+  absl::Status s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "too large for a token response")) << s;
+  EXPECT_FALSE(absl::StrContains(s.message(), "tok-cap")) << s;
+}
+
+// Every kind of bad reply, each followed by a good one: the failure reaches
+// the caller with its class, and the next GetToken fetches again and gets the
+// token (no failure is cached).
+TEST(OAuthTokenSourceTest, BadReplyThenGoodReplyGivesTheToken) {
+  struct Bad {
+    const char* what;
+    Scripted reply;
+    absl::StatusCode want;
+  };
+  Scripted huge{200, R"({"note":"x)"};
+  huge.stream_bytes = kHugeBody;
+  huge.announce_length = false;
+  const std::vector<Bad> bads = {
+      {"invalid JSON", Scripted{200, "{\"access_token\": oops"}, absl::StatusCode::kUnavailable},
+      {"HTML", Scripted{200, "<html>maintenance</html>"}, absl::StatusCode::kUnavailable},
+      {"no access_token", Scripted{200, R"({"expires_in":3600})"}, absl::StatusCode::kUnavailable},
+      {"access_token not a string", Scripted{200, R"({"access_token":42})"}, absl::StatusCode::kUnavailable},
+      {"bad expires_in", TokenReply("tok-x", "[]"), absl::StatusCode::kUnavailable},
+      {"huge", huge, absl::StatusCode::kUnavailable},
+      {"503", Scripted{503, "busy"}, absl::StatusCode::kUnavailable},
+      {"400 invalid_client", Scripted{400, R"({"error":"invalid_client"})"}, absl::StatusCode::kUnauthenticated},
+      {"403", Scripted{403, "no grants"}, absl::StatusCode::kPermissionDenied},
+      {"404", Scripted{404, "no such page"}, absl::StatusCode::kFailedPrecondition},
+  };
+  FakeTokenServer server;
+  for (size_t i = 0; i < bads.size(); ++i) {
+    server.Push(bads[i].reply);
+    server.Push(TokenReply(absl::StrCat("tok-", i)));
+  }
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  for (size_t i = 0; i < bads.size(); ++i) {
+    SCOPED_TRACE(bads[i].what);
+    absl::Status s = Get(*source, kTable).token.status();
+    EXPECT_EQ(s.code(), bads[i].want) << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat("HTTP ", bads[i].reply.status))) << s;
+    Answer good = Get(*source, kTable);
+    ASSERT_TRUE(good.token.ok()) << good.token.status();
+    EXPECT_EQ(*good.token, absl::StrCat("tok-", i));
+    EXPECT_FALSE(good.inline_call);  // fetched, not a cached answer
+    source->Invalidate(kTable);      // so the next bad reply is not hidden by the cache
+  }
+  EXPECT_EQ(server.count(), 2 * bads.size());
 }
 
 TEST(OAuthTokenSourceTest, FetchedTokensNeverReachLaterMessages) {
@@ -1017,7 +1259,7 @@ TEST(OAuthTokenSourceTest, InvalidJsonThatMayHoldATokenIsWithheld) {
   server.Push(Scripted{200, "<access_token>UNSEEN-XML-TOKEN</access_token>"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
   absl::Status s = Get(*source, kTable).token.status();
-  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_FALSE(absl::StrContains(s.message(), "UNSEEN")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "HTTP 200")) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "45 bytes withheld")) << s;

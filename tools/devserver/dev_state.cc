@@ -64,6 +64,21 @@ void DevState::TokenRejected() {
   ++tokens_rejected_;
 }
 
+void DevState::TokenBodyScripted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++token_bodies_scripted_;
+}
+
+void DevState::TokenBodyBytesWritten(uint64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  token_body_bytes_written_ += n;
+}
+
+void DevState::TokenBodyAbandoned() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++token_bodies_abandoned_;
+}
+
 bool DevState::StoreRows(const std::string& table, const std::vector<std::string>& rows, std::string* error) {
   std::lock_guard<std::mutex> lock(mu_);
   FILE*& f = files_[table];
@@ -142,6 +157,9 @@ std::string DevState::StatsJson() {
   num("close_signals_sent", close_signals_);
   num("tokens_issued", tokens_issued_);
   num("token_requests_rejected", tokens_rejected_);
+  num("token_bodies_scripted", token_bodies_scripted_);
+  num("token_body_bytes_written", token_body_bytes_written_);
+  num("token_bodies_abandoned", token_bodies_abandoned_);
   num("faults_injected", faults_injected_);
   num("rows_discarded", rows_discarded_);
   w.Key("last_violations");

@@ -47,6 +47,13 @@ class DevState {
   // "" when `token` may write to `table`, else the reason.
   std::string CheckToken(const std::string& token, const std::string& table);
   void TokenRejected();
+  // A token request answered with a scripted body (fault `body`/`body_bytes`);
+  // bytes of such bodies the client's socket accepted (counted as they go, so
+  // a client that stops reading early shows how far it got); and such a body
+  // whose writing failed before its end (the client closed the connection).
+  void TokenBodyScripted();
+  void TokenBodyBytesWritten(uint64_t n);
+  void TokenBodyAbandoned();
 
   // The fault script in force (never null; empty: no faults). Replacing it
   // resets every cursor; streams already open keep their faults.
@@ -83,6 +90,7 @@ class DevState {
   std::deque<std::pair<std::string, std::string>> recent_streams_;  // stream id, x-zerobus-sdk
   uint64_t streams_opened_ = 0, streams_created_ = 0, violations_ = 0, records_ = 0, requests_ = 0,
            acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0,
+           token_bodies_scripted_ = 0, token_body_bytes_written_ = 0, token_bodies_abandoned_ = 0,
            faults_injected_ = 0, rows_discarded_ = 0;
 };
 

@@ -73,6 +73,16 @@ class ObjectReader {
     *out = v->GetInt();
   }
 
+  void Int64(const std::string& key, int64_t* out, int64_t min = 0) {
+    const Value* v = Get(key);
+    if (v == nullptr) return;
+    if (!v->IsInt64() || v->GetInt64() < min) {
+      Problem(Path(key), absl::StrCat("must be an integer >= ", min));
+      return;
+    }
+    *out = v->GetInt64();
+  }
+
   void Bool(const std::string& key, bool* out) {
     const Value* v = Get(key);
     if (v == nullptr) return;
@@ -91,6 +101,17 @@ class ObjectReader {
       return;
     }
     *out = v->GetString();
+  }
+
+  // Every byte of the string, NUL included.
+  void OptionalBytes(const std::string& key, std::optional<std::string>* out) {
+    const Value* v = Get(key);
+    if (v == nullptr) return;
+    if (!v->IsString()) {
+      Problem(Path(key), "must be a string");
+      return;
+    }
+    *out = std::string(v->GetString(), v->GetStringLength());
   }
 
   void Code(const std::string& key, grpc::StatusCode* out) {
@@ -159,8 +180,24 @@ TokenFault ReadToken(const Value& v, const std::string& path, std::vector<std::s
   r.Int("delay_ms", &t.delay_ms);
   r.Int("ttl_s", &t.ttl_s, 1);
   r.Bool("echo_request", &t.echo_request);
+  r.OptionalBytes("body", &t.body);
+  r.Int64("body_bytes", &t.body_bytes);
   r.Finish();
-  if (t.status > 599) problems->push_back(absl::StrCat(path, ".status: must be an HTTP status (100-599)"));
+  auto problem = [&](const std::string& key, const std::string& what) {
+    problems->push_back(absl::StrCat(path, ".", key, ": ", what));
+  };
+  if (t.status > 599) problem("status", "must be an HTTP status (100-599)");
+  if (t.scripted_body()) {
+    const size_t prefix = t.body ? t.body->size() : 0;
+    if (t.body_bytes > 0 && static_cast<uint64_t>(t.body_bytes) < prefix) {
+      problem("body_bytes", absl::StrCat("must be at least the length of body (", prefix, " bytes)"));
+    }
+    if ((t.body_bytes > 0 || prefix > 0) && (t.status < 200 || t.status == 204 || t.status == 304)) {
+      problem("status", absl::StrCat("a ", t.status, " reply has no body; body and body_bytes need another"));
+    }
+    if (t.echo_request) problem("echo_request", "cannot be combined with body or body_bytes");
+    if (t.ttl_s != -1) problem("ttl_s", "applies to issued tokens only, not to body or body_bytes");
+  }
   return t;
 }
 

@@ -10,7 +10,9 @@
 //       "then": {},                                             // every later stream
 //       "poison": "POISON"}},                                   // records containing it fail
 //    "default": {...},                                          // tables not listed
-//    "token": {"responses": [{"status": 503}, {"status": 429}], "then": {"status": 200}}}
+//    "token": {"responses": [{"status": 503}, {"status": 429},
+//                            {"body": "<html>"}, {"body_bytes": 104857600}],
+//              "then": {"status": 200}}}
 //
 // A table's stream cursor counts every create_stream the table receives, so
 // it persists across the client's reconnects. Stream faults are fixed when a
@@ -67,6 +69,15 @@ struct TokenFault {
   // header, the credential it decodes to, the form body), as a careless
   // proxy or server might; with status 200 the body is not JSON.
   bool echo_request = false;
+  // Answer `status` with exactly this body instead of a token (the request
+  // is not checked, no token is issued).
+  std::optional<std::string> body;
+  // > 0: answer `status` with a body of this many bytes instead of a token:
+  // `body` (if set) padded with spaces, generated and written in pieces as the
+  // client reads, never held whole. Parse() ensures it is at least body's size.
+  int64_t body_bytes = 0;
+  // Whether the answer is a scripted body (`body` or `body_bytes`).
+  bool scripted_body() const { return body.has_value() || body_bytes > 0; }
 };
 
 class FaultScript {

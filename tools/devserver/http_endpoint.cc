@@ -185,6 +185,43 @@ class BeastEndpoint final : public HttpEndpoint {
     });
   }
 
+  // Writes a scripted token body: the header with Content-Length, then the
+  // body in 64 KiB pieces, each made just before it is written (the prefix,
+  // then spaces). Stops at the first write error (the client closed: it
+  // stopped reading); counts every byte the socket accepted.
+  void WriteScripted(asio::ip::tcp::socket& socket, const http::request<http::string_body>& req,
+                     const TokenAnswer& answer, beast::error_code& ec) {
+    // A fixed send buffer (no autotuning up to megabytes), so the bytes
+    // counted as written stay close to what the client really read.
+    beast::error_code ignored;
+    socket.set_option(asio::socket_base::send_buffer_size(64 * 1024), ignored);
+    http::response<http::empty_body> head{static_cast<http::status>(answer.status), req.version()};
+    head.set(http::field::content_type, "application/json");
+    head.keep_alive(req.keep_alive());
+    const unsigned status = answer.status;
+    if (status >= 200 && status != 204 && status != 304) head.content_length(answer.body_bytes);
+    http::response_serializer<http::empty_body> sr{head};
+    http::write_header(socket, sr, ec);
+    constexpr uint64_t kPiece = 64 * 1024;
+    std::string piece;
+    uint64_t at = 0;
+    while (!ec && at < answer.body_bytes) {
+      const size_t len = static_cast<size_t>(std::min(kPiece, answer.body_bytes - at));
+      piece.assign(len, ' ');
+      if (at < answer.body.size()) {
+        const size_t from_body = std::min<size_t>(len, answer.body.size() - at);
+        piece.replace(0, from_body, answer.body, at, from_body);
+      }
+      const size_t n = asio::write(socket, asio::buffer(piece), ec);
+      state_.TokenBodyBytesWritten(n);
+      at += n;
+    }
+    if (ec) {
+      state_.TokenBodyAbandoned();
+      spdlog::info("token body: the client closed after {} of {} bytes ({})", at, answer.body_bytes, ec.message());
+    }
+  }
+
   void Serve(asio::ip::tcp::socket socket) {
     beast::error_code ec;
     beast::flat_buffer buffer;
@@ -198,10 +235,17 @@ class BeastEndpoint final : public HttpEndpoint {
       res.set(http::field::content_type, "application/json");
       const std::string target(req.target());
       if (target == "/oidc/v1/token" && req.method() == http::verb::post) {
-        auto [status, body] = HandleTokenRequest(state_, std::string(req[http::field::authorization]),
-                                                 std::string(req[http::field::content_type]), req.body());
-        res.result(static_cast<http::status>(status));
-        res.body() = body;
+        TokenAnswer answer = HandleTokenRequest(state_, std::string(req[http::field::authorization]),
+                                                std::string(req[http::field::content_type]), req.body());
+        if (answer.scripted) {
+          WriteScripted(socket, req, answer, ec);
+          if (ec || !req.keep_alive()) break;
+          continue;
+        }
+        res.result(static_cast<http::status>(answer.status));
+        // Such replies have no body (and Beast refuses to send one).
+        const unsigned status = answer.status;
+        if (status >= 200 && status != 204 && status != 304) res.body() = std::move(answer.body);
       } else if (target == "/faults" && req.method() == http::verb::post) {
         // Replaces the fault script (cursors start over).
         auto script = FaultScript::Parse(req.body());
@@ -250,16 +294,26 @@ class BeastEndpoint final : public HttpEndpoint {
 
 }  // namespace
 
-std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::string& authorization,
-                                               const std::string& content_type, const std::string& body) {
+TokenAnswer HandleTokenRequest(DevState& state, const std::string& authorization, const std::string& content_type,
+                               const std::string& body) {
   const DevOptions& o = state.options();
   auto reject = [&](int status, const std::string& error, const std::string& why) {
     state.TokenRejected();
     spdlog::info("token request refused: {} {}", status, why);
-    return std::make_pair(status, ErrorJson(error, why));
+    return TokenAnswer{status, ErrorJson(error, why)};
   };
   const TokenFault fault = state.faults()->NextToken();
   if (fault.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(fault.delay_ms));
+  if (fault.scripted_body()) {
+    TokenAnswer answer{fault.status, fault.body.value_or("")};
+    answer.scripted = true;
+    answer.body_bytes = std::max<uint64_t>(answer.body.size(), static_cast<uint64_t>(fault.body_bytes));
+    state.FaultInjected(absl::StrCat("token endpoint answers HTTP ", fault.status, " with a scripted body of ",
+                                     answer.body_bytes, " bytes"));
+    state.TokenBodyScripted();
+    if (fault.status != 200) state.TokenRejected();
+    return answer;
+  }
   if (fault.echo_request) {
     state.FaultInjected("token endpoint echoes the request");
     std::string decoded;
@@ -269,8 +323,8 @@ std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::strin
       decoded.resize(beast::detail::base64::decode(decoded.data(), enc.data(), enc.size()).first);
     }
     if (fault.status != 200) state.TokenRejected();
-    return std::make_pair(fault.status, absl::StrCat("request was: Authorization: ", authorization,
-                                                     "\ncredential: ", decoded, "\nbody: ", body, "\n"));
+    return TokenAnswer{fault.status, absl::StrCat("request was: Authorization: ", authorization,
+                                                  "\ncredential: ", decoded, "\nbody: ", body, "\n")};
   }
   if (fault.status != 200) {
     state.FaultInjected("token endpoint answers " + std::to_string(fault.status));
@@ -331,7 +385,7 @@ std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::strin
   w.Key("scope");
   w.String("all-apis");
   w.EndObject();
-  return {200, buf.GetString()};
+  return TokenAnswer{200, buf.GetString()};
 }
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartHttpEndpoint(const std::string& listen, DevState& state) {

@@ -4,6 +4,7 @@
 // Basic auth, authorization_details naming one table), GET /stats for tests
 // and GET /healthz.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -22,8 +23,20 @@ class HttpEndpoint {
 // thread until destroyed. `state` must outlive it.
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartHttpEndpoint(const std::string& listen, DevState& state);
 
-// Checks one token request; returns {HTTP status, JSON body}. Exposed for tests.
-std::pair<int, std::string> HandleTokenRequest(DevState& state, const std::string& authorization,
-                                               const std::string& content_type, const std::string& body);
+// The answer to one token request.
+struct TokenAnswer {
+  int status = 200;
+  std::string body;  // JSON (a token or an error), or a scripted body's prefix
+  // A scripted body (token faults `body`, `body_bytes`): `body` padded with
+  // spaces to body_bytes bytes in all, sent with that Content-Length and
+  // generated while it is written, so it is never held whole.
+  bool scripted = false;
+  uint64_t body_bytes = 0;
+};
+
+// Checks one token request (or applies the token fault in force). Exposed
+// for tests.
+TokenAnswer HandleTokenRequest(DevState& state, const std::string& authorization, const std::string& content_type,
+                               const std::string& body);
 
 }  // namespace zb::devserver
