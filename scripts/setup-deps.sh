@@ -8,7 +8,7 @@ PKGS=(
   librocksdb-dev libboost-dev libyaml-cpp-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libsystemd-dev
   libcurl4-openssl-dev rapidjson-dev libsimdjson-dev libbenchmark-dev
-  python3 curl socat procps
+  python3 curl socat procps openssl
   # The sanitizer build and the fuzz targets (scripts/test.sh, scripts/fuzz.sh):
   # clang, its sanitizer + libFuzzer runtimes, llvm-symbolizer for stacks.
   clang-14 libclang-rt-14-dev llvm-14
