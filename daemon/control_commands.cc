@@ -1,6 +1,7 @@
 #include "daemon/control_commands.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
@@ -157,6 +158,21 @@ std::string RenderStatus(const DaemonStatus& status) {
     U64(w, "spooled", l.spooled);
     U64(w, "bytes", l.bytes);
     U64(w, "inflight_requests", l.inflight_requests);
+    U64(w, "failing_attempts", l.failing_attempts);
+    // {"connect":{"count":N,"last_time":"2026-...Z","last_message":"..."}, ...}
+    w.Key("failures");
+    w.StartObject();
+    for (const LaneFailure& f : l.failures) {
+      w.Key(f.kind.c_str());
+      w.StartObject();
+      U64(w, "count", f.count);
+      Str(w, "last_time",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(f.last_unix_us), absl::UTCTimeZone()));
+      Str(w, "last_message", f.last_message);
+      if (!f.explanation.empty()) Str(w, "explanation", f.explanation);
+      w.EndObject();
+    }
+    w.EndObject();
     w.EndObject();
   }
   w.EndArray();

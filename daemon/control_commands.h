@@ -33,6 +33,15 @@ std::string ControlError(const std::string& message);
 // {"ok":true,"entries":[...],"next_id":N} (next_id 0: no more).
 std::string RenderDeadLetters(const std::vector<DeadLetter>& entries, bool payloads, uint64_t next_id);
 
+// The failures of one kind a lane has seen.
+struct LaneFailure {
+  std::string kind;  // "token", "connect", "tls", "stream"
+  uint64_t count = 0;
+  int64_t last_unix_us = 0;
+  std::string last_message;
+  std::string explanation;  // why, in plain words, when known
+};
+
 // One lane's state, as `status` reports it.
 struct LaneStatus {
   std::string lane;   // the spool lane ("readings", or "readings@2" after a change of table)
@@ -44,6 +53,8 @@ struct LaneStatus {
   uint64_t spooled = 0;
   uint64_t bytes = 0;
   uint64_t inflight_requests = 0;
+  std::vector<LaneFailure> failures;  // kinds seen at least once
+  uint64_t failing_attempts = 0;      // failed attempts in a row now; 0: working (or idle)
 };
 
 struct DaemonStatus {

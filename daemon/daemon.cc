@@ -29,6 +29,7 @@
 #include "common/unix_socket.h"
 #include "control/control_server.h"
 #include "daemon/control_commands.h"
+#include "diag/connection_probe.h"
 #include "drain/drain_lane.h"
 #include "intake/intake_server.h"
 #include "metrics/metrics.h"
@@ -36,6 +37,7 @@
 #include "spdlog/spdlog.h"
 #include "spool.pb.h"
 #include "spool/spool.h"
+#include "zerobus/grpc_log.h"
 #include "zerobus/ingest_stream.h"
 
 namespace zb {
@@ -165,6 +167,7 @@ class Daemon {
     oauth.ca_file = config_.zerobus.ca_file;
     oauth.user_agent = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
     tokens_ = MakeOAuthTokenSource(oauth);
+    prober_ = MakeConnectionProber();
 
     for (const auto& r : config_.routes) {
       const Destination dest = DestinationOf(r, *codecs_[r.name]);
@@ -232,6 +235,7 @@ class Daemon {
       (void)left;
     }
     tokens_.reset();
+    prober_.reset();  // no explanation is delivered past here (lanes are gone)
     metrics_server_.reset();  // no scrape (and refresh) runs past here
     if (metrics_) metrics_->SetRefreshHook(nullptr);
     spool_.reset();
@@ -339,6 +343,8 @@ class Daemon {
       target.tls = config_.zerobus.tls;
       target.ca_file = config_.zerobus.ca_file;
       target.sdk_id = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
+      target.keepalive_time = std::chrono::milliseconds(config_.zerobus.keepalive_time_ms);
+      target.keepalive_timeout = std::chrono::milliseconds(config_.zerobus.keepalive_timeout_ms);
       // gRPC threads may finish a cancelled call after the daemon is gone;
       // they then find no loop and drop the event.
       std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
@@ -363,9 +369,37 @@ class Daemon {
     lane.rotation_drain = std::chrono::milliseconds(drain.rotation_drain_ms);
     lane.parked_retry = std::chrono::milliseconds(drain.parked_retry_ms);
     lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
+    lane.failure_log_interval = std::chrono::milliseconds(drain.failure_log_interval_ms);
+    lane.endpoint = endpoint_.Target();
+    lane.explain_connect_failure = [this](std::function<void(ConnectExplanation)> done) {
+      ExplainConnectFailure(std::move(done));
+    };
     metrics_->DeclareRoute(name);
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
     lane_info_[name] = LaneInfo{route, dest, drain, configured};
+  }
+
+  // Why the endpoint cannot be reached, in plain words (a lane asks once per
+  // change of its failure); the probe runs on the prober's thread.
+  void ExplainConnectFailure(std::function<void(ConnectExplanation)> done) {
+    ProbeTarget target;
+    target.host = endpoint_.host;
+    target.port = static_cast<uint16_t>(endpoint_.port);
+    target.tls = config_.zerobus.tls;
+    target.ca_file = config_.zerobus.ca_file;
+    target.timeout = std::chrono::seconds(10);
+    prober_->Probe(target, [done = std::move(done)](absl::StatusOr<ProbeResult> result) {
+      if (!result.ok()) {
+        done({"none", absl::StrCat("(no diagnosis: ", result.status().message(), ")")});
+      } else if (result->stage == ProbeStage::kOk) {
+        done({"ok", "a new connection and its TLS handshake work now: the failure was passing, or the server ended "
+                    "the connection"});
+      } else {
+        done({absl::StrCat(ProbeStageName(result->stage), "/", result->curl_code, "/", result->verify_result, "/",
+                           result->os_errno),
+              absl::StrCat(result->reason, "; ", result->check, " (", result->detail, ")")});
+      }
+    });
   }
 
   // Lanes whose route left the configuration but still hold records keep
@@ -494,6 +528,7 @@ class Daemon {
     intake_->SetRoutes(IntakeRoutes(next));
     config_ = std::move(next);
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
+    RouteGrpcLoggingToSpdlog();  // gRPC's verbosity follows the new level
     spdlog::info("SIGHUP: configuration reloaded: {} route(s); added [{}], removed [{}], changed [{}]",
                  config_.routes.size(), absl::StrJoin(added, ", "), absl::StrJoin(removed, ", "),
                  absl::StrJoin(changed, ", "));
@@ -613,13 +648,14 @@ class Daemon {
           reply(ControlError(absl::StrCat("unknown route \"", which, "\" (known: ", absl::StrJoin(known, ", "), ")")));
           return;
         }
-        uint64_t parked = 0;
+        // Parked lanes try again; failing or stuck ones reconnect now on a
+        // new connection; "resumed" counts both.
+        uint64_t resumed = 0;
         for (auto& [name, lane] : lanes_) {
           if (!which.empty() && name != lane_name) continue;
-          if (lane->state() == LaneState::kParked) ++parked;
-          lane->Resume();
+          if (lane->Resume()) ++resumed;
         }
-        reply(RenderCount("resumed", parked));
+        reply(RenderCount("resumed", resumed));
         return;
       }
       case ControlCommand::Kind::kDlqList: {
@@ -702,6 +738,12 @@ class Daemon {
       l.spooled = s.records;
       l.bytes = s.bytes;
       l.inflight_requests = lane->inflight_requests();
+      for (FailureKind kind : kFailureKinds) {
+        const FailureTally& t = lane->health().tally(kind);
+        if (t.count == 0) continue;
+        l.failures.push_back(LaneFailure{FailureKindName(kind), t.count, t.last_unix_us, t.last_message, t.explanation});
+      }
+      l.failing_attempts = lane->health().failing() ? lane->health().outage_failures() : 0;
       st.lanes.push_back(std::move(l));
     }
     st.spool_bytes = spool_->TotalBytes();
@@ -734,6 +776,7 @@ class Daemon {
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<TokenSource> tokens_;
+  std::unique_ptr<ConnectionProber> prober_;
   std::map<std::string, std::unique_ptr<IngestStreamFactory>> factories_;
   std::map<std::string, std::shared_ptr<DrainLane>> lanes_;
   std::map<std::string, LaneInfo> lane_info_;         // by lane

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "daemon/daemon.h"
 #include "spdlog/spdlog.h"
+#include "zerobus/grpc_log.h"
 
 namespace {
 
@@ -108,6 +109,9 @@ int main(int argc, char** argv) {
   const std::string level = log_level.empty() ? config->log_level : log_level;
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  // gRPC's own lines (TLS handshake failures, ...) through our logger and
+  // its rate limits, not straight to stderr.
+  zb::RouteGrpcLoggingToSpdlog();
   absl::Status s = zb::RunDaemon(*config, config_path);
   if (!s.ok()) spdlog::critical("zerobusd: {}", std::string(s.message()));
   spdlog::shutdown();

@@ -527,7 +527,7 @@ class Loader {
   void LoadZerobus(const YAML::Node& node) {
     StrictMap map(node, "zerobus",
                   {"endpoint", "workspace_url", "workspace_id", "tls", "ca_file", "client_id", "client_id_file",
-                   "client_secret", "client_secret_file"},
+                   "client_secret", "client_secret_file", "keepalive_time_ms", "keepalive_timeout_ms"},
                   problems_);
     if (!map.valid()) return;
     ZerobusConfig& zb = config_.zerobus;
@@ -583,12 +583,11 @@ class Loader {
         } else if (parsed->scheme.empty()) {
           problems_.Add(*n, "zerobus.workspace_url",
                         absl::StrCat("must start with https:// (http:// only for a local server), got ", Quote(*text)));
-        } else if (parsed->scheme == "http" && tls_known && zb.tls) {
-          problems_.Add(*n, "zerobus.workspace_url",
-                        "http:// is only allowed together with tls: false (a local dev server)");
         } else if (parsed->scheme == "http" && !IsLoopbackHost(parsed->host)) {
           // The client secret goes to this URL; never send it in clear text
-          // across a network.
+          // across a network. (A loopback token endpoint, such as a local
+          // dev server or an agent that mints tokens, may be plaintext
+          // whatever the stream's TLS.)
           problems_.Add(*n, "zerobus.workspace_url",
                         absl::StrCat("http:// is only allowed for a loopback host, got host ", Quote(parsed->host)));
         } else {
@@ -618,6 +617,17 @@ class Loader {
       if (auto text = ReadNonEmptyString(*n, "zerobus.ca_file", problems_)) {
         zb.ca_file = ResolvePath(*text);
         CheckReadable(*n, "zerobus.ca_file", zb.ca_file);
+      }
+    }
+
+    if (const YAML::Node* n = map.Find("keepalive_time_ms")) {
+      if (auto v = ReadUint(*n, "zerobus.keepalive_time_ms", 1'000, 3'600'000, problems_)) {
+        zb.keepalive_time_ms = static_cast<uint32_t>(*v);
+      }
+    }
+    if (const YAML::Node* n = map.Find("keepalive_timeout_ms")) {
+      if (auto v = ReadUint(*n, "zerobus.keepalive_timeout_ms", 1'000, 600'000, problems_)) {
+        zb.keepalive_timeout_ms = static_cast<uint32_t>(*v);
       }
     }
 
@@ -899,7 +909,7 @@ class Loader {
     StrictMap map(node, path,
                   {"max_inflight_requests", "max_batch_records", "max_batch_bytes", "linger_ms", "ack_timeout_ms",
                    "create_timeout_ms", "backoff_initial_ms", "backoff_max_ms", "max_close_grace_ms",
-                   "rotation_drain_ms", "parked_retry_ms", "max_consecutive_dead_letters"},
+                   "rotation_drain_ms", "parked_retry_ms", "max_consecutive_dead_letters", "failure_log_interval_ms"},
                   problems_);
     if (!map.valid()) return;
     constexpr uint64_t kU32Max = std::numeric_limits<uint32_t>::max();
@@ -924,6 +934,7 @@ class Loader {
     read_u32("rotation_drain_ms", 0, 60'000, &drain->rotation_drain_ms);
     read_u32("parked_retry_ms", 100, 86'400'000, &drain->parked_retry_ms);
     read_u32("max_consecutive_dead_letters", 1, 1'000'000'000, &drain->max_consecutive_dead_letters);
+    read_u32("failure_log_interval_ms", 1'000, 86'400'000, &drain->failure_log_interval_ms);
     const bool initial_ok = read_u32("backoff_initial_ms", 1, kU32Max, &drain->backoff_initial_ms);
     const bool max_ok = read_u32("backoff_max_ms", 1, kU32Max, &drain->backoff_max_ms);
     // Checked only where this section sets one of the two keys: a route that

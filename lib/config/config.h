@@ -25,6 +25,11 @@ struct ZerobusConfig {
   std::string ca_file;         // optional PEM bundle replacing the system roots
   std::string client_id;       // resolved value (from client_id or client_id_file)
   std::string client_secret;   // resolved value (from client_secret, _file or $CREDENTIALS_DIRECTORY)
+  // HTTP/2 keepalive on every connection to the endpoint, also while idle:
+  // a PING after this long without one; no answer within the timeout ends
+  // the connection and the lane reconnects on a new one.
+  uint32_t keepalive_time_ms = 30'000;
+  uint32_t keepalive_timeout_ms = 10'000;
 
   bool operator==(const ZerobusConfig&) const = default;
 };
@@ -77,7 +82,7 @@ struct MetricsConfig {
 struct DrainConfig {
   uint32_t max_inflight_requests = 64;     // requests sent and not yet acked
   uint32_t max_batch_records = 1000;       // per request
-  uint64_t max_batch_bytes = 2ull << 20;   // per request, at most 10 MiB - 64 KiB
+  uint64_t max_batch_bytes = 2ull << 20;   // per request as encoded, at most 10 MiB - 64 KiB
   uint32_t linger_ms = 5;                  // wait for a fuller batch
   uint32_t ack_timeout_ms = 60'000;        // no server message while requests are in flight
   uint32_t create_timeout_ms = 15'000;     // stream open (token + create reply)
@@ -87,6 +92,7 @@ struct DrainConfig {
   uint32_t rotation_drain_ms = 500;        // late ACKs taken after the rotation's half-close
   uint32_t parked_retry_ms = 600'000;      // a parked lane tries again by itself
   uint32_t max_consecutive_dead_letters = 100;  // then the table is suspect: park
+  uint32_t failure_log_interval_ms = 120'000;   // heartbeat line of a route that keeps failing
 
   bool operator==(const DrainConfig&) const = default;
 };

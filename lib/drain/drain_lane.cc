@@ -31,6 +31,28 @@ int64_t NowUs() {
       .count();
 }
 
+// "45s", "12m30s", "3h05m".
+std::string DurationWords(std::chrono::steady_clock::duration d) {
+  const int64_t s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrCat(s / 60, "m", absl::Dec(s % 60, absl::kZeroPad2), "s");
+  return absl::StrCat(s / 3600, "h", absl::Dec(s / 60 % 60, absl::kZeroPad2), "m");
+}
+
+// What the operator should do about a token endpoint's refusal.
+std::string TokenHint(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return "check zerobus.client_id/client_secret and the service principal's USE CATALOG, USE SCHEMA and "
+             "explicit SELECT + MODIFY grants on the table";
+    case absl::StatusCode::kFailedPrecondition:
+      return "check zerobus.workspace_url: it should be the workspace's address, https://<workspace host>";
+    default:
+      return "check the zerobus section of the configuration";
+  }
+}
+
 // What the operator should do about a table-level refusal.
 std::string OperatorHint(absl::StatusCode code) {
   switch (code) {
@@ -58,6 +80,7 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       tokens_(tokens),
       metrics_(metrics),
       backoff_(options.backoff),
+      health_(options.failure_log_interval),
       retry_timer_(loop),
       create_timer_(loop),
       ack_timer_(loop),
@@ -82,17 +105,45 @@ void DrainLane::OnAppended(SeqNo last_seq) {
   else if (state_ == LaneState::kStreaming) Pump();
 }
 
-void DrainLane::Resume() {
-  if (state_ != LaneState::kParked) return;
-  spdlog::info("route {}: resuming (was parked: {})", options_.route, parked_reason_);
-  metrics_.LaneParked(options_.route, false);
-  parked_reason_.clear();
-  auth_retry_used_ = false;
-  consecutive_dead_letters_ = 0;
+bool DrainLane::Resume() {
+  if (state_ == LaneState::kParked) {
+    spdlog::info("route {}: resuming (was parked: {})", options_.route, parked_reason_);
+    metrics_.LaneParked(options_.route, false);
+    parked_reason_.clear();
+    auth_retry_used_ = false;
+    consecutive_dead_letters_ = 0;
+  } else if (Stuck()) {
+    spdlog::info("route {}: resuming: dropping its connection ({}) and reconnecting now on a new one",
+                 options_.route, LaneStateName(state_));
+    const uint64_t resent = TearDown();
+    if (resent > 0) metrics_.ResentRecords(options_.route, resent);
+  } else {
+    return false;
+  }
+  streams_.ResetConnection();
   backoff_.Reset();
   retry_timer_.cancel();
   state_ = LaneState::kIdle;
   if (HasRecords()) Connect();
+  return true;
+}
+
+bool DrainLane::Stuck() const {
+  // ACKs come every few hundred ms while requests are in flight; this long
+  // without any server message is not a slow server but a stuck one.
+  constexpr auto kSilence = std::chrono::seconds(5);
+  const auto now = std::chrono::steady_clock::now();
+  switch (state_) {
+    case LaneState::kBackoff:
+      return true;
+    case LaneState::kConnecting:
+      return now - connect_started_ > kSilence;
+    case LaneState::kStreaming:
+    case LaneState::kRotating:
+      return !window_.empty() && now - last_server_message_ > kSilence;
+    default:
+      return false;
+  }
 }
 
 void DrainLane::NewGeneration() {
@@ -111,6 +162,7 @@ void DrainLane::Connect() {
     return;
   }
   state_ = LaneState::kConnecting;
+  connect_started_ = std::chrono::steady_clock::now();
   NewGeneration();
   const uint64_t gen = gen_;
   std::weak_ptr<DrainLane> weak = weak_from_this();
@@ -119,7 +171,22 @@ void DrainLane::Connect() {
   create_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kConnecting) return;
-    self->Fail(absl::DeadlineExceededError("stream creation timed out"));
+    const auto ms = self->options_.create_timeout.count();
+    if (self->stream_ == nullptr) {
+      self->Fail(absl::DeadlineExceededError(absl::StrCat("no OAuth token within create_timeout_ms (", ms, " ms)")),
+                 FailureKind::kToken);
+    } else if (!self->stream_->response_started()) {
+      // Not even response headers: the connection is dead or the endpoint
+      // does not answer. A new connection is made for the next attempt.
+      self->Fail(absl::DeadlineExceededError(absl::StrCat("no answer from ", self->options_.endpoint,
+                                                          " within create_timeout_ms (", ms,
+                                                          " ms): the connection looks dead")),
+                 FailureKind::kConnect);
+    } else {
+      self->Fail(absl::DeadlineExceededError(
+                     absl::StrCat("stream creation timed out: no create_stream_response within ", ms, " ms")),
+                 FailureKind::kStream);
+    }
   });
   tokens_.GetToken(options_.table, [weak, gen, &loop = loop_](absl::StatusOr<std::string> token) {
     asio::post(loop, [weak, gen, token = std::move(token)]() mutable {
@@ -131,19 +198,20 @@ void DrainLane::Connect() {
 void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
   if (gen != gen_ || state_ != LaneState::kConnecting) return;
   if (!token.ok()) {
-    metrics_.TokenFetchFailure();
+    metrics_.TokenFetchFailure(options_.route, options_.table);
     create_timer_.cancel();
-    if (absl::IsUnavailable(token.status()) || absl::IsCancelled(token.status())) {
+    const absl::Status& status = token.status();
+    if (absl::IsUnavailable(status) || absl::IsCancelled(status)) {
+      // The endpoint is down, slow, or answered something unusable: a
+      // service fault, retried.
       const auto delay = backoff_.Next();
-      const int attempt = backoff_.attempts();
-      const auto level = attempt <= 3 || attempt % 30 == 0 ? spdlog::level::warn : spdlog::level::debug;
-      spdlog::log(level, "route {}: OAuth token fetch failed (attempt {}): {}; retrying in {} ms", options_.route,
-                  attempt, std::string(token.status().message()), delay.count());
+      ReportFailure(FailureKind::kToken, status, absl::StrCat("retrying in ", delay.count(), " ms"));
       ScheduleReconnect(delay);
       return;
     }
+    CountFailure(FailureKind::kToken, status);
     Park(absl::StrCat("the OAuth token endpoint refused the request for table ", options_.table, ": ",
-                      token.status().message(), "; ", OperatorHint(absl::StatusCode::kUnauthenticated)));
+                      status.message(), "; ", TokenHint(status.code())));
     return;
   }
   StreamOpenParams params;
@@ -161,6 +229,10 @@ void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
 
 void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
   if (gen != gen_) return;
+  if (ev.kind == StreamEvent::Kind::kCreated || ev.kind == StreamEvent::Kind::kAck ||
+      ev.kind == StreamEvent::Kind::kCloseSignal) {
+    last_server_message_ = std::chrono::steady_clock::now();
+  }
   if (ev.kind != StreamEvent::Kind::kWriteDone && !window_.empty()) ArmAckTimer();
   switch (ev.kind) {
     case StreamEvent::Kind::kCreated:
@@ -195,7 +267,10 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
         FinishRotation();  // the rotation's close (6002 or OK) is routine
         return;
       }
-      Fail(ev.status.ok() ? absl::UnavailableError("stream closed by server without errors") : ev.status);
+      Fail(ev.status.ok() ? absl::UnavailableError("stream closed by server without errors") : ev.status,
+           ev.link == StreamEvent::Link::kTlsFailed       ? FailureKind::kTls
+           : ev.link == StreamEvent::Link::kConnectFailed ? FailureKind::kConnect
+                                                          : FailureKind::kStream);
       return;
   }
 }
@@ -205,6 +280,14 @@ void DrainLane::OnCreated(const std::string& stream_id) {
   state_ = LaneState::kStreaming;
   stream_id_ = stream_id;
   metrics_.StreamOpened(options_.route);
+  if (health_.failing()) {
+    const auto outage = std::chrono::steady_clock::now() - health_.outage_start();
+    const uint64_t failures = health_.outage_failures();
+    health_.Succeeded();
+    ++explain_gen_;  // an explanation still on its way is old news
+    spdlog::info("route {}: recovered after {} failed attempt(s) over {}", options_.route, failures,
+                 DurationWords(outage));
+  }
   spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled{})", options_.route,
                stream_id, options_.table, next_read_seq_, durable_seq_ - acked_seq_,
                isolation_.active ? ", isolating a refused record" : "");
@@ -250,7 +333,10 @@ void DrainLane::Pump() {
   read_in_flight_ = true;
   const uint64_t gen = gen_;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  spool_.ReadFromAsync(options_.route, next_read_seq_, max_records, options_.max_batch_bytes,
+  // max_batch_bytes bounds the request as encoded (its records, their
+  // framing and the envelope), so no request passes the service's limit.
+  const uint64_t record_budget = options_.max_batch_bytes - std::min(options_.max_batch_bytes, kRequestEnvelopeBytes);
+  spool_.ReadFromAsync(options_.route, next_read_seq_, max_records, record_budget, kRecordFramingBytes,
                        [weak, gen, &loop = loop_](absl::StatusOr<std::vector<SpoolRecord>> records) {
                          asio::post(loop, [weak, gen, records = std::move(records)]() mutable {
                            if (auto self = weak.lock()) self->OnRead(gen, std::move(records));
@@ -407,7 +493,7 @@ uint64_t DrainLane::TearDown() {
   return inflight;
 }
 
-void DrainLane::Fail(const absl::Status& status) {
+void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
   if (state_ == LaneState::kStopping) {
     FinishStop();
     return;
@@ -424,9 +510,15 @@ void DrainLane::Fail(const absl::Status& status) {
   if (resent > 0) metrics_.ResentRecords(options_.route, resent);
   const absl::StatusCode code = status.code();
   metrics_.StreamFailure(options_.route, StatusCodeName(code));
+  // A connection that failed, or went silent (our own timeouts), is not
+  // used again: the next attempt dials a new one.
+  if (kind == FailureKind::kConnect || kind == FailureKind::kTls || code == absl::StatusCode::kDeadlineExceeded) {
+    streams_.ResetConnection();
+  }
 
   if (code == absl::StatusCode::kUnauthenticated || code == absl::StatusCode::kPermissionDenied) {
     tokens_.Invalidate(options_.table);
+    CountFailure(kind, status);
     if (!auth_retry_used_) {
       auth_retry_used_ = true;
       spdlog::warn("route {}: Zerobus refused the token for {} ({}); retrying once with a fresh token",
@@ -443,18 +535,81 @@ void DrainLane::Fail(const absl::Status& status) {
     return;
   }
   if (!IsRetryable(code)) {
+    CountFailure(kind, status);
     Park(absl::StrCat("Zerobus refused the stream for table ", options_.table, ": ", status.ToString(), "; ",
                       OperatorHint(code)));
     return;
   }
   const auto delay = backoff_.Next();
-  // Long outages are normal on edge hosts: say it loudly at first, then now
-  // and then, not on every retry.
-  const int attempt = backoff_.attempts();
-  const auto level = attempt <= 3 || attempt % 30 == 0 ? spdlog::level::warn : spdlog::level::debug;
-  spdlog::log(level, "route {}: stream failed (attempt {}): {}; {} records will be resent; reconnecting in {} ms",
-              options_.route, attempt, status.ToString(), resent, delay.count());
+  ReportFailure(kind, status,
+                absl::StrCat(resent > 0 ? absl::StrCat(resent, " records will be resent; ") : std::string(),
+                             "reconnecting in ", delay.count(), " ms"));
   ScheduleReconnect(delay);
+}
+
+RouteHealth::Report DrainLane::CountFailure(FailureKind kind, const absl::Status& status) {
+  metrics_.RouteFailure(options_.route, FailureKindName(kind), static_cast<double>(NowUs()) / 1e6);
+  return health_.Failed(kind, status.ToString(), std::chrono::steady_clock::now(), NowUs());
+}
+
+void DrainLane::ReportFailure(FailureKind kind, const absl::Status& status, const std::string& next) {
+  // Long outages are normal on edge hosts: say it at once, then as a
+  // heartbeat, never on every retry and never not at all.
+  const bool changed = !health_.failing() || health_.last_kind() != kind;
+  const RouteHealth::Report report = CountFailure(kind, status);
+  const uint64_t attempt = health_.outage_failures();
+  if ((kind == FailureKind::kConnect || kind == FailureKind::kTls) && options_.explain_connect_failure &&
+      (changed || report == RouteHealth::Report::kHeartbeat)) {
+    // The library's words ("handshake failed") do not say which check
+    // failed; the explanation does. Asked when the failure changes and at
+    // each heartbeat (so a new reason, say expired -> wrong host, shows
+    // within one interval), never per attempt.
+    const uint64_t gen = ++explain_gen_;
+    std::weak_ptr<DrainLane> weak = weak_from_this();
+    options_.explain_connect_failure([weak, gen, kind, report, text = status.ToString(), next,
+                                      &loop = loop_](ConnectExplanation explanation) {
+      asio::post(loop, [weak, gen, kind, report, text, next, explanation = std::move(explanation)]() mutable {
+        if (auto self = weak.lock()) self->OnExplained(gen, kind, report, text, next, std::move(explanation));
+      });
+    });
+    return;
+  }
+  switch (report) {
+    case RouteHealth::Report::kLoud:
+      spdlog::warn("route {}: {} failure (attempt {}): {}; {}", options_.route, FailureKindName(kind), attempt,
+                   status.ToString(), next);
+      return;
+    case RouteHealth::Report::kHeartbeat:
+      spdlog::warn("route {}: still failing: {} attempts over {}, the last a {} failure: {}; {} records spooled; {}",
+                   options_.route, attempt, DurationWords(std::chrono::steady_clock::now() - health_.outage_start()),
+                   FailureKindName(kind), status.ToString(), durable_seq_ - acked_seq_, next);
+      return;
+    case RouteHealth::Report::kQuiet:
+      spdlog::debug("route {}: {} failure (attempt {}): {}; {}", options_.route, FailureKindName(kind), attempt,
+                    status.ToString(), next);
+      return;
+  }
+}
+
+void DrainLane::OnExplained(uint64_t gen, FailureKind kind, RouteHealth::Report report, std::string status_text,
+                            std::string next, ConnectExplanation explained) {
+  if (gen != explain_gen_) return;  // a newer failure (or a recovery) came since
+  // New: the first of this kind in this outage (its tally's explanation
+  // was cleared), or another reason than the last one said.
+  const bool new_reason = health_.tally(kind).explanation.empty() || explained.reason != explained_reason_;
+  explained_reason_ = explained.reason;
+  const std::string& explanation = explained.text;
+  health_.Explain(kind, explanation);
+  if (new_reason) {
+    spdlog::error("route {}: cannot connect to {}: {}. gRPC said: {}; {}. (Said once until the reason changes; "
+                  "`zerobusctl status` counts the attempts.)",
+                  options_.route, options_.endpoint, explanation, status_text, next);
+  } else if (report == RouteHealth::Report::kHeartbeat) {
+    spdlog::warn("route {}: still failing: {} attempts over {}, the last a {} failure: {}; {} records spooled; {}",
+                 options_.route, health_.outage_failures(),
+                 DurationWords(std::chrono::steady_clock::now() - health_.outage_start()), FailureKindName(kind),
+                 explanation, durable_seq_ - acked_seq_, next);
+  }
 }
 
 void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight,

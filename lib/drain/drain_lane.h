@@ -33,11 +33,19 @@
 #include "auth/token_source.h"
 #include "common/backoff.h"
 #include "drain/offset_window.h"
+#include "drain/route_health.h"
 #include "metrics/metrics.h"
 #include "spool/spool.h"
 #include "zerobus/ingest_stream.h"
 
 namespace zb {
+
+// Why connecting fails, in words, and what makes two explanations the same
+// reason (the text may carry times that change with every probe).
+struct ConnectExplanation {
+  std::string reason;  // e.g. "tls/60/10": stage and codes
+  std::string text;
+};
 
 struct DrainLaneOptions {
   std::string route;
@@ -46,6 +54,8 @@ struct DrainLaneOptions {
   std::string descriptor_proto;
   uint32_t max_inflight_requests = 64;
   uint32_t max_batch_records = 1000;
+  // The encoded request: records, their framing and the envelope (see
+  // kRecordFramingBytes). One record larger than this goes alone.
   uint64_t max_batch_bytes = 2u << 20;
   // While requests are in flight, a batch with fewer than max_batch_records
   // waits up to this long for more records (an idle lane sends at once).
@@ -64,6 +74,16 @@ struct DrainLaneOptions {
   // means the table, not the records, is at fault: the lane parks.
   uint32_t max_consecutive_dead_letters = 100;
   BackoffOptions backoff;
+  // While the lane keeps failing, a heartbeat line at most this often (the
+  // first failures and every change of kind are logged at once).
+  std::chrono::milliseconds failure_log_interval{120'000};
+  // "host:port" of the Zerobus endpoint, for messages.
+  std::string endpoint;
+  // Optional. Explains a failure to connect in the operator's words (which
+  // certificate check failed, what refused the connection), off the loop;
+  // `done` may run on any thread, exactly once. Asked when the failure's
+  // kind changes and at each heartbeat, not per attempt.
+  std::function<void(std::function<void(ConnectExplanation)> done)> explain_connect_failure;
 };
 
 enum class LaneState {
@@ -91,8 +111,12 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void Start();
   // New records up to `last_seq` are durable in the spool.
   void OnAppended(SeqNo last_seq);
-  // A parked lane tries again now (SIGHUP); otherwise nothing happens.
-  void Resume();
+  // The operator says go (SIGHUP, `zerobusctl resume`): a parked lane tries
+  // again now; a lane that is failing or stuck (reconnecting, or streaming
+  // with requests the server has not answered for a while) drops its
+  // connection and reconnects now on a new one. A lane that works is left
+  // alone. Returns whether the lane was parked or rebuilt.
+  bool Resume();
   // Stops sending, waits for in-flight ACKs, half-closes; `done` runs once
   // the stream is closed or Abort() is called. Unacked records stay spooled.
   void Stop(std::function<void()> done);
@@ -101,6 +125,8 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
 
   LaneState state() const { return state_; }
   const std::string& parked_reason() const { return parked_reason_; }
+  // Failures by kind since the lane was made (status, metrics).
+  const RouteHealth& health() const { return health_; }
   size_t inflight_requests() const { return window_.size(); }
   SeqNo acked_seq() const { return acked_seq_; }
   // A spool read or a linger wait is under way: more requests may follow
@@ -132,7 +158,16 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // next stream resumes at the lowest unacked seq. Returns the records
   // that were in flight (they will be sent again).
   uint64_t TearDown();
-  void Fail(const absl::Status& status);
+  // `kind`: what failed (a connect or TLS failure, and our own timeouts,
+  // replace the connection).
+  void Fail(const absl::Status& status, FailureKind kind = FailureKind::kStream);
+  RouteHealth::Report CountFailure(FailureKind kind, const absl::Status& status);
+  // Counts a failure and logs it as RouteHealth says (`next`: what happens
+  // now, e.g. "reconnecting in 400 ms").
+  void ReportFailure(FailureKind kind, const absl::Status& status, const std::string& next);
+  void OnExplained(uint64_t explain_gen, FailureKind kind, RouteHealth::Report report, std::string status_text,
+                   std::string next, ConnectExplanation explanation);
+  bool Stuck() const;
   void Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight, SeqNo last_sent);
   void OnDeadLettered(SeqNo seq, const absl::Status& status);
   void Park(const std::string& reason);
@@ -163,6 +198,13 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   Isolation isolation_;
   uint32_t consecutive_dead_letters_ = 0;
   std::string parked_reason_;
+  RouteHealth health_;
+  uint64_t explain_gen_ = 0;  // an explanation of an older failure is not logged
+  std::string explained_reason_;  // ConnectExplanation::reason last logged
+  // When the server last said anything on the current stream, and when the
+  // current connect began.
+  std::chrono::steady_clock::time_point last_server_message_;
+  std::chrono::steady_clock::time_point connect_started_;
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer create_timer_;
   boost::asio::steady_timer ack_timer_;

@@ -103,9 +103,16 @@ class PrometheusMetrics final : public Metrics {
                           .Register(*registry_)),
         token_failures_(prometheus::BuildCounter()
                             .Name("zerobusd_token_fetch_failures_total")
-                            .Help("Failed OAuth token fetches")
-                            .Register(*registry_)
-                            .Add({})),
+                            .Help("Failed OAuth token fetches, by route and table")
+                            .Register(*registry_)),
+        route_failures_(prometheus::BuildCounter()
+                            .Name("zerobusd_route_failures_total")
+                            .Help("Failed delivery attempts, by route and kind (token, connect, tls, stream)")
+                            .Register(*registry_)),
+        route_last_failure_(prometheus::BuildGauge()
+                                .Name("zerobusd_route_last_failure_timestamp_seconds")
+                                .Help("When the route last failed, by route and kind (Unix time; 0: never)")
+                                .Register(*registry_)),
         parked_(prometheus::BuildGauge()
                     .Name("zerobusd_lane_parked")
                     .Help("1 while a route's drain is parked on an error the operator must fix, by route")
@@ -175,7 +182,13 @@ class PrometheusMetrics final : public Metrics {
   void DeadLetterRecords(const std::string& route, uint64_t n) override {
     Get(dead_letters_, {{"route", route}}).Increment(static_cast<double>(n));
   }
-  void TokenFetchFailure() override { token_failures_.Increment(); }
+  void TokenFetchFailure(const std::string& route, const std::string& table) override {
+    Get(token_failures_, {{"route", route}, {"table", table}}).Increment();
+  }
+  void RouteFailure(const std::string& route, const std::string& kind, double unix_seconds) override {
+    Get(route_failures_, {{"route", route}, {"kind", kind}}).Increment();
+    Get(route_last_failure_, {{"route", route}, {"kind", kind}}).Set(unix_seconds);
+  }
   void LaneParked(const std::string& route, bool parked) override {
     Get(parked_, {{"route", route}}).Set(parked ? 1 : 0);
   }
@@ -204,6 +217,10 @@ class PrometheusMetrics final : public Metrics {
     Get(dead_letters_, {{"route", route}});
     Get(parked_, {{"route", route}});
     Get(resent_, {{"route", route}});
+    for (const char* kind : {"token", "connect", "tls", "stream"}) {
+      Get(route_failures_, {{"route", route}, {"kind", kind}});
+      Get(route_last_failure_, {{"route", route}, {"kind", kind}});
+    }
   }
 
   void SetRefreshHook(std::function<void()> refresh) override {
@@ -243,7 +260,9 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Counter>& rotations_;
   prometheus::Family<prometheus::Gauge>& inflight_;
   prometheus::Family<prometheus::Counter>& dead_letters_;
-  prometheus::Counter& token_failures_;
+  prometheus::Family<prometheus::Counter>& token_failures_;
+  prometheus::Family<prometheus::Counter>& route_failures_;
+  prometheus::Family<prometheus::Gauge>& route_last_failure_;
   prometheus::Family<prometheus::Gauge>& parked_;
   prometheus::Family<prometheus::Counter>& resent_;
   prometheus::Family<prometheus::Counter>& dropped_;

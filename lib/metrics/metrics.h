@@ -35,7 +35,12 @@ class Metrics {
   virtual void StreamRotation(const std::string& route) = 0;
   virtual void InflightRequests(const std::string& route, uint64_t n) = 0;
   virtual void DeadLetterRecords(const std::string& route, uint64_t n) = 0;
-  virtual void TokenFetchFailure() = 0;
+  // A failed OAuth token fetch for `route`'s table.
+  virtual void TokenFetchFailure(const std::string& route, const std::string& table) = 0;
+  // A failed attempt of `route` to deliver, by `kind` ("token", "connect",
+  // "tls", "stream"), at `unix_seconds`: counted, and the time kept as the
+  // kind's last failure.
+  virtual void RouteFailure(const std::string& route, const std::string& kind, double unix_seconds) = 0;
   // 1 while the lane is parked on a table-level error, else 0.
   virtual void LaneParked(const std::string& route, bool parked) = 0;
   // Records sent again after a stream failure or rotation (possible duplicates).

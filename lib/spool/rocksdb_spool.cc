@@ -304,8 +304,9 @@ class RocksDbSpool final : public Spool {
     Enqueue(std::move(op));
   }
 
+  using Spool::ReadFrom;
   absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from, size_t max_records,
-                                                    size_t max_bytes) override {
+                                                    size_t max_bytes, size_t per_record_bytes) override {
     std::vector<SpoolRecord> out;
     const std::string upper = absl::StrCat("L", lane, std::string(1, '\1'));
     rocksdb::Slice upper_slice(upper);
@@ -318,12 +319,13 @@ class RocksDbSpool final : public Spool {
       for (it->Seek(RecordKey(lane, from)); it->Valid() && out.size() < max_records; it->Next()) {
         const rocksdb::Slice value = it->value();
         const size_t payload_size = value.size() >= kEnvelopeHeader ? value.size() - kEnvelopeHeader : 0;
-        if (!out.empty() && bytes + payload_size > max_bytes) break;
+        const size_t counted = payload_size + per_record_bytes;
+        if (!out.empty() && bytes + counted > max_bytes) break;
         SpoolRecord rec;
         rec.seq = SeqFromKey(it->key());
         ZB_RETURN_IF_ERROR(
             DecodeEnvelope(value, absl::StrCat("lane ", lane, " seq ", rec.seq), &rec.append_time_us, &rec.payload));
-        bytes += payload_size;
+        bytes += counted;
         out.push_back(std::move(rec));
       }
       if (!it->status().ok()) return FromRocks(it->status(), absl::StrCat("spool read lane ", lane));
@@ -332,13 +334,14 @@ class RocksDbSpool final : public Spool {
   }
 
   void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
-                     ReadCallback done) override {
-    RunOnReader([this, lane, from, max_records, max_bytes, done = std::move(done)](bool cancelled) {
+                     size_t per_record_bytes, ReadCallback done) override {
+    RunOnReader([this, lane, from, max_records, max_bytes, per_record_bytes,
+                 done = std::move(done)](bool cancelled) {
       if (cancelled) {
         done(absl::CancelledError("spool closed"));
         return;
       }
-      done(ReadFrom(lane, from, max_records, max_bytes));
+      done(ReadFrom(lane, from, max_records, max_bytes, per_record_bytes));
     });
   }
 

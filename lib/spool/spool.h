@@ -146,16 +146,22 @@ class Spool {
   virtual void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) = 0;
 
   // Up to `max_records` records of `lane` with seq >= `from`, in seq order,
-  // stopping before `max_bytes` of payload is exceeded (at least one record is
-  // returned if any exists). A record that fails its checksum is DataLossError.
+  // stopping before `max_bytes` is exceeded, each record counting as its
+  // payload plus `per_record_bytes` (what the caller adds per record, e.g.
+  // a request's framing); at least one record is returned if any exists. A
+  // record that fails its checksum is DataLossError.
   virtual absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from,
-                                                            size_t max_records,
-                                                            size_t max_bytes) = 0;
+                                                            size_t max_records, size_t max_bytes,
+                                                            size_t per_record_bytes) = 0;
+  absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from, size_t max_records,
+                                                    size_t max_bytes) {
+    return ReadFrom(lane, from, max_records, max_bytes, 0);
+  }
 
   // ReadFrom on the reader thread; `done` runs there with the result (or
   // CancelledError when the spool is destroyed first). Must not block.
   virtual void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
-                             ReadCallback done) = 0;
+                             size_t per_record_bytes, ReadCallback done) = 0;
 
   // Moves record `seq` of `lane`, which must be its oldest (seq ==
   // deleted_up_to + 1), into the dead-letter store in one atomic write: it

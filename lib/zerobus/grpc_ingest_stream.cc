@@ -1,8 +1,12 @@
-#include <fstream>
+#include <algorithm>
+#include <atomic>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/redact.h"
 #include "grpcpp/grpcpp.h"
@@ -15,6 +19,27 @@ namespace {
 
 namespace pb = ::databricks::zerobus;
 using Post = std::function<void(std::function<void()>)>;
+
+// What a call's final status says about its connection. gRPC reports a
+// connection that could not be made, or that died under the call, as
+// UNAVAILABLE with the transport's words; the server's own UNAVAILABLE (a
+// rotation's 6002, an overloaded server) comes with response headers and
+// none of those words.
+StreamEvent::Link LinkOf(const absl::Status& status, bool response_started) {
+  if (status.code() != absl::StatusCode::kUnavailable) return StreamEvent::Link::kWorked;
+  const std::string text = absl::AsciiStrToLower(status.message());
+  const auto says = [&text](std::initializer_list<const char*> words) {
+    return std::any_of(words.begin(), words.end(), [&text](const char* w) { return absl::StrContains(text, w); });
+  };
+  if (says({"ssl", "tls", "handshake", "certificate"})) return StreamEvent::Link::kTlsFailed;
+  if (!response_started ||
+      says({"failed to connect", "connection refused", "connection reset", "socket closed", "keepalive",
+            "dns resolution", "broken pipe", "endpoint read failed", "endpoint write failed", "goaway",
+            "connection timed out", "no route to host", "network is unreachable"})) {
+    return StreamEvent::Link::kConnectFailed;
+  }
+  return StreamEvent::Link::kWorked;
+}
 
 // The gRPC callback reactor. Reactions copy what they got and post it to the
 // loop. It deletes itself in OnDone; a hold taken before StartCall keeps
@@ -89,6 +114,9 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
     StartRead(&response_);
   }
 
+  void OnReadInitialMetadataDone(bool ok) override { response_started_.store(ok, std::memory_order_release); }
+  bool response_started() const { return response_started_.load(std::memory_order_acquire); }
+
   void OnWriteDone(bool ok) override {
     StreamEvent ev;
     ev.kind = StreamEvent::Kind::kWriteDone;
@@ -101,6 +129,7 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
     ev.kind = StreamEvent::Kind::kDone;
     ev.status = redactor_.RedactStatus(
         absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
+    ev.link = LinkOf(ev.status, response_started());
     Deliver(std::move(ev));
     delete this;
   }
@@ -117,6 +146,7 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
   grpc::ClientContext context_;
   pb::EphemeralStreamResponse response_;
   pb::EphemeralStreamRequest write_;
+  std::atomic<bool> response_started_{false};
 };
 
 // Loop-side handle. All members are touched on the loop thread only.
@@ -149,6 +179,14 @@ class GrpcIngestStream final : public IngestStream {
         for (auto& rec : records) batch->add_records(std::move(rec));
       }
     }
+    // The drain budgets requests with kRecordFramingBytes and
+    // kRequestEnvelopeBytes; a request past the service's limit would be
+    // refused as a whole (and misread as a refused record), so a wrong
+    // bound must show.
+    if (const size_t size = req.ByteSizeLong(); size > kMaxIngestRequestBytes) {
+      spdlog::error("internal: ingest request of {} bytes exceeds the service's limit of {} bytes", size,
+                    kMaxIngestRequestBytes);
+    }
     queue_.push_back(std::move(req));
     Flush();
   }
@@ -167,6 +205,7 @@ class GrpcIngestStream final : public IngestStream {
   }
 
   size_t queued_writes() const override { return queue_.size(); }
+  bool response_started() const override { return !released_ && reactor_->response_started(); }
 
   // The server ended the call: stop writing and let OnDone run.
   void OnReadClosed() {
@@ -220,34 +259,61 @@ class GrpcIngestStream final : public IngestStream {
   bool released_ = false;
 };
 
+// Debian's (and Ubuntu's) bundle of the host's trusted CAs.
+constexpr char kSystemCaBundle[] = "/etc/ssl/certs/ca-certificates.crt";
+
 class GrpcStreamFactory final : public IngestStreamFactory {
  public:
   GrpcStreamFactory(const GrpcTargetOptions& options, Post post) : options_(options), post_(std::move(post)) {
-    std::shared_ptr<grpc::ChannelCredentials> creds;
     if (options.tls) {
       grpc::SslCredentialsOptions ssl;
-      if (!options.ca_file.empty()) {
-        std::ifstream in(options.ca_file);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        ssl.pem_root_certs = ss.str();
-      }
-      creds = grpc::SslCredentials(ssl);
+      // Without a ca_file, the host's CA store (as the SDK, libcurl and the
+      // connection probe use), not the roots bundled with gRPC: a CA the
+      // operator added to the host must count here too.
+      const std::string& bundle = options.ca_file.empty() ? std::string(kSystemCaBundle) : options.ca_file;
+      std::ifstream in(bundle);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      ssl.pem_root_certs = ss.str();  // empty (no such file): gRPC's default roots
+      creds_ = grpc::SslCredentials(ssl);
     } else {
-      creds = grpc::InsecureChannelCredentials();
+      creds_ = grpc::InsecureChannelCredentials();
     }
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(-1);
-    args.SetMaxSendMessageSize(-1);
-    // A connection of its own per route (one HTTP/2 connection caps throughput).
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    // Our drain has its own backoff; keep the channel's reconnect short so a
-    // server that comes back is seen quickly.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-    args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, options.sdk_id);
-    channel_ = grpc::CreateCustomChannel(options.target, creds, args);
+    args_.SetMaxReceiveMessageSize(-1);
+    args_.SetMaxSendMessageSize(-1);
+    // A connection of its own per lane (one HTTP/2 connection caps
+    // throughput), and a new one after ResetConnection: with the global
+    // subchannel pool a new channel would get the old connection back.
+    args_.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    // Dead connections: a connection that stops forwarding both ways (an
+    // expired NAT mapping) shows nothing until a PING goes unanswered. Also
+    // while idle, and without a cap on PINGs between data frames.
+    args_.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time.count()));
+    args_.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(options.keepalive_timeout.count()));
+    args_.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args_.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // The drain paces reconnects (its backoff) and replaces a failed
+    // connection with a new channel; the library's own redial loop would
+    // only add handshakes (and log lines) between those attempts.
+    args_.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 1000);
+    args_.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
+    args_.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 120'000);
+    args_.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, options.sdk_id);
+    ResetConnection();
+  }
+
+  void ResetConnection() override {
+    // The old channel is kept a while before it is let go: gRPC 1.51 may
+    // still be failing its connection (a TLS handshake) on its own threads,
+    // and releasing the channel's last reference in the middle of that
+    // trips its refcount assertion. By the time a channel is this many
+    // resets old, its attempts are long over. Calls on a retired channel
+    // hold it too (their ClientContext keeps a reference) until they end.
+    if (channel_ != nullptr) {
+      retired_.push_back(std::move(channel_));
+      if (retired_.size() > kRetiredChannels) retired_.pop_front();
+    }
+    channel_ = grpc::CreateCustomChannel(options_.target, creds_, args_);
     stub_ = pb::Zerobus::NewStub(channel_);
   }
 
@@ -287,7 +353,11 @@ class GrpcStreamFactory final : public IngestStreamFactory {
  private:
   GrpcTargetOptions options_;
   Post post_;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;
+  grpc::ChannelArguments args_;
+  static constexpr size_t kRetiredChannels = 4;
   std::shared_ptr<grpc::Channel> channel_;
+  std::deque<std::shared_ptr<grpc::Channel>> retired_;  // newest last
   std::unique_ptr<pb::Zerobus::Stub> stub_;
 };
 

@@ -33,7 +33,29 @@ struct StreamEvent {
   std::chrono::milliseconds grace{0};
   bool ok = true;
   absl::Status status;
+  // kDone: what the failure says about the connection beneath the call.
+  enum class Link {
+    kWorked,       // the connection carried the call; the stream itself ended
+    kConnectFailed,// no connection could be made, or it died (reset, keepalive timeout)
+    kTlsFailed,    // the TLS handshake failed (`status` has the library's words)
+  };
+  Link link = Link::kWorked;
 };
+
+// The service refuses an ingest request message larger than this
+// (zerobus-protocol.md §6: 10 MiB per request).
+inline constexpr uint64_t kMaxIngestRequestBytes = 10 * 1024 * 1024;
+// What one record adds to a request beyond its payload, at most: the
+// repeated field's tag (1 byte) and length varint (4 bytes covers records
+// below 256 MiB; records are capped far lower).
+inline constexpr uint64_t kRecordFramingBytes = 5;
+// The request around its records, at most: the payload oneof's tag and
+// length (1 + 4), offset_id (1 + 10), the json/proto batch's tag and length
+// (1 + 4).
+inline constexpr uint64_t kRequestEnvelopeBytes = 21;
+// So a request of records r1..rn never encodes to more than
+// kRequestEnvelopeBytes + sum(|ri| + kRecordFramingBytes) bytes; the drain
+// budgets its batches with this bound.
 
 struct StreamOpenParams {
   std::string table;             // catalog.schema.table
@@ -57,6 +79,9 @@ class IngestStream {
   virtual void Cancel() = 0;
   // Requests queued locally and not yet handed to gRPC.
   virtual size_t queued_writes() const = 0;
+  // Whether the server's response headers arrived: false while a call
+  // waits on a connection that never answers.
+  virtual bool response_started() const = 0;
 };
 
 using StreamEventFn = std::function<void(StreamEvent)>;
@@ -67,6 +92,11 @@ class IngestStreamFactory {
   // Starts the call: sends metadata and create_stream at once. `on_event`
   // runs on the loop for every event of this stream.
   virtual std::unique_ptr<IngestStream> Open(const StreamOpenParams& params, StreamEventFn on_event) = 0;
+  // Gives up the current connection: the next Open dials a new one. For a
+  // connection that failed or went silent (a NAT mapping that expired
+  // freezes it both ways, and nothing else would ever replace it). Calls
+  // already open on the old connection go on until they end.
+  virtual void ResetConnection() = 0;
 };
 
 struct GrpcTargetOptions {
@@ -74,10 +104,18 @@ struct GrpcTargetOptions {
   bool tls = true;
   std::string ca_file;  // PEM; empty: system roots
   std::string sdk_id;   // x-zerobus-sdk value
+  // HTTP/2 keepalive: a PING after this long without one, also while no
+  // call is open; no answer within keepalive_timeout ends the connection
+  // (its calls fail UNAVAILABLE). A server that finds the pings too
+  // frequent says so with GOAWAY, and gRPC doubles the interval itself.
+  std::chrono::milliseconds keepalive_time{30'000};
+  std::chrono::milliseconds keepalive_timeout{10'000};
 };
 
 // `post` hands a closure to the event loop (asio::post). One channel (one
-// HTTP/2 connection) per factory; the daemon makes one factory per route.
+// HTTP/2 connection) per factory at a time; the daemon makes one factory per
+// lane. The channel dials only when a call needs it and does not redial by
+// itself between the caller's attempts (the drain's backoff paces them).
 std::unique_ptr<IngestStreamFactory> MakeGrpcStreamFactory(const GrpcTargetOptions& options,
                                                            std::function<void(std::function<void()>)> post);
 

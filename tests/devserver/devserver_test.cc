@@ -296,6 +296,22 @@ TEST_F(DevServerTest, RequestsOverTenMebibytesAreRefused) {
   EXPECT_TRUE(server_->Rows(kTable).empty());
 }
 
+TEST_F(DevServerTest, TheLimitCountsTheRequestAsEncodedNotJustItsRecordBytes) {
+  StartServer();
+  auto call = Open(Token());
+  ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+  // 103,500 records of 100 bytes: 10,350,000 record bytes (under 10 MiB),
+  // but 3 bytes of framing each put the request at about 10.66 MB.
+  const std::string record = absl::StrCat(R"({"p":")", std::string(92, 'x'), R"("})");
+  ASSERT_EQ(record.size(), 100u);
+  call->rw->Write(Batch(0, std::vector<std::string>(103'500, record)));
+  absl::Status s = Finish(call.get());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("as encoded"), std::string::npos) << s;
+  EXPECT_TRUE(server_->Rows(kTable).empty());
+  EXPECT_GT(Stat("largest_request_bytes"), 10u << 20);
+}
+
 TEST_F(DevServerTest, AcksAreCumulativeMonotoneAndCoalesced) {
   StartServer({"--ack-interval-ms", "300"});
   auto call = Open(Token());

@@ -20,6 +20,7 @@ struct FakeCall {
   bool writes_done = false;
   bool cancelled = false;
   bool destroyed = false;
+  bool response_started = true;  // false: as a call on a dead connection
 };
 
 class FakeStreamFactory final : public IngestStreamFactory {
@@ -31,7 +32,9 @@ class FakeStreamFactory final : public IngestStreamFactory {
     calls.push_back(call);
     return std::make_unique<Stream>(call);
   }
+  void ResetConnection() override { ++connection_resets; }
   std::vector<std::shared_ptr<FakeCall>> calls;
+  int connection_resets = 0;
 
  private:
   class Stream final : public IngestStream {
@@ -44,6 +47,7 @@ class FakeStreamFactory final : public IngestStreamFactory {
     void WritesDone() override { call_->writes_done = true; }
     void Cancel() override { call_->cancelled = true; }
     size_t queued_writes() const override { return 0; }
+    bool response_started() const override { return call_->response_started; }
 
    private:
     std::shared_ptr<FakeCall> call_;

@@ -81,12 +81,16 @@ void Daemon::WriteConfig() {
                            : options_.routes_yaml;
   WriteFile(config_path(),
             absl::StrCat("zerobus:\n"
-                         "  endpoint: \"http://127.0.0.1:", options_.grpc_port, "\"\n",
+                         "  endpoint: \"",
+                         options_.endpoint.empty() ? absl::StrCat("http://127.0.0.1:", options_.grpc_port)
+                                                   : options_.endpoint,
+                         "\"\n",
                          "  workspace_url: \"http://127.0.0.1:", options_.http_port, "\"\n",
                          "  workspace_id: \"1234567890\"\n"
-                         "  tls: false\n"
+                         "  tls: ", options_.tls ? "true" : "false", "\n",
                          "  client_id: dev-client\n"
-                         "  client_secret: dev-secret\n"
+                         "  client_secret: dev-secret\n",
+                         options_.zerobus_yaml,
                          "spool:\n"
                          "  path: ", options_.spool_path.empty() ? dir_ + "/spool" : options_.spool_path, "\n",
                          options_.spool_yaml,

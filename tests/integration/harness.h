@@ -50,6 +50,9 @@ struct DaemonOptions {
   std::string spool_path;  // default: <dir>/spool
   std::string intake_yaml;  // more lines of the intake: section ("  max_connections: 8\n")
   std::string socket_path;  // default: <dir>/zerobusd.sock
+  std::string endpoint;     // zerobus.endpoint; default: http://127.0.0.1:<grpc_port>
+  bool tls = false;         // zerobus.tls
+  std::string zerobus_yaml; // more lines of the zerobus: section ("  ca_file: /x/ca.pem\n")
 };
 
 class Daemon {

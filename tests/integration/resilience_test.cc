@@ -196,7 +196,7 @@ TEST_F(ResilienceTest, TokenEndpointOutagesAreRetriedAndARefusalParksUntilSighup
   ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_lane_parked", "route=\"readings\"") == 1; },
                       std::chrono::seconds(20)))
       << daemon_->log().substr(0, 4000);
-  EXPECT_EQ(Metric("zerobusd_token_fetch_failures_total"), 4);
+  EXPECT_EQ(Metric("zerobusd_token_fetch_failures_total", "route=\"readings\",table=\"main.edge.readings\""), 4);
   EXPECT_NE(daemon_->log().find("parked: the OAuth token endpoint refused"), std::string::npos);
   EXPECT_EQ(Metric("zerobusd_spool_records", "route=\"readings\""), kRecords) << "a parked route keeps its records";
   // The operator fixes the credentials and reloads.

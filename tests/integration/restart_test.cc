@@ -34,7 +34,7 @@ TEST(RestartTest, RecordsAcceptedWhileTheServerIsDownSurviveCrashAndRestartAndAr
                                    kRecords; },
                       std::chrono::seconds(10)));
   // The lane keeps retrying: token fetches fail while the server is down.
-  ASSERT_TRUE(WaitFor([&] { return daemon.Metric("zerobusd_token_fetch_failures_total").value_or(0) >= 1; },
+  ASSERT_TRUE(WaitFor([&] { return daemon.Metric("zerobusd_token_fetch_failures_total", "route=\"readings\",table=\"main.edge.readings\"").value_or(0) >= 1; },
                       std::chrono::seconds(10)));
 
   daemon.Kill();  // crash: no shutdown path runs

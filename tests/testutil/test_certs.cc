@@ -144,9 +144,10 @@ absl::StatusOr<TestCertificates> MakeTestCertificates(const std::string& dir) {
   absl::StatusOr<std::string> openssl = FindOpenssl();
   if (!openssl.ok()) return openssl.status();
   Maker m(*openssl, dir);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
   WriteFile(m.Path("openssl.cnf"), kConfig);
   // `openssl ca` also files a copy of what it signs, by serial number.
-  std::error_code ec;
   std::filesystem::create_directories(m.Path("issued"), ec);
   if (ec) return absl::InternalError(absl::StrCat("test certificates: cannot make ", m.Path("issued"), ": ", ec.message()));
   // In order, stopping at the first failure.

@@ -579,8 +579,11 @@ TEST_F(ConfigTest, PlaintextOnlyForLoopback) {
 
 TEST_F(ConfigTest, WorkspaceUrlRules) {
   Yaml y;
+  // A plaintext token endpoint is fine on loopback only, whatever the stream's TLS.
   y.zerobus = ZerobusSection("https://1.zerobus.r.cloud.databricks.com", "http://127.0.0.1:50052", "  tls: true\n");
-  EXPECT_THAT(Error(Load(y)), HasSubstr("zerobus.workspace_url: http:// is only allowed together with tls: false"));
+  EXPECT_TRUE(Load(y).ok());
+  y.zerobus = ZerobusSection("https://1.zerobus.r.cloud.databricks.com", "http://10.1.1.1:50052", "  tls: true\n");
+  EXPECT_THAT(Error(Load(y)), HasSubstr("zerobus.workspace_url: http:// is only allowed for a loopback host"));
   y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://10.1.1.1:50052", "  tls: false\n");
   EXPECT_THAT(Error(Load(y)),
               HasSubstr("zerobus.workspace_url: http:// is only allowed for a loopback host, got host \"10.1.1.1\""));

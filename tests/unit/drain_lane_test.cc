@@ -439,5 +439,214 @@ TEST_F(DrainLaneTest, TheServersCloseDuringARotationIsNotAFailure) {
   EXPECT_EQ(Metric("zerobusd_stream_rotations_total"), 1);
 }
 
+
+// The bound the drain budgets with: what the request encodes to at most.
+uint64_t EncodedBound(const std::vector<std::string>& records) {
+  uint64_t n = kRequestEnvelopeBytes;
+  for (const auto& r : records) n += r.size() + kRecordFramingBytes;
+  return n;
+}
+
+TEST_F(DrainLaneTest, RequestsCountTheirFramingAgainstMaxBatchBytes) {
+  // Records of 7-8 bytes: framing is about 40% of such a request, so
+  // counting payload alone would overshoot by as much.
+  constexpr uint64_t kMaxBatchBytes = 1024;
+  MakeLane(/*max_inflight=*/64, /*max_batch=*/100000, [](DrainLaneOptions& o) {
+    o.max_batch_bytes = kMaxBatchBytes;
+    o.linger = std::chrono::milliseconds(0);
+  });
+  Append(1000);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(RunUntil([&] { return TotalWritten(call(0)) == 1000; }));
+  const auto& writes = call(0)->writes;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    const auto& records = writes[i].second;
+    EXPECT_LE(EncodedBound(records), kMaxBatchBytes) << "request " << i;
+    if (i + 1 < writes.size()) {
+      // Full: the next record would not have fit.
+      std::vector<std::string> more = records;
+      more.push_back(writes[i + 1].second.front());
+      EXPECT_GT(EncodedBound(more), kMaxBatchBytes) << "request " << i << " was cut short";
+    }
+  }
+}
+
+TEST_F(DrainLaneTest, ARecordLargerThanMaxBatchBytesGoesAlone) {
+  MakeLane(4, 1000, [](DrainLaneOptions& o) { o.max_batch_bytes = 1024; });
+  auto r = spool_->Append("r", {"{\"a\":1}", "{\"big\":\"" + std::string(5000, 'x') + "\"}", "{\"b\":2}"});
+  ASSERT_TRUE(r.ok());
+  lane_->OnAppended(r->last_seq);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(RunUntil([&] { return TotalWritten(call(0)) == 3; }));
+  ASSERT_EQ(call(0)->writes.size(), 3u);
+  EXPECT_EQ(call(0)->writes[1].second.size(), 1u);
+}
+
+TEST_F(DrainLaneTest, ACreateTimeoutWithNoAnswerReplacesTheConnectionAndCountsAConnectFailure) {
+  MakeLane(4, 1, [](DrainLaneOptions& o) { o.create_timeout = std::chrono::milliseconds(100); });
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  call(0)->response_started = false;  // a frozen connection: nothing comes back
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+  EXPECT_TRUE(call(0)->cancelled);
+  EXPECT_EQ(streams_.connection_resets, 1) << "the next attempt must not reuse the dead connection";
+  EXPECT_EQ(lane_->health().tally(FailureKind::kConnect).count, 1u);
+  EXPECT_NE(lane_->health().tally(FailureKind::kConnect).last_message.find("looks dead"), std::string::npos);
+  EXPECT_EQ(Metric("zerobusd_route_failures_total", "kind=\"connect\",route=\"r\""), 1);
+  EXPECT_GT(Metric("zerobusd_route_last_failure_timestamp_seconds", "kind=\"connect\",route=\"r\""), 1.6e9);
+  // The new connection works: the outage ends.
+  Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  EXPECT_FALSE(lane_->health().failing());
+}
+
+TEST_F(DrainLaneTest, AnAckTimeoutReplacesTheConnection) {
+  MakeLane(4, 1);
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));  // after the 200 ms ack timeout
+  EXPECT_EQ(streams_.connection_resets, 1);
+  EXPECT_EQ(lane_->health().tally(FailureKind::kStream).count, 1u);
+}
+
+TEST_F(DrainLaneTest, ConnectAndTlsFailuresAreKeptApartAndReplaceTheConnection) {
+  MakeLane(4, 1);
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  StreamEvent ev;
+  ev.kind = StreamEvent::Kind::kDone;
+  ev.status = absl::UnavailableError("failed to connect to all addresses; Ssl handshake failed");
+  ev.link = StreamEvent::Link::kTlsFailed;
+  call(0)->emit(ev);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+  ev.status = absl::UnavailableError("failed to connect to all addresses; Connection refused");
+  ev.link = StreamEvent::Link::kConnectFailed;
+  call(1)->emit(ev);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));
+  // A server-side UNAVAILABLE on a working connection keeps it.
+  ev.status = absl::UnavailableError("server busy");
+  ev.link = StreamEvent::Link::kWorked;
+  Emit(call(2), StreamEvent::Kind::kCreated);
+  call(2)->emit(ev);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 4; }));
+  EXPECT_EQ(lane_->health().tally(FailureKind::kTls).count, 1u);
+  EXPECT_EQ(lane_->health().tally(FailureKind::kConnect).count, 1u);
+  EXPECT_EQ(lane_->health().tally(FailureKind::kStream).count, 1u);
+  EXPECT_EQ(streams_.connection_resets, 2);
+}
+
+TEST_F(DrainLaneTest, AConnectFailureIsExplainedOncePerChangeNotPerAttempt) {
+  int explained = 0;
+  MakeLane(4, 1, [&explained](DrainLaneOptions& o) {
+    o.explain_connect_failure = [&explained](std::function<void(ConnectExplanation)> done) {
+      ++explained;
+      done({"tls/60/10", "the server's certificate has expired"});
+    };
+  });
+  Append(1);
+  StreamEvent ev;
+  ev.kind = StreamEvent::Kind::kDone;
+  ev.status = absl::UnavailableError("Ssl handshake failed");
+  ev.link = StreamEvent::Link::kTlsFailed;
+  for (size_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == i + 1; }));
+    call(i)->emit(ev);
+  }
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 6; }));
+  EXPECT_EQ(explained, 1);
+  EXPECT_EQ(lane_->health().tally(FailureKind::kTls).count, 5u);
+  EXPECT_EQ(lane_->health().tally(FailureKind::kTls).explanation, "the server's certificate has expired");
+  // A different failure is a change: explained again.
+  ev.status = absl::UnavailableError("Connection refused");
+  ev.link = StreamEvent::Link::kConnectFailed;
+  call(5)->emit(ev);
+  ASSERT_TRUE(RunUntil([&] { return explained == 2; }));
+}
+
+TEST_F(DrainLaneTest, ResumeReconnectsAFailingLaneAtOnceOnANewConnection) {
+  MakeLane(4, 1, [](DrainLaneOptions& o) {
+    o.backoff.initial = std::chrono::seconds(60);
+    o.backoff.max = std::chrono::seconds(60);
+    o.backoff.min_delay = std::chrono::seconds(30);
+  });
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  EmitDone(call(0), absl::UnavailableError("Connection reset"));
+  ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kBackoff; }));
+  const int resets = streams_.connection_resets;
+  lane_->Resume();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }, std::chrono::seconds(2)))
+      << "not after the 30 s backoff";
+  EXPECT_EQ(streams_.connection_resets, resets + 1);
+  // A lane that works is left alone.
+  Emit(call(1), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  lane_->Resume();
+  ASSERT_TRUE(Settle());
+  EXPECT_EQ(streams_.calls.size(), 2u);
+  EXPECT_FALSE(call(1)->cancelled);
+}
+
+TEST_F(DrainLaneTest, AStreamWhoseServerFellSilentIsRebuiltOnResume) {
+  MakeLane(4, 1, [](DrainLaneOptions& o) { o.ack_timeout = std::chrono::seconds(600); });
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  lane_->Resume();  // answered a moment ago: not stuck
+  ASSERT_TRUE(Settle());
+  EXPECT_EQ(streams_.calls.size(), 1u);
+  // Six silent seconds with a request in flight: stuck.
+  ASSERT_FALSE(RunUntil([] { return false; }, std::chrono::milliseconds(5500)));
+  lane_->Resume();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+  EXPECT_TRUE(call(0)->cancelled);
+}
+
+TEST_F(DrainLaneTest, AnUnusableTokenReplyIsRetriedAndOnlyARefusalParks) {
+  MakeLane();
+  tokens_.next_error = absl::UnavailableError("HTTP 200: response is not a JSON object");
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return lane_->health().tally(FailureKind::kToken).count >= 3; }));
+  EXPECT_NE(lane_->state(), LaneState::kParked);
+  EXPECT_EQ(Metric("zerobusd_token_fetch_failures_total", "route=\"r\",table=\"main.edge.t\""),
+            static_cast<double>(lane_->health().tally(FailureKind::kToken).count));
+  // A wrong workspace URL parks, and the hint says so (not the secret).
+  tokens_.next_error = absl::FailedPreconditionError("HTTP 404: not found");
+  ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
+  EXPECT_NE(lane_->parked_reason().find("workspace_url"), std::string::npos) << lane_->parked_reason();
+  EXPECT_EQ(lane_->parked_reason().find("client_secret"), std::string::npos) << lane_->parked_reason();
+}
+
+TEST(RouteHealthTest, SaysTheFirstFailuresAndEachChangeThenAHeartbeatPerInterval) {
+  using Report = RouteHealth::Report;
+  RouteHealth health(std::chrono::minutes(2));
+  auto t = std::chrono::steady_clock::time_point() + std::chrono::hours(1);
+  EXPECT_EQ(health.Failed(FailureKind::kConnect, "refused", t, 1), Report::kLoud);
+  EXPECT_EQ(health.Failed(FailureKind::kConnect, "refused", t, 2), Report::kLoud);
+  EXPECT_EQ(health.Failed(FailureKind::kConnect, "refused", t, 3), Report::kLoud);
+  t += std::chrono::seconds(30);
+  EXPECT_EQ(health.Failed(FailureKind::kConnect, "refused", t, 4), Report::kQuiet);
+  EXPECT_EQ(health.Failed(FailureKind::kTls, "expired", t, 5), Report::kLoud) << "a new kind is said at once";
+  t += std::chrono::seconds(119);
+  EXPECT_EQ(health.Failed(FailureKind::kTls, "expired", t, 6), Report::kQuiet);
+  t += std::chrono::seconds(1);
+  EXPECT_EQ(health.Failed(FailureKind::kTls, "expired", t, 7), Report::kHeartbeat);
+  EXPECT_EQ(health.Failed(FailureKind::kTls, "expired", t, 8), Report::kQuiet);
+  t += std::chrono::minutes(2);
+  EXPECT_EQ(health.Failed(FailureKind::kTls, "expired", t, 9), Report::kHeartbeat) << "never goes quiet";
+  EXPECT_EQ(health.outage_failures(), 9u);
+  EXPECT_EQ(health.tally(FailureKind::kConnect).count, 4u);
+  EXPECT_EQ(health.tally(FailureKind::kTls).count, 5u);
+  EXPECT_EQ(health.tally(FailureKind::kTls).last_unix_us, 9);
+  EXPECT_TRUE(health.Succeeded());
+  EXPECT_FALSE(health.Succeeded());
+  EXPECT_EQ(health.Failed(FailureKind::kStream, "reset", t, 10), Report::kLoud) << "a new outage is new";
+  EXPECT_EQ(health.tally(FailureKind::kTls).count, 5u) << "counts are kept for status";
+}
+
 }  // namespace
 }  // namespace zb

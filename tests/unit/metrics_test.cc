@@ -109,7 +109,8 @@ TEST(MetricsTest, ContractMetricsExistWithRouteLabels) {
   m->StreamOpened("r");
   m->StreamFailure("r", "UNAVAILABLE");
   m->OldestRecordAge("r", 1.5);
-  m->TokenFetchFailure();
+  m->TokenFetchFailure("r", "main.edge.t");
+  m->RouteFailure("r", "tls", 1700000000.5);
   const std::string text = m->Exposition();
   using zb::testing::MetricValue;
   EXPECT_EQ(MetricValue(text, "zerobusd_intake_records_total", "result=\"accepted\",route=\"r\"").value_or(-1), 3);
@@ -123,7 +124,13 @@ TEST(MetricsTest, ContractMetricsExistWithRouteLabels) {
   EXPECT_EQ(MetricValue(text, "zerobusd_stream_failures_total", "code=\"UNAVAILABLE\",route=\"r\"").value_or(-1), 1);
   EXPECT_EQ(MetricValue(text, "zerobusd_oldest_record_age_seconds", "route=\"r\"").value_or(-1), 1.5);
   EXPECT_EQ(MetricValue(text, "zerobusd_dead_letter_records_total", "route=\"r\"").value_or(-1), 0);
-  EXPECT_EQ(MetricValue(text, "zerobusd_token_fetch_failures_total").value_or(-1), 1);
+  EXPECT_EQ(MetricValue(text, "zerobusd_token_fetch_failures_total", "route=\"r\",table=\"main.edge.t\"").value_or(-1),
+            1);
+  EXPECT_EQ(MetricValue(text, "zerobusd_route_failures_total", "kind=\"tls\",route=\"r\"").value_or(-1), 1);
+  EXPECT_EQ(MetricValue(text, "zerobusd_route_failures_total", "kind=\"token\",route=\"r\"").value_or(-1), 0)
+      << "every kind is declared at zero";
+  EXPECT_EQ(MetricValue(text, "zerobusd_route_last_failure_timestamp_seconds", "kind=\"tls\",route=\"r\"").value_or(-1),
+            1700000000.5);
 }
 
 TEST(MetricsTest, RefreshHookRunsBeforeEveryScrape) {

@@ -124,9 +124,10 @@ void DevState::Violation(const std::string& what) {
   if (last_violations_.size() > 10) last_violations_.pop_front();
 }
 
-void DevState::Request() {
+void DevState::Request(uint64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
   ++requests_;
+  largest_request_bytes_ = std::max(largest_request_bytes_, bytes);
 }
 
 void DevState::AckSent() {
@@ -153,6 +154,7 @@ std::string DevState::StatsJson() {
   num("violations", violations_);
   num("records_stored", records_);
   num("requests", requests_);
+  num("largest_request_bytes", largest_request_bytes_);
   num("acks_sent", acks_);
   num("close_signals_sent", close_signals_);
   num("tokens_issued", tokens_issued_);

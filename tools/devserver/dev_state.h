@@ -68,7 +68,8 @@ class DevState {
   void StreamOpened();
   void StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk);
   void Violation(const std::string& what);
-  void Request();
+  // One ingest request of `bytes` as encoded (the gRPC message).
+  void Request(uint64_t bytes);
   void AckSent();
   void CloseSignalSent();
   void FaultInjected(const std::string& what);
@@ -88,6 +89,7 @@ class DevState {
   std::map<std::string, uint64_t> table_records_, table_streams_;
   std::deque<std::string> last_violations_;
   std::deque<std::pair<std::string, std::string>> recent_streams_;  // stream id, x-zerobus-sdk
+  uint64_t largest_request_bytes_ = 0;
   uint64_t streams_opened_ = 0, streams_created_ = 0, violations_ = 0, records_ = 0, requests_ = 0,
            acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0,
            token_bodies_scripted_ = 0, token_body_bytes_written_ = 0, token_bodies_abandoned_ = 0,

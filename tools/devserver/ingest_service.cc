@@ -305,7 +305,17 @@ void StreamReactor::HandleCreate(const pb::EphemeralStreamRequest& req) {
 }
 
 void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
-  state_.Request();
+  const size_t request_bytes = req.ByteSizeLong();
+  state_.Request(request_bytes);
+  // The limit holds for the request as sent, framing and all (a client that
+  // counts only record bytes overshoots with many small records).
+  if (request_bytes > kMaxRequestBytes) {
+    Fail(grpc::StatusCode::INVALID_ARGUMENT,
+         "Batch size exceeds maximum allowed size: the request is " + std::to_string(request_bytes) +
+             " bytes as encoded, the limit " + std::to_string(kMaxRequestBytes),
+         true);
+    return;
+  }
   int64_t offset = 0;
   std::vector<const std::string*> records;
   bool json = false;
@@ -357,12 +367,6 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
     return;
   }
   next_offset_ = offset + 1;
-  size_t bytes = 0;
-  for (const auto* r : records) bytes += r->size();
-  if (bytes > kMaxRequestBytes) {
-    Fail(grpc::StatusCode::INVALID_ARGUMENT, "Batch size exceeds maximum allowed size", true);
-    return;
-  }
   if (json == proto_) {
     Fail(grpc::StatusCode::INVALID_ARGUMENT,
          std::string(json ? "JSON" : "proto") + " record on a " + (proto_ ? "PROTO" : "JSON") + " stream", true);

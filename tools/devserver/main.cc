@@ -139,7 +139,15 @@ int main(int argc, char** argv) {
   }
   int grpc_port = 0;
   builder.AddListeningPort(o.grpc_listen, creds, &grpc_port);
+  // Above the 10 MiB request limit (checked by the service itself, as the
+  // real one does), so an oversized request gets its INVALID_ARGUMENT.
   builder.SetMaxReceiveMessageSize(16 << 20);
+  // Clients may keep connections alive with PINGs as often as every second,
+  // also while idle, without being told off with GOAWAY (tests use
+  // second-long keepalives to find dead connections quickly).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {

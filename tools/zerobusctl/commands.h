@@ -12,11 +12,17 @@ namespace zb::ctl {
 // send --socket PATH [--route NAME] [FILE|-]: NDJSON in, "accepted N rejected M"
 // out; 0 only when every record was durably accepted.
 int Send(const std::vector<std::string>& args);
-// status / spool: read the daemon's /metrics and /readyz.
+// status / spool: read the daemon's /metrics and /readyz; status also asks
+// the control socket (when reachable) for each route's failures in words.
 int Status(const std::vector<std::string>& args, bool spool_only);
 // The daemon's config file (for --config FILE), or nullopt after printing
 // every problem with it.
 std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path);
+// The control socket the daemon listens on by default (control.socket).
+inline constexpr char kDefaultControl[] = "/run/zerobusd/control.sock";
+// Sends one request line to the control socket; returns the reply line, or
+// "" with `error` set.
+std::string ControlCall(const std::string& socket_path, const std::string& request, std::string* error);
 // dlq list|show|replay|purge: the dead-letter store via the control socket.
 int Dlq(const std::vector<std::string>& args);
 // spool verify --path DIR: checks a spool offline (read-only; safe while

@@ -21,12 +21,8 @@
 #include "tools/zerobusctl/commands.h"
 
 namespace zb::ctl {
-namespace {
 
-constexpr char kDefaultControl[] = "/run/zerobusd/control.sock";
-
-// Sends one request line; returns the reply line, or "" with `error` set.
-std::string Call(const std::string& socket_path, const std::string& request, std::string* error) {
+std::string ControlCall(const std::string& socket_path, const std::string& request, std::string* error) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -66,6 +62,12 @@ std::string Call(const std::string& socket_path, const std::string& request, std
     return "";
   }
   return reply.substr(0, reply.find('\n'));
+}
+
+namespace {
+
+std::string Call(const std::string& socket_path, const std::string& request, std::string* error) {
+  return ControlCall(socket_path, request, error);
 }
 
 std::string FormatTime(int64_t us) {

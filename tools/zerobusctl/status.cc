@@ -13,8 +13,11 @@
 #include <string>
 #include <vector>
 
+#include <ctime>
+
 #include "common/endpoint.h"
 #include "config/config.h"
+#include "rapidjson/document.h"
 #include "tools/zerobusctl/commands.h"
 
 namespace zb::ctl {
@@ -83,6 +86,42 @@ std::string Label(const std::string& labels, const std::string& key) {
   return labels.substr(p + k.size(), e - p - k.size());
 }
 
+// The control socket's status reply, by lane; empty when unreachable (the
+// metrics alone still tell the counts).
+std::map<std::string, const rapidjson::Value*> LanesOf(const rapidjson::Document& doc) {
+  std::map<std::string, const rapidjson::Value*> lanes;
+  if (!doc.IsObject() || !doc.HasMember("lanes") || !doc["lanes"].IsArray()) return lanes;
+  for (const auto& l : doc["lanes"].GetArray()) {
+    if (l.IsObject() && l.HasMember("lane") && l["lane"].IsString()) lanes[l["lane"].GetString()] = &l;
+  }
+  return lanes;
+}
+
+std::string StringOf(const rapidjson::Value& v, const char* key) {
+  return v.HasMember(key) && v[key].IsString() ? v[key].GetString() : "";
+}
+
+// The failures a lane has seen, one line per kind, and why it is parked.
+void PrintLaneDetail(const rapidjson::Value& lane) {
+  if (lane.HasMember("failing_attempts") && lane["failing_attempts"].IsUint64() &&
+      lane["failing_attempts"].GetUint64() > 0) {
+    std::printf("  FAILING: %llu attempts in a row\n",
+                static_cast<unsigned long long>(lane["failing_attempts"].GetUint64()));
+  }
+  if (lane.HasMember("failures") && lane["failures"].IsObject()) {
+    for (const auto& [kind, f] : lane["failures"].GetObject()) {
+      if (!f.IsObject()) continue;
+      const std::string explanation = StringOf(f, "explanation");
+      std::printf("  %s failures: %llu, last at %s: %s\n", kind.GetString(),
+                  static_cast<unsigned long long>(f.HasMember("count") && f["count"].IsUint64() ? f["count"].GetUint64() : 0),
+                  StringOf(f, "last_time").c_str(),
+                  (explanation.empty() ? StringOf(f, "last_message") : explanation).c_str());
+    }
+  }
+  const std::string parked = StringOf(lane, "parked_reason");
+  if (!parked.empty()) std::printf("  PARKED: %s\n", parked.c_str());
+}
+
 }  // namespace
 
 std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path) {
@@ -96,15 +135,20 @@ std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path) {
 
 int Status(const std::vector<std::string>& args, bool spool_only) {
   std::string listen = "127.0.0.1:9464";
+  std::string control = kDefaultControl;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--metrics" && i + 1 < args.size()) {
       listen = args[++i];
+    } else if (args[i] == "--control" && i + 1 < args.size()) {
+      control = args[++i];
     } else if (args[i] == "--config" && i + 1 < args.size()) {
       auto config = LoadDaemonConfig(args[++i]);
       if (!config) return 2;
       listen = config->metrics.listen;
+      control = config->control.socket;
     } else {
-      std::fprintf(stderr, "zerobusctl: unknown option %s (use --metrics HOST:PORT or --config FILE)\n",
+      std::fprintf(stderr,
+                   "zerobusctl: unknown option %s (use --metrics HOST:PORT, --control PATH or --config FILE)\n",
                    args[i].c_str());
       return 2;
     }
@@ -130,9 +174,18 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
   if (auto it = s.find("zerobusd_spool_records"); it != s.end()) {
     for (const auto& [labels, _] : it->second) routes.push_back(Label(labels, "route"));
   }
+  rapidjson::Document control_status;
+  std::map<std::string, const rapidjson::Value*> lanes;
   if (!spool_only) {
     auto [ready_code, ready_body] = Get(*ep, "/readyz");
     std::printf("zerobusd: %s\n", ready_code == 200 ? "ready" : "not ready");
+    // Reasons in words come from the control socket (the operator's user
+    // or root); without it the counts from the metrics still show.
+    std::string error;
+    const std::string reply = ControlCall(control, "{\"cmd\":\"status\"}", &error);
+    if (!reply.empty()) control_status.Parse(reply.c_str());
+    lanes = LanesOf(control_status);
+    if (lanes.empty()) std::printf("(no failure details: %s)\n", error.empty() ? "unexpected reply" : error.c_str());
   }
   std::printf("spool: %.0f bytes%s; dead letters: %.0f\n", value("zerobusd_spool_bytes", ""),
               value("zerobusd_spool_full", "") > 0 ? " (FULL)" : "", value("zerobusd_dead_letter_store_records", ""));
@@ -145,13 +198,28 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
       if (auto it = s.find("zerobusd_stream_failures_total"); it != s.end()) {
         for (const auto& [labels, v] : it->second) if (Label(labels, "route") == r) failures += v;
       }
-      std::printf(", accepted %.0f, acked %.0f, in flight %.0f requests, streams opened %.0f, failed %.0f",
+      std::printf(", accepted %.0f, acked %.0f, in flight %.0f requests, streams opened %.0f, streams failed %.0f",
                   value("zerobusd_intake_records_total", "result=\"accepted\"," + l),
                   value("zerobusd_acked_records_total", l), value("zerobusd_inflight_requests", l),
                   value("zerobusd_stream_opens_total", l), failures);
-      if (value("zerobusd_lane_parked", l) > 0) std::printf(", PARKED (the daemon's log says why)");
+      // Failed attempts by kind, with how long ago the last one was.
+      std::string by_kind;
+      for (const char* kind : {"token", "connect", "tls", "stream"}) {
+        const std::string kl = std::string("kind=\"") + kind + "\"," + l;
+        const double n = value("zerobusd_route_failures_total", kl);
+        if (n <= 0) continue;
+        const double ago = static_cast<double>(std::time(nullptr)) -
+                           value("zerobusd_route_last_failure_timestamp_seconds", kl);
+        char part[128];
+        std::snprintf(part, sizeof(part), "%s%s %.0f (last %.0fs ago)", by_kind.empty() ? "" : ", ", kind, n,
+                      ago < 0 ? 0 : ago);
+        by_kind += part;
+      }
+      if (!by_kind.empty()) std::printf(", failed attempts: %s", by_kind.c_str());
+      if (value("zerobusd_lane_parked", l) > 0) std::printf(", PARKED");
     }
     std::printf("\n");
+    if (auto it = lanes.find(r); it != lanes.end()) PrintLaneDetail(*it->second);
   }
   return 0;
 }
