@@ -131,7 +131,8 @@ TEST_F(NetworkTest, ResumeRebuildsARouteStuckOnAFrozenConnection) {
   Send("stuck", 100);
   // `resume` counts the routes it rebuilt; a route that answered within
   // the last 5 s is not stuck yet, so ask until it is.
-  ASSERT_TRUE(WaitFor([&] { return daemon_->Control(R"({"cmd":"resume"})").find("\"resumed\":1") != std::string::npos; },
+  ASSERT_TRUE(WaitFor([&] { return daemon_->Ctl({"resume", "--route", "readings"}).output.find("resumed 1 route") !=
+                                   std::string::npos; },
                       std::chrono::seconds(20)))
       << daemon_->log();
   EXPECT_EQ(WaitDelivered("stuck", 100, std::chrono::seconds(15)).missing, 0) << daemon_->log();

@@ -598,6 +598,25 @@ TEST_F(ConfigTest, WorkspaceUrlRules) {
   EXPECT_TRUE(Load(y).ok());
 }
 
+TEST_F(ConfigTest, KeepaliveAndFailureLogIntervalAtAndPastTheirBounds) {
+  Yaml y;
+  y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://127.0.0.1:50052",
+                             "  tls: false\n  keepalive_time_ms: 1000\n  keepalive_timeout_ms: 600000\n");
+  y.drain = "drain:\n  failure_log_interval_ms: 86400000\n";
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->zerobus.keepalive_time_ms, 1000u);
+  EXPECT_EQ(config->zerobus.keepalive_timeout_ms, 600000u);
+  EXPECT_EQ(config->drain.failure_log_interval_ms, 86400000u);
+  y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://127.0.0.1:50052",
+                             "  tls: false\n  keepalive_time_ms: 999\n  keepalive_timeout_ms: 600001\n");
+  y.drain = "drain:\n  failure_log_interval_ms: 999\n";
+  const std::string message = Error(Load(y));
+  EXPECT_THAT(message, HasSubstr("zerobus.keepalive_time_ms: must be an integer in [1000, 3600000], got 999"));
+  EXPECT_THAT(message, HasSubstr("zerobus.keepalive_timeout_ms: must be an integer in [1000, 600000], got 600001"));
+  EXPECT_THAT(message, HasSubstr("drain.failure_log_interval_ms: must be an integer in [1000, 86400000], got 999"));
+}
+
 TEST_F(ConfigTest, EndpointAndWorkspaceId) {
   Yaml y;
   y.zerobus = ZerobusSection("6051921418418893.zerobus.us-west-2.cloud.databricks.com:443",

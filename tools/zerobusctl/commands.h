@@ -23,6 +23,9 @@ inline constexpr char kDefaultControl[] = "/run/zerobusd/control.sock";
 // Sends one request line to the control socket; returns the reply line, or
 // "" with `error` set.
 std::string ControlCall(const std::string& socket_path, const std::string& request, std::string* error);
+// resume [--route NAME]: parked routes try again, failing or stuck ones
+// reconnect at once on a new connection (the control socket's resume).
+int Resume(const std::vector<std::string>& args);
 // dlq list|show|replay|purge: the dead-letter store via the control socket.
 int Dlq(const std::vector<std::string>& args);
 // spool verify --path DIR: checks a spool offline (read-only; safe while

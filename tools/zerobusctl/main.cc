@@ -20,6 +20,9 @@ void Usage(FILE* out) {
                "        readiness, spool depth, ACKs, failed attempts by kind (token,\n"
                "        connect, tls, stream) per route, and from the control socket\n"
                "        the last failure of each kind in words and why a route is parked\n"
+               "  resume [--route NAME] [--control PATH | --config FILE]\n"
+               "        a parked route tries again now; a failing or stuck one drops its\n"
+               "        connection and reconnects at once; working routes are left alone\n"
                "  spool  [--metrics HOST:PORT | --config FILE]\n"
                "        spool depth and oldest record age per route\n"
                "  spool verify (--path DIR | --config FILE)\n"
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
   }
   if (verb == "spool") return zb::ctl::Status(args, true);
   if (verb == "dlq") return zb::ctl::Dlq(args);
+  if (verb == "resume") return zb::ctl::Resume(args);
   if (verb == "--help" || verb == "-h" || verb == "help") {
     Usage(stdout);
     return 0;

@@ -18,6 +18,8 @@
 #include "common/endpoint.h"
 #include "config/config.h"
 #include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 #include "tools/zerobusctl/commands.h"
 
 namespace zb::ctl {
@@ -221,6 +223,54 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
     std::printf("\n");
     if (auto it = lanes.find(r); it != lanes.end()) PrintLaneDetail(*it->second);
   }
+  return 0;
+}
+
+int Resume(const std::vector<std::string>& args) {
+  std::string control = kDefaultControl;
+  std::string route;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--control" && i + 1 < args.size()) {
+      control = args[++i];
+    } else if (args[i] == "--config" && i + 1 < args.size()) {
+      auto config = LoadDaemonConfig(args[++i]);
+      if (!config) return 2;
+      control = config->control.socket;
+    } else if (args[i] == "--route" && i + 1 < args.size()) {
+      route = args[++i];
+    } else {
+      std::fprintf(stderr, "zerobusctl resume: unknown option %s (use --route NAME, --control PATH or --config FILE)\n",
+                   args[i].c_str());
+      return 2;
+    }
+  }
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("cmd");
+  w.String("resume");
+  if (!route.empty()) {
+    w.Key("route");
+    w.String(route.c_str(), static_cast<rapidjson::SizeType>(route.size()));
+  }
+  w.EndObject();
+  std::string error;
+  const std::string reply = ControlCall(control, buf.GetString(), &error);
+  if (reply.empty()) {
+    std::fprintf(stderr, "zerobusctl resume: %s\n", error.c_str());
+    return 1;
+  }
+  rapidjson::Document doc;
+  doc.Parse(reply.c_str());
+  if (!doc.IsObject() || !doc.HasMember("ok") || !doc["ok"].IsBool() || !doc["ok"].GetBool()) {
+    std::fprintf(stderr, "zerobusctl resume: %s\n",
+                 doc.IsObject() && doc.HasMember("error") && doc["error"].IsString() ? doc["error"].GetString()
+                                                                                     : reply.c_str());
+    return 1;
+  }
+  const uint64_t n = doc.HasMember("resumed") && doc["resumed"].IsUint64() ? doc["resumed"].GetUint64() : 0;
+  std::printf("resumed %llu route(s) (parked, failing or stuck ones; working ones are left alone)\n",
+              static_cast<unsigned long long>(n));
   return 0;
 }
 
