@@ -76,7 +76,7 @@ say "Rows that landed in main.edge.readings (first 3 of $(wc -l < "$WORK/rows/ma
 head -3 "$WORK/rows/main.edge.readings.jsonl"
 
 say "zerobusctl status"
-"$BIN/zerobusctl" status --metrics 127.0.0.1:9464
+"$BIN/zerobusctl" status --config "$WORK/zerobusd.yaml"
 
 say "A few metrics"
 curl -s http://127.0.0.1:9464/metrics | grep -E '^zerobusd_(intake_records_total|acked_records_total|spool_records|stream_opens_total|dead_letter_records_total|ack_latency_seconds_(sum|count))' 
