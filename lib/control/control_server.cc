@@ -54,8 +54,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   bool closed() const { return closed_; }
   // Waiting for the client's next request line (not for a handler's reply,
-  // nor for a reply to be written), since idle_since().
-  bool idle() const { return waiting_for_request_ && !closed_; }
+  // nor for a reply to be written), since idle_since(), with nothing of it
+  // received yet: a client whose request is on its way is not idle (closing
+  // it would drop its request unanswered).
+  bool idle() const {
+    if (!waiting_for_request_ || closed_ || in_.size() > 0) return false;
+    boost::system::error_code ec;
+    return socket_.available(ec) == 0 && !ec;
+  }
   Clock::time_point idle_since() const { return idle_since_; }
 
  private:

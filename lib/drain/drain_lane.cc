@@ -140,7 +140,10 @@ bool DrainLane::Stuck() const {
       return now - connect_started_ > kSilence;
     case LaneState::kStreaming:
     case LaneState::kRotating:
-      return !window_.empty() && now - last_server_message_ > kSilence;
+      // Silent since the server last spoke or since the oldest request in
+      // flight went out, whichever is later (an idle stream that just got
+      // records is not stuck).
+      return !window_.empty() && now - std::max(last_server_message_, window_started_) > kSilence;
     default:
       return false;
   }
@@ -159,6 +162,7 @@ void DrainLane::Connect() {
   acked_seq_ = std::max(acked_seq_, spool_.Stats(options_.route).deleted_up_to);
   if (!HasRecords()) {
     state_ = LaneState::kIdle;
+    EndOutage("idle (nothing to send)");  // a failure with nothing at stake is not an ongoing outage
     return;
   }
   state_ = LaneState::kConnecting;
@@ -280,14 +284,6 @@ void DrainLane::OnCreated(const std::string& stream_id) {
   state_ = LaneState::kStreaming;
   stream_id_ = stream_id;
   metrics_.StreamOpened(options_.route);
-  if (health_.failing()) {
-    const auto outage = std::chrono::steady_clock::now() - health_.outage_start();
-    const uint64_t failures = health_.outage_failures();
-    health_.Succeeded();
-    ++explain_gen_;  // an explanation still on its way is old news
-    spdlog::info("route {}: recovered after {} failed attempt(s) over {}", options_.route, failures,
-                 DurationWords(outage));
-  }
   spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled{})", options_.route,
                stream_id, options_.table, next_read_seq_, durable_seq_ - acked_seq_,
                isolation_.active ? ", isolating a refused record" : "");
@@ -376,7 +372,10 @@ void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> re
   stream_->Write(offset, std::move(payloads));
   next_read_seq_ = last + 1;
   durable_seq_ = std::max(durable_seq_, last);
-  if (window_.size() == 1) ArmAckTimer();
+  if (window_.size() == 1) {
+    window_started_ = std::chrono::steady_clock::now();
+    ArmAckTimer();
+  }
   PublishGauges();
   Pump();
 }
@@ -398,6 +397,7 @@ void DrainLane::OnAck(int64_t offset) {
     const int64_t now = NowUs();
     for (const auto& r : acked->requests) metrics_.AckLatency(static_cast<double>(now - r.oldest_append_us) / 1e6);
     backoff_.Reset();
+    EndOutage("recovered");  // records are delivered: not just a stream that opened
     auth_retry_used_ = false;  // the credentials work: a later refusal gets its fresh-token retry again
     consecutive_dead_letters_ = 0;
     if (isolation_.active && acked_seq_ >= isolation_.until) {
@@ -547,6 +547,16 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
   ScheduleReconnect(delay);
 }
 
+void DrainLane::EndOutage(const char* how) {
+  if (!health_.failing()) return;
+  const auto outage = std::chrono::steady_clock::now() - health_.outage_start();
+  const uint64_t failures = health_.outage_failures();
+  health_.Succeeded();
+  explained_.clear();
+  spdlog::info("route {}: {} after {} failed attempt(s) over {}", options_.route, how, failures,
+               DurationWords(outage));
+}
+
 RouteHealth::Report DrainLane::CountFailure(FailureKind kind, const absl::Status& status) {
   metrics_.RouteFailure(options_.route, FailureKindName(kind), static_cast<double>(NowUs()) / 1e6);
   return health_.Failed(kind, status.ToString(), std::chrono::steady_clock::now(), NowUs());
@@ -558,58 +568,53 @@ void DrainLane::ReportFailure(FailureKind kind, const absl::Status& status, cons
   const bool changed = !health_.failing() || health_.last_kind() != kind;
   const RouteHealth::Report report = CountFailure(kind, status);
   const uint64_t attempt = health_.outage_failures();
-  if ((kind == FailureKind::kConnect || kind == FailureKind::kTls) && options_.explain_connect_failure &&
-      (changed || report == RouteHealth::Report::kHeartbeat)) {
-    // The library's words ("handshake failed") do not say which check
-    // failed; the explanation does. Asked when the failure changes and at
-    // each heartbeat (so a new reason, say expired -> wrong host, shows
-    // within one interval), never per attempt.
-    const uint64_t gen = ++explain_gen_;
-    std::weak_ptr<DrainLane> weak = weak_from_this();
-    options_.explain_connect_failure([weak, gen, kind, report, text = status.ToString(), next,
-                                      &loop = loop_](ConnectExplanation explanation) {
-      asio::post(loop, [weak, gen, kind, report, text, next, explanation = std::move(explanation)]() mutable {
-        if (auto self = weak.lock()) self->OnExplained(gen, kind, report, text, next, std::move(explanation));
-      });
-    });
-    return;
-  }
+  const FailureTally& tally = health_.tally(kind);
   switch (report) {
     case RouteHealth::Report::kLoud:
       spdlog::warn("route {}: {} failure (attempt {}): {}; {}", options_.route, FailureKindName(kind), attempt,
                    status.ToString(), next);
-      return;
+      break;
     case RouteHealth::Report::kHeartbeat:
+      // With the reason in words when one is known.
       spdlog::warn("route {}: still failing: {} attempts over {}, the last a {} failure: {}; {} records spooled; {}",
                    options_.route, attempt, DurationWords(std::chrono::steady_clock::now() - health_.outage_start()),
-                   FailureKindName(kind), status.ToString(), durable_seq_ - acked_seq_, next);
-      return;
+                   FailureKindName(kind), tally.explanation.empty() ? status.ToString() : tally.explanation,
+                   durable_seq_ - acked_seq_, next);
+      break;
     case RouteHealth::Report::kQuiet:
       spdlog::debug("route {}: {} failure (attempt {}): {}; {}", options_.route, FailureKindName(kind), attempt,
                     status.ToString(), next);
-      return;
+      break;
+  }
+  // The library's words ("handshake failed") do not say which check
+  // failed; an explanation does. Asked at the start of an outage, on a
+  // change of kind and at each heartbeat (so a new reason, say expired ->
+  // wrong host, shows within an interval), never per attempt, and one at a
+  // time per lane.
+  if ((kind == FailureKind::kConnect || kind == FailureKind::kTls) && options_.explain_connect_failure &&
+      (changed || report == RouteHealth::Report::kHeartbeat) && !explaining_) {
+    explaining_ = true;
+    std::weak_ptr<DrainLane> weak = weak_from_this();
+    options_.explain_connect_failure([weak, kind, text = status.ToString(), &loop = loop_](ConnectExplanation e) {
+      asio::post(loop, [weak, kind, text, e = std::move(e)]() mutable {
+        if (auto self = weak.lock()) self->OnExplained(kind, text, std::move(e));
+      });
+    });
   }
 }
 
-void DrainLane::OnExplained(uint64_t gen, FailureKind kind, RouteHealth::Report report, std::string status_text,
-                            std::string next, ConnectExplanation explained) {
-  if (gen != explain_gen_) return;  // a newer failure (or a recovery) came since
-  // New: the first of this kind in this outage (its tally's explanation
-  // was cleared), or another reason than the last one said.
-  const bool new_reason = health_.tally(kind).explanation.empty() || explained.reason != explained_reason_;
-  explained_reason_ = explained.reason;
-  const std::string& explanation = explained.text;
-  health_.Explain(kind, explanation);
-  if (new_reason) {
-    spdlog::error("route {}: cannot connect to {}: {}. gRPC said: {}; {}. (Said once until the reason changes; "
-                  "`zerobusctl status` counts the attempts.)",
-                  options_.route, options_.endpoint, explanation, status_text, next);
-  } else if (report == RouteHealth::Report::kHeartbeat) {
-    spdlog::warn("route {}: still failing: {} attempts over {}, the last a {} failure: {}; {} records spooled; {}",
-                 options_.route, health_.outage_failures(),
-                 DurationWords(std::chrono::steady_clock::now() - health_.outage_start()), FailureKindName(kind),
-                 explanation, durable_seq_ - acked_seq_, next);
-  }
+void DrainLane::OnExplained(FailureKind kind, const std::string& status_text, ConnectExplanation explained) {
+  explaining_ = false;
+  if (!health_.failing()) return;  // recovered meanwhile: old news
+  health_.Explain(kind, explained.text);
+  // Each reason is said once per outage (the heartbeats repeat the latest
+  // one as warnings), so a failure that flips between two reasons is not
+  // said per attempt either.
+  if (!explained_.insert(explained.reason).second) return;
+  if (explained_.size() > 16) explained_.clear();  // reasons are few; this only bounds odd cases
+  spdlog::error("route {}: cannot connect to {}: {}. gRPC said: {}. (Said once per reason; `zerobusctl status` "
+                "counts the attempts.)",
+                options_.route, options_.endpoint, explained.text, status_text);
 }
 
 void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight,

@@ -27,6 +27,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
+#include <set>
 #include <memory>
 #include <string>
 
@@ -165,8 +166,9 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // Counts a failure and logs it as RouteHealth says (`next`: what happens
   // now, e.g. "reconnecting in 400 ms").
   void ReportFailure(FailureKind kind, const absl::Status& status, const std::string& next);
-  void OnExplained(uint64_t explain_gen, FailureKind kind, RouteHealth::Report report, std::string status_text,
-                   std::string next, ConnectExplanation explanation);
+  void OnExplained(FailureKind kind, const std::string& status_text, ConnectExplanation explanation);
+  // Ends the current outage, if any, saying `how` ("recovered").
+  void EndOutage(const char* how);
   bool Stuck() const;
   void Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight, SeqNo last_sent);
   void OnDeadLettered(SeqNo seq, const absl::Status& status);
@@ -199,12 +201,14 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   uint32_t consecutive_dead_letters_ = 0;
   std::string parked_reason_;
   RouteHealth health_;
-  uint64_t explain_gen_ = 0;  // an explanation of an older failure is not logged
-  std::string explained_reason_;  // ConnectExplanation::reason last logged
+  bool explaining_ = false;  // an explanation is on its way (one at a time)
+  // The ConnectExplanation::reasons said in this outage.
+  std::set<std::string> explained_;
   // When the server last said anything on the current stream, and when the
   // current connect began.
   std::chrono::steady_clock::time_point last_server_message_;
   std::chrono::steady_clock::time_point connect_started_;
+  std::chrono::steady_clock::time_point window_started_;  // the window last went from empty to not
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer create_timer_;
   boost::asio::steady_timer ack_timer_;

@@ -2,13 +2,15 @@
 // A route's failures by kind (token, connect, TLS, stream) and how loudly to
 // report each one, so a long outage neither floods the log nor goes quiet:
 // the first failures of an outage and every change of kind are said at
-// once; after that one heartbeat line per interval says the route is still
-// failing; a success ends the outage. Pure bookkeeping: the caller logs and
+// once (a kind said less than an interval ago is not news again); after
+// that one heartbeat line per interval says the route is still failing; a
+// success ends the outage. Pure bookkeeping: the caller logs and
 // counts metrics. Loop thread only (one per lane), like the lane.
 
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace zb {
@@ -72,6 +74,7 @@ class RouteHealth {
   uint64_t outage_failures_ = 0;
   Clock::time_point outage_start_;
   Clock::time_point last_report_;
+  std::array<std::optional<Clock::time_point>, kFailureKinds.size()> kind_reported_;  // in this outage
   FailureKind last_kind_ = FailureKind::kStream;
 };
 

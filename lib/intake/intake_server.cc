@@ -826,6 +826,15 @@ void Session::HandleLine(absl::string_view line) {
     server_->metrics().IntakeRecords(route, IntakeResult::kInvalid, 1);
     return;
   }
+  // The limit holds for what is spooled and sent: protobuf may be several
+  // times the JSON (an unpacked repeated double turns "1," into 9 bytes).
+  if (const size_t max = server_->options().max_record_bytes; payload->size() > max) {
+    AppendReject(&chunk_rejects_, line_no_,
+                 absl::StrCat("record too large: ", payload->size(), " bytes once encoded as protobuf (the JSON is ",
+                              line.size() - start, "), limit ", max, " (intake.max_record_bytes)"));
+    server_->metrics().IntakeRecords(route, IntakeResult::kTooLarge, 1);
+    return;
+  }
   const std::string& lane = r->lane.empty() ? r->name : r->lane;
   if (chunk_groups_.empty() || chunk_groups_.back().lane != lane) {
     chunk_groups_.push_back(Group{route, lane, {}, {}, 0});
@@ -943,6 +952,14 @@ void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) 
     if (!payload.ok()) {
       nack(batch.seq(), intake::INVALID_RECORD, absl::StrCat("record ", i, ": ", payload.status().message()), i);
       server_->metrics().IntakeRecords(batch.route(), IntakeResult::kInvalid, batch.records_size());
+      return;
+    }
+    if (payload->size() > server_->options().max_record_bytes) {  // what is spooled and sent
+      nack(batch.seq(), intake::TOO_LARGE,
+           absl::StrCat("record ", i, " is ", payload->size(), " bytes once encoded for its route, limit ",
+                        server_->options().max_record_bytes, " (intake.max_record_bytes)"),
+           i);
+      server_->metrics().IntakeRecords(batch.route(), IntakeResult::kTooLarge, batch.records_size());
       return;
     }
     group.bytes += payload->size();

@@ -23,19 +23,23 @@ using Post = std::function<void(std::function<void()>)>;
 // What a call's final status says about its connection. gRPC reports a
 // connection that could not be made, or that died under the call, as
 // UNAVAILABLE with the transport's words; the server's own UNAVAILABLE (a
-// rotation's 6002, an overloaded server) comes with response headers and
-// none of those words.
-StreamEvent::Link LinkOf(const absl::Status& status, bool response_started) {
+// rotation's 6002, an overloaded server) has none of them. (Whether
+// response headers came does not tell: a server's quick refusal is
+// trailers-only, which gRPC reports as no headers.) A GOAWAY is the server
+// closing a connection that worked, e.g. "too_many_pings" for keepalive
+// PINGs more frequent than it allows: gRPC then doubles the interval for
+// that connection's successors, which a new channel would forget.
+StreamEvent::Link LinkOf(const absl::Status& status) {
   if (status.code() != absl::StatusCode::kUnavailable) return StreamEvent::Link::kWorked;
   const std::string text = absl::AsciiStrToLower(status.message());
   const auto says = [&text](std::initializer_list<const char*> words) {
     return std::any_of(words.begin(), words.end(), [&text](const char* w) { return absl::StrContains(text, w); });
   };
+  if (says({"goaway", "too_many_pings"})) return StreamEvent::Link::kWorked;
   if (says({"ssl", "tls", "handshake", "certificate"})) return StreamEvent::Link::kTlsFailed;
-  if (!response_started ||
-      says({"failed to connect", "connection refused", "connection reset", "socket closed", "keepalive",
-            "dns resolution", "broken pipe", "endpoint read failed", "endpoint write failed", "goaway",
-            "connection timed out", "no route to host", "network is unreachable"})) {
+  if (says({"failed to connect", "connection refused", "connection reset", "socket closed", "keepalive",
+            "dns resolution", "broken pipe", "endpoint read failed", "endpoint write failed", "connection timed out",
+            "no route to host", "network is unreachable", "connect failed"})) {
     return StreamEvent::Link::kConnectFailed;
   }
   return StreamEvent::Link::kWorked;
@@ -129,7 +133,7 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
     ev.kind = StreamEvent::Kind::kDone;
     ev.status = redactor_.RedactStatus(
         absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
-    ev.link = LinkOf(ev.status, response_started());
+    ev.link = LinkOf(ev.status);
     Deliver(std::move(ev));
     delete this;
   }
@@ -295,8 +299,10 @@ class GrpcStreamFactory final : public IngestStreamFactory {
     // The drain paces reconnects (its backoff) and replaces a failed
     // connection with a new channel; the library's own redial loop would
     // only add handshakes (and log lines) between those attempts.
-    args_.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 1000);
-    args_.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
+    // (A channel redials by itself only after a failed attempt, and by then
+    // the drain has replaced it; this keeps retired channels quiet.)
+    args_.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20'000);
+    args_.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20'000);
     args_.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 120'000);
     args_.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, options.sdk_id);
     ResetConnection();
@@ -306,13 +312,15 @@ class GrpcStreamFactory final : public IngestStreamFactory {
     // The old channel is kept a while before it is let go: gRPC 1.51 may
     // still be failing its connection (a TLS handshake) on its own threads,
     // and releasing the channel's last reference in the middle of that
-    // trips its refcount assertion. By the time a channel is this many
-    // resets old, its attempts are long over. Calls on a retired channel
-    // hold it too (their ClientContext keeps a reference) until they end.
-    if (channel_ != nullptr) {
-      retired_.push_back(std::move(channel_));
-      if (retired_.size() > kRetiredChannels) retired_.pop_front();
+    // tripped its refcount assertion. Half a minute later its attempt is
+    // long over. Calls on a retired channel hold it too (their
+    // ClientContext keeps a reference) until they end.
+    const auto now = std::chrono::steady_clock::now();
+    while (!retired_.empty() &&
+           (now - retired_.front().since > kRetiredFor || retired_.size() >= kMaxRetiredChannels)) {
+      retired_.pop_front();
     }
+    if (channel_ != nullptr) retired_.push_back(Retired{std::move(channel_), now});
     channel_ = grpc::CreateCustomChannel(options_.target, creds_, args_);
     stub_ = pb::Zerobus::NewStub(channel_);
   }
@@ -355,9 +363,16 @@ class GrpcStreamFactory final : public IngestStreamFactory {
   Post post_;
   std::shared_ptr<grpc::ChannelCredentials> creds_;
   grpc::ChannelArguments args_;
-  static constexpr size_t kRetiredChannels = 4;
+  struct Retired {
+    std::shared_ptr<grpc::Channel> channel;
+    std::chrono::steady_clock::time_point since;
+  };
+  static constexpr auto kRetiredFor = std::chrono::seconds(30);
+  // Resets come at most once per drain attempt (backoff paced); this only
+  // bounds a storm of them.
+  static constexpr size_t kMaxRetiredChannels = 64;
   std::shared_ptr<grpc::Channel> channel_;
-  std::deque<std::shared_ptr<grpc::Channel>> retired_;  // newest last
+  std::deque<Retired> retired_;  // oldest first
   std::unique_ptr<pb::Zerobus::Stub> stub_;
 };
 

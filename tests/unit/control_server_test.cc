@@ -300,7 +300,7 @@ TEST_F(ControlServerTest, BeyondTheCapABusyClientIsToldSoAndAFloodIsLoggedInSumm
   // shape, then an orderly close.
   const int seventeenth = Connect();
   ASSERT_GE(seventeenth, 0);
-  ASSERT_TRUE(SendAll(seventeenth, "status\n"));
+  (void)SendAll(seventeenth, "status\n");  // may find the busy reply and the close already there
   const ReadResult got = ReadToEnd(seventeenth, std::chrono::seconds(10));
   EXPECT_EQ(got.data, kBusyReply);
   EXPECT_TRUE(got.clean_eof);
@@ -315,7 +315,9 @@ TEST_F(ControlServerTest, BeyondTheCapABusyClientIsToldSoAndAFloodIsLoggedInSumm
     const int fd = Connect();
     ASSERT_GE(fd, 0) << i << ": " << std::strerror(errno);
     if (i % 2 == 0) {
-      ASSERT_TRUE(SendAll(fd, "status\n"));
+      // The busy reply (and the close) may already be there: then the send
+      // fails, and the reply is still there to read.
+      (void)SendAll(fd, "status\n");
     }
     flood.push_back(fd);
   }

@@ -496,10 +496,14 @@ TEST_F(DrainLaneTest, ACreateTimeoutWithNoAnswerReplacesTheConnectionAndCountsAC
   EXPECT_NE(lane_->health().tally(FailureKind::kConnect).last_message.find("looks dead"), std::string::npos);
   EXPECT_EQ(Metric("zerobusd_route_failures_total", "kind=\"connect\",route=\"r\""), 1);
   EXPECT_GT(Metric("zerobusd_route_last_failure_timestamp_seconds", "kind=\"connect\",route=\"r\""), 1.6e9);
-  // The new connection works: the outage ends.
+  // A stream opens on the new connection: not yet the end of the outage.
   Emit(call(1), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(Settle());
-  EXPECT_FALSE(lane_->health().failing());
+  EXPECT_TRUE(lane_->health().failing());
+  // Records are delivered: now it is.
+  ASSERT_EQ(call(1)->writes.size(), 1u);
+  Emit(call(1), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(RunUntil([&] { return !lane_->health().failing(); }));
 }
 
 TEST_F(DrainLaneTest, AnAckTimeoutReplacesTheConnection) {

@@ -235,6 +235,30 @@ TEST_F(IntakeServerTest, OversizeLineLongerThanTheReadBufferIsSkippedWithoutBuff
   EXPECT_EQ(Spooled("a"), (std::vector<std::string>{"{\"after\":1}"}));
 }
 
+TEST_F(IntakeServerTest, AProtoRecordLargerThanTheLimitOnceEncodedIsRefused) {
+  // JSON of 2 bytes per number becomes 9 bytes per number as an unpacked
+  // repeated double: what is spooled (and sent) must fit the limit too.
+  zb::testing::WriteFile(dir_.Sub("v.proto"), "syntax = \"proto2\";\nmessage V { repeated double x = 1; }\n");
+  auto codec = MakeProtoCodec(dir_.Sub("v.proto"), "V");
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  IntakeRoute r;
+  r.name = "v";
+  r.codec = std::move(*codec);
+  Start({r}, /*max_record_bytes=*/4096);
+  auto numbers = [](int n) {
+    std::string json = "{\"x\":[";
+    for (int i = 0; i < n; ++i) json += i == 0 ? "1" : ",1";
+    return json + "]}";
+  };
+  const std::string small = numbers(400);  // ~810 bytes of JSON, 4000 as protobuf: fits
+  const std::string big = numbers(1000);   // ~2010 bytes of JSON (under the limit), 10000 as protobuf
+  ASSERT_LT(big.size(), 4096u);
+  const std::string reply = Exchange("@route v\n" + small + "\n" + big + "\n");
+  EXPECT_NE(reply.find("once encoded as protobuf"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("limit 4096 (intake.max_record_bytes)"), std::string::npos) << reply;
+  EXPECT_EQ(Spooled("v").size(), 1u);
+}
+
 TEST_F(IntakeServerTest, LinesSplitAcrossReadsAreReassembled) {
   // The daemon reads 5 bytes at a time, so nearly every line is split.
   Start({Route("a")}, /*max_record_bytes=*/64, /*read_chunk_bytes=*/5);
