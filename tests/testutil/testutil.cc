@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,8 +72,15 @@ std::string BinDir() {
 
 Process::Process(std::vector<std::string> argv, const std::string& log_path,
                  const std::string& stdin_path) {
+  const pid_t parent = getpid();
   pid_ = fork();
   if (pid_ == 0) {
+    // A test that dies (a crash, SIGPIPE) takes its servers and daemons
+    // with it instead of leaving them running. (Tied to the forking
+    // thread: Process objects are made on a test's main thread, or on a
+    // thread that waits for the child.)
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the parent died before prctl
     setpgid(0, 0);
     if (!stdin_path.empty()) {
       int in = open(stdin_path.c_str(), O_RDONLY);
