@@ -32,6 +32,8 @@ class TempDir {
 
 // A port that was free on 127.0.0.1 a moment ago.
 int FreePort();
+// A connected Unix stream socket to `path` (close-on-exec), or -1.
+int ConnectUnix(const std::string& path);
 
 // Polls `condition` every few ms until it returns true or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
