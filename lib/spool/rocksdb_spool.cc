@@ -1,12 +1,4 @@
-// RocksDB spool. Layout:
-//  default column family
-//   "L" <lane> 0x00 <seq: 8 bytes big-endian>  ->  record envelope
-//   "M" <lane>                                  ->  lane meta (fixed64 x4)
-//   "D" <lane>                                  ->  lane destination (opaque)
-//  "dead_letters" column family
-//   "E" <id: 8 bytes big-endian>                ->  zerobusd.spool.DeadLetter
-//   "N"                                         ->  store meta (fixed64 x3)
-// Envelope: crc32c(time|payload) u32 LE, append time i64 LE (unix µs), payload.
+// RocksDB spool. Keys and values: spool/spool_format.h.
 // Every meta value is written in the same WriteBatch as the change it
 // describes, so it is exact after any crash and start-up needs no scan of
 // the backlog.
@@ -48,15 +40,12 @@
 #include "spool/space_guard.h"
 #include "spool/spool.h"
 #include "spool/spool_dir.h"
+#include "spool/spool_format.h"
 
 namespace zb {
 namespace {
 
-constexpr size_t kEnvelopeHeader = 4 + 8;
-constexpr size_t kMetaSize = 4 * 8;
-constexpr size_t kDeadLetterMetaSize = 3 * 8;
 constexpr char kDeadLetterFamily[] = "dead_letters";
-constexpr char kDeadLetterMetaKey[] = "N";
 // Replay and purge commit in chunks of this many entries.
 constexpr size_t kDeadLetterChunk = 10000;
 constexpr char kWatermarkFile[] = "ZEROBUSD-WATERMARK";
@@ -70,93 +59,13 @@ constexpr size_t kDeadLetterMemtableBytes = 4u << 20;
 // A drained spool keeps no memtable of this size or more (MaybeFlushDrained).
 constexpr uint64_t kDrainedFlushBytes = 8u << 20;
 
-std::string LanePrefix(const std::string& lane) { return absl::StrCat("L", lane, std::string(1, '\0')); }
-
-std::string RecordKey(const std::string& lane, SeqNo seq) {
-  std::string key = LanePrefix(lane);
-  const uint64_t be = htobe64(seq);
-  key.append(reinterpret_cast<const char*>(&be), 8);
-  return key;
-}
-
-SeqNo SeqFromKey(const rocksdb::Slice& key) {
-  uint64_t be = 0;
-  std::memcpy(&be, key.data() + key.size() - 8, 8);
-  return be64toh(be);
-}
-
-std::string MetaKey(const std::string& lane) { return absl::StrCat("M", lane); }
-
 // What a WriteBatch grows by (tag, column family, length varints, key,
 // value), with room to spare, so the space guard can decide per op.
-uint64_t MetaBytes(const std::string& lane) { return lane.size() + 1 + kMetaSize + 16; }
+uint64_t MetaBytes(const std::string& lane) { return lane.size() + 1 + kLaneMetaSize + 16; }
 uint64_t DeleteBytes(const std::string& lane) { return 2 * (lane.size() + 10) + 16; }
 std::string WatermarkPath(const std::string& spool) { return spool + "/" + kWatermarkFile; }
-std::string DestinationKey(const std::string& lane) { return absl::StrCat("D", lane); }
 
-std::string DeadLetterKey(uint64_t id) {
-  std::string key = "E";
-  const uint64_t be = htobe64(id);
-  key.append(reinterpret_cast<const char*>(&be), 8);
-  return key;
-}
-
-void PutFixed64(std::string* out, uint64_t v) {
-  const uint64_t le = htole64(v);
-  out->append(reinterpret_cast<const char*>(&le), 8);
-}
-uint64_t GetFixed64(const char* p) {
-  uint64_t le = 0;
-  std::memcpy(&le, p, 8);
-  return le64toh(le);
-}
-
-std::string EncodeMeta(const LaneStats& s) {
-  std::string v;
-  PutFixed64(&v, s.records);
-  PutFixed64(&v, s.bytes);
-  PutFixed64(&v, s.next_seq);
-  PutFixed64(&v, s.deleted_up_to);
-  return v;
-}
-
-struct DeadLetterMeta {
-  uint64_t records = 0;
-  uint64_t bytes = 0;
-  uint64_t next_id = 1;
-};
-
-std::string EncodeDeadLetterMeta(const DeadLetterMeta& m) {
-  std::string v;
-  PutFixed64(&v, m.records);
-  PutFixed64(&v, m.bytes);
-  PutFixed64(&v, m.next_id);
-  return v;
-}
-
-std::string EncodeEnvelope(int64_t time_us, const std::string& payload) {
-  std::string v(kEnvelopeHeader, '\0');
-  const uint64_t t = htole64(static_cast<uint64_t>(time_us));
-  std::memcpy(v.data() + 4, &t, 8);
-  v.append(payload);
-  const uint32_t crc = htole32(Crc32c(v.data() + 4, v.size() - 4));
-  std::memcpy(v.data(), &crc, 4);
-  return v;
-}
-
-// Checks and unpacks an envelope; `where` names the record in errors.
-absl::Status DecodeEnvelope(const rocksdb::Slice& value, const std::string& where, int64_t* time_us,
-                            std::string* payload) {
-  if (value.size() < kEnvelopeHeader) return absl::DataLossError(absl::StrCat("spool ", where, ": truncated record"));
-  uint32_t crc = 0;
-  std::memcpy(&crc, value.data(), 4);
-  if (le32toh(crc) != Crc32c(value.data() + 4, value.size() - 4)) {
-    return absl::DataLossError(absl::StrCat("spool ", where, ": checksum mismatch"));
-  }
-  *time_us = static_cast<int64_t>(GetFixed64(value.data() + 4));
-  payload->assign(value.data() + kEnvelopeHeader, value.size() - kEnvelopeHeader);
-  return absl::OkStatus();
-}
+absl::string_view View(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
 
 int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -320,13 +229,13 @@ class RocksDbSpool final : public Spool {
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
       for (it->Seek(RecordKey(lane, from)); it->Valid() && out.size() < max_records; it->Next()) {
         const rocksdb::Slice value = it->value();
-        const size_t payload_size = value.size() >= kEnvelopeHeader ? value.size() - kEnvelopeHeader : 0;
+        const size_t payload_size = EnvelopePayloadSize(value.size());
         const size_t counted = payload_size + per_record_bytes;
         if (!out.empty() && bytes + counted > max_bytes) break;
         SpoolRecord rec;
-        rec.seq = SeqFromKey(it->key());
+        rec.seq = SeqFromKey(View(it->key()));
         ZB_RETURN_IF_ERROR(
-            DecodeEnvelope(value, absl::StrCat("lane ", lane, " seq ", rec.seq), &rec.append_time_us, &rec.payload));
+            DecodeEnvelope(View(value), absl::StrCat("lane ", lane, " seq ", rec.seq), &rec.append_time_us, &rec.payload));
         bytes += counted;
         out.push_back(std::move(rec));
       }
@@ -500,7 +409,7 @@ class RocksDbSpool final : public Spool {
     ro.verify_checksums = true;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, dead_cf_));
     for (it->Seek(DeadLetterKey(from_id)); it->Valid() && out.size() < limit; it->Next()) {
-      const uint64_t id = SeqFromKey(it->key());
+      const uint64_t id = SeqFromKey(View(it->key()));
       ::zerobusd::spool::DeadLetter entry;
       if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
         return absl::DataLossError(absl::StrCat("spool dead-letter store: entry ", id, " does not parse"));
@@ -828,7 +737,7 @@ class RocksDbSpool final : public Spool {
         for (it->Seek(RecordKey(victim, lane.deleted_up_to + 1)); it->Valid() && freed < need; it->Next()) {
           freed += it->value().size() - kEnvelopeHeader;
           ++records;
-          last = SeqFromKey(it->key());
+          last = SeqFromKey(View(it->key()));
         }
         if (!it->status().ok()) return FromRocks(it->status(), "spool drop scan");
       }
@@ -985,7 +894,7 @@ class RocksDbSpool final : public Spool {
       total += bytes;
     }
     if (write_status.ok() && batch.Count() > 0) {
-      for (const auto& name : changed) batch.Put(default_cf_, MetaKey(name), EncodeMeta(touched[name]));
+      for (const auto& name : changed) batch.Put(default_cf_, MetaKey(name), EncodeLaneMeta(touched[name]));
       // Appends were held to min_free_bytes above; the batch as a whole
       // must leave the reserve.
       write_status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, any_append && options_.sync);
@@ -1069,7 +978,7 @@ class RocksDbSpool final : public Spool {
   // space guard lets a write of `kind` through, and publishes the new stats.
   absl::Status CommitSingle(rocksdb::WriteBatch* batch, const std::map<std::string, LaneStats>& lanes,
                             const DeadLetterMeta& dead, SpaceGuard::Write kind) {
-    for (const auto& [name, s] : lanes) batch->Put(default_cf_, MetaKey(name), EncodeMeta(s));
+    for (const auto& [name, s] : lanes) batch->Put(default_cf_, MetaKey(name), EncodeLaneMeta(s));
     batch->Put(dead_cf_, kDeadLetterMetaKey, EncodeDeadLetterMeta(dead));
     const uint64_t total_before = TotalBytes();
     ZB_RETURN_IF_ERROR(GuardedWrite(batch, kind, options_.sync));
@@ -1414,17 +1323,10 @@ absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path
     ro.iterate_upper_bound = &upper_slice;
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, open.handles[0]));
     for (it->Seek("M"); it->Valid(); it->Next()) {
-      const rocksdb::Slice v = it->value();
       const std::string lane = it->key().ToString().substr(1);
-      if (v.size() != kMetaSize) {
-        return absl::DataLossError(absl::StrCat("spool at ", path, ": bad meta for lane ", lane));
-      }
-      LaneStats st;
-      st.records = GetFixed64(v.data());
-      st.bytes = GetFixed64(v.data() + 8);
-      st.next_seq = GetFixed64(v.data() + 16);
-      st.deleted_up_to = GetFixed64(v.data() + 24);
-      state.lanes[lane] = st;
+      std::optional<LaneStats> st = DecodeLaneMeta(View(it->value()));
+      if (!st) return absl::DataLossError(absl::StrCat("spool at ", path, ": bad meta for lane ", lane));
+      state.lanes[lane] = *st;
     }
     ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
   }
@@ -1432,12 +1334,9 @@ absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path
     std::string value;
     rocksdb::Status get = db->Get(rocksdb::ReadOptions(), open.dead(), kDeadLetterMetaKey, &value);
     if (get.ok()) {
-      if (value.size() != kDeadLetterMetaSize) {
-        return absl::DataLossError(absl::StrCat("spool at ", path, ": bad dead-letter store meta"));
-      }
-      state.dead.records = GetFixed64(value.data());
-      state.dead.bytes = GetFixed64(value.data() + 8);
-      state.dead.next_id = GetFixed64(value.data() + 16);
+      std::optional<DeadLetterMeta> dead = DecodeDeadLetterMeta(value);
+      if (!dead) return absl::DataLossError(absl::StrCat("spool at ", path, ": bad dead-letter store meta"));
+      state.dead = *dead;
     } else if (!get.IsNotFound()) {
       return FromRocks(get, absl::StrCat("spool at ", path));
     }
@@ -1514,14 +1413,12 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
         const std::string name = key.ToString().substr(1);
         auto& lane = lanes[name];
         lane.name = name;
-        if (it->value().size() != kMetaSize) {
+        std::optional<LaneStats> meta = DecodeLaneMeta(View(it->value()));
+        if (!meta) {
           report.problems.push_back(absl::StrCat("lane ", name, ": metadata has a bad size"));
           continue;
         }
-        lane.meta.records = GetFixed64(it->value().data());
-        lane.meta.bytes = GetFixed64(it->value().data() + 8);
-        lane.meta.next_seq = GetFixed64(it->value().data() + 16);
-        lane.meta.deleted_up_to = GetFixed64(it->value().data() + 24);
+        lane.meta = *meta;
       } else if (key[0] == 'L') {
         const std::string k = key.ToString();
         const size_t zero = k.find('\0');
@@ -1530,10 +1427,11 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
           continue;
         }
         const std::string name = k.substr(1, zero - 1);
-        const SeqNo seq = SeqFromKey(key);
+        const SeqNo seq = SeqFromKey(View(key));
         int64_t time_us = 0;
         std::string payload;
-        absl::Status envelope = DecodeEnvelope(it->value(), absl::StrCat("lane ", name, " seq ", seq), &time_us, &payload);
+        absl::Status envelope =
+            DecodeEnvelope(View(it->value()), absl::StrCat("lane ", name, " seq ", seq), &time_us, &payload);
         if (!envelope.ok()) report.problems.push_back(std::string(envelope.message()));
         auto& lane = lanes[name];
         lane.name = name;
@@ -1559,7 +1457,7 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
     for (it->Seek("E"); it->Valid() && it->key().starts_with("E"); it->Next()) {
       ::zerobusd::spool::DeadLetter entry;
       if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-        report.problems.push_back(absl::StrCat("dead letter ", SeqFromKey(it->key()), " does not parse"));
+        report.problems.push_back(absl::StrCat("dead letter ", SeqFromKey(View(it->key())), " does not parse"));
       }
       report.dead_letters++;
     }

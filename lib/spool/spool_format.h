@@ -1,0 +1,64 @@
+#pragma once
+// The spool's on-disk format: keys and values, encoded and decoded in one
+// place (as leveldb's dbformat does), independent of the store under them.
+//
+//  default column family
+//   "L" <lane> 0x00 <seq: 8 bytes big-endian>  ->  record envelope
+//   "M" <lane>                                  ->  lane meta (fixed64 LE x4)
+//   "D" <lane>                                  ->  lane destination (opaque)
+//  "dead_letters" column family
+//   "E" <id: 8 bytes big-endian>                ->  zerobusd.spool.DeadLetter
+//   "N"                                         ->  store meta (fixed64 LE x3)
+// Envelope: crc32c(time|payload) u32 LE, append time i64 LE (unix µs), payload.
+// Big-endian sequence numbers keep a lane's records in seq order under the
+// store's bytewise key order. Pure functions; any thread.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "spool/spool.h"
+
+namespace zb {
+
+inline constexpr size_t kEnvelopeHeader = 4 + 8;
+inline constexpr size_t kLaneMetaSize = 4 * 8;
+inline constexpr size_t kDeadLetterMetaSize = 3 * 8;
+inline constexpr char kDeadLetterMetaKey[] = "N";
+
+// "L" <lane> 0x00: every record key of `lane` starts with it.
+std::string LanePrefix(absl::string_view lane);
+std::string RecordKey(absl::string_view lane, SeqNo seq);
+// The sequence number (or dead-letter id) in the last 8 bytes of a record
+// or dead-letter key. `key` must be at least 8 bytes long.
+SeqNo SeqFromKey(absl::string_view key);
+std::string MetaKey(absl::string_view lane);
+std::string DestinationKey(absl::string_view lane);
+std::string DeadLetterKey(uint64_t id);
+
+std::string EncodeEnvelope(int64_t time_us, absl::string_view payload);
+// Checks the checksum and unpacks; DataLossError naming `where` (e.g.
+// "lane readings seq 12") when the envelope is truncated or damaged.
+absl::Status DecodeEnvelope(absl::string_view value, absl::string_view where, int64_t* time_us, std::string* payload);
+// The payload's size as the envelope holds it (0 for a truncated one).
+inline size_t EnvelopePayloadSize(size_t value_size) {
+  return value_size >= kEnvelopeHeader ? value_size - kEnvelopeHeader : 0;
+}
+
+std::string EncodeLaneMeta(const LaneStats& stats);
+// nullopt when `value` is not a lane meta (wrong size).
+std::optional<LaneStats> DecodeLaneMeta(absl::string_view value);
+
+// The dead-letter store's totals and next id.
+struct DeadLetterMeta {
+  uint64_t records = 0;
+  uint64_t bytes = 0;
+  uint64_t next_id = 1;
+};
+std::string EncodeDeadLetterMeta(const DeadLetterMeta& meta);
+std::optional<DeadLetterMeta> DecodeDeadLetterMeta(absl::string_view value);
+
+}  // namespace zb
