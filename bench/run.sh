@@ -3,7 +3,10 @@
 #   bench/run.sh [RECORDS]   (default 1000000 records of about 200 bytes)
 # Prints records/s for the daemon path (zerobusctl -> zerobusd -> spool ->
 # devserver ACK -> spool empty) and for raw RocksDB sync WriteBatches of 1000
-# records, their ratio, and the daemon's peak RSS.
+# records, their ratio, the daemon's peak RSS (and its anonymous memory at
+# the end), and the spool folder's size: at its peak during the run (sampled
+# about every 0.5 s), at the last ACK, and SETTLE_S seconds later (default
+# 30; the goal of issue 9 is under 64 MB by then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000000}"
@@ -53,23 +56,49 @@ DPID=$!
 PIDS+=($DPID)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$METRICS/readyz" >/dev/null && break; sleep 0.1; done
 
+spool_bytes() { du -sb "$WORK/spool" 2>/dev/null | cut -f1; }
+spool_peak=0
+sample_spool() {
+  local b
+  b=$(spool_bytes)
+  [ "${b:-0}" -gt "$spool_peak" ] && spool_peak=$b
+  return 0
+}
+
 start=$(date +%s.%N)
 "$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$WORK/records.ndjson" >"$WORK/send.out"
 accepted_at=$(date +%s.%N)
+sample_spool
+i=0
 while :; do
   depth=$(curl -s "http://127.0.0.1:$METRICS/metrics" | sed -n 's/^zerobusd_acked_records_total{route="bench"} //p')
   [ "${depth%.*}" = "$N" ] && break
+  i=$((i + 1))
+  [ $((i % 10)) -eq 0 ] && sample_spool
   sleep 0.05
 done
 end=$(date +%s.%N)
+sample_spool
+spool_at_drain=$(spool_bytes)
+# How long until the spool gives its disk back (or SETTLE_S passes).
+settle_limit="${SETTLE_S:-30}"
+settled_after=""
+for t in $(seq 0 "$settle_limit"); do
+  if [ "$(spool_bytes)" -lt $((64 * 1000 * 1000)) ]; then settled_after=$t; break; fi
+  [ "$t" -lt "$settle_limit" ] && sleep 1
+done
+spool_settled=$(spool_bytes)
+anon_kb=$(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
 rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
 rows=$(wc -l < "$WORK/rows/main.bench.records.jsonl")
 
 raw=$("$BIN/zerobus-bench-rocksdb" --path "$WORK/raw" --records "$N" --batch 1000 --size 200 | sed -n 's/raw_records_per_s //p')
 
-python3 - "$N" "$start" "$accepted_at" "$end" "$raw" "$rss_kb" "$rows" "$(cat "$WORK/send.out")" <<'PY'
+python3 - "$N" "$start" "$accepted_at" "$end" "$raw" "$rss_kb" "$rows" "$(cat "$WORK/send.out")" \
+  "$anon_kb" "$spool_peak" "$spool_at_drain" "$spool_settled" "${settled_after:-}" "$settle_limit" <<'PY'
 import sys
-n, start, accepted, end, raw, rss_kb, rows, send = sys.argv[1:]
+(n, start, accepted, end, raw, rss_kb, rows, send, anon_kb, spool_peak, spool_at_drain, spool_settled, settled_after,
+ settle_limit) = sys.argv[1:]
 n = int(n); start, accepted, end, raw = map(float, (start, accepted, end, raw))
 intake = n / (accepted - start)
 e2e = n / (end - start)
@@ -80,6 +109,13 @@ print(f"end to end (acked, deleted) {e2e:,.0f} records/s")
 print(f"raw RocksDB sync batches    {raw:,.0f} records/s (WriteBatch of 1000, sync=true)")
 print(f"ratio end-to-end / raw      {e2e / raw:.2f}")
 print(f"ratio intake / raw          {intake / raw:.2f}")
-print(f"daemon peak RSS             {int(rss_kb) / 1024:.1f} MiB")
+print(f"daemon peak RSS             {int(rss_kb) / 1024:.1f} MiB (anonymous at the end: {int(anon_kb) / 1024:.1f} MiB)")
+mb = lambda b: int(b) / 1e6
+print(f"spool folder at peak        {mb(spool_peak):.1f} MB")
+print(f"spool folder at last ACK    {mb(spool_at_drain):.1f} MB")
+if settled_after:
+    print(f"spool folder under 64 MB    {settled_after} s after the last ACK ({mb(spool_settled):.1f} MB)")
+else:
+    print(f"spool folder after {settle_limit} s      {mb(spool_settled):.1f} MB (not under 64 MB)")
 print(f"rows landed at devserver    {rows}")
 PY
