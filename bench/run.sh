@@ -5,7 +5,7 @@
 # devserver ACK -> spool empty) and for raw RocksDB sync WriteBatches of 1000
 # records, their ratio, the daemon's peak RSS (and its anonymous memory at
 # the end), and the spool folder's size: at its peak during the run (sampled
-# about every 0.5 s), at the last ACK, and SETTLE_S seconds later (default
+# every 0.2 s), at the last ACK, and SETTLE_S seconds later (default
 # 30; the goal of issue 9 is under 64 MB by then).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,14 +41,17 @@ zerobus:
   client_secret: dev-secret
 spool:
   path: $WORK/spool
+  memory_budget: ${SPOOL_MEMORY_BUDGET:-32MiB}
 intake:
   socket: $WORK/zerobusd.sock
+${EXTRA_INTAKE_YAML:-}
 metrics:
   listen: "127.0.0.1:$METRICS"
 routes:
   - name: bench
     table: main.bench.records
     format: json
+${EXTRA_YAML:-}
 YAML
 for _ in $(seq 100); do grep -q listening "$WORK/devserver.log" && break; sleep 0.1; done
 "$BIN/zerobusd" --config "$WORK/zerobusd.yaml" --log-level warn >"$WORK/zerobusd.log" 2>&1 &
@@ -56,29 +59,32 @@ DPID=$!
 PIDS+=($DPID)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$METRICS/readyz" >/dev/null && break; sleep 0.1; done
 
-spool_bytes() { du -sb "$WORK/spool" 2>/dev/null | cut -f1; }
-spool_peak=0
-sample_spool() {
-  local b
-  b=$(spool_bytes)
-  [ "${b:-0}" -gt "$spool_peak" ] && spool_peak=$b
-  return 0
-}
-
+spool_bytes() { du -sb "$WORK/spool" 2>/dev/null | cut -f1 || echo 0; }
+# A sampler writes "<spool bytes> <anonymous kB>" every 0.2 s until the
+# daemon is gone (or stop-sampling exists): the peaks come from it.
+( while [ ! -e "$WORK/stop-sampling" ] && kill -0 "$DPID" 2>/dev/null; do
+    echo "$(spool_bytes) $(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")"
+    sleep 0.2
+  done >"$WORK/samples" ) &
+SAMPLER=$!
+# PERF_DATA=FILE: the daemon's threads are sampled with perf while it runs
+# (read it with `perf report -i FILE --sort comm,dso,sym`).
+if [ -n "${PERF_DATA:-}" ]; then
+  perf record -q -g -o "$PERF_DATA" -p "$DPID" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 start=$(date +%s.%N)
 "$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$WORK/records.ndjson" >"$WORK/send.out"
 accepted_at=$(date +%s.%N)
-sample_spool
 i=0
 while :; do
   depth=$(curl -s "http://127.0.0.1:$METRICS/metrics" | sed -n 's/^zerobusd_acked_records_total{route="bench"} //p')
   [ "${depth%.*}" = "$N" ] && break
   i=$((i + 1))
-  [ $((i % 10)) -eq 0 ] && sample_spool
   sleep 0.05
 done
 end=$(date +%s.%N)
-sample_spool
+if [ -n "${PERF_DATA:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 spool_at_drain=$(spool_bytes)
 # How long until the spool gives its disk back (or SETTLE_S passes).
 settle_limit="${SETTLE_S:-30}"
@@ -88,6 +94,9 @@ for t in $(seq 0 "$settle_limit"); do
   [ "$t" -lt "$settle_limit" ] && sleep 1
 done
 spool_settled=$(spool_bytes)
+touch "$WORK/stop-sampling"; wait "$SAMPLER" || true
+spool_peak=$(awk 'BEGIN{m=0} $1>m{m=$1} END{print m}' "$WORK/samples")
+anon_peak_kb=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$WORK/samples")
 anon_kb=$(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
 rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
 rows=$(wc -l < "$WORK/rows/main.bench.records.jsonl")
@@ -95,9 +104,9 @@ rows=$(wc -l < "$WORK/rows/main.bench.records.jsonl")
 raw=$("$BIN/zerobus-bench-rocksdb" --path "$WORK/raw" --records "$N" --batch 1000 --size 200 | sed -n 's/raw_records_per_s //p')
 
 python3 - "$N" "$start" "$accepted_at" "$end" "$raw" "$rss_kb" "$rows" "$(cat "$WORK/send.out")" \
-  "$anon_kb" "$spool_peak" "$spool_at_drain" "$spool_settled" "${settled_after:-}" "$settle_limit" <<'PY'
+  "$anon_kb" "$anon_peak_kb" "$spool_peak" "$spool_at_drain" "$spool_settled" "${settled_after:-}" "$settle_limit" <<'PY'
 import sys
-(n, start, accepted, end, raw, rss_kb, rows, send, anon_kb, spool_peak, spool_at_drain, spool_settled, settled_after,
+(n, start, accepted, end, raw, rss_kb, rows, send, anon_kb, anon_peak_kb, spool_peak, spool_at_drain, spool_settled, settled_after,
  settle_limit) = sys.argv[1:]
 n = int(n); start, accepted, end, raw = map(float, (start, accepted, end, raw))
 intake = n / (accepted - start)
@@ -109,7 +118,8 @@ print(f"end to end (acked, deleted) {e2e:,.0f} records/s")
 print(f"raw RocksDB sync batches    {raw:,.0f} records/s (WriteBatch of 1000, sync=true)")
 print(f"ratio end-to-end / raw      {e2e / raw:.2f}")
 print(f"ratio intake / raw          {intake / raw:.2f}")
-print(f"daemon peak RSS             {int(rss_kb) / 1024:.1f} MiB (anonymous at the end: {int(anon_kb) / 1024:.1f} MiB)")
+print(f"daemon peak RSS             {int(rss_kb) / 1024:.1f} MiB (anonymous: {int(anon_peak_kb) / 1024:.1f} MiB at the "
+      f"largest sample, {int(anon_kb) / 1024:.1f} MiB at the end)")
 mb = lambda b: int(b) / 1e6
 print(f"spool folder at peak        {mb(spool_peak):.1f} MB")
 print(f"spool folder at last ACK    {mb(spool_at_drain):.1f} MB")

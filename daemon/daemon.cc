@@ -248,6 +248,8 @@ class Daemon {
     options.sync = config_.spool.sync == SyncPolicy::kAlways;
     options.max_bytes = config_.spool.max_bytes;
     options.min_free_bytes = config_.spool.min_free_bytes;
+    static_assert(kMinMemoryBudget == kMinSpoolMemoryBudget);
+    options.memory_budget = config_.spool.memory_budget;
     options.drop_oldest = config_.spool.when_full == WhenFull::kDropOldest;
     std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
     Metrics* metrics = metrics_.get();

@@ -700,7 +700,7 @@ class Loader {
   // ----- spool, intake, metrics
 
   void LoadSpool(const YAML::Node& node) {
-    StrictMap map(node, "spool", {"path", "max_bytes", "min_free_bytes", "when_full", "sync"}, problems_);
+    StrictMap map(node, "spool", {"path", "max_bytes", "min_free_bytes", "memory_budget", "when_full", "sync"}, problems_);
     if (!map.valid()) return;
     SpoolConfig& spool = config_.spool;
     if (const YAML::Node* n = map.Find("path")) {
@@ -717,6 +717,11 @@ class Loader {
       if (auto v = ReadByteSize(*n, "spool.min_free_bytes", kMinFreeBytesFloor, std::numeric_limits<uint64_t>::max(),
                                 problems_)) {
         spool.min_free_bytes = *v;
+      }
+    }
+    if (const YAML::Node* n = map.Find("memory_budget")) {
+      if (auto v = ReadByteSize(*n, "spool.memory_budget", kMinMemoryBudget, 16ull << 30, problems_)) {
+        spool.memory_budget = *v;
       }
     }
     if (const YAML::Node* n = map.Find("when_full")) {
@@ -789,7 +794,10 @@ class Loader {
     }
     // A connection must be able to hold at least one record of the largest
     // allowed size, or such a record could never be read.
-    if (inflight_ok && (record_node || inflight_node) && intake.max_inflight_bytes < intake.max_record_bytes) {
+    if (!inflight_node) {
+      // Unset: the default, or one record of the largest allowed size.
+      intake.max_inflight_bytes = std::max(intake.max_inflight_bytes, intake.max_record_bytes);
+    } else if (inflight_ok && intake.max_inflight_bytes < intake.max_record_bytes) {
       problems_.Add(inflight_node ? *inflight_node : *record_node, "intake.max_inflight_bytes",
                     absl::StrCat("must be at least intake.max_record_bytes (", FormatBytes(intake.max_record_bytes),
                                  "), got ", FormatBytes(intake.max_inflight_bytes)));

@@ -38,6 +38,7 @@ struct SpoolConfig {
   std::string path = "/var/lib/zerobusd/spool";
   uint64_t max_bytes = 10ull << 30;      // total across routes
   uint64_t min_free_bytes = 256ull << 20; // filesystem guard
+  uint64_t memory_budget = 32ull << 20;   // RocksDB's write buffers, block cache and group commit (SpoolOptions)
   WhenFull when_full = WhenFull::kBlock;
   SyncPolicy sync = SyncPolicy::kAlways;
 
@@ -53,7 +54,10 @@ struct IntakeConfig {
   int64_t socket_gid = -1;                // socket_group resolved; -1 when empty
   uint32_t socket_mode = 0600;            // octal in YAML; default 0660 with socket_group, else 0600
   uint64_t max_record_bytes = 1ull << 20; // at most 10 MiB - 64 KiB
-  uint64_t max_inflight_bytes = 8ull << 20; // per connection, read but not yet durable
+  // Per connection, read but not yet durable (unset: at least max_record_bytes).
+  // A few group commits' worth keeps a producer at full speed; more only
+  // costs memory (each record read is held as an object until it is durable).
+  uint64_t max_inflight_bytes = 2ull << 20;
   uint64_t max_buffered_bytes = 128ull << 20;  // all connections together (IntakeOptions)
   uint32_t max_connections = 1024;
   uint32_t max_json_depth = 64;           // nesting levels of a JSON record
@@ -133,6 +137,8 @@ inline constexpr uint64_t kMinIntakeBufferedBytes = 32ull << 20;
 inline constexpr uint64_t kMaxJsonDepth = 1000;
 // The smallest spool.min_free_bytes: RocksDB must never meet a full disk.
 inline constexpr uint64_t kMinFreeBytesFloor = 16ull << 20;
+// The smallest spool.memory_budget (the spool's kMinSpoolMemoryBudget).
+inline constexpr uint64_t kMinMemoryBudget = 8ull << 20;
 
 // Loaded values are resolved: relative paths (spool.path, intake.socket,
 // ca_file, proto_file, *_file) are made absolute against the config file's

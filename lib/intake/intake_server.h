@@ -47,7 +47,7 @@ struct IntakeOptions {
   size_t max_record_bytes = 1u << 20;
   // Per connection: input read but not yet durable, and replies not yet
   // read by the producer; past either, the socket is not read.
-  size_t max_inflight_bytes = 8u << 20;
+  size_t max_inflight_bytes = 2u << 20;
   // All connections together: input held in memory (unfinished lines and
   // frames, records waiting for the spool) and unread replies. A read is
   // made only when its bytes fit; a frame is admitted whole as soon as its

@@ -22,6 +22,8 @@
 #include <set>
 #include <thread>
 
+#include <pthread.h>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -30,6 +32,7 @@
 #include "absl/time/time.h"
 #include "common/crc32c.h"
 #include "common/status.h"
+#include "rocksdb/cache.h"
 #include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -54,10 +57,14 @@ constexpr std::chrono::seconds kWatermarkInterval{5};
 // How often appends waiting for room, held deletes and a full spool look
 // for room again when nothing else happens.
 constexpr std::chrono::milliseconds kRoomPoll{100};
-// RocksDB's write buffer for the dead-letter store.
-constexpr size_t kDeadLetterMemtableBytes = 4u << 20;
-// A drained spool keeps no memtable of this size or more (MaybeFlushDrained).
-constexpr uint64_t kDrainedFlushBytes = 8u << 20;
+// How often the tidy thread looks for deleted records' disk to give back,
+// at most.
+constexpr std::chrono::seconds kTidyInterval{1};
+// A lane whose deleted records take more than this much of the table files
+// has that range compacted while it drains, and a drained spool holding
+// more table files than this is compacted.
+constexpr uint64_t kTidyDeletedBytes = 32u << 20;
+constexpr uint64_t kTidyDrainedBytes = 4u << 20;
 
 // What a WriteBatch grows by (tag, column family, length varints, key,
 // value), with room to spare, so the space guard can decide per op.
@@ -96,22 +103,41 @@ class RocksDbSpool final : public Spool {
   // `reserve_bytes`: free space RocksDB must always keep (SpaceGuard).
   RocksDbSpool(std::unique_ptr<SpoolClaim> claim, std::unique_ptr<rocksdb::DB> db,
                std::vector<rocksdb::ColumnFamilyHandle*> handles, const SpoolOptions& options, uint64_t reserve_bytes,
-               std::map<std::string, LaneStats> lanes, std::map<std::string, std::string> destinations,
-               DeadLetterMeta dead)
+               uint64_t drained_flush_bytes, std::map<std::string, LaneStats> lanes,
+               std::map<std::string, std::string> destinations, DeadLetterMeta dead)
       : claim_(std::move(claim)),
         db_(std::move(db)),
         default_cf_(handles[0]),
         dead_cf_(handles[1]),
         options_(options),
         guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
+        drained_flush_bytes_(drained_flush_bytes),
         lanes_(std::move(lanes)),
         destinations_(std::move(destinations)),
         dead_(dead) {
-    writer_ = std::thread([this] { WriterLoop(); });
-    reader_ = std::thread([this] { ReaderLoop(); });
+    writer_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "zb-spool-write");
+      WriterLoop();
+    });
+    reader_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "zb-spool-read");
+      ReaderLoop();
+    });
+    tidy_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "zb-spool-tidy");
+      TidyLoop();
+    });
+    RequestTidy();  // a spool that stopped before its drained compaction gives its disk back now
   }
 
   ~RocksDbSpool() override {
+    {
+      std::lock_guard<std::mutex> lock(tidy_mu_);
+      tidy_stopping_ = true;
+    }
+    tidy_cv_.notify_all();
+    db_->DisableManualCompaction();  // a compaction under way ends now
+    tidy_.join();
     {
       std::lock_guard<std::mutex> lock(read_mu_);
       read_stopping_ = true;
@@ -627,7 +653,7 @@ class RocksDbSpool final : public Spool {
   // flushes, and the next one fills while it does), so what a drained
   // daemon held depended on where the load left RocksDB's flush cycle: in
   // bench/route_soak.sh (200 routes, issue 8) malloc's use after a drain
-  // swung between 67 and 127 MiB with it. A memtable of kDrainedFlushBytes
+  // swung between 67 and 127 MiB with it. A memtable of drained_flush_bytes_
   // or more is flushed now instead: the flush drops every record the range
   // deletes cover and writes a table of a few KiB (lane metas, tombstones),
   // and the memtable's memory goes back (daemon/main.cc); use after a drain
@@ -637,7 +663,7 @@ class RocksDbSpool final : public Spool {
     uint64_t active = 0;
     if (!latched_error_.ok() ||
         !db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kCurSizeActiveMemTable, &active) ||
-        active < kDrainedFlushBytes) {
+        active < drained_flush_bytes_) {
       return;
     }
     if (guard_.enabled() && guard_.FreeBytes() < guard_.reserve_bytes()) return;
@@ -645,6 +671,95 @@ class RocksDbSpool final : public Spool {
     flush.wait = false;
     flush.allow_write_stall = true;
     db_->Flush(flush, default_cf_);
+  }
+
+  // ------------------------------------------------------------------ tidy
+
+  // Any thread. Asks the tidy thread to look for deleted records' disk.
+  void RequestTidy() {
+    {
+      std::lock_guard<std::mutex> lock(tidy_mu_);
+      tidy_requested_ = true;
+    }
+    tidy_cv_.notify_one();
+  }
+
+  // Tidy thread. A range delete only hides records: their bytes stay in
+  // the table files (and the write-ahead log) until a flush or compaction
+  // rewrites them, which RocksDB does only as later writes push it to, so a
+  // drained backlog kept hundreds of MB for minutes. This gives them back,
+  // at most every kTidyInterval:
+  //  - a lane whose deleted records hold more than kTidyDeletedBytes of
+  //    table files has that range compacted while the rest still drains;
+  //  - a drained spool (no records in any lane) holding more than
+  //    kTidyDrainedBytes of table files is flushed and compacted whole,
+  //    which drops every deleted record: it comes back to a few KiB.
+  // Compaction reads what it drops and writes only what still lives, and
+  // runs only while the reserve is free (SpaceGuard).
+  void TidyLoop() {
+    std::unique_lock<std::mutex> lock(tidy_mu_);
+    while (true) {
+      tidy_cv_.wait(lock, [this] { return tidy_stopping_ || tidy_requested_; });
+      if (tidy_stopping_) return;
+      tidy_requested_ = false;
+      lock.unlock();
+      Tidy();
+      lock.lock();
+      // At most every kTidyInterval: requests in between are merged.
+      tidy_cv_.wait_for(lock, kTidyInterval, [this] { return tidy_stopping_; });
+      if (tidy_stopping_) return;
+    }
+  }
+
+  void Tidy() {
+    if (guard_.enabled() && guard_.FreeBytes() < guard_.reserve_bytes()) return;
+    std::map<std::string, LaneStats> lanes;
+    {
+      absl::MutexLock lock(&stats_mu_);
+      lanes = lanes_;
+    }
+    const bool drained =
+        std::all_of(lanes.begin(), lanes.end(), [](const auto& lane) { return lane.second.records == 0; });
+    rocksdb::CompactRangeOptions compact;
+    compact.exclusive_manual_compaction = false;  // RocksDB's own compactions go on
+    compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+    uint64_t files = 0;
+    if (drained) {
+      if (!db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &files) ||
+          files <= kTidyDrainedBytes) {
+        return;
+      }
+      rocksdb::FlushOptions flush;
+      flush.allow_write_stall = true;
+      if (!db_->Flush(flush, {default_cf_, dead_cf_}).ok()) return;
+      rocksdb::Status s = db_->CompactRange(compact, default_cf_, nullptr, nullptr);
+      uint64_t after = 0;
+      db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &after);
+      if (s.ok()) {
+        spdlog::info("spool {} drained: its table files went from {} to {} bytes", options_.path, files, after);
+      } else if (!s.IsIncomplete()) {  // Incomplete: stopped for shutdown
+        spdlog::warn("spool {}: compacting the drained spool failed: {}", options_.path, s.ToString());
+      }
+      return;
+    }
+    for (const auto& [name, lane] : lanes) {
+      if (lane.deleted_up_to == 0) continue;
+      const std::string begin = RecordKey(name, 0);
+      const std::string end = RecordKey(name, lane.deleted_up_to + 1);
+      rocksdb::Range range(begin, end);
+      uint64_t deleted_bytes = 0;
+      if (!db_->GetApproximateSizes(rocksdb::SizeApproximationOptions{}, default_cf_, &range, 1, &deleted_bytes)
+               .ok() ||
+          deleted_bytes <= kTidyDeletedBytes) {
+        continue;
+      }
+      const rocksdb::Slice b(begin), e(end);
+      rocksdb::Status s = db_->CompactRange(compact, default_cf_, &b, &e);
+      if (!s.ok() && !s.IsIncomplete()) {
+        spdlog::warn("spool {}: compacting the deleted records of lane {} failed: {}", options_.path, name,
+                     s.ToString());
+      }
+    }
   }
 
   // ----------------------------------------------------------------- writes
@@ -899,9 +1014,11 @@ class RocksDbSpool final : public Spool {
       // must leave the reserve.
       write_status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, any_append && options_.sync);
     }
-    if (write_status.ok() && freed_any &&
-        std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
-      MaybeFlushDrained();
+    if (write_status.ok() && freed_any) {
+      if (std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
+        MaybeFlushDrained();
+      }
+      RequestTidy();
     }
     if (write_status.ok()) {
       absl::MutexLock lock(&stats_mu_);
@@ -1135,6 +1252,7 @@ class RocksDbSpool final : public Spool {
   rocksdb::ColumnFamilyHandle* dead_cf_;
   const SpoolOptions options_;
   const SpaceGuard guard_;
+  const uint64_t drained_flush_bytes_;  // MaybeFlushDrained
   std::thread writer_;
 
   std::mutex queue_mu_;
@@ -1171,6 +1289,12 @@ class RocksDbSpool final : public Spool {
   std::chrono::steady_clock::time_point last_flush_request_;
   std::chrono::steady_clock::time_point watermark_written_;
   bool watermark_dirty_ = true;
+
+  std::thread tidy_;
+  std::mutex tidy_mu_;
+  std::condition_variable tidy_cv_;
+  bool tidy_requested_ = false;  // guarded by tidy_mu_
+  bool tidy_stopping_ = false;   // guarded by tidy_mu_
 
   std::thread reader_;
   std::mutex read_mu_;
@@ -1214,7 +1338,27 @@ namespace {
 
 // ----------------------------------------------------------- open & check
 
-rocksdb::DBOptions MakeDbOptions(bool create) {
+// What RocksDB may hold in memory, carved out of SpoolOptions::memory_budget
+// (and clipped by the free-space guard), so the daemon's memory is set by
+// configuration whatever the load.
+struct Tuning {
+  size_t memtable_bytes = 8u << 20;      // one write buffer of the records; two may exist (one flushing)
+  size_t dead_memtable_bytes = 1u << 20;  // the dead-letter store's write buffer
+  size_t block_cache_bytes = 4u << 20;    // table blocks, index and filter blocks included
+};
+
+Tuning TuningFor(uint64_t memory_budget) {
+  Tuning t;
+  const uint64_t budget = std::max<uint64_t>(memory_budget, kMinSpoolMemoryBudget);
+  // Half for the two write buffers of the records, an eighth for the block
+  // cache; the rest is the group commit's batch (max_group_bytes) and slack.
+  t.memtable_bytes = budget / 4;
+  t.dead_memtable_bytes = std::clamp<uint64_t>(budget / 32, 256u << 10, 4u << 20);
+  t.block_cache_bytes = budget / 8;
+  return t;
+}
+
+rocksdb::DBOptions MakeDbOptions(bool create, const Tuning& tuning) {
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = create;
   db_options.create_missing_column_families = true;
@@ -1229,23 +1373,35 @@ rocksdb::DBOptions MakeDbOptions(bool create) {
   // share of the descriptors the daemon reserves beside intake's
   // connections (CheckRuntimeConfig), whatever the backlog's size.
   db_options.max_open_files = 256;
+  // A write-ahead log file lives until every family's memtable holding its
+  // writes is flushed: a dead letter written once would keep every later
+  // log. Past this total the oldest family is flushed and the logs go.
+  db_options.max_total_wal_size = 4 * (tuning.memtable_bytes + tuning.dead_memtable_bytes);
   return db_options;
 }
 
-// `memtable_bytes`: RocksDB's write buffer; a flush writes at most about
-// this much, so it is kept well inside the free-space guard.
-std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(size_t memtable_bytes = 64u << 20) {
+std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(const Tuning& tuning) {
   rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.write_buffer_size = memtable_bytes;
+  cf_options.write_buffer_size = tuning.memtable_bytes;
+  cf_options.max_write_buffer_number = 2;
+  // Smaller table files than RocksDB's 64 MiB, so a drained range covers
+  // whole files more often and they are dropped without a rewrite
+  // (ReclaimDeleted).
+  cf_options.target_file_size_base = std::max<uint64_t>(tuning.memtable_bytes, 2u << 20);
+  cf_options.max_bytes_for_level_base = 4 * cf_options.target_file_size_base;
   cf_options.compression = rocksdb::kNoCompression;
   for (auto c : rocksdb::GetSupportedCompressions()) {
     if (c == rocksdb::kLZ4Compression) cf_options.compression = c;
   }
   rocksdb::BlockBasedTableOptions table;
   table.block_size = 64 << 10;
+  // One cache for both families, index and filter blocks inside it: what
+  // reading a backlog holds stays within the budget.
+  table.block_cache = rocksdb::NewLRUCache(tuning.block_cache_bytes);
+  table.cache_index_and_filter_blocks = true;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::ColumnFamilyOptions dead_options = cf_options;
-  dead_options.write_buffer_size = kDeadLetterMemtableBytes;
+  dead_options.write_buffer_size = tuning.dead_memtable_bytes;
   return {{rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
 }
 
@@ -1280,9 +1436,9 @@ struct OpenDb {
 };
 
 absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* out,
-                  size_t memtable_bytes = 64u << 20) {
-  rocksdb::DBOptions db_options = MakeDbOptions(create);
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(memtable_bytes);
+                  const Tuning& tuning = Tuning{}) {
+  rocksdb::DBOptions db_options = MakeDbOptions(create, tuning);
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(tuning);
   if (read_only) {
     // A spool from before the dead-letter store has only the default family.
     std::vector<std::string> existing;
@@ -1468,17 +1624,20 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requested) {
   SpoolOptions options = requested;
-  size_t memtable_bytes = 64u << 20;
+  Tuning tuning = TuningFor(options.memory_budget);
+  // The group commit's batch is part of the budget too.
+  options.max_group_bytes = std::min<size_t>(options.max_group_bytes,
+                                             std::max<uint64_t>(1u << 20, tuning.memtable_bytes / 2));
   if (options.min_free_bytes > 0) {
     // Whatever RocksDB writes next (a group commit, a memtable flush) must
     // fit inside the guard, so the disk never fills under it.
-    memtable_bytes = std::clamp<uint64_t>(options.min_free_bytes / 4, 4u << 20, 64u << 20);
+    tuning.memtable_bytes = std::clamp<uint64_t>(options.min_free_bytes / 4, 1u << 20, tuning.memtable_bytes);
     options.max_group_bytes = std::min<size_t>(options.max_group_bytes,
                                                std::max<uint64_t>(1u << 20, options.min_free_bytes / 8));
   }
   // What RocksDB must always find free: a flush of both memtables, and the
   // WAL, MANIFEST and info log around it.
-  const uint64_t reserve_bytes = memtable_bytes + kDeadLetterMemtableBytes + (1u << 20);
+  const uint64_t reserve_bytes = 2 * tuning.memtable_bytes + tuning.dead_memtable_bytes + (1u << 20);
   // Before anything reads the folder: a spool in use is not damaged.
   ZB_ASSIGN_OR_RETURN(std::unique_ptr<SpoolClaim> claim, ClaimSpool(options.path));
   bool empty = true;
@@ -1493,7 +1652,7 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
   }
   ZB_RETURN_IF_ERROR(MakePrivateDir(options.path));
   OpenDb open;
-  if (absl::Status opened = Open(options.path, /*read_only=*/false, /*create=*/empty, &open, memtable_bytes);
+  if (absl::Status opened = Open(options.path, /*read_only=*/false, /*create=*/empty, &open, tuning);
       !opened.ok()) {
     // Another process may have taken the spool since the claim looked.
     ZB_RETURN_IF_ERROR(CheckNotLockedByAnother(options.path));
@@ -1504,7 +1663,8 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
   std::vector<rocksdb::ColumnFamilyHandle*> handles = std::move(open.handles);
   open.handles.clear();
   return std::unique_ptr<Spool>(new RocksDbSpool(std::move(claim), std::move(open.db), handles, options,
-                                                 reserve_bytes, std::move(state.lanes),
+                                                 reserve_bytes, std::max<uint64_t>(tuning.memtable_bytes / 4, 1u << 20),
+                                                 std::move(state.lanes),
                                                  std::move(state.destinations), state.dead));
 }
 

@@ -17,6 +17,8 @@
 
 namespace zb {
 
+inline constexpr uint64_t kMinSpoolMemoryBudget = 8u << 20;
+
 // Per-lane sequence number: dense, increasing, never reused, persisted.
 using SeqNo = uint64_t;
 
@@ -24,8 +26,14 @@ struct SpoolOptions {
   std::string path;
   // true: an Append's callback runs only after an fsync covers its records.
   bool sync = true;
-  // A group commit takes queued appends up to about this many payload bytes.
+  // A group commit takes queued appends up to about this many payload bytes
+  // (at most an eighth of memory_budget).
   size_t max_group_bytes = 16u << 20;
+  // The memory RocksDB may use: two write buffers of a quarter each, an
+  // eighth of block cache, the group commit's batch, the dead-letter store's
+  // write buffer. The daemon's memory then depends on configuration, not on
+  // the load or the backlog. At least kMinSpoolMemoryBudget.
+  uint64_t memory_budget = 32u << 20;
   // Cap on payload bytes held (every lane plus the dead-letter store); 0:
   // none. Counted from the lane metadata, so it holds across restarts.
   uint64_t max_bytes = 0;

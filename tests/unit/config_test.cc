@@ -102,6 +102,7 @@ spool:
   path: /var/lib/zb/spool
   max_bytes: 2GiB
   min_free_bytes: 64MiB
+  memory_budget: 12MiB
   when_full: drop_oldest
   sync: none
 intake:
@@ -160,6 +161,7 @@ routes:
   EXPECT_EQ(config->spool.path, "/var/lib/zb/spool");
   EXPECT_EQ(config->spool.max_bytes, 2ull << 30);
   EXPECT_EQ(config->spool.min_free_bytes, 64ull << 20);
+  EXPECT_EQ(config->spool.memory_budget, 12ull << 20);
   EXPECT_EQ(config->spool.when_full, WhenFull::kDropOldest);
   EXPECT_EQ(config->spool.sync, SyncPolicy::kNone);
 
@@ -222,6 +224,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_EQ(config->spool.path, "/var/lib/zerobusd/spool");
   EXPECT_EQ(config->spool.max_bytes, 10ull << 30);
   EXPECT_EQ(config->spool.min_free_bytes, 256ull << 20);
+  EXPECT_EQ(config->spool.memory_budget, 32ull << 20);
   EXPECT_EQ(config->spool.when_full, WhenFull::kBlock);
   EXPECT_EQ(config->spool.sync, SyncPolicy::kAlways);
   EXPECT_EQ(config->intake.socket, "/run/zerobusd/zerobusd.sock");
@@ -230,7 +233,7 @@ TEST_F(ConfigTest, MinimalConfigGetsDefaults) {
   EXPECT_TRUE(config->intake.socket_group.empty());
   EXPECT_EQ(config->intake.socket_gid, -1);
   EXPECT_EQ(config->intake.max_record_bytes, 1u << 20);
-  EXPECT_EQ(config->intake.max_inflight_bytes, 8u << 20);
+  EXPECT_EQ(config->intake.max_inflight_bytes, 2u << 20);
   EXPECT_EQ(config->intake.max_buffered_bytes, 128u << 20);
   EXPECT_EQ(config->intake.max_connections, 1024u);
   EXPECT_EQ(config->intake.max_json_depth, 64u);
@@ -407,8 +410,32 @@ TEST_F(ConfigTest, InflightBytesMustHoldOneRecord) {
   y.intake = "intake:\n  max_record_bytes: 4MiB\n  max_inflight_bytes: 1MiB\n";
   EXPECT_THAT(Error(Load(y)),
               HasSubstr("intake.max_inflight_bytes: must be at least intake.max_record_bytes (4MiB), got 1MiB"));
-  y.intake = "intake:\n  max_record_bytes: 9MiB\n";  // default inflight is 8MiB
-  EXPECT_THAT(Error(Load(y)), HasSubstr("intake.max_inflight_bytes: must be at least"));
+  // Unset, the window holds one record of the largest size (the default
+  // is 2MiB).
+  y.intake = "intake:\n  max_record_bytes: 9MiB\n";
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->intake.max_inflight_bytes, 9u << 20);
+  y.intake = "intake:\n  max_record_bytes: 1MiB\n";
+  config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->intake.max_inflight_bytes, 2u << 20);
+}
+
+TEST_F(ConfigTest, MemoryBudgetAtAndPastItsBounds) {
+  Yaml y;
+  y.spool = "spool:\n  memory_budget: 8MiB\n";
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->spool.memory_budget, kMinMemoryBudget);
+  y.spool = "spool:\n  memory_budget: 8388607\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("spool.memory_budget: must be"));
+  y.spool = "spool:\n  memory_budget: 16GiB\n";
+  ASSERT_TRUE(Load(y).ok());
+  y.spool = "spool:\n  memory_budget: 17GiB\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("spool.memory_budget: must be"));
+  y.spool = "spool:\n  memory_budget: lots\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("spool.memory_budget"));
 }
 
 TEST_F(ConfigTest, SocketMode) {
