@@ -30,7 +30,8 @@ PY
 
 "$BIN/zerobus-devserver" --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" \
   --output-dir "$WORK/rows" --ack-interval-ms 50 >"$WORK/devserver.log" 2>&1 &
-PIDS+=($!)
+SPID=$!
+PIDS+=($SPID)
 cat > "$WORK/zerobusd.yaml" <<YAML
 zerobus:
   endpoint: "http://127.0.0.1:$GRPC"
@@ -42,6 +43,7 @@ zerobus:
 spool:
   path: $WORK/spool
   memory_budget: ${SPOOL_MEMORY_BUDGET:-32MiB}
+  sync: ${SPOOL_SYNC:-always}
 intake:
   socket: $WORK/zerobusd.sock
 ${EXTRA_INTAKE_YAML:-}
@@ -74,7 +76,9 @@ if [ -n "${PERF_DATA:-}" ]; then
   PERF_PID=$!
 fi
 start=$(date +%s.%N)
-"$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$WORK/records.ndjson" >"$WORK/send.out"
+TIMEFORMAT="%U %S"
+{ time "$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$WORK/records.ndjson" \
+    >"$WORK/send.out"; } 2>"$WORK/send.cpu"
 accepted_at=$(date +%s.%N)
 i=0
 while :; do
@@ -100,14 +104,38 @@ anon_peak_kb=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$WORK/samples")
 anon_kb=$(sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
 rss_kb=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$DPID/status")
 rows=$(wc -l < "$WORK/rows/main.bench.records.jsonl")
+# Where the spool writer's time went (zerobusd_spool_writer_seconds_total).
+writer=$(curl -s "http://127.0.0.1:$METRICS/metrics" |
+  sed -n 's/^zerobusd_spool_writer_seconds_total{phase="\([a-z]*\)"} \(.*\)$/\1=\2/p' | tr '\n' ' ')
+commits=$(curl -s "http://127.0.0.1:$METRICS/metrics" | sed -n 's/^zerobusd_spool_commits_total //p')
+# CPU seconds by thread name (utime + stime of every thread of the daemon).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
+others="devserver=$(cpu_of "$SPID") zerobusctl=$(awk '{ print $1 + $2 }' "$WORK/send.cpu")"
+threads=$(python3 - "$DPID" <<'PY'
+import os, sys
+pid, hz = sys.argv[1], os.sysconf("SC_CLK_TCK")
+cpu = {}
+for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        stat = open(f"/proc/{pid}/task/{tid}/stat").read()
+    except OSError:
+        continue
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    cpu[name] = cpu.get(name, 0) + (int(fields[11]) + int(fields[12])) / hz
+print(" ".join(f"{n.replace(' ', '_')}={s:.2f}" for n, s in sorted(cpu.items(), key=lambda kv: -kv[1]) if s >= 0.01))
+PY
+)
 
 raw=$("$BIN/zerobus-bench-rocksdb" --path "$WORK/raw" --records "$N" --batch 1000 --size 200 | sed -n 's/raw_records_per_s //p')
 
 python3 - "$N" "$start" "$accepted_at" "$end" "$raw" "$rss_kb" "$rows" "$(cat "$WORK/send.out")" \
-  "$anon_kb" "$anon_peak_kb" "$spool_peak" "$spool_at_drain" "$spool_settled" "${settled_after:-}" "$settle_limit" <<'PY'
+  "$anon_kb" "$anon_peak_kb" "$spool_peak" "$spool_at_drain" "$spool_settled" "${settled_after:-}" "$settle_limit" \
+  "$threads" "$others" "$writer" "${commits:-0}" <<'PY'
 import sys
+import os
 (n, start, accepted, end, raw, rss_kb, rows, send, anon_kb, anon_peak_kb, spool_peak, spool_at_drain, spool_settled, settled_after,
- settle_limit) = sys.argv[1:]
+ settle_limit, threads, others, writer, commits) = sys.argv[1:]
 n = int(n); start, accepted, end, raw = map(float, (start, accepted, end, raw))
 intake = n / (accepted - start)
 e2e = n / (end - start)
@@ -128,4 +156,17 @@ if settled_after:
 else:
     print(f"spool folder after {settle_limit} s      {mb(spool_settled):.1f} MB (not under 64 MB)")
 print(f"rows landed at devserver    {rows}")
+cpu = [(name, float(sec)) for name, sec in (t.split("=") for t in threads.split())]
+total = sum(sec for _, sec in cpu)
+print(f"daemon CPU                  {total:.2f} s, {total / n * 1e6:.2f} us per record (wall: {(end - start) / n * 1e6:.2f} us)")
+print("  by thread                 " + ", ".join(f"{name} {sec:.2f} s" for name, sec in cpu[:8]))
+phases = {name: float(sec) for name, sec in (t.split("=") for t in writer.split())}
+busy = sum(sec for name, sec in phases.items() if name != "idle")
+if busy > 0:
+    order = ["building", "logging", "syncing", "memtable", "stalled", "answering"]
+    print(f"spool writer (busy {busy:.2f} s, {int(float(commits))} commits) " +
+          ", ".join(f"{p} {phases.get(p, 0) / busy:.0%}" for p in order))
+rest = [(name, float(sec)) for name, sec in (t.split("=") for t in others.split())]
+print("other processes' CPU        " + ", ".join(f"{name} {sec:.2f} s" for name, sec in rest) +
+      f" (all on {os.cpu_count()} cores)")
 PY

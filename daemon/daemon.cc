@@ -620,6 +620,18 @@ class Daemon {
     const DeadLetterStats dead = spool_->DeadLetterTotals();
     metrics_->DeadLetterStore(dead.records, dead.bytes);
     metrics_->SpoolFull(spool_->full());
+    const SpoolWriterTimes writer = spool_->WriterTimes();
+    for (const auto& [phase, seconds] : std::initializer_list<std::pair<const char*, double>>{
+             {"idle", writer.idle},
+             {"building", writer.building},
+             {"logging", writer.logging},
+             {"syncing", writer.syncing},
+             {"memtable", writer.memtable},
+             {"stalled", writer.stalled},
+             {"answering", writer.answering}}) {
+      metrics_->SpoolWriterSeconds(phase, seconds);
+    }
+    metrics_->SpoolCommits(writer.commits);
   }
 
   // ------------------------------------------------------------- control

@@ -145,7 +145,17 @@ class PrometheusMetrics final : public Metrics {
                         .Help("1 while appends are refused or held: spool.max_bytes reached or the filesystem "
                               "below spool.min_free_bytes")
                         .Register(*registry_)
-                        .Add({})) {
+                        .Add({})),
+        writer_seconds_(prometheus::BuildCounter()
+                            .Name("zerobusd_spool_writer_seconds_total")
+                            .Help("Where the spool's writer thread spent its time, by phase (idle, building, "
+                                  "logging, syncing, memtable, stalled, answering)")
+                            .Register(*registry_)),
+        spool_commits_(prometheus::BuildCounter()
+                           .Name("zerobusd_spool_commits_total")
+                           .Help("Writes the spool made to RocksDB (group commits and single operations)")
+                           .Register(*registry_)
+                           .Add({})) {
     prometheus::BuildGauge()
         .Name("zerobusd_build_info")
         .Help("Build information")
@@ -203,6 +213,15 @@ class PrometheusMetrics final : public Metrics {
     dlq_bytes_.Set(static_cast<double>(bytes));
   }
   void SpoolFull(bool full) override { spool_full_.Set(full ? 1 : 0); }
+  void SpoolWriterSeconds(const std::string& phase, double total_seconds) override {
+    prometheus::Counter& c = Get(writer_seconds_, {{"phase", phase}});
+    if (total_seconds > c.Value()) c.Increment(total_seconds - c.Value());
+  }
+  void SpoolCommits(uint64_t total) override {
+    if (static_cast<double>(total) > spool_commits_.Value()) {
+      spool_commits_.Increment(static_cast<double>(total) - spool_commits_.Value());
+    }
+  }
   void AcceptError(const std::string& listener, const std::string& error) override {
     Get(accept_errors_, {{"listener", listener}, {"error", error}}).Increment();
   }
@@ -270,6 +289,8 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Gauge& dlq_bytes_;
   prometheus::Family<prometheus::Counter>& accept_errors_;
   prometheus::Gauge& spool_full_;
+  prometheus::Family<prometheus::Counter>& writer_seconds_;
+  prometheus::Counter& spool_commits_;
 };
 
 namespace asio = boost::asio;

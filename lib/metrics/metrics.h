@@ -52,6 +52,10 @@ class Metrics {
   // Whether appends are refused now (1) because the spool is at
   // spool.max_bytes or the filesystem below spool.min_free_bytes.
   virtual void SpoolFull(bool full) = 0;
+  // The spool writer's time in `phase` since it opened, and its RocksDB
+  // writes: totals (sampled at scrape time), published as counters.
+  virtual void SpoolWriterSeconds(const std::string& phase, double total_seconds) = 0;
+  virtual void SpoolCommits(uint64_t total) = 0;
   // A failed accept on a listening socket: `listener` is "intake", "control"
   // or "metrics"; `error` the errno name ("EMFILE", "ENFILE", "ENOBUFS",
   // "ENOMEM", ...). The listener keeps accepting (with a backoff).

@@ -35,7 +35,11 @@
 #include "rocksdb/cache.h"
 #include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
+#include "rocksdb/iostats_context.h"
 #include "rocksdb/options.h"
+#include "rocksdb/perf_context.h"
+#include "rocksdb/perf_level.h"
+#include "rocksdb/slice_transform.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 #include "spdlog/spdlog.h"
@@ -324,6 +328,21 @@ class RocksDbSpool final : public Spool {
 
   bool full() override { return full_.load(); }
 
+  SpoolWriterTimes WriterTimes() override {
+    const auto seconds = [](const std::atomic<uint64_t>& ns) { return static_cast<double>(ns.load()) / 1e9; };
+    SpoolWriterTimes t;
+    t.idle = seconds(times_.idle);
+    t.logging = seconds(times_.logging);
+    t.syncing = seconds(times_.syncing);
+    t.memtable = seconds(times_.memtable);
+    t.stalled = seconds(times_.stalled);
+    t.answering = seconds(times_.answering);
+    const double alive = std::chrono::duration<double>(std::chrono::steady_clock::now() - opened_).count();
+    t.building = std::max(0.0, alive - t.idle - t.logging - t.syncing - t.memtable - t.stalled - t.answering);
+    t.commits = times_.commits.load();
+    return t;
+  }
+
  private:
   // Writer thread. Records what the spool now holds durably, at most every
   // kWatermarkInterval (or now, when `force`), replacing the file atomically.
@@ -466,9 +485,13 @@ class RocksDbSpool final : public Spool {
   // their callbacks. Other operations commit on their own. Every write is
   // checked by the space guard first (GuardedWrite).
   void WriterLoop() {
+    // RocksDB's per-thread timers tell where a write's time goes (log,
+    // fsync, memtable, stalls): WriterTimes().
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
     while (true) {
       std::vector<Op> group;
       {
+        const PhaseTimer idle(&times_.idle);
         std::unique_lock<std::mutex> lock(queue_mu_);
         if (waiting_.empty() && held_deletes_.empty() && !full_.load()) {
           queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -778,7 +801,18 @@ class RocksDbSpool final : public Spool {
     }
     rocksdb::WriteOptions wo;
     wo.sync = sync;
+    rocksdb::get_perf_context()->Reset();
+    rocksdb::get_iostats_context()->Reset();
     absl::Status s = FromRocks(db_->Write(wo, batch), "spool write");
+    {
+      const rocksdb::PerfContext& perf = *rocksdb::get_perf_context();
+      const uint64_t fsync = rocksdb::get_iostats_context()->fsync_nanos;
+      times_.syncing += fsync;
+      times_.logging += perf.write_wal_time > fsync ? perf.write_wal_time - fsync : 0;
+      times_.memtable += perf.write_memtable_time;
+      times_.stalled += perf.write_delay_time + perf.write_thread_wait_nanos;
+      times_.commits += 1;
+    }
     if (!s.ok()) {
       // RocksDB stops accepting writes after a failed write or sync.
       latched_error_ = s;
@@ -857,7 +891,7 @@ class RocksDbSpool final : public Spool {
         if (!it->status().ok()) return FromRocks(it->status(), "spool drop scan");
       }
       if (records == 0) return absl::ResourceExhaustedError("spool full: nothing left to drop");
-      batch->DeleteRange(default_cf_, RecordKey(victim, lane.deleted_up_to + 1), RecordKey(victim, last + 1));
+      batch->DeleteRange(default_cf_, KeyAfterRecord(victim, lane.deleted_up_to), RecordKey(victim, last + 1));
       lane.records -= std::min(lane.records, records);
       lane.bytes -= std::min(lane.bytes, freed);
       lane.deleted_up_to = last;
@@ -914,7 +948,16 @@ class RocksDbSpool final : public Spool {
     const bool latched_full = absl::IsResourceExhausted(latched);
     absl::Status write_status = latched_full ? absl::OkStatus() : latched;
     const uint64_t free = guard_.enabled() ? guard_.FreeBytes() : 0;
-    rocksdb::WriteBatch batch(BatchBytesBound(group, start));
+    // The writer's one batch, kept between commits: a fresh multi-MiB
+    // buffer per commit is a fresh mapping whose pages fault in each time.
+    const size_t bound = BatchBytesBound(group, start);
+    if (bound > batch_capacity_) {
+      batch_ = rocksdb::WriteBatch(bound);
+      batch_capacity_ = bound;
+    } else {
+      batch_.Clear();
+    }
+    rocksdb::WriteBatch& batch = batch_;
     std::map<std::string, std::pair<uint64_t, uint64_t>> drops;
     std::set<std::string> changed;  // lanes whose meta this commit rewrites
     // Bytes the batch will hold with `more` bytes of `lane` added (its metas
@@ -1000,8 +1043,13 @@ class RocksDbSpool final : public Spool {
         fit = true;
       }
       op.result.first_seq = l.next_seq;
+      std::string key = RecordKey(op.lane, 0);
+      char header[kEnvelopeHeader];
       for (const auto& rec : *op.records) {
-        batch.Put(default_cf_, RecordKey(op.lane, l.next_seq++), EncodeEnvelope(now, rec));
+        SetRecordKeySeq(&key, l.next_seq++);
+        EncodeEnvelopeHeader(now, rec, header);
+        const rocksdb::Slice key_part(key), value_parts[2] = {rocksdb::Slice(header, kEnvelopeHeader), rec};
+        batch.Put(default_cf_, rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2));
         l.records++;
         l.bytes += rec.size();
       }
@@ -1033,6 +1081,7 @@ class RocksDbSpool final : public Spool {
     if (write_status.ok() && options_.on_drop) {
       for (const auto& [lane, d] : drops) options_.on_drop(lane, d.first, d.second);
     }
+    const PhaseTimer answering(&times_.answering);
     // Nothing of the batch was stored for lack of room: what may wait, waits.
     const bool no_room = absl::IsResourceExhausted(write_status);
     if (!write_status.ok()) end = group.size();  // every remaining op fails with it
@@ -1083,7 +1132,7 @@ class RocksDbSpool final : public Spool {
       }
       if (!it->status().ok()) return FromRocks(it->status(), "spool delete scan");
     }
-    batch->DeleteRange(default_cf_, begin, end);
+    batch->DeleteRange(default_cf_, KeyAfterRecord(lane_name, lane->deleted_up_to), end);
     lane->records -= std::min(lane->records, records);
     lane->bytes -= std::min(lane->bytes, bytes);
     lane->deleted_up_to = up_to;
@@ -1266,7 +1315,31 @@ class RocksDbSpool final : public Spool {
   DeadLetterMeta dead_ ABSL_GUARDED_BY(stats_mu_);
   std::atomic<bool> full_{false};
 
+  // Nanoseconds the writer spent per phase: written by the writer thread,
+  // read by WriterTimes on any.
+  struct WriterNanos {
+    std::atomic<uint64_t> idle{0}, logging{0}, syncing{0}, memtable{0}, stalled{0}, answering{0}, commits{0};
+  };
+  WriterNanos times_;
+  const std::chrono::steady_clock::time_point opened_ = std::chrono::steady_clock::now();
+  // Adds the time of its scope to a WriterNanos counter.
+  class PhaseTimer {
+   public:
+    explicit PhaseTimer(std::atomic<uint64_t>* sink) : sink_(sink), start_(std::chrono::steady_clock::now()) {}
+    ~PhaseTimer() {
+      *sink_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count();
+    }
+    PhaseTimer(const PhaseTimer&) = delete;
+    PhaseTimer& operator=(const PhaseTimer&) = delete;
+
+   private:
+    std::atomic<uint64_t>* sink_;
+    std::chrono::steady_clock::time_point start_;
+  };
+
   // Writer thread only.
+  rocksdb::WriteBatch batch_;  // CommitPart's, reused
+  size_t batch_capacity_ = 0;
   std::deque<Op> waiting_;  // appends waiting for room, in arrival order
   struct HeldDelete {
     SeqNo up_to = 0;
@@ -1338,6 +1411,18 @@ namespace {
 
 // ----------------------------------------------------------- open & check
 
+// A record key's lane prefix ("L" <lane> 0x00): RocksDB keeps an insert
+// hint per prefix, so appending a lane's next record (its keys only grow)
+// costs O(1) in the memtable's skip list instead of a search from the top.
+class LanePrefixTransform final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "zerobusd.LanePrefix"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return rocksdb::Slice(key.data(), LanePrefixSize(View(key)));
+  }
+  bool InDomain(const rocksdb::Slice& key) const override { return LanePrefixSize(View(key)) > 0; }
+};
+
 // What RocksDB may hold in memory, carved out of SpoolOptions::memory_budget
 // (and clipped by the free-space guard), so the daemon's memory is set by
 // configuration whatever the load.
@@ -1369,6 +1454,8 @@ rocksdb::DBOptions MakeDbOptions(bool create, const Tuning& tuning) {
   // Synced WALs that later shrink or vanish fail the open.
   db_options.track_and_verify_wals_in_manifest = true;
   db_options.max_background_jobs = 2;
+  // One writer thread: the memtable's insert hints need this off.
+  db_options.allow_concurrent_memtable_write = false;
   // Table files kept open at once (more are opened on demand): the spool's
   // share of the descriptors the daemon reserves beside intake's
   // connections (CheckRuntimeConfig), whatever the backlog's size.
@@ -1380,10 +1467,13 @@ rocksdb::DBOptions MakeDbOptions(bool create, const Tuning& tuning) {
   return db_options;
 }
 
-std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(const Tuning& tuning) {
+// `insert_hints`: see LanePrefixTransform; never while a write-ahead log
+// that an older zerobusd wrote may be replayed (OpenRocksDbSpool).
+std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(const Tuning& tuning, bool insert_hints) {
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.write_buffer_size = tuning.memtable_bytes;
   cf_options.max_write_buffer_number = 2;
+  if (insert_hints) cf_options.memtable_insert_with_hint_prefix_extractor = std::make_shared<LanePrefixTransform>();
   // Smaller table files than RocksDB's 64 MiB, so a drained range covers
   // whole files more often and they are dropped without a rewrite
   // (ReclaimDeleted).
@@ -1436,9 +1526,9 @@ struct OpenDb {
 };
 
 absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* out,
-                  const Tuning& tuning = Tuning{}) {
+                  const Tuning& tuning = Tuning{}, bool insert_hints = false) {
   rocksdb::DBOptions db_options = MakeDbOptions(create, tuning);
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(tuning);
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(tuning, insert_hints);
   if (read_only) {
     // A spool from before the dead-letter store has only the default family.
     std::vector<std::string> existing;
@@ -1652,9 +1742,22 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
   }
   ZB_RETURN_IF_ERROR(MakePrivateDir(options.path));
   OpenDb open;
-  if (absl::Status opened = Open(options.path, /*read_only=*/false, /*create=*/empty, &open, tuning);
+  if (!empty) {
+    // The write-ahead log is replayed without the memtable's insert hints
+    // (a log an older zerobusd wrote holds range tombstones inside their
+    // domain) and flushed by RocksDB as it recovers; the spool then opens
+    // again with them, on an empty log.
+    if (absl::Status opened = Open(options.path, /*read_only=*/false, /*create=*/false, &open, tuning);
+        !opened.ok()) {
+      // Another process may have taken the spool since the claim looked.
+      ZB_RETURN_IF_ERROR(CheckNotLockedByAnother(options.path));
+      return opened;
+    }
+    open.Close();
+  }
+  if (absl::Status opened =
+          Open(options.path, /*read_only=*/false, /*create=*/empty, &open, tuning, /*insert_hints=*/true);
       !opened.ok()) {
-    // Another process may have taken the spool since the claim looked.
     ZB_RETURN_IF_ERROR(CheckNotLockedByAnother(options.path));
     return opened;
   }

@@ -111,6 +111,18 @@ struct DeadLetterStats {
   uint64_t bytes = 0;          // payload bytes
 };
 
+// Where the writer thread's time went since the spool opened, in seconds.
+struct SpoolWriterTimes {
+  double idle = 0;       // waiting for work
+  double building = 0;   // taking groups, checking room, encoding the batch
+  double logging = 0;    // appending batches to RocksDB's write-ahead log
+  double syncing = 0;    // fsync of the log
+  double memtable = 0;   // inserting into the memtable
+  double stalled = 0;    // held by RocksDB (write stalls while flushes catch up)
+  double answering = 0;  // running the callbacks of committed operations
+  uint64_t commits = 0;  // RocksDB writes
+};
+
 // Thread-safe. Appends and deletes run on the spool's own writer thread, so no
 // caller blocks on fsync; ReadFromAsync runs on its reader thread (a cold
 // backlog read may wait for the disk); ReadFrom runs on the caller's thread.
@@ -204,6 +216,7 @@ class Spool {
   // (max_bytes or min_free_bytes), and the room it asked for has not come
   // back since. Entering and leaving this state each log one line.
   virtual bool full() = 0;
+  virtual SpoolWriterTimes WriterTimes() = 0;
 
   // Blocking conveniences over the async calls (not for the event loop).
   absl::StatusOr<AppendResult> Append(const std::string& lane, std::vector<std::string> records);

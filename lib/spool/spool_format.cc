@@ -36,6 +36,23 @@ std::string RecordKey(absl::string_view lane, SeqNo seq) {
   return key;
 }
 
+void SetRecordKeySeq(std::string* record_key, SeqNo seq) {
+  const uint64_t big = htobe64(seq);
+  std::memcpy(record_key->data() + record_key->size() - 8, &big, 8);
+}
+
+size_t LanePrefixSize(absl::string_view key) {
+  if (key.size() < 2 + 8 || key[0] != 'L') return 0;
+  const size_t zero = key.find('\0');
+  return zero == key.size() - 8 - 1 ? zero + 1 : 0;
+}
+
+std::string KeyAfterRecord(absl::string_view lane, SeqNo seq) {
+  std::string key = RecordKey(lane, seq);
+  key.push_back('\0');
+  return key;
+}
+
 SeqNo SeqFromKey(absl::string_view key) {
   uint64_t be = 0;
   std::memcpy(&be, key.data() + key.size() - 8, 8);
@@ -52,13 +69,18 @@ std::string DeadLetterKey(uint64_t id) {
   return key;
 }
 
-std::string EncodeEnvelope(int64_t time_us, absl::string_view payload) {
-  std::string v(kEnvelopeHeader, '\0');
+void EncodeEnvelopeHeader(int64_t time_us, absl::string_view payload, char (&header)[kEnvelopeHeader]) {
   const uint64_t t = htole64(static_cast<uint64_t>(time_us));
-  std::memcpy(v.data() + 4, &t, 8);
+  std::memcpy(header + 4, &t, 8);
+  const uint32_t crc = htole32(Crc32cExtend(Crc32c(header + 4, 8), payload.data(), payload.size()));
+  std::memcpy(header, &crc, 4);
+}
+
+std::string EncodeEnvelope(int64_t time_us, absl::string_view payload) {
+  char header[kEnvelopeHeader];
+  EncodeEnvelopeHeader(time_us, payload, header);
+  std::string v(header, kEnvelopeHeader);
   v.append(payload.data(), payload.size());
-  const uint32_t crc = htole32(Crc32c(v.data() + 4, v.size() - 4));
-  std::memcpy(v.data(), &crc, 4);
   return v;
 }
 

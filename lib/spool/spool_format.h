@@ -32,6 +32,19 @@ inline constexpr char kDeadLetterMetaKey[] = "N";
 // "L" <lane> 0x00: every record key of `lane` starts with it.
 std::string LanePrefix(absl::string_view lane);
 std::string RecordKey(absl::string_view lane, SeqNo seq);
+// Makes `record_key` (a RecordKey) the key of `seq` of the same lane.
+void SetRecordKeySeq(std::string* record_key, SeqNo seq);
+// The length of `key`'s LanePrefix when it is a record key, else 0. A key
+// is a record key when its first 0x00 (lane names hold none) is followed by
+// exactly 8 bytes.
+size_t LanePrefixSize(absl::string_view key);
+// RecordKey(lane, seq) + 0x00: sorts after record `seq` and before record
+// seq + 1, and is not a record key. A range delete of records (a, b] spans
+// [KeyAfterRecord(a), RecordKey(b + 1)): its start key must lie outside
+// LanePrefixSize's domain, since RocksDB 7.8 shares a prefix's memtable
+// insert hint between point keys and range tombstones, and a range
+// tombstone inside the domain corrupts the hint (rocksdb_spool.cc).
+std::string KeyAfterRecord(absl::string_view lane, SeqNo seq);
 // The sequence number (or dead-letter id) in the last 8 bytes of a record
 // or dead-letter key. `key` must be at least 8 bytes long.
 SeqNo SeqFromKey(absl::string_view key);
@@ -40,6 +53,9 @@ std::string DestinationKey(absl::string_view lane);
 std::string DeadLetterKey(uint64_t id);
 
 std::string EncodeEnvelope(int64_t time_us, absl::string_view payload);
+// The envelope's header alone (EncodeEnvelope = header + payload), for a
+// writer that puts the two pieces into its batch without joining them.
+void EncodeEnvelopeHeader(int64_t time_us, absl::string_view payload, char (&header)[kEnvelopeHeader]);
 // Checks the checksum and unpacks; DataLossError naming `where` (e.g.
 // "lane readings seq 12") when the envelope is truncated or damaged.
 absl::Status DecodeEnvelope(absl::string_view value, absl::string_view where, int64_t* time_us, std::string* payload);

@@ -34,5 +34,20 @@ TEST(Crc32cTest, MatchesTheTableImplementationOnEveryLengthAndAlignment) {
   }
 }
 
+TEST(Crc32cTest, ExtendingOverPiecesGivesTheWholesChecksumOnBothPaths) {
+  std::string data(200, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + 3);
+  for (size_t split = 0; split <= data.size(); split += 7) {
+    const uint32_t whole = Reference(data);
+    const uint32_t head = Crc32c(data.data(), split);
+    EXPECT_EQ(Crc32cExtend(head, data.data() + split, data.size() - split), whole) << split;
+    const uint32_t portable_head = internal::Crc32cExtendPortable(0, data.data(), split);
+    EXPECT_EQ(portable_head, head) << split;
+    EXPECT_EQ(internal::Crc32cExtendPortable(portable_head, data.data() + split, data.size() - split), whole)
+        << split;
+  }
+  EXPECT_EQ(Crc32cExtend(0, "", 0), 0u);
+}
+
 }  // namespace
 }  // namespace zb

@@ -76,4 +76,49 @@ TEST(SpoolFormatTest, MetasRoundTripAndAWrongSizeIsRefused) {
 }
 
 }  // namespace
+TEST(SpoolFormatTest, LanePrefixSizeFindsARecordKeysLaneAndNothingElse) {
+  for (const char* lane : {"a", "readings", "route-1_x"}) {
+    for (SeqNo seq : {SeqNo{0}, SeqNo{1}, SeqNo{255}, SeqNo{256}, ~SeqNo{0}}) {
+      const std::string key = RecordKey(lane, seq);
+      EXPECT_EQ(LanePrefixSize(key), LanePrefix(lane).size()) << lane << " " << seq;
+      EXPECT_EQ(key.substr(0, LanePrefixSize(key)), LanePrefix(lane));
+    }
+  }
+  EXPECT_EQ(LanePrefixSize(MetaKey("readings")), 0u);
+  EXPECT_EQ(LanePrefixSize(DestinationKey("readings")), 0u);
+  EXPECT_EQ(LanePrefixSize(DeadLetterKey(7)), 0u);
+  EXPECT_EQ(LanePrefixSize(""), 0u);
+  EXPECT_EQ(LanePrefixSize("L"), 0u);
+  std::string no_separator = RecordKey("readings", 9);
+  no_separator[no_separator.size() - 9] = 'x';
+  EXPECT_EQ(LanePrefixSize(no_separator), 0u);
+}
+
+TEST(SpoolFormatTest, SetRecordKeySeqMakesTheKeyOfThatSeqAndEnvelopeHeaderMatches) {
+  std::string key = RecordKey("readings", 0);
+  for (SeqNo seq : {SeqNo{1}, SeqNo{255}, SeqNo{256}, SeqNo{1} << 40, ~SeqNo{0}}) {
+    SetRecordKeySeq(&key, seq);
+    EXPECT_EQ(key, RecordKey("readings", seq));
+  }
+  for (const std::string& payload : {std::string(), std::string("x"), std::string(1000, 'p')}) {
+    char header[kEnvelopeHeader];
+    EncodeEnvelopeHeader(1234567, payload, header);
+    EXPECT_EQ(std::string(header, kEnvelopeHeader) + payload, EncodeEnvelope(1234567, payload));
+    int64_t time_us = 0;
+    std::string back;
+    ASSERT_TRUE(DecodeEnvelope(std::string(header, kEnvelopeHeader) + payload, "here", &time_us, &back).ok());
+    EXPECT_EQ(back, payload);
+    EXPECT_EQ(time_us, 1234567);
+  }
+}
+
+TEST(SpoolFormatTest, KeyAfterRecordSortsBetweenTwoRecordsAndIsNoRecordKey) {
+  for (SeqNo seq : {SeqNo{0}, SeqNo{1}, SeqNo{255}, SeqNo{256}, SeqNo{1} << 40, ~SeqNo{0} - 1}) {
+    const std::string after = KeyAfterRecord("readings", seq);
+    EXPECT_LT(RecordKey("readings", seq), after) << seq;
+    EXPECT_LT(after, RecordKey("readings", seq + 1)) << seq;
+    EXPECT_EQ(LanePrefixSize(after), 0u) << seq;
+  }
+}
+
 }  // namespace zb

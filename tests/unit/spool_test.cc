@@ -56,6 +56,23 @@ TEST(SpoolTest, AppendAssignsConsecutiveSeqsAndReadsInOrder) {
   EXPECT_GT((*recs)[0].append_time_us, 0);
 }
 
+TEST(SpoolTest, WriterTimesSayWhereTheWritersTimeWent) {
+  TempDir dir;
+  auto spool = Open(dir.path());
+  const SpoolWriterTimes before = spool->WriterTimes();
+  EXPECT_EQ(before.commits, 0u);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(spool->Append("lane", {std::string(1000, 'r')}).ok());
+  ASSERT_TRUE(spool->DeleteUpTo("lane", 20).ok());
+  const SpoolWriterTimes t = spool->WriterTimes();
+  EXPECT_EQ(t.commits, 21u);
+  EXPECT_GT(t.logging + t.memtable, 0.0);
+  EXPECT_GT(t.syncing, 0.0) << "every append was fsync'd";
+  EXPECT_GT(t.idle, 0.0);
+  for (double phase : {t.idle, t.building, t.logging, t.syncing, t.memtable, t.stalled, t.answering}) {
+    EXPECT_GE(phase, 0.0);
+  }
+}
+
 TEST(SpoolTest, LanesAreIndependent) {
   TempDir dir;
   auto spool = Open(dir.path());
