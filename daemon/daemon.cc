@@ -191,11 +191,7 @@ class Daemon {
     intake.read_timeout_ms = config_.intake.read_timeout_ms;
     intake.idle_timeout_ms = config_.intake.idle_timeout_ms;
     intake.block_when_full = config_.spool.when_full == WhenFull::kBlock;
-    ZB_ASSIGN_OR_RETURN(intake_, StartIntakeServer(loop_, intake, IntakeRoutes(config_), *spool_, *metrics_,
-                                                   [this](const std::string& route, const AppendResult& r) {
-                                                     auto it = lanes_.find(route);
-                                                     if (it != lanes_.end()) it->second->OnAppended(r.last_seq);
-                                                   }));
+    ZB_ASSIGN_OR_RETURN(intake_, StartIntakeServer(loop_, intake, IntakeRoutes(config_), *spool_, *metrics_));
     ControlOptions control;
     control.socket_path = config_.control.socket;
     control.socket_mode = config_.control.socket_mode;
@@ -707,12 +703,7 @@ class Daemon {
                 std::vector<std::string> waiting;
                 for (const auto& [lane, range] : *appended) {
                   n += range.last_seq - range.first_seq + 1;
-                  auto it = lanes_.find(lane);
-                  if (it != lanes_.end()) {
-                    it->second->OnAppended(range.last_seq);
-                  } else {
-                    waiting.push_back(lane);
-                  }
+                  if (lanes_.count(lane) == 0) waiting.push_back(lane);  // lanes hear of the rest from the spool
                 }
                 spdlog::info("control: {} dead letters replayed into their routes", n);
                 reply(RenderCount("replayed", n,

@@ -87,13 +87,21 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       grace_timer_(loop),
       linger_timer_(loop) {
   metrics_.LaneParked(options_.route, false);  // a lane replaced on reload starts afresh
+  // Watch first, then read where the lane ends: nothing made durable in
+  // between is missed.
+  durable_watch_ = spool_.WatchDurable(
+      options_.route, [&loop](std::function<void()> task) { asio::post(loop, std::move(task)); },
+      [this](SeqNo last_seq) { OnAppended(last_seq); });
   const LaneStats stats = spool_.Stats(options_.route);
   acked_seq_ = stats.deleted_up_to;
   next_read_seq_ = acked_seq_ + 1;
   durable_seq_ = stats.next_seq - 1;
 }
 
-DrainLane::~DrainLane() { stream_.reset(); }
+DrainLane::~DrainLane() {
+  durable_watch_.reset();
+  stream_.reset();
+}
 
 void DrainLane::Start() {
   if (state_ == LaneState::kIdle && HasRecords()) Connect();

@@ -108,10 +108,10 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
             IngestStreamFactory& streams, TokenSource& tokens, Metrics& metrics);
   ~DrainLane();
 
-  // Begins draining (connects at once if the spool holds records).
+  // Begins draining (connects at once if the spool holds records). New
+  // records reach the lane by themselves: the spool tells it when they are
+  // durable (Spool::WatchDurable, on the loop).
   void Start();
-  // New records up to `last_seq` are durable in the spool.
-  void OnAppended(SeqNo last_seq);
   // The operator says go (SIGHUP, `zerobusctl resume`): a parked lane tries
   // again now; a lane that is failing or stuck (reconnecting, or streaming
   // with requests the server has not answered for a while) drops its
@@ -144,6 +144,8 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
     int64_t first_failure_us = 0;
   };
 
+  // Records up to `last_seq` are durable in the spool.
+  void OnAppended(SeqNo last_seq);
   void Connect();
   void OnToken(uint64_t gen, absl::StatusOr<std::string> token);
   void OnStreamEvent(uint64_t gen, StreamEvent ev);
@@ -218,6 +220,9 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   bool linger_armed_ = false;
   bool linger_expired_ = false;  // send the partial batch now
   std::function<void()> stop_done_;
+  // Declared last: destroyed first, on the loop, so no notification reaches
+  // a lane being destroyed.
+  std::unique_ptr<Spool::DurableWatch> durable_watch_;
 };
 
 }  // namespace zb

@@ -261,13 +261,12 @@ enum class CloseReason { kRefused, kDisplaced, kIdle, kRecordTimeout, kMemoryTim
 class Server final : public IntakeServer {
  public:
   Server(asio::io_context& loop, const IntakeOptions& options, std::shared_ptr<const IntakeRouteTable> routes,
-         Spool& spool, Metrics& metrics, AppendedFn on_appended)
+         Spool& spool, Metrics& metrics)
       : loop_(loop),
         options_(options),
         routes_(std::move(routes)),
         spool_(spool),
         metrics_(metrics),
-        on_appended_(std::move(on_appended)),
         acceptor_(loop),
         accept_retry_(loop),
         sweep_timer_(loop),
@@ -320,7 +319,6 @@ class Server final : public IntakeServer {
   Metrics& metrics() { return metrics_; }
   asio::io_context& loop() { return loop_; }
   std::vector<char>& read_buffer() { return read_buffer_; }
-  void Appended(const std::string& route, const AppendResult& r) { on_appended_(route, r); }
   void Closed(uint64_t id) { sessions_.erase(id); }
   const std::shared_ptr<bool>& alive() const { return alive_; }
   // Spool appends submitted and not completed, all connections.
@@ -489,7 +487,6 @@ class Server final : public IntakeServer {
   std::shared_ptr<const IntakeRouteTable> routes_;
   Spool& spool_;
   Metrics& metrics_;
-  AppendedFn on_appended_;
   stream_protocol::acceptor acceptor_;
   asio::steady_timer accept_retry_;
   asio::steady_timer sweep_timer_;
@@ -1059,7 +1056,6 @@ void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendRe
     m.IntakeRecords(sub->route, IntakeResult::kAccepted, count);
     m.IntakeBytes(sub->route, sub->bytes);
     if (sub->on_ok) sub->on_ok(*result);
-    server_->Appended(sub->lane, *result);
   } else {
     const bool full = absl::IsResourceExhausted(result.status()) || absl::IsUnavailable(result.status());
     if (!full) spdlog::error("intake: spool append for route {} failed: {}", sub->route, result.status().ToString());
@@ -1141,9 +1137,8 @@ void Session::CloseNow() {
 
 absl::StatusOr<std::unique_ptr<IntakeServer>> StartIntakeServer(asio::io_context& loop, const IntakeOptions& options,
                                                                 std::shared_ptr<const IntakeRouteTable> routes,
-                                                                Spool& spool, Metrics& metrics,
-                                                                IntakeServer::AppendedFn on_appended) {
-  auto server = std::make_unique<Server>(loop, options, std::move(routes), spool, metrics, std::move(on_appended));
+                                                                Spool& spool, Metrics& metrics) {
+  auto server = std::make_unique<Server>(loop, options, std::move(routes), spool, metrics);
   if (absl::Status s = server->Listen(); !s.ok()) return s;
   return std::unique_ptr<IntakeServer>(std::move(server));
 }

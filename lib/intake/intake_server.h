@@ -74,9 +74,6 @@ struct IntakeOptions {
 // are the callbacks it makes.
 class IntakeServer {
  public:
-  // Records of spool lane `lane` with seqs in `appended` just became durable.
-  using AppendedFn = std::function<void(const std::string& lane, const AppendResult& appended)>;
-
   virtual ~IntakeServer() = default;
 
   // Replaces the routing table for input read from now on (SIGHUP reload).
@@ -97,7 +94,6 @@ class IntakeServer {
 absl::StatusOr<std::unique_ptr<IntakeServer>> StartIntakeServer(boost::asio::io_context& loop,
                                                                 const IntakeOptions& options,
                                                                 std::shared_ptr<const IntakeRouteTable> routes,
-                                                                Spool& spool, Metrics& metrics,
-                                                                IntakeServer::AppendedFn on_appended);
+                                                                Spool& spool, Metrics& metrics);
 
 }  // namespace zb

@@ -48,14 +48,14 @@
 #include "spool/spool.h"
 #include "spool/spool_dir.h"
 #include "spool/spool_format.h"
+#include "spool/rocksdb_store.h"
+#include "spool/watermark.h"
 
 namespace zb {
 namespace {
 
-constexpr char kDeadLetterFamily[] = "dead_letters";
 // Replay and purge commit in chunks of this many entries.
 constexpr size_t kDeadLetterChunk = 10000;
-constexpr char kWatermarkFile[] = "ZEROBUSD-WATERMARK";
 // How often the watermark follows the spool while it changes.
 constexpr std::chrono::seconds kWatermarkInterval{5};
 // How often appends waiting for room, held deletes and a full spool look
@@ -74,23 +74,11 @@ constexpr uint64_t kTidyDrainedBytes = 4u << 20;
 // value), with room to spare, so the space guard can decide per op.
 uint64_t MetaBytes(const std::string& lane) { return lane.size() + 1 + kLaneMetaSize + 16; }
 uint64_t DeleteBytes(const std::string& lane) { return 2 * (lane.size() + 10) + 16; }
-std::string WatermarkPath(const std::string& spool) { return spool + "/" + kWatermarkFile; }
-
-absl::string_view View(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
 
 int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-absl::Status FromRocks(const rocksdb::Status& s, const std::string& what) {
-  if (s.ok()) return absl::OkStatus();
-  const std::string msg = absl::StrCat(what, ": ", s.ToString());
-  if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(absl::StrCat("spool full (disk full): ", msg));
-  if (s.IsIOError()) return absl::UnavailableError(msg);
-  return absl::InternalError(msg);
 }
 
 bool Matches(const DeadLetterFilter& filter, uint64_t id, const std::string& lane) {
@@ -195,13 +183,27 @@ class RocksDbSpool final : public Spool {
     Enqueue(std::move(op));
   }
 
-  void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) override {
+  void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done) override {
     Op op;
     op.kind = Op::kDelete;
     op.lane = lane;
-    op.up_to = up_to;
+    op.first = std::max<SeqNo>(first, 1);
+    op.up_to = last;
     op.delete_done = std::move(done);
     Enqueue(std::move(op));
+  }
+
+  std::unique_ptr<DurableWatch> WatchDurable(const std::string& lane, Post post,
+                                             std::function<void(SeqNo)> on_durable) override {
+    auto watcher = std::make_shared<Watcher>();
+    watcher->lane = lane;
+    watcher->post = std::move(post);
+    watcher->on_durable = std::move(on_durable);
+    {
+      absl::MutexLock lock(&watch_mu_);
+      watchers_.emplace(lane, watcher);
+    }
+    return std::make_unique<WatchHandle>(this, std::move(watcher));
   }
 
   void SetLaneDestinationAsync(const std::string& lane, std::string destination, DeleteCallback done) override {
@@ -349,32 +351,69 @@ class RocksDbSpool final : public Spool {
   void MaybeWriteWatermark(bool force) {
     const auto now = std::chrono::steady_clock::now();
     if (!force && (!watermark_dirty_ || now - watermark_written_ < kWatermarkInterval)) return;
-    ::zerobusd::spool::Watermark mark;
+    std::map<std::string, SeqNo> lane_next_seq;
+    uint64_t dead_next_id = 0;
     {
       absl::MutexLock lock(&stats_mu_);
-      for (const auto& [name, st] : lanes_) (*mark.mutable_lane_next_seq())[name] = st.next_seq;
-      mark.set_dead_letter_next_id(dead_.next_id);
+      for (const auto& [name, st] : lanes_) lane_next_seq[name] = st.next_seq;
+      dead_next_id = dead_.next_id;
     }
-    mark.set_written_us(NowUs());
     // Name only what is on disk (and never sync a WAL after a failed write).
     if (!options_.sync && (!latched_error_.ok() || !db_->SyncWAL().ok())) return;
-    const std::string final_path = WatermarkPath(options_.path);
-    const std::string tmp = final_path + ".tmp";
-    const std::string bytes = mark.SerializeAsString();
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, kSpoolFileMode);
-    if (fd < 0) return;
-    const bool written = ::fchmod(fd, kSpoolFileMode) == 0 &&  // a leftover tmp keeps its mode
-                         ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
-                         ::fsync(fd) == 0;
-    ::close(fd);
-    if (!written || ::rename(tmp.c_str(), final_path.c_str()) != 0) return;
-    const int dir = ::open(options_.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-      ::fsync(dir);
-      ::close(dir);
-    }
+    if (!WriteWatermark(options_.path, lane_next_seq, dead_next_id, NowUs())) return;
     watermark_written_ = now;
     watermark_dirty_ = false;
+  }
+
+  // One WatchDurable. `latest` and `queued` are shared by the writer
+  // thread (Publish) and the executor; `alive` and `on_durable` belong to
+  // the executor's thread.
+  struct Watcher {
+    std::string lane;
+    Post post;
+    std::function<void(SeqNo)> on_durable;
+    std::atomic<SeqNo> latest{0};
+    std::atomic<bool> queued{false};
+    bool alive = true;
+  };
+
+  class WatchHandle final : public DurableWatch {
+   public:
+    WatchHandle(RocksDbSpool* spool, std::shared_ptr<Watcher> watcher)
+        : spool_(spool), watcher_(std::move(watcher)) {}
+    ~WatchHandle() override {
+      watcher_->alive = false;  // a notification still queued does nothing
+      absl::MutexLock lock(&spool_->watch_mu_);
+      auto [begin, end] = spool_->watchers_.equal_range(watcher_->lane);
+      for (auto it = begin; it != end; ++it) {
+        if (it->second == watcher_) {
+          spool_->watchers_.erase(it);
+          break;
+        }
+      }
+    }
+
+   private:
+    RocksDbSpool* spool_;
+    std::shared_ptr<Watcher> watcher_;
+  };
+
+  // Writer thread, after a commit made records of `lane` up to `last_seq`
+  // durable: tells the lane's watchers, one queued notification each.
+  void PublishDurable(const std::string& lane, SeqNo last_seq) {
+    absl::MutexLock lock(&watch_mu_);
+    auto [begin, end] = watchers_.equal_range(lane);
+    for (auto it = begin; it != end; ++it) {
+      std::shared_ptr<Watcher> w = it->second;
+      SeqNo seen = w->latest.load();
+      while (seen < last_seq && !w->latest.compare_exchange_weak(seen, last_seq)) {
+      }
+      if (w->queued.exchange(true)) continue;  // the queued one will carry it
+      w->post([w] {
+        w->queued = false;  // before reading latest: a later publish queues again
+        if (w->alive) w->on_durable(w->latest.load());
+      });
+    }
   }
 
   struct Op {
@@ -386,6 +425,7 @@ class RocksDbSpool final : public Spool {
     std::string lane;
     Records records;
     std::string destination;
+    SeqNo first = 0;  // a delete's first seq (its last is up_to)
     SeqNo up_to = 0;
     DeadLetterInfo info;
     DeadLetterFilter filter;
@@ -539,13 +579,16 @@ class RocksDbSpool final : public Spool {
   void RetryParked() {
     if (waiting_.empty() && held_deletes_.empty()) return;
     std::vector<Op> retry;
-    for (auto& [lane, held] : held_deletes_) {
-      Op op;
-      op.kind = Op::kDelete;
-      op.lane = lane;
-      op.up_to = held.up_to;
-      op.delete_done = std::move(held.done);
-      retry.push_back(std::move(op));
+    for (auto& [lane, ranges] : held_deletes_) {
+      for (auto& [first, held] : ranges) {
+        Op op;
+        op.kind = Op::kDelete;
+        op.lane = lane;
+        op.first = first;
+        op.up_to = held.last;
+        op.delete_done = std::move(held.done);
+        retry.push_back(std::move(op));
+      }
     }
     held_deletes_.clear();
     for (auto& op : waiting_) {
@@ -565,33 +608,36 @@ class RocksDbSpool final : public Spool {
     }
   }
 
-  // Keeps a delete that found no room, to commit it by itself once there is:
-  // one per lane, the one that reaches further, so they take no memory
-  // beyond the lanes. The other one is covered by it and answered now.
+  // Keeps a delete that found no room, to commit it by itself once there is.
+  // Held ranges of a lane that overlap or touch merge into one, which keeps
+  // the newest `done`; the others are covered by the union and answered
+  // now, so what is held stays within the lane's disjoint ranges.
   void HoldDelete(Op& op) {
-    auto [it, fresh] = held_deletes_.try_emplace(op.lane);
-    HeldDelete& held = it->second;
-    if (fresh) {
-      held.up_to = op.up_to;
-      held.done = std::move(op.delete_done);
-      return;
+    std::map<SeqNo, HeldDelete>& ranges = held_deletes_[op.lane];
+    SeqNo first = op.first, last = op.up_to;
+    std::vector<DeleteCallback> covered;
+    auto it = ranges.upper_bound(last == ~SeqNo{0} ? last : last + 1);
+    while (it != ranges.begin()) {
+      auto prev = std::prev(it);
+      if (prev->second.last + 1 < first) break;  // ends before the new range (not touching)
+      first = std::min(first, prev->first);
+      last = std::max(last, prev->second.last);
+      covered.push_back(std::move(prev->second.done));
+      it = ranges.erase(prev);
     }
-    DeleteCallback covered;
-    if (op.up_to > held.up_to) {
-      covered = std::move(held.done);
-      held.up_to = op.up_to;
-      held.done = std::move(op.delete_done);
-    } else {
-      covered = std::move(op.delete_done);
+    ranges[first] = HeldDelete{last, std::move(op.delete_done)};
+    for (auto& done : covered) {
+      if (done) done(absl::OkStatus());
     }
-    if (covered) covered(absl::OkStatus());
   }
 
   void FailHeldDeletes(const absl::Status& why) {
-    std::map<std::string, HeldDelete> held;
+    std::map<std::string, std::map<SeqNo, HeldDelete>> held;
     held.swap(held_deletes_);
-    for (auto& [_, h] : held) {
-      if (h.done) h.done(why);
+    for (auto& [_, ranges] : held) {
+      for (auto& [first, h] : ranges) {
+        if (h.done) h.done(why);
+      }
     }
   }
 
@@ -836,12 +882,50 @@ class RocksDbSpool final : public Spool {
     return absl::OkStatus();
   }
 
+  // Ranges of one lane a batch being built deletes (first -> last,
+  // disjoint): its tombstones are not visible to iterators until it
+  // commits, so later deletes of the same batch must not count those
+  // records again.
+  using BatchRanges = std::map<SeqNo, SeqNo>;
+
+  static bool InRanges(const BatchRanges& ranges, SeqNo seq) {
+    auto it = ranges.upper_bound(seq);
+    return it != ranges.begin() && std::prev(it)->second >= seq;
+  }
+
+  static void AddRange(BatchRanges* ranges, SeqNo first, SeqNo last) {
+    auto it = ranges->upper_bound(last == ~SeqNo{0} ? last : last + 1);
+    while (it != ranges->begin()) {
+      auto prev = std::prev(it);
+      if (prev->second + 1 < first) break;
+      first = std::min(first, prev->first);
+      last = std::max(last, prev->second);
+      it = ranges->erase(prev);
+    }
+    (*ranges)[first] = last;
+  }
+
+  // The parts of [first, last] no range of `ranges` covers.
+  static std::vector<std::pair<SeqNo, SeqNo>> Uncovered(SeqNo first, SeqNo last, const BatchRanges& ranges) {
+    std::vector<std::pair<SeqNo, SeqNo>> out;
+    SeqNo from = first;
+    auto it = ranges.upper_bound(first);
+    if (it != ranges.begin() && std::prev(it)->second >= first) --it;
+    for (; it != ranges.end() && it->first <= last && from <= last; ++it) {
+      if (it->first > from) out.emplace_back(from, it->first - 1);
+      if (it->second >= last) return out;
+      from = std::max(from, it->second + 1);
+    }
+    if (from <= last) out.emplace_back(from, last);
+    return out;
+  }
+
   // Decides whether `bytes` more may be appended under max_bytes, given the
   // totals of this group so far; under drop_oldest it makes room by
   // deleting the oldest records into `batch`.
   absl::Status MakeRoom(uint64_t bytes, uint64_t* total, std::map<std::string, LaneStats>* touched,
                         rocksdb::WriteBatch* batch, std::map<std::string, std::pair<uint64_t, uint64_t>>* drops,
-                        std::set<std::string>* changed) {
+                        std::set<std::string>* changed, std::map<std::string, BatchRanges>* in_batch) {
     if (options_.max_bytes == 0 || *total + bytes <= options_.max_bytes) return absl::OkStatus();
     if (!options_.drop_oldest || bytes > options_.max_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat("spool full: ", *total, " of spool.max_bytes (",
@@ -873,28 +957,38 @@ class RocksDbSpool final : public Spool {
                                                          options_.max_bytes, ") in use and nothing left to drop"));
       }
       LaneStats& lane = (*touched)[victim];
+      BatchRanges& victim_ranges = (*in_batch)[victim];
       changed->insert(victim);
       const uint64_t need = *total + bytes - options_.max_bytes;
       uint64_t freed = 0, records = 0;
       SeqNo last = lane.deleted_up_to;
+      SeqNo committed_end = 0;
       {
-        const std::string upper = RecordKey(victim, lane.next_seq);
+        absl::MutexLock lock(&stats_mu_);
+        committed_end = lanes_[victim].next_seq;
+      }
+      {
+        const std::string upper = RecordKey(victim, committed_end);
         rocksdb::Slice upper_slice(upper);
         rocksdb::ReadOptions ro;
         ro.iterate_upper_bound = &upper_slice;
         std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
         for (it->Seek(RecordKey(victim, lane.deleted_up_to + 1)); it->Valid() && freed < need; it->Next()) {
+          const SeqNo seq = SeqFromKey(View(it->key()));
+          last = seq;
+          if (InRanges(victim_ranges, seq)) continue;  // deleted earlier in this batch
           freed += it->value().size() - kEnvelopeHeader;
           ++records;
-          last = SeqFromKey(View(it->key()));
         }
         if (!it->status().ok()) return FromRocks(it->status(), "spool drop scan");
       }
       if (records == 0) return absl::ResourceExhaustedError("spool full: nothing left to drop");
       batch->DeleteRange(default_cf_, KeyAfterRecord(victim, lane.deleted_up_to), RecordKey(victim, last + 1));
+      AddRange(&victim_ranges, lane.deleted_up_to + 1, last);
       lane.records -= std::min(lane.records, records);
       lane.bytes -= std::min(lane.bytes, freed);
-      lane.deleted_up_to = last;
+      ZB_ASSIGN_OR_RETURN(const SeqNo next_live, NextLive(victim, last, committed_end, victim_ranges));
+      lane.deleted_up_to = next_live - 1;
       *total -= std::min(*total, freed);
       (*drops)[victim].first += records;
       (*drops)[victim].second += freed;
@@ -942,6 +1036,9 @@ class RocksDbSpool final : public Spool {
       total = TotalBytesLocked();
     }
     for (size_t i = start; i < group.size(); ++i) touched.try_emplace(group[i].lane);
+    std::map<std::string, SeqNo> committed_next;  // each lane's next seq before this batch
+    for (const auto& [name, stats] : touched) committed_next[name] = stats.next_seq;
+    std::map<std::string, BatchRanges> in_batch;  // ranges this batch deletes, by lane
     const absl::Status latched = RecoverFromLatchedError();
     // RocksDB met a full disk (filled between the guard's look and a
     // write): it takes nothing until Resume, and what may wait, waits.
@@ -980,7 +1077,7 @@ class RocksDbSpool final : public Spool {
       if (!write_status.ok()) break;
       LaneStats& lane = touched[op.lane];
       if (op.kind == Op::kDelete) {
-        if (op.up_to > lane.deleted_up_to) {
+        if (op.up_to >= std::max(op.first, lane.deleted_up_to + 1)) {
           const uint64_t planned_bytes = planned(op.lane, DeleteBytes(op.lane));
           absl::Status room = latched_full ? latched : guard_.Check(SpaceGuard::Write::kKeep, free, planned_bytes);
           if (!room.ok()) {
@@ -991,7 +1088,8 @@ class RocksDbSpool final : public Spool {
           }
         }
         const uint64_t before = total;
-        op.status = AddDelete(op.lane, op.up_to, &lane, &batch, &total);
+        op.status = AddDelete(op.lane, op.first, op.up_to, committed_next[op.lane], &lane, &batch, &total,
+                              &in_batch[op.lane]);
         if (op.status.ok()) changed.insert(op.lane);
         if (total < before) freed_any = true;
         continue;
@@ -1008,7 +1106,7 @@ class RocksDbSpool final : public Spool {
           planned(op.lane, bytes + op.records->size() * (op.lane.size() + kEnvelopeHeader + 32));
       op.status = latched_full ? latched : guard_.Check(SpaceGuard::Write::kGrow, free, planned_bytes);
       const bool disk_refusal = !op.status.ok();
-      if (op.status.ok()) op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed);
+      if (op.status.ok()) op.status = MakeRoom(bytes, &total, &touched, &batch, &drops, &changed, &in_batch);
       if (absl::IsAborted(op.status)) {
         if (any_append) {
           op.status = absl::OkStatus();
@@ -1069,8 +1167,15 @@ class RocksDbSpool final : public Spool {
       RequestTidy();
     }
     if (write_status.ok()) {
-      absl::MutexLock lock(&stats_mu_);
-      for (const auto& name : changed) lanes_[name] = touched[name];
+      {
+        absl::MutexLock lock(&stats_mu_);
+        for (const auto& name : changed) lanes_[name] = touched[name];
+      }
+      if (any_append) {
+        for (const auto& name : changed) {
+          if (touched[name].next_seq > committed_next[name]) PublishDurable(name, touched[name].next_seq - 1);
+        }
+      }
     }
     if (write_status.ok()) {
       if (any_append) watermark_dirty_ = true;
@@ -1109,34 +1214,74 @@ class RocksDbSpool final : public Spool {
     return end;
   }
 
-  // Adds a range delete of (lane.deleted_up_to, up_to] and updates `lane`'s
-  // counters by the records it removes (they were read recently: cache hits).
-  absl::Status AddDelete(const std::string& lane_name, SeqNo up_to, LaneStats* lane, rocksdb::WriteBatch* batch,
-                         uint64_t* total) {
-    if (up_to <= lane->deleted_up_to) return absl::OkStatus();
-    if (up_to >= lane->next_seq) {
-      return absl::InternalError(absl::StrCat("spool delete beyond end of lane ", lane_name, ": ", up_to,
-                                              " >= next seq ", lane->next_seq));
+  // The first record of `lane` after `after` that is still there (neither
+  // deleted by a commit nor by `in_batch`), or `committed_next` when none
+  // below it is.
+  absl::StatusOr<SeqNo> NextLive(const std::string& lane, SeqNo after, SeqNo committed_next,
+                                 const BatchRanges& in_batch) {
+    SeqNo from = after + 1;
+    const std::string upper = RecordKey(lane, committed_next);
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    while (from < committed_next) {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
+      it->Seek(RecordKey(lane, from));
+      if (!it->Valid()) {
+        if (!it->status().ok()) return FromRocks(it->status(), absl::StrCat("spool lane ", lane));
+        return committed_next;
+      }
+      const SeqNo seq = SeqFromKey(View(it->key()));
+      auto range = in_batch.upper_bound(seq);
+      if (range == in_batch.begin() || std::prev(range)->second < seq) return seq;
+      from = std::prev(range)->second + 1;
     }
-    const std::string begin = RecordKey(lane_name, lane->deleted_up_to + 1);
-    const std::string end = RecordKey(lane_name, up_to + 1);
+    return committed_next;
+  }
+
+  // Counts the records of `lane` in [first, last] and their payload bytes
+  // (they were read recently: cache hits).
+  absl::Status CountRecords(const std::string& lane, SeqNo first, SeqNo last, uint64_t* records, uint64_t* bytes) {
+    const std::string end = RecordKey(lane, last + 1);
     rocksdb::Slice end_slice(end);
     rocksdb::ReadOptions ro;
     ro.iterate_upper_bound = &end_slice;
-    uint64_t records = 0, bytes = 0;
-    {
-      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
-      for (it->Seek(begin); it->Valid(); it->Next()) {
-        records++;
-        bytes += it->value().size() - kEnvelopeHeader;
-      }
-      if (!it->status().ok()) return FromRocks(it->status(), "spool delete scan");
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, default_cf_));
+    for (it->Seek(RecordKey(lane, first)); it->Valid(); it->Next()) {
+      ++*records;
+      *bytes += it->value().size() - kEnvelopeHeader;
     }
-    batch->DeleteRange(default_cf_, KeyAfterRecord(lane_name, lane->deleted_up_to), end);
+    return it->status().ok() ? absl::OkStatus() : FromRocks(it->status(), "spool delete scan");
+  }
+
+  // Adds range deletes of what is left of [first, last] of `lane_name`
+  // (records gone before, or earlier in this batch, are skipped) and
+  // updates `lane`'s counters by the records they remove. `committed_next`:
+  // the lane's next seq before this batch (records at or past it are this
+  // batch's own appends, not visible yet: deleting them is refused).
+  absl::Status AddDelete(const std::string& lane_name, SeqNo first, SeqNo last, SeqNo committed_next,
+                         LaneStats* lane, rocksdb::WriteBatch* batch, uint64_t* total, BatchRanges* in_batch) {
+    first = std::max(first, lane->deleted_up_to + 1);
+    if (last < first) return absl::OkStatus();
+    if (last >= committed_next) {
+      return absl::InternalError(absl::StrCat("spool delete beyond the durable end of lane ", lane_name, ": ", last,
+                                              " >= next seq ", committed_next));
+    }
+    uint64_t records = 0, bytes = 0;
+    for (const auto& [a, b] : Uncovered(first, last, *in_batch)) {
+      ZB_RETURN_IF_ERROR(CountRecords(lane_name, a, b, &records, &bytes));
+      batch->DeleteRange(default_cf_, KeyAfterRecord(lane_name, a - 1), RecordKey(lane_name, b + 1));
+    }
+    AddRange(in_batch, first, last);
     lane->records -= std::min(lane->records, records);
     lane->bytes -= std::min(lane->bytes, bytes);
-    lane->deleted_up_to = up_to;
     *total -= std::min(*total, bytes);
+    if (first == lane->deleted_up_to + 1) {
+      // The lane's oldest records went: deleted_up_to passes over the gaps
+      // earlier ranges left too.
+      ZB_ASSIGN_OR_RETURN(const SeqNo next_live, NextLive(lane_name, last, committed_next, *in_batch));
+      lane->deleted_up_to = next_live - 1;
+    }
     return absl::OkStatus();
   }
 
@@ -1222,7 +1367,9 @@ class RocksDbSpool final : public Spool {
     dead.bytes += payload.size();
     lane.records -= std::min<uint64_t>(lane.records, 1);
     lane.bytes -= std::min<uint64_t>(lane.bytes, payload.size());
-    lane.deleted_up_to = seq;
+    // Past the gaps later ranges may have left.
+    ZB_ASSIGN_OR_RETURN(const SeqNo next_live, NextLive(op.lane, seq, lane.next_seq, {}));
+    lane.deleted_up_to = next_live - 1;
     // The record leaves the lane as it enters the store: no growth.
     return CommitSingle(&batch, {{op.lane, lane}}, dead, SpaceGuard::Write::kKeep);
   }
@@ -1259,6 +1406,9 @@ class RocksDbSpool final : public Spool {
         dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
       }
       status = CommitSingle(&batch, lanes, dead, SpaceGuard::Write::kGrow);
+      if (status.ok()) {
+        for (const auto& [lane, stats] : lanes) PublishDurable(lane, stats.next_seq - 1);
+      }
     }
     if (!op.replay_done) return;
     if (status.ok()) op.replay_done(std::move(appended));
@@ -1309,6 +1459,9 @@ class RocksDbSpool final : public Spool {
   std::deque<Op> queue_;   // guarded by queue_mu_
   bool stopping_ = false;  // guarded by queue_mu_
 
+  absl::Mutex watch_mu_;
+  std::multimap<std::string, std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(watch_mu_);
+
   absl::Mutex stats_mu_;
   std::map<std::string, LaneStats> lanes_ ABSL_GUARDED_BY(stats_mu_);
   std::map<std::string, std::string> destinations_ ABSL_GUARDED_BY(stats_mu_);
@@ -1342,10 +1495,11 @@ class RocksDbSpool final : public Spool {
   size_t batch_capacity_ = 0;
   std::deque<Op> waiting_;  // appends waiting for room, in arrival order
   struct HeldDelete {
-    SeqNo up_to = 0;
+    SeqNo last = 0;
     DeleteCallback done;
   };
-  std::map<std::string, HeldDelete> held_deletes_;  // by lane: deletes waiting for space
+  // Deletes waiting for space: by lane, disjoint ranges by first seq.
+  std::map<std::string, std::map<SeqNo, HeldDelete>> held_deletes_;
   // Why the spool is full (while full_), and what must come back.
   struct FullState {
     bool by_cap = false;     // an append was refused for spool.max_bytes
@@ -1376,341 +1530,7 @@ class RocksDbSpool final : public Spool {
   bool read_stopping_ = false;                   // guarded by read_mu_
 };
 
-// A folder that holds anything but no CURRENT file is not a spool we may
-// initialize: it is damaged, or something else.
-absl::Status CheckNotDamagedOrForeign(const std::string& path, bool* empty) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  *empty = true;
-  if (!fs::exists(path, ec)) return absl::OkStatus();
-  if (!fs::is_directory(path, ec)) {
-    return absl::FailedPreconditionError(absl::StrCat("spool.path ", path, " exists and is not a folder"));
-  }
-  bool has_current = false;
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(path, ec)) {
-    const std::string name = entry.path().filename().string();
-    names.push_back(name);
-    if (name == "CURRENT") has_current = true;
-  }
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot list spool folder ", path, ": ", ec.message()));
-  *empty = names.empty();
-  if (!names.empty() && !has_current) {
-    return absl::DataLossError(absl::StrCat(
-        "spool at ", path, " holds ", names.size(), " file(s) (e.g. ", names.front(),
-        ") but no CURRENT file: it is damaged or not a spool. It was left untouched; zerobusd never starts a new "
-        "spool over existing data. Inspect it with `zerobusctl spool verify --path ", path,
-        "`, or move it away to start empty"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
-
-namespace {
-
-// ----------------------------------------------------------- open & check
-
-// A record key's lane prefix ("L" <lane> 0x00): RocksDB keeps an insert
-// hint per prefix, so appending a lane's next record (its keys only grow)
-// costs O(1) in the memtable's skip list instead of a search from the top.
-class LanePrefixTransform final : public rocksdb::SliceTransform {
- public:
-  const char* Name() const override { return "zerobusd.LanePrefix"; }
-  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
-    return rocksdb::Slice(key.data(), LanePrefixSize(View(key)));
-  }
-  bool InDomain(const rocksdb::Slice& key) const override { return LanePrefixSize(View(key)) > 0; }
-};
-
-// What RocksDB may hold in memory, carved out of SpoolOptions::memory_budget
-// (and clipped by the free-space guard), so the daemon's memory is set by
-// configuration whatever the load.
-struct Tuning {
-  size_t memtable_bytes = 8u << 20;      // one write buffer of the records; two may exist (one flushing)
-  size_t dead_memtable_bytes = 1u << 20;  // the dead-letter store's write buffer
-  size_t block_cache_bytes = 4u << 20;    // table blocks, index and filter blocks included
-};
-
-Tuning TuningFor(uint64_t memory_budget) {
-  Tuning t;
-  const uint64_t budget = std::max<uint64_t>(memory_budget, kMinSpoolMemoryBudget);
-  // Half for the two write buffers of the records, an eighth for the block
-  // cache; the rest is the group commit's batch (max_group_bytes) and slack.
-  t.memtable_bytes = budget / 4;
-  t.dead_memtable_bytes = std::clamp<uint64_t>(budget / 32, 256u << 10, 4u << 20);
-  t.block_cache_bytes = budget / 8;
-  return t;
-}
-
-rocksdb::DBOptions MakeDbOptions(bool create, const Tuning& tuning) {
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = create;
-  db_options.create_missing_column_families = true;
-  db_options.paranoid_checks = true;
-  // A torn last WAL record (an append whose fsync never finished, so nobody
-  // was told "accepted") is dropped; corruption anywhere else fails the open.
-  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
-  // Synced WALs that later shrink or vanish fail the open.
-  db_options.track_and_verify_wals_in_manifest = true;
-  db_options.max_background_jobs = 2;
-  // One writer thread: the memtable's insert hints need this off.
-  db_options.allow_concurrent_memtable_write = false;
-  // Table files kept open at once (more are opened on demand): the spool's
-  // share of the descriptors the daemon reserves beside intake's
-  // connections (CheckRuntimeConfig), whatever the backlog's size.
-  db_options.max_open_files = 256;
-  // A write-ahead log file lives until every family's memtable holding its
-  // writes is flushed: a dead letter written once would keep every later
-  // log. Past this total the oldest family is flushed and the logs go.
-  db_options.max_total_wal_size = 4 * (tuning.memtable_bytes + tuning.dead_memtable_bytes);
-  return db_options;
-}
-
-// `insert_hints`: see LanePrefixTransform; never while a write-ahead log
-// that an older zerobusd wrote may be replayed (OpenRocksDbSpool).
-std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(const Tuning& tuning, bool insert_hints) {
-  rocksdb::ColumnFamilyOptions cf_options;
-  cf_options.write_buffer_size = tuning.memtable_bytes;
-  cf_options.max_write_buffer_number = 2;
-  if (insert_hints) cf_options.memtable_insert_with_hint_prefix_extractor = std::make_shared<LanePrefixTransform>();
-  // Smaller table files than RocksDB's 64 MiB, so a drained range covers
-  // whole files more often and they are dropped without a rewrite
-  // (ReclaimDeleted).
-  cf_options.target_file_size_base = std::max<uint64_t>(tuning.memtable_bytes, 2u << 20);
-  cf_options.max_bytes_for_level_base = 4 * cf_options.target_file_size_base;
-  cf_options.compression = rocksdb::kNoCompression;
-  for (auto c : rocksdb::GetSupportedCompressions()) {
-    if (c == rocksdb::kLZ4Compression) cf_options.compression = c;
-  }
-  rocksdb::BlockBasedTableOptions table;
-  table.block_size = 64 << 10;
-  // One cache for both families, index and filter blocks inside it: what
-  // reading a backlog holds stays within the budget.
-  table.block_cache = rocksdb::NewLRUCache(tuning.block_cache_bytes);
-  table.cache_index_and_filter_blocks = true;
-  cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  rocksdb::ColumnFamilyOptions dead_options = cf_options;
-  dead_options.write_buffer_size = tuning.dead_memtable_bytes;
-  return {{rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
-}
-
-absl::Status OpenError(const rocksdb::Status& s, const std::string& path) {
-  if (s.IsNoSpace()) {
-    return absl::ResourceExhaustedError(absl::StrCat("cannot open spool at ", path, ": ", s.ToString(),
-                                                     " (its filesystem is full: free space on it and start again; "
-                                                     "the spool was left as it was)"));
-  }
-  const bool damaged = s.IsCorruption() || s.IsIOError() || s.IsNotFound();
-  return absl::Status(damaged ? absl::StatusCode::kDataLoss : FromRocks(s, "").code(),
-                      absl::StrCat("cannot open spool at ", path, ": ", s.ToString(),
-                                   damaged ? absl::StrCat(" (the spool looks damaged; it was left untouched: check it "
-                                                          "with `zerobusctl spool verify --path ",
-                                                          path, "`)")
-                                           : ""));
-}
-
-// An open RocksDB with its column family handles; closes on destruction.
-struct OpenDb {
-  std::unique_ptr<rocksdb::DB> db;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default; dead letters (may be absent read-only)
-  ~OpenDb() { Close(); }
-  void Close() {
-    if (!db) return;
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    handles.clear();
-    db->Close();
-    db.reset();
-  }
-  rocksdb::ColumnFamilyHandle* dead() const { return handles.size() > 1 ? handles[1] : nullptr; }
-};
-
-absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* out,
-                  const Tuning& tuning = Tuning{}, bool insert_hints = false) {
-  rocksdb::DBOptions db_options = MakeDbOptions(create, tuning);
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(tuning, insert_hints);
-  if (read_only) {
-    // A spool from before the dead-letter store has only the default family.
-    std::vector<std::string> existing;
-    if (rocksdb::DB::ListColumnFamilies(db_options, path, &existing).ok() && existing.size() == 1) families.pop_back();
-  }
-  rocksdb::DB* raw = nullptr;
-  rocksdb::Status s = read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, families, &out->handles, &raw)
-                                : rocksdb::DB::Open(db_options, path, families, &out->handles, &raw);
-  if (!s.ok()) return OpenError(s, path);
-  out->db.reset(raw);
-  return absl::OkStatus();
-}
-
-struct SpoolState {
-  std::map<std::string, LaneStats> lanes;
-  std::map<std::string, std::string> destinations;
-  DeadLetterMeta dead;
-};
-
-absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path) {
-  SpoolState state;
-  rocksdb::DB* db = open.db.get();
-  {
-    const std::string dest_upper = "E";
-    rocksdb::Slice dest_upper_slice(dest_upper);
-    rocksdb::ReadOptions dest_ro;
-    dest_ro.iterate_upper_bound = &dest_upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(dest_ro, open.handles[0]));
-    for (it->Seek("D"); it->Valid(); it->Next()) {
-      state.destinations[it->key().ToString().substr(1)] = it->value().ToString();
-    }
-    ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
-  }
-  {
-    const std::string upper = "N";
-    rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, open.handles[0]));
-    for (it->Seek("M"); it->Valid(); it->Next()) {
-      const std::string lane = it->key().ToString().substr(1);
-      std::optional<LaneStats> st = DecodeLaneMeta(View(it->value()));
-      if (!st) return absl::DataLossError(absl::StrCat("spool at ", path, ": bad meta for lane ", lane));
-      state.lanes[lane] = *st;
-    }
-    ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
-  }
-  if (open.dead() != nullptr) {
-    std::string value;
-    rocksdb::Status get = db->Get(rocksdb::ReadOptions(), open.dead(), kDeadLetterMetaKey, &value);
-    if (get.ok()) {
-      std::optional<DeadLetterMeta> dead = DecodeDeadLetterMeta(value);
-      if (!dead) return absl::DataLossError(absl::StrCat("spool at ", path, ": bad dead-letter store meta"));
-      state.dead = *dead;
-    } else if (!get.IsNotFound()) {
-      return FromRocks(get, absl::StrCat("spool at ", path));
-    }
-  }
-  return state;
-}
-
-// The spool must hold at least what its last watermark says it held.
-absl::Status CheckWatermark(const std::string& path, const SpoolState& state) {
-  std::ifstream in(WatermarkPath(path), std::ios::binary);
-  if (!in) return absl::OkStatus();  // a new spool, or one from before watermarks
-  std::stringstream ss;
-  ss << in.rdbuf();
-  ::zerobusd::spool::Watermark mark;
-  const std::string hint = absl::StrCat(
-      " The spool was left untouched: restore it from a backup, or move it away to start empty (`zerobusctl spool "
-      "verify --path ",
-      path, "` shows what it holds).");
-  if (!mark.ParseFromString(ss.str())) {
-    return absl::DataLossError(absl::StrCat("spool at ", path, ": its watermark file ", kWatermarkFile,
-                                            " is damaged, so the spool cannot be checked for lost data.", hint));
-  }
-  std::vector<std::string> lost;
-  for (const auto& [lane, next_seq] : mark.lane_next_seq()) {
-    auto it = state.lanes.find(lane);
-    const SeqNo have = it == state.lanes.end() ? 1 : it->second.next_seq;
-    if (have < next_seq) {
-      lost.push_back(absl::StrCat("lane ", lane, " had records up to seq ", next_seq - 1, " but its metadata ends at ",
-                                  have - 1));
-    }
-  }
-  if (state.dead.next_id < mark.dead_letter_next_id()) {
-    lost.push_back(absl::StrCat("the dead-letter store had entries up to ", mark.dead_letter_next_id() - 1,
-                                " but ends at ", state.dead.next_id - 1));
-  }
-  if (lost.empty()) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat("spool at ", path, " is damaged: it holds less than it did at ",
-                                          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(mark.written_us()), absl::UTCTimeZone()), " (", absl::StrJoin(lost, "; "),
-                                          "): RocksDB's MANIFEST or files lost committed data.", hint));
-}
-
-}  // namespace
-
-absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (!fs::exists(fs::path(path) / "CURRENT", ec)) {
-    bool empty = true;
-    ZB_RETURN_IF_ERROR(CheckNotDamagedOrForeign(path, &empty));
-    return absl::NotFoundError(absl::StrCat("no spool at ", path));
-  }
-  OpenDb open;
-  ZB_RETURN_IF_ERROR(Open(path, /*read_only=*/true, false, &open));
-  rocksdb::DB* db = open.db.get();
-  const std::vector<rocksdb::ColumnFamilyHandle*>& handles = open.handles;
-  SpoolReport report;
-  auto state = LoadState(open, path);
-  if (!state.ok()) {
-    report.problems.push_back(std::string(state.status().message()));
-  } else if (absl::Status mark = CheckWatermark(path, *state); !mark.ok()) {
-    report.problems.push_back(std::string(mark.message()));
-  }
-  rocksdb::Status checksums = db->VerifyChecksum();
-  if (!checksums.ok()) report.problems.push_back(absl::StrCat("block checksums: ", checksums.ToString()));
-  {
-    rocksdb::ReadOptions ro;
-    ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[0]));
-    std::map<std::string, SpoolReport::Lane> lanes;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      const rocksdb::Slice key = it->key();
-      if (key.size() == 0) continue;
-      if (key[0] == 'M') {
-        const std::string name = key.ToString().substr(1);
-        auto& lane = lanes[name];
-        lane.name = name;
-        std::optional<LaneStats> meta = DecodeLaneMeta(View(it->value()));
-        if (!meta) {
-          report.problems.push_back(absl::StrCat("lane ", name, ": metadata has a bad size"));
-          continue;
-        }
-        lane.meta = *meta;
-      } else if (key[0] == 'L') {
-        const std::string k = key.ToString();
-        const size_t zero = k.find('\0');
-        if (zero == std::string::npos || k.size() != zero + 9) {
-          report.problems.push_back("a record key is malformed");
-          continue;
-        }
-        const std::string name = k.substr(1, zero - 1);
-        const SeqNo seq = SeqFromKey(View(key));
-        int64_t time_us = 0;
-        std::string payload;
-        absl::Status envelope =
-            DecodeEnvelope(View(it->value()), absl::StrCat("lane ", name, " seq ", seq), &time_us, &payload);
-        if (!envelope.ok()) report.problems.push_back(std::string(envelope.message()));
-        auto& lane = lanes[name];
-        lane.name = name;
-        lane.records++;
-        lane.bytes += payload.size();
-      }
-    }
-    if (!it->status().ok()) report.problems.push_back(absl::StrCat("reading records: ", it->status().ToString()));
-    it.reset();
-    for (auto& [name, lane] : lanes) {
-      if (lane.records != lane.meta.records || lane.bytes != lane.meta.bytes) {
-        report.problems.push_back(absl::StrCat("lane ", name, ": metadata says ", lane.meta.records, " records (",
-                                               lane.meta.bytes, " bytes), found ", lane.records, " (", lane.bytes,
-                                               " bytes)"));
-      }
-      report.lanes.push_back(lane);
-    }
-  }
-  if (handles.size() > 1) {
-    rocksdb::ReadOptions ro;
-    ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[1]));
-    for (it->Seek("E"); it->Valid() && it->key().starts_with("E"); it->Next()) {
-      ::zerobusd::spool::DeadLetter entry;
-      if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-        report.problems.push_back(absl::StrCat("dead letter ", SeqFromKey(View(it->key())), " does not parse"));
-      }
-      report.dead_letters++;
-    }
-    if (!it->status().ok()) report.problems.push_back(absl::StrCat("reading dead letters: ", it->status().ToString()));
-  }
-  return report;
-}
 
 absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requested) {
   SpoolOptions options = requested;
@@ -1738,7 +1558,7 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
     OpenDb check;
     ZB_RETURN_IF_ERROR(Open(options.path, /*read_only=*/true, false, &check));
     ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(check, options.path));
-    ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
+    ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state.lanes, state.dead.next_id));
   }
   ZB_RETURN_IF_ERROR(MakePrivateDir(options.path));
   OpenDb open;
@@ -1762,7 +1582,7 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
     return opened;
   }
   ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(open, options.path));
-  ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state));
+  ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state.lanes, state.dead.next_id));
   std::vector<rocksdb::ColumnFamilyHandle*> handles = std::move(open.handles);
   open.handles.clear();
   return std::unique_ptr<Spool>(new RocksDbSpool(std::move(claim), std::move(open.db), handles, options,

@@ -25,6 +25,13 @@ absl::Status Spool::DeleteUpTo(const std::string& lane, SeqNo up_to) {
   return result.get();
 }
 
+absl::Status Spool::DeleteRange(const std::string& lane, SeqNo first, SeqNo last) {
+  std::promise<absl::Status> done;
+  auto result = done.get_future();
+  DeleteRangeAsync(lane, first, last, [&done](absl::Status s) { done.set_value(std::move(s)); });
+  return result.get();
+}
+
 absl::Status Spool::MoveToDeadLetters(const std::string& lane, SeqNo seq, DeadLetterInfo info) {
   std::promise<absl::Status> done;
   auto result = done.get_future();

@@ -158,12 +158,36 @@ class Spool {
   // "" when never set.
   virtual std::string LaneDestination(const std::string& lane) = 0;
 
-  // Queues removal of every record of `lane` with seq <= `up_to` (no fsync: a
-  // lost delete only re-sends an acked record). `done` may be empty. A
-  // delete the free-space guard stops is held, not failed, and committed by
-  // itself once it fits; `done` runs then. One is held per lane: of two, the
-  // one that reaches less far is answered at once (the other covers it).
-  virtual void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) = 0;
+  // Queues removal of the records of `lane` with first <= seq <= last, in
+  // any order relative to other deletes: ranges may arrive out of order
+  // and overlap (several streams acknowledge parts of one lane), and
+  // records already gone are skipped, so the lane's counters stay exact.
+  // deleted_up_to (LaneStats) advances over every seq that is gone, gaps
+  // that earlier ranges left included. No fsync: a lost delete only
+  // re-sends an acked record. `done` may be empty. A delete the free-space
+  // guard stops is held, not failed, and committed by itself once it
+  // fits; `done` runs then. Held ranges of a lane that touch are merged:
+  // the merged one's `done` is answered at once (the union covers it).
+  virtual void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done) = 0;
+  // DeleteRangeAsync of every record of `lane` with seq <= `up_to`.
+  void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) {
+    DeleteRangeAsync(lane, 1, up_to, std::move(done));
+  }
+
+  // A lane's durable end, published by the spool: once records of `lane`
+  // are durable (appends, dead-letter replays), `on_durable(last_seq)` runs
+  // through `post` (the caller's executor: post must queue the task there,
+  // never run it inline). Notifications coalesce: one is queued at a time
+  // and it carries the latest seq. The watch ends when the returned handle
+  // is destroyed, which must happen on the executor's thread, before the
+  // spool is destroyed; no call runs after that.
+  using Post = std::function<void(std::function<void()>)>;
+  class DurableWatch {
+   public:
+    virtual ~DurableWatch() = default;
+  };
+  virtual std::unique_ptr<DurableWatch> WatchDurable(const std::string& lane, Post post,
+                                                     std::function<void(SeqNo last_seq)> on_durable) = 0;
 
   // Up to `max_records` records of `lane` with seq >= `from`, in seq order,
   // stopping before `max_bytes` is exceeded, each record counting as its
@@ -222,6 +246,7 @@ class Spool {
   absl::StatusOr<AppendResult> Append(const std::string& lane, std::vector<std::string> records);
   absl::Status SetLaneDestination(const std::string& lane, std::string destination);
   absl::Status DeleteUpTo(const std::string& lane, SeqNo up_to);
+  absl::Status DeleteRange(const std::string& lane, SeqNo first, SeqNo last);
   absl::Status MoveToDeadLetters(const std::string& lane, SeqNo seq, DeadLetterInfo info);
   absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(const DeadLetterFilter& filter, uint64_t from_id = 0,
                                                               size_t limit = ~size_t{0});

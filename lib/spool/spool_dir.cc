@@ -141,4 +141,31 @@ absl::Status MakePrivateDir(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status CheckNotDamagedOrForeign(const std::string& path, bool* empty) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  *empty = true;
+  if (!fs::exists(path, ec)) return absl::OkStatus();
+  if (!fs::is_directory(path, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat("spool.path ", path, " exists and is not a folder"));
+  }
+  bool has_current = false;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(path, ec)) {
+    const std::string name = entry.path().filename().string();
+    names.push_back(name);
+    if (name == "CURRENT") has_current = true;
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot list spool folder ", path, ": ", ec.message()));
+  *empty = names.empty();
+  if (!names.empty() && !has_current) {
+    return absl::DataLossError(absl::StrCat(
+        "spool at ", path, " holds ", names.size(), " file(s) (e.g. ", names.front(),
+        ") but no CURRENT file: it is damaged or not a spool. It was left untouched; zerobusd never starts a new "
+        "spool over existing data. Inspect it with `zerobusctl spool verify --path ", path,
+        "`, or move it away to start empty"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace zb

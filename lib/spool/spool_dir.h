@@ -39,6 +39,12 @@ absl::Status CheckNotLockedByAnother(const std::string& path);
 // could reach to 0700, logging it. Fails when the result is not private.
 absl::Status MakePrivateDir(const std::string& path);
 
+// Whether the folder at `path` may hold a spool: missing or empty (*empty
+// true), or holding RocksDB's CURRENT file. A folder that holds anything
+// else is DataLossError ("damaged or not a spool": it is never initialized
+// over), a file where the folder should be FailedPreconditionError.
+absl::Status CheckNotDamagedOrForeign(const std::string& path, bool* empty);
+
 // Mode of the spool's own files (watermark).
 inline constexpr unsigned kSpoolFileMode = 0600;
 

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
@@ -609,6 +611,224 @@ TEST(SpoolTest, AnExistingSpoolFolderOthersCanReachIsTightenedTo0700) {
   auto spool = Open(path);
   EXPECT_EQ(ModeOf(path), 0700u);
   EXPECT_EQ(spool->Stats("a").records, 1u);
+}
+
+// Several streams acknowledge parts of one lane: ranges arrive in any order,
+// overlap, and survive restarts; the counters stay exact and deleted_up_to
+// passes over every gap that earlier ranges left.
+TEST(SpoolTest, RangeDeletesInAnyOrderAcrossRestartsKeepTheCountersExact) {
+  TempDir dir;
+  std::vector<std::string> recs;
+  for (int i = 1; i <= 100; ++i) recs.push_back(std::string(static_cast<size_t>(i), 'r'));  // seq i: i bytes
+  auto bytes_of = [](SeqNo first, SeqNo last) { return (first + last) * (last - first + 1) / 2; };
+  uint64_t live_bytes = bytes_of(1, 100);
+  {
+    auto spool = Open(dir.path());
+    ASSERT_TRUE(spool->Append("lane", recs).ok());
+    ASSERT_TRUE(spool->DeleteRange("lane", 50, 60).ok());
+    live_bytes -= bytes_of(50, 60);
+    EXPECT_EQ(spool->Stats("lane").deleted_up_to, 0u) << "the oldest records are still there";
+    EXPECT_EQ(spool->Stats("lane").records, 89u);
+    ASSERT_TRUE(spool->DeleteRange("lane", 55, 70).ok());  // overlaps: only 61..70 are new
+    live_bytes -= bytes_of(61, 70);
+    EXPECT_EQ(spool->Stats("lane").records, 79u);
+    EXPECT_EQ(spool->Stats("lane").bytes, live_bytes);
+    ASSERT_TRUE(spool->DeleteRange("lane", 10, 20).ok());
+    live_bytes -= bytes_of(10, 20);
+  }
+  {
+    auto spool = Open(dir.path());
+    LaneStats st = spool->Stats("lane");
+    EXPECT_EQ(st.records, 68u);
+    EXPECT_EQ(st.bytes, live_bytes);
+    EXPECT_EQ(st.deleted_up_to, 0u);
+    auto read = spool->ReadFrom("lane", 1, 1000, 1 << 20);
+    ASSERT_TRUE(read.ok());
+    ASSERT_EQ(read->size(), 68u);
+    EXPECT_EQ((*read)[9].seq, 21u) << "deleted records are not read again";
+    // The oldest ones go: deleted_up_to passes over 10..20 and stops at 21.
+    ASSERT_TRUE(spool->DeleteRange("lane", 1, 9).ok());
+    live_bytes -= bytes_of(1, 9);
+    EXPECT_EQ(spool->Stats("lane").deleted_up_to, 20u);
+    // Then the rest before the gap 50..70: it jumps to 70.
+    ASSERT_TRUE(spool->DeleteUpTo("lane", 49).ok());
+    live_bytes -= bytes_of(21, 49);
+    st = spool->Stats("lane");
+    EXPECT_EQ(st.deleted_up_to, 70u);
+    EXPECT_EQ(st.records, 30u);
+    EXPECT_EQ(st.bytes, live_bytes);
+    // The newest before the rest, then the rest.
+    ASSERT_TRUE(spool->DeleteRange("lane", 90, 100).ok());
+    EXPECT_EQ(spool->Stats("lane").deleted_up_to, 70u);
+    ASSERT_TRUE(spool->DeleteRange("lane", 71, 89).ok());
+    st = spool->Stats("lane");
+    EXPECT_EQ(st.deleted_up_to, 100u);
+    EXPECT_EQ(st.records, 0u);
+    EXPECT_EQ(st.bytes, 0u);
+    // The lane goes on after them.
+    auto more = spool->Append("lane", {"next"});
+    ASSERT_TRUE(more.ok());
+    EXPECT_EQ(more->first_seq, 101u);
+  }
+  auto report = VerifyRocksDbSpool(dir.path());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->problems.empty()) << report->problems.front();
+}
+
+// Ranges queued together commit in one batch, whose own tombstones are not
+// visible yet: overlapping ones must still count each record once.
+TEST(SpoolTest, OverlappingRangesInOneGroupCountEachRecordOnce) {
+  TempDir dir;
+  auto spool = Open(dir.path());
+  std::vector<std::string> recs(200, "0123456789");
+  ASSERT_TRUE(spool->Append("lane", recs).ok());
+  std::vector<std::promise<absl::Status>> done(6);
+  const std::vector<std::pair<SeqNo, SeqNo>> ranges = {{120, 150}, {100, 130}, {140, 160}, {1, 50}, {40, 99}, {170, 170}};
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    spool->DeleteRangeAsync("lane", ranges[i].first, ranges[i].second, [&, i](absl::Status s) { done[i].set_value(s); });
+  }
+  for (auto& d : done) ASSERT_TRUE(d.get_future().get().ok());
+  const LaneStats st = spool->Stats("lane");
+  EXPECT_EQ(st.deleted_up_to, 160u);
+  EXPECT_EQ(st.records, 39u);  // 161..169 and 171..200
+  EXPECT_EQ(st.bytes, 390u);
+  auto read = spool->ReadFrom("lane", 1, 1000, 1 << 20);
+  ASSERT_TRUE(read.ok());
+  ASSERT_EQ(read->size(), 39u);
+  EXPECT_EQ(read->front().seq, 161u);
+}
+
+TEST(SpoolTest, ADeleteOfRecordsNotYetDurableIsRefused) {
+  TempDir dir;
+  auto spool = Open(dir.path());
+  ASSERT_TRUE(spool->Append("lane", {"a", "b"}).ok());
+  const absl::Status beyond = spool->DeleteRange("lane", 1, 3);
+  EXPECT_EQ(beyond.code(), absl::StatusCode::kInternal) << beyond;
+  EXPECT_EQ(spool->Stats("lane").records, 2u);
+}
+
+// The spool tells a lane's watchers when its records are durable, on the
+// watcher's executor (a thread of its own here), coalesced, and never after
+// the watch is gone.
+TEST(SpoolTest, DurableNotificationsRunOnTheWatchersExecutorAndStopWithTheWatch) {
+  TempDir dir;
+  auto spool = Open(dir.path());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> tasks;
+  bool stop = false;
+  std::thread executor([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return stop || !tasks.empty(); });
+      if (tasks.empty()) return;
+      auto task = std::move(tasks.front());
+      tasks.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  });
+  const std::thread::id executor_id = executor.get_id();
+  Spool::Post post = [&](std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      tasks.push_back(std::move(task));
+    }
+    cv.notify_one();
+  };
+  std::atomic<SeqNo> seen{0};
+  std::atomic<int> calls{0};
+  std::atomic<bool> wrong_thread{false};
+  std::atomic<SeqNo> other_lane{0};
+  std::unique_ptr<Spool::DurableWatch> watch = spool->WatchDurable("a", post, [&](SeqNo last) {
+    if (std::this_thread::get_id() != executor_id) wrong_thread = true;
+    if (last < seen.load()) wrong_thread = true;  // never backwards
+    seen = last;
+    calls++;
+  });
+  std::unique_ptr<Spool::DurableWatch> other =
+      spool->WatchDurable("b", post, [&](SeqNo last) { other_lane = last; });
+  for (int i = 0; i < 50; ++i) spool->AppendAsync("a", std::vector<std::string>{"x", "y"}, nullptr);
+  ASSERT_TRUE(spool->Append("a", {"z"}).ok());
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return seen.load() == 101; }, std::chrono::seconds(10)));
+  EXPECT_FALSE(wrong_thread.load());
+  EXPECT_LE(calls.load(), 51) << "at most one per commit";
+  EXPECT_EQ(other_lane.load(), 0u) << "another lane's watcher hears nothing";
+  // Dead-letter replays make records durable too.
+  ASSERT_TRUE(spool->MoveToDeadLetters("a", 1, {}).ok());
+  auto replayed = spool->ReplayDeadLetters({});
+  ASSERT_TRUE(replayed.ok());
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return seen.load() == 102; }, std::chrono::seconds(10)));
+  // Gone: nothing more, even for a notification already queued.
+  std::promise<void> destroyed;
+  post([&] {
+    watch.reset();
+    destroyed.set_value();
+  });
+  destroyed.get_future().wait();
+  const int before = calls.load();
+  ASSERT_TRUE(spool->Append("a", {"after"}).ok());
+  ASSERT_TRUE(spool->Append("b", {"b1"}).ok());
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return other_lane.load() == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(calls.load(), before);
+  std::promise<void> other_gone;
+  post([&] {
+    other.reset();
+    other_gone.set_value();
+  });
+  other_gone.get_future().wait();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+  }
+  cv.notify_one();
+  executor.join();
+}
+
+// Below the reserve, deletes are held; held ranges of a lane that touch
+// merge (the covered ones are answered at once), the rest wait apart, and
+// all go in once space returns.
+TEST(SpoolTest, HeldRangeDeletesMergeWhereTheyTouchAndGoInWhenSpaceReturns) {
+  TempDir dir;
+  std::atomic<uint64_t> free{1ull << 40};
+  SpoolOptions o;
+  o.path = dir.path();
+  o.min_free_bytes = 64ull << 20;
+  o.free_bytes_probe = [&] { return free.load(); };
+  ::testing::internal::CaptureStdout();
+  {
+    auto spool = OpenWith(o);
+    ASSERT_TRUE(spool->Append("a", std::vector<std::string>(100, "x")).ok());
+    free = 1u << 20;  // below the reserve
+    std::vector<std::promise<absl::Status>> done(4);
+    std::vector<std::future<absl::Status>> results;
+    for (auto& d : done) results.push_back(d.get_future());
+    spool->DeleteRangeAsync("a", 10, 20, [&](absl::Status s) { done[0].set_value(s); });
+    spool->DeleteRangeAsync("a", 30, 40, [&](absl::Status s) { done[1].set_value(s); });
+    spool->DeleteRangeAsync("a", 60, 70, [&](absl::Status s) { done[2].set_value(s); });
+    spool->DeleteRangeAsync("a", 21, 29, [&](absl::Status s) { done[3].set_value(s); });  // joins 10..20 and 30..40
+    // The two it joined are covered by the union: answered at once.
+    ASSERT_EQ(results[0].wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    ASSERT_EQ(results[1].wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_TRUE(results[0].get().ok());
+    EXPECT_TRUE(results[1].get().ok());
+    EXPECT_EQ(results[2].wait_for(std::chrono::milliseconds(300)), std::future_status::timeout) << "held";
+    EXPECT_EQ(results[3].wait_for(std::chrono::milliseconds(0)), std::future_status::timeout) << "held";
+    EXPECT_EQ(spool->Stats("a").records, 100u);
+    free = 1ull << 40;
+    ASSERT_EQ(results[2].wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    ASSERT_EQ(results[3].wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_TRUE(results[2].get().ok());
+    EXPECT_TRUE(results[3].get().ok());
+    EXPECT_EQ(spool->Stats("a").records, 100u - 31u - 11u);
+    EXPECT_EQ(spool->Stats("a").deleted_up_to, 0u);
+    auto read = spool->ReadFrom("a", 1, 1000, 1 << 20);
+    ASSERT_TRUE(read.ok());
+    ASSERT_EQ(read->size(), 58u);
+    EXPECT_EQ((*read)[9].seq, 41u);
+  }
+  ::testing::internal::GetCapturedStdout();
 }
 
 }  // namespace
