@@ -101,6 +101,7 @@ class RocksDbSpool final : public Spool {
         db_(std::move(db)),
         default_cf_(handles[0]),
         dead_cf_(handles[1]),
+        meta_cf_(handles[2]),
         options_(options),
         guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
         drained_flush_bytes_(drained_flush_bytes),
@@ -148,10 +149,11 @@ class RocksDbSpool final : public Spool {
     if (latched_error_.ok() && (!guard_.enabled() || guard_.FreeBytes() >= guard_.reserve_bytes())) {
       rocksdb::FlushOptions flush;
       flush.wait = true;
-      db_->Flush(flush, {default_cf_, dead_cf_});
+      db_->Flush(flush, {default_cf_, dead_cf_, meta_cf_});
       db_->SyncWAL();
     }
     MaybeWriteWatermark(/*force=*/true);
+    db_->DestroyColumnFamilyHandle(meta_cf_);
     db_->DestroyColumnFamilyHandle(dead_cf_);
     db_->DestroyColumnFamilyHandle(default_cf_);
     db_->Close();
@@ -800,7 +802,7 @@ class RocksDbSpool final : public Spool {
       }
       rocksdb::FlushOptions flush;
       flush.allow_write_stall = true;
-      if (!db_->Flush(flush, {default_cf_, dead_cf_}).ok()) return;
+      if (!db_->Flush(flush, {default_cf_, dead_cf_, meta_cf_}).ok()) return;
       rocksdb::Status s = db_->CompactRange(compact, default_cf_, nullptr, nullptr);
       uint64_t after = 0;
       db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &after);
@@ -1155,7 +1157,7 @@ class RocksDbSpool final : public Spool {
       total += bytes;
     }
     if (write_status.ok() && batch.Count() > 0) {
-      for (const auto& name : changed) batch.Put(default_cf_, MetaKey(name), EncodeLaneMeta(touched[name]));
+      for (const auto& name : changed) batch.Put(meta_cf_, MetaKey(name), EncodeLaneMeta(touched[name]));
       // Appends were held to min_free_bytes above; the batch as a whole
       // must leave the reserve.
       write_status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, any_append && options_.sync);
@@ -1289,7 +1291,7 @@ class RocksDbSpool final : public Spool {
   // space guard lets a write of `kind` through, and publishes the new stats.
   absl::Status CommitSingle(rocksdb::WriteBatch* batch, const std::map<std::string, LaneStats>& lanes,
                             const DeadLetterMeta& dead, SpaceGuard::Write kind) {
-    for (const auto& [name, s] : lanes) batch->Put(default_cf_, MetaKey(name), EncodeLaneMeta(s));
+    for (const auto& [name, s] : lanes) batch->Put(meta_cf_, MetaKey(name), EncodeLaneMeta(s));
     batch->Put(dead_cf_, kDeadLetterMetaKey, EncodeDeadLetterMeta(dead));
     const uint64_t total_before = TotalBytes();
     ZB_RETURN_IF_ERROR(GuardedWrite(batch, kind, options_.sync));
@@ -1310,7 +1312,7 @@ class RocksDbSpool final : public Spool {
       // A few bytes that grow nothing: held to the reserve, not to
       // min_free_bytes, so a daemon can start on a disk short of it.
       rocksdb::WriteBatch batch;
-      batch.Put(default_cf_, DestinationKey(op.lane), op.destination);
+      batch.Put(meta_cf_, DestinationKey(op.lane), op.destination);
       status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, options_.sync);
       if (status.ok()) {
         absl::MutexLock lock(&stats_mu_);
@@ -1449,6 +1451,7 @@ class RocksDbSpool final : public Spool {
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* default_cf_;
   rocksdb::ColumnFamilyHandle* dead_cf_;
+  rocksdb::ColumnFamilyHandle* meta_cf_;  // lane metas and destinations
   const SpoolOptions options_;
   const SpaceGuard guard_;
   const uint64_t drained_flush_bytes_;  // MaybeFlushDrained
@@ -1547,7 +1550,7 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
   }
   // What RocksDB must always find free: a flush of both memtables, and the
   // WAL, MANIFEST and info log around it.
-  const uint64_t reserve_bytes = 2 * tuning.memtable_bytes + tuning.dead_memtable_bytes + (1u << 20);
+  const uint64_t reserve_bytes = 2 * tuning.memtable_bytes + 2 * tuning.dead_memtable_bytes + (1u << 20);
   // Before anything reads the folder: a spool in use is not damaged.
   ZB_ASSIGN_OR_RETURN(std::unique_ptr<SpoolClaim> claim, ClaimSpool(options.path));
   bool empty = true;
@@ -1583,8 +1586,20 @@ absl::StatusOr<std::unique_ptr<Spool>> OpenRocksDbSpool(const SpoolOptions& requ
   }
   ZB_ASSIGN_OR_RETURN(SpoolState state, LoadState(open, options.path));
   ZB_RETURN_IF_ERROR(CheckWatermark(options.path, state.lanes, state.dead.next_id));
-  std::vector<rocksdb::ColumnFamilyHandle*> handles = std::move(open.handles);
-  open.handles.clear();
+  if (state.metas_in_records) {
+    // An older spool: its metas and destinations move to the meta family,
+    // in one atomic write.
+    rocksdb::WriteBatch move;
+    for (const auto& [lane, stats] : state.lanes) move.Put(open.meta(), MetaKey(lane), EncodeLaneMeta(stats));
+    for (const auto& [lane, dest] : state.destinations) move.Put(open.meta(), DestinationKey(lane), dest);
+    move.DeleteRange(open.records(), "D", "E");
+    move.DeleteRange(open.records(), "M", "N");
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    ZB_RETURN_IF_ERROR(FromRocks(open.db->Write(sync, &move), absl::StrCat("spool at ", options.path)));
+    spdlog::info("spool {}: lane metadata moved to its own column family", options.path);
+  }
+  std::vector<rocksdb::ColumnFamilyHandle*> handles = open.Release();
   return std::unique_ptr<Spool>(new RocksDbSpool(std::move(claim), std::move(open.db), handles, options,
                                                  reserve_bytes, std::max<uint64_t>(tuning.memtable_bytes / 4, 1u << 20),
                                                  std::move(state.lanes),

@@ -100,9 +100,12 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(const Tuning& tuning, 
   table.block_cache = rocksdb::NewLRUCache(tuning.block_cache_bytes);
   table.cache_index_and_filter_blocks = true;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  rocksdb::ColumnFamilyOptions dead_options = cf_options;
-  dead_options.write_buffer_size = tuning.dead_memtable_bytes;
-  return {{rocksdb::kDefaultColumnFamilyName, cf_options}, {kDeadLetterFamily, dead_options}};
+  rocksdb::ColumnFamilyOptions small_options = cf_options;
+  small_options.write_buffer_size = tuning.dead_memtable_bytes;
+  small_options.memtable_insert_with_hint_prefix_extractor = nullptr;
+  return {{rocksdb::kDefaultColumnFamilyName, cf_options},
+          {kDeadLetterFamily, small_options},
+          {kMetaFamily, small_options}};
 }
 
 absl::Status OpenError(const rocksdb::Status& s, const std::string& path) {
@@ -135,9 +138,15 @@ absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* 
   rocksdb::DBOptions db_options = MakeDbOptions(create, tuning);
   std::vector<rocksdb::ColumnFamilyDescriptor> families = MakeFamilies(tuning, insert_hints);
   if (read_only) {
-    // A spool from before the dead-letter store has only the default family.
+    // An older spool may lack the dead-letter store or the meta family.
     std::vector<std::string> existing;
-    if (rocksdb::DB::ListColumnFamilies(db_options, path, &existing).ok() && existing.size() == 1) families.pop_back();
+    if (rocksdb::DB::ListColumnFamilies(db_options, path, &existing).ok()) {
+      families.erase(std::remove_if(families.begin(), families.end(),
+                                    [&](const rocksdb::ColumnFamilyDescriptor& f) {
+                                      return std::find(existing.begin(), existing.end(), f.name) == existing.end();
+                                    }),
+                     families.end());
+    }
   }
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, families, &out->handles, &raw)
@@ -147,34 +156,49 @@ absl::Status Open(const std::string& path, bool read_only, bool create, OpenDb* 
   return absl::OkStatus();
 }
 
-absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path) {
-  SpoolState state;
-  rocksdb::DB* db = open.db.get();
+namespace {
+
+// Reads destinations ("D") and lane metas ("M") of `family` into `state`;
+// true when it found any.
+absl::StatusOr<bool> LoadMetas(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family, const std::string& path,
+                               SpoolState* state) {
+  bool found = false;
   {
     const std::string dest_upper = "E";
     rocksdb::Slice dest_upper_slice(dest_upper);
     rocksdb::ReadOptions dest_ro;
     dest_ro.iterate_upper_bound = &dest_upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(dest_ro, open.handles[0]));
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(dest_ro, family));
     for (it->Seek("D"); it->Valid(); it->Next()) {
-      state.destinations[it->key().ToString().substr(1)] = it->value().ToString();
+      state->destinations[it->key().ToString().substr(1)] = it->value().ToString();
+      found = true;
     }
     ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
   }
-  {
-    const std::string upper = "N";
-    rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, open.handles[0]));
-    for (it->Seek("M"); it->Valid(); it->Next()) {
-      const std::string lane = it->key().ToString().substr(1);
-      std::optional<LaneStats> st = DecodeLaneMeta(View(it->value()));
-      if (!st) return absl::DataLossError(absl::StrCat("spool at ", path, ": bad meta for lane ", lane));
-      state.lanes[lane] = *st;
-    }
-    ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
+  const std::string upper = "N";
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, family));
+  for (it->Seek("M"); it->Valid(); it->Next()) {
+    const std::string lane = it->key().ToString().substr(1);
+    std::optional<LaneStats> st = DecodeLaneMeta(View(it->value()));
+    if (!st) return absl::DataLossError(absl::StrCat("spool at ", path, ": bad meta for lane ", lane));
+    state->lanes[lane] = *st;
+    found = true;
   }
+  ZB_RETURN_IF_ERROR(FromRocks(it->status(), absl::StrCat("spool at ", path)));
+  return found;
+}
+
+}  // namespace
+
+absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path) {
+  SpoolState state;
+  rocksdb::DB* db = open.db.get();
+  // The older layout first: the meta family, written later, wins.
+  ZB_ASSIGN_OR_RETURN(state.metas_in_records, LoadMetas(db, open.records(), path, &state));
+  if (open.meta() != nullptr) ZB_RETURN_IF_ERROR(LoadMetas(db, open.meta(), path, &state).status());
   if (open.dead() != nullptr) {
     std::string value;
     rocksdb::Status get = db->Get(rocksdb::ReadOptions(), open.dead(), kDeadLetterMetaKey, &value);

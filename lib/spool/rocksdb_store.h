@@ -20,7 +20,15 @@
 
 namespace zb {
 
+// Column families: records in the default one (only "L" keys, appended in
+// order, so RocksDB moves a backlog's table files down the levels without
+// rewriting them), lane metas and destinations in "meta" (rewritten with
+// every commit: apart, they do not make every table file overlap the
+// next), the dead-letter store in "dead_letters". Spools from before the
+// "meta" family keep metas and destinations in the default one: LoadState
+// reads both, and the first read-write open moves them (OpenRocksDbSpool).
 inline constexpr char kDeadLetterFamily[] = "dead_letters";
+inline constexpr char kMetaFamily[] = "meta";
 
 inline absl::string_view View(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
 
@@ -39,12 +47,28 @@ struct Tuning {
 Tuning TuningFor(uint64_t memory_budget);
 
 // An open RocksDB with its column family handles; closes on destruction.
+// A read-only open of an older spool may lack "dead_letters" and "meta":
+// their accessors then return nullptr.
 struct OpenDb {
   std::unique_ptr<rocksdb::DB> db;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default; dead letters (may be absent read-only)
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
   ~OpenDb() { Close(); }
   void Close();
-  rocksdb::ColumnFamilyHandle* dead() const { return handles.size() > 1 ? handles[1] : nullptr; }
+  rocksdb::ColumnFamilyHandle* records() const { return handles.empty() ? nullptr : handles[0]; }
+  rocksdb::ColumnFamilyHandle* dead() const { return Find(kDeadLetterFamily); }
+  rocksdb::ColumnFamilyHandle* meta() const { return Find(kMetaFamily); }
+  rocksdb::ColumnFamilyHandle* Find(const std::string& name) const {
+    for (auto* h : handles) {
+      if (h->GetName() == name) return h;
+    }
+    return nullptr;
+  }
+  // Gives the handles up (records, dead letters, meta), keeping the DB.
+  std::vector<rocksdb::ColumnFamilyHandle*> Release() {
+    std::vector<rocksdb::ColumnFamilyHandle*> out = {records(), dead(), meta()};
+    handles.clear();
+    return out;
+  }
 };
 
 // Opens the spool's RocksDB. `insert_hints`: the memtable keeps an insert
@@ -60,6 +84,7 @@ struct SpoolState {
   std::map<std::string, LaneStats> lanes;
   std::map<std::string, std::string> destinations;
   DeadLetterMeta dead;
+  bool metas_in_records = false;  // the older layout: some are in the default family
 };
 absl::StatusOr<SpoolState> LoadState(const OpenDb& open, const std::string& path);
 

@@ -27,7 +27,6 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
   OpenDb open;
   ZB_RETURN_IF_ERROR(Open(path, /*read_only=*/true, false, &open));
   rocksdb::DB* db = open.db.get();
-  const std::vector<rocksdb::ColumnFamilyHandle*>& handles = open.handles;
   SpoolReport report;
   auto state = LoadState(open, path);
   if (!state.ok()) {
@@ -38,15 +37,15 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
   rocksdb::Status checksums = db->VerifyChecksum();
   if (!checksums.ok()) report.problems.push_back(absl::StrCat("block checksums: ", checksums.ToString()));
   {
-    rocksdb::ReadOptions ro;
-    ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[0]));
     std::map<std::string, SpoolReport::Lane> lanes;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      const rocksdb::Slice key = it->key();
-      if (key.size() == 0) continue;
-      if (key[0] == 'M') {
-        const std::string name = key.ToString().substr(1);
+    // Lane metas: in the meta family, or in the records' one (older spools).
+    for (rocksdb::ColumnFamilyHandle* family : {open.records(), open.meta()}) {
+      if (family == nullptr) continue;
+      rocksdb::ReadOptions ro;
+      ro.verify_checksums = true;
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, family));
+      for (it->Seek("M"); it->Valid() && it->key().starts_with("M"); it->Next()) {
+        const std::string name = it->key().ToString().substr(1);
         auto& lane = lanes[name];
         lane.name = name;
         std::optional<LaneStats> meta = DecodeLaneMeta(View(it->value()));
@@ -55,6 +54,17 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
           continue;
         }
         lane.meta = *meta;
+      }
+      if (!it->status().ok()) report.problems.push_back(absl::StrCat("reading metas: ", it->status().ToString()));
+    }
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, open.records()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const rocksdb::Slice key = it->key();
+      if (key.size() == 0) continue;
+      if (key[0] == 'M') {
+        continue;  // read above
       } else if (key[0] == 'L') {
         const std::string k = key.ToString();
         const size_t zero = k.find('\0');
@@ -86,10 +96,10 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
       report.lanes.push_back(lane);
     }
   }
-  if (handles.size() > 1) {
+  if (open.dead() != nullptr) {
     rocksdb::ReadOptions ro;
     ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, handles[1]));
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, open.dead()));
     for (it->Seek("E"); it->Valid() && it->key().starts_with("E"); it->Next()) {
       ::zerobusd::spool::DeadLetter entry;
       if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {

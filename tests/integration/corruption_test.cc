@@ -139,8 +139,30 @@ TEST_F(CorruptionTest, TruncatedManifestIsRefused) {
   const std::string manifest = Find("MANIFEST-");
   ASSERT_FALSE(manifest.empty());
   fs::resize_file(manifest, fs::file_size(manifest) / 2);
-  // RocksDB itself would open this as an empty spool; the watermark
-  // notices the records that vanished.
+  // Depending on where the cut falls, RocksDB refuses it (a write-ahead log
+  // the shortened MANIFEST no longer names) or would open it as an empty
+  // spool, and then the watermark notices the records that vanished
+  // ("is damaged: it holds less than it did at ..."): refused either way.
+  ExpectRefusedAtStart("damaged");
+}
+
+// A spool RocksDB opens without complaint but that holds less than it
+// held: an older copy put back (a restored backup, a snapshot rolled back)
+// under the newer watermark. The watermark notices the records that vanished.
+TEST_F(CorruptionTest, AnOlderCopyOfTheSpoolIsRefusedByItsWatermark) {
+  MakeSpool(true, 2000);
+  const std::string older = dir_.Sub("older-spool");
+  fs::copy(Spool(), older, fs::copy_options::recursive);
+  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  WriteRecords(dir_.Sub("more.ndjson"), "m", 2000);
+  ASSERT_EQ(SendFile(daemon_->socket(), "readings", dir_.Sub("more.ndjson")).exit_code, 0);
+  ASSERT_EQ(daemon_->Terminate(std::chrono::seconds(10)), 0);
+  const std::string watermark = Spool() + "/ZEROBUSD-WATERMARK";
+  const std::string kept = dir_.Sub("watermark");
+  fs::copy_file(watermark, kept);
+  fs::remove_all(Spool());
+  fs::rename(older, Spool());
+  fs::copy_file(kept, watermark, fs::copy_options::overwrite_existing);
   ExpectRefusedAtStart("it holds less than it did at");
 }
 

@@ -1,7 +1,8 @@
 // A spool an older zerobusd left behind opens under this one: its
 // write-ahead log is written here with RocksDB directly, in the older
-// layout (range tombstones starting at a record key), and never flushed,
-// as a SIGKILL leaves it.
+// layout (range tombstones starting at a record key; lane metas and
+// destinations beside the records, no "meta" column family), and never
+// flushed, as a SIGKILL leaves it.
 
 #include <memory>
 #include <string>
@@ -35,6 +36,11 @@ TEST(SpoolUpgradeTest, ALogWithOlderRangeTombstonesReplaysAndTheLaneGoesOn) {
     sync.sync = true;
     // Several batches of appends, each followed by the older range delete of
     // what it acked: [RecordKey(first), RecordKey(last + 1)).
+    {
+      rocksdb::WriteBatch dest;
+      dest.Put(handles[0], DestinationKey("readings"), "main.edge.readings|json");
+      ASSERT_TRUE(db->Write(sync, &dest).ok());
+    }
     for (int round = 0; round < 50; ++round) {
       rocksdb::WriteBatch batch;
       for (int i = 0; i < 20; ++i) {
@@ -69,6 +75,7 @@ TEST(SpoolUpgradeTest, ALogWithOlderRangeTombstonesReplaysAndTheLaneGoesOn) {
   const LaneStats before = (*spool)->Stats("readings");
   EXPECT_EQ(before.next_seq, 1001u);
   EXPECT_EQ(before.records, 1000u - before.deleted_up_to);
+  EXPECT_EQ((*spool)->LaneDestination("readings"), "main.edge.readings|json");
   // The lane goes on: appends (in the memtable with insert hints), deletes
   // in the new layout, and reads across both.
   for (int round = 0; round < 20; ++round) {
@@ -85,6 +92,29 @@ TEST(SpoolUpgradeTest, ALogWithOlderRangeTombstonesReplaysAndTheLaneGoesOn) {
   auto report = VerifyRocksDbSpool(dir.path());
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->problems.empty()) << report->problems.front();
+  {
+    // The metas moved to their own family; none is left beside the records.
+    rocksdb::DBOptions db_options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"dead_letters", {}}, {"meta", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::OpenForReadOnly(db_options, dir.path(), families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string value;
+    EXPECT_TRUE(db->Get({}, handles[0], MetaKey("readings"), &value).IsNotFound());
+    EXPECT_TRUE(db->Get({}, handles[0], DestinationKey("readings"), &value).IsNotFound());
+    ASSERT_TRUE(db->Get({}, handles[2], MetaKey("readings"), &value).ok());
+    EXPECT_EQ(DecodeLaneMeta(value)->records, 1u);
+    ASSERT_TRUE(db->Get({}, handles[2], DestinationKey("readings"), &value).ok());
+    EXPECT_EQ(value, "main.edge.readings|json");
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  }
+  // And it opens again as it is now.
+  auto again = OpenRocksDbSpool(options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->Stats("readings").records, 1u);
+  EXPECT_EQ((*again)->LaneDestination("readings"), "main.edge.readings|json");
 }
 
 }  // namespace
