@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "auth/token_source.h"
 #include "common/endpoint.h"
+#include "common/loop_post.h"
 #include "common/status.h"
 #include "common/unix_socket.h"
 #include "control/control_server.h"
@@ -427,6 +428,7 @@ class Daemon {
       ir.codec = codecs.at(r.name);
       ir.allow_uids = r.allow_uids;
       ir.allow_gids = r.allow_gids;
+      ir.metrics = &metrics_->Route(r.name);
       (*routes)[r.name] = std::move(ir);
     }
     return routes;
@@ -638,11 +640,8 @@ class Daemon {
       reply(ControlError(std::string(command.status().message())));
       return;
     }
-    std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
-    // Spool callbacks come on its threads; replies go back on the loop.
-    auto on_loop = [weak_loop](std::function<void()> fn) {
-      if (auto loop = weak_loop.lock()) asio::post(*loop, std::move(fn));
-    };
+    // The spool answers on the loop.
+    const PostFn on_loop = PostTo(std::weak_ptr<asio::io_context>(loop_ptr_));
     switch (command->kind) {
       case ControlCommand::Kind::kStatus:
         reply(RenderStatus(Status()));
@@ -674,56 +673,55 @@ class Daemon {
         // One more than asked tells whether there is a next page.
         spool_->ListDeadLettersAsync(
             command->filter, command->from_id, limit + 1,
-            [on_loop, reply, payloads, limit](absl::StatusOr<std::vector<DeadLetter>> entries) mutable {
-              on_loop([reply, payloads, limit, entries = std::move(entries)]() mutable {
-                if (!entries.ok()) {
-                  reply(ControlError(std::string(entries.status().message())));
-                  return;
-                }
-                uint64_t next_id = 0;
-                if (entries->size() > limit) {
-                  next_id = entries->back().id;
-                  entries->pop_back();
-                }
-                reply(RenderDeadLetters(*entries, payloads, next_id));
-              });
-            });
+            [reply, payloads, limit](absl::StatusOr<std::vector<DeadLetter>> entries) mutable {
+              if (!entries.ok()) {
+                reply(ControlError(std::string(entries.status().message())));
+                return;
+              }
+              uint64_t next_id = 0;
+              if (entries->size() > limit) {
+                next_id = entries->back().id;
+                entries->pop_back();
+              }
+              reply(RenderDeadLetters(*entries, payloads, next_id));
+            },
+            on_loop);
         return;
       }
       case ControlCommand::Kind::kDlqReplay:
         spool_->ReplayDeadLettersAsync(
             command->filter,
-            [this, on_loop, reply](absl::StatusOr<std::map<std::string, AppendResult>> appended) mutable {
-              on_loop([this, reply, appended = std::move(appended)] {
-                if (!appended.ok()) {
-                  reply(ControlError(std::string(appended.status().message())));
-                  return;
-                }
-                uint64_t n = 0;
-                std::vector<std::string> waiting;
-                for (const auto& [lane, range] : *appended) {
-                  n += range.last_seq - range.first_seq + 1;
-                  if (lanes_.count(lane) == 0) waiting.push_back(lane);  // lanes hear of the rest from the spool
-                }
-                spdlog::info("control: {} dead letters replayed into their routes", n);
-                reply(RenderCount("replayed", n,
-                                  waiting.empty() ? ""
-                                                  : absl::StrCat("route(s) ", absl::StrJoin(waiting, ", "),
-                                                                 " are not configured: their records stay spooled")));
-              });
-            });
+            [this, reply](absl::StatusOr<std::map<std::string, AppendResult>> appended) mutable {
+              if (!appended.ok()) {
+                reply(ControlError(std::string(appended.status().message())));
+                return;
+              }
+              uint64_t n = 0;
+              std::vector<std::string> waiting;
+              for (const auto& [lane, range] : *appended) {
+                n += range.last_seq - range.first_seq + 1;
+                if (lanes_.count(lane) == 0) waiting.push_back(lane);  // lanes hear of the rest from the spool
+              }
+              spdlog::info("control: {} dead letters replayed into their routes", n);
+              reply(RenderCount("replayed", n,
+                                waiting.empty() ? ""
+                                                : absl::StrCat("route(s) ", absl::StrJoin(waiting, ", "),
+                                                               " are not configured: their records stay spooled")));
+            },
+            on_loop);
         return;
       case ControlCommand::Kind::kDlqPurge:
-        spool_->PurgeDeadLettersAsync(command->filter, [on_loop, reply](absl::StatusOr<uint64_t> purged) mutable {
-          on_loop([reply, purged] {
-            if (!purged.ok()) {
-              reply(ControlError(std::string(purged.status().message())));
-              return;
-            }
-            spdlog::warn("control: {} dead letters purged", *purged);
-            reply(RenderCount("purged", *purged));
-          });
-        });
+        spool_->PurgeDeadLettersAsync(
+            command->filter,
+            [reply](absl::StatusOr<uint64_t> purged) mutable {
+              if (!purged.ok()) {
+                reply(ControlError(std::string(purged.status().message())));
+                return;
+              }
+              spdlog::warn("control: {} dead letters purged", *purged);
+              reply(RenderCount("purged", *purged));
+            },
+            on_loop);
         return;
     }
   }

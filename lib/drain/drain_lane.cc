@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/loop_post.h"
 #include "spdlog/spdlog.h"
 
 namespace zb {
@@ -79,6 +80,7 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       streams_(streams),
       tokens_(tokens),
       metrics_(metrics),
+      route_metrics_(metrics.Route(options.route)),
       backoff_(options.backoff),
       health_(options.failure_log_interval),
       retry_timer_(loop),
@@ -89,9 +91,7 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
   metrics_.LaneParked(options_.route, false);  // a lane replaced on reload starts afresh
   // Watch first, then read where the lane ends: nothing made durable in
   // between is missed.
-  durable_watch_ = spool_.WatchDurable(
-      options_.route, [&loop](std::function<void()> task) { asio::post(loop, std::move(task)); },
-      [this](SeqNo last_seq) { OnAppended(last_seq); });
+  durable_watch_ = spool_.WatchDurable(options_.route, PostTo(loop), [this](SeqNo last_seq) { OnAppended(last_seq); });
   const LaneStats stats = spool_.Stats(options_.route);
   acked_seq_ = stats.deleted_up_to;
   next_read_seq_ = acked_seq_ + 1;
@@ -124,7 +124,7 @@ bool DrainLane::Resume() {
     spdlog::info("route {}: resuming: dropping its connection ({}) and reconnecting now on a new one",
                  options_.route, LaneStateName(state_));
     const uint64_t resent = TearDown();
-    if (resent > 0) metrics_.ResentRecords(options_.route, resent);
+    if (resent > 0) route_metrics_.ResentRecords(resent);
   } else {
     return false;
   }
@@ -340,12 +340,12 @@ void DrainLane::Pump() {
   // max_batch_bytes bounds the request as encoded (its records, their
   // framing and the envelope), so no request passes the service's limit.
   const uint64_t record_budget = options_.max_batch_bytes - std::min(options_.max_batch_bytes, kRequestEnvelopeBytes);
-  spool_.ReadFromAsync(options_.route, next_read_seq_, max_records, record_budget, kRecordFramingBytes,
-                       [weak, gen, &loop = loop_](absl::StatusOr<std::vector<SpoolRecord>> records) {
-                         asio::post(loop, [weak, gen, records = std::move(records)]() mutable {
-                           if (auto self = weak.lock()) self->OnRead(gen, std::move(records));
-                         });
-                       });
+  spool_.ReadFromAsync(
+      options_.route, next_read_seq_, max_records, record_budget, kRecordFramingBytes,
+      [weak, gen](absl::StatusOr<std::vector<SpoolRecord>> records) {
+        if (auto self = weak.lock()) self->OnRead(gen, std::move(records));
+      },
+      PostTo(loop_));
 }
 
 void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records) {
@@ -401,7 +401,7 @@ void DrainLane::OnAck(int64_t offset) {
     spool_.DeleteUpToAsync(options_.route, acked_seq_, [route = options_.route](absl::Status s) {
       if (!s.ok()) spdlog::error("route {}: spool delete failed: {}", route, s.ToString());
     });
-    metrics_.AckedRecords(options_.route, acked->records);
+    route_metrics_.AckedRecords(acked->records);
     const int64_t now = NowUs();
     for (const auto& r : acked->requests) metrics_.AckLatency(static_cast<double>(now - r.oldest_append_us) / 1e6);
     backoff_.Reset();
@@ -480,7 +480,7 @@ void DrainLane::FinishRotation() {
   // once, resending whatever was not acked (at-least-once).
   const uint64_t resent = TearDown();
   if (resent > 0) {
-    metrics_.ResentRecords(options_.route, resent);
+    route_metrics_.ResentRecords(resent);
     spdlog::info("route {}: {} records of the rotated stream were not acked; resending them", options_.route, resent);
   }
   state_ = LaneState::kIdle;
@@ -515,7 +515,7 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
   const size_t requests_in_flight = window_.size();
   const SeqNo last_sent = next_read_seq_ - 1;
   const uint64_t resent = TearDown();
-  if (resent > 0) metrics_.ResentRecords(options_.route, resent);
+  if (resent > 0) route_metrics_.ResentRecords(resent);
   const absl::StatusCode code = status.code();
   metrics_.StreamFailure(options_.route, StatusCodeName(code));
   // A connection that failed, or went silent (our own timeouts), is not
@@ -659,12 +659,12 @@ void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldes
   // delete that failed earlier is issued again, in order before the move).
   if (seq > 1) spool_.DeleteUpToAsync(options_.route, seq - 1, nullptr);
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  spool_.MoveToDeadLettersAsync(options_.route, seq, std::move(info),
-                                [weak, seq, &loop = loop_](absl::Status s) {
-                                  asio::post(loop, [weak, seq, s = std::move(s)] {
-                                    if (auto self = weak.lock()) self->OnDeadLettered(seq, s);
-                                  });
-                                });
+  spool_.MoveToDeadLettersAsync(
+      options_.route, seq, std::move(info),
+      [weak, seq](absl::Status s) {
+        if (auto self = weak.lock()) self->OnDeadLettered(seq, s);
+      },
+      PostTo(loop_));
 }
 
 void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
@@ -786,6 +786,6 @@ void DrainLane::FinishStop() {
   }
 }
 
-void DrainLane::PublishGauges() { metrics_.InflightRequests(options_.route, window_.size()); }
+void DrainLane::PublishGauges() { route_metrics_.InflightRequests(window_.size()); }
 
 }  // namespace zb

@@ -188,6 +188,7 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   IngestStreamFactory& streams_;
   TokenSource& tokens_;
   Metrics& metrics_;
+  RouteMetrics& route_metrics_;  // this route's hot-path series
 
   LaneState state_ = LaneState::kIdle;
   uint64_t gen_ = 0;  // bumps with every stream; stale events are dropped

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "common/accept_errors.h"
 #include "common/log_limiter.h"
+#include "common/loop_post.h"
 #include "common/unix_socket.h"
 #include "intake.pb.h"
 #include "intake/frame_decoder.h"
@@ -123,6 +124,7 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
     std::vector<std::string> payloads;
     std::vector<uint64_t> lines;  // line mode: input line of each payload
     size_t bytes = 0;
+    RouteMetrics* metrics = nullptr;  // the route's (IntakeRoute::metrics)
   };
 
   void DoRead();
@@ -153,6 +155,7 @@ class Session : public std::enable_shared_from_this<Session>, private LineSink, 
     std::shared_ptr<Pending> pending;
     std::string route;
     std::string lane;
+    RouteMetrics* metrics = nullptr;  // the route's (IntakeRoute::metrics)
     Spool::Records records;
     size_t bytes = 0;
     std::function<void(const AppendResult&)> on_ok;
@@ -834,7 +837,7 @@ void Session::HandleLine(absl::string_view line) {
   }
   const std::string& lane = r->lane.empty() ? r->name : r->lane;
   if (chunk_groups_.empty() || chunk_groups_.back().lane != lane) {
-    chunk_groups_.push_back(Group{route, lane, {}, {}, 0});
+    chunk_groups_.push_back(Group{route, lane, {}, {}, 0, r->metrics});
   }
   Group& g = chunk_groups_.back();
   g.bytes += payload->size();
@@ -933,7 +936,7 @@ void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) 
                                      batch.records_size());
     return;
   }
-  Group group{batch.route(), route->lane.empty() ? route->name : route->lane, {}, {}, 0};
+  Group group{batch.route(), route->lane.empty() ? route->name : route->lane, {}, {}, 0, route->metrics};
   group.payloads.reserve(batch.records_size());
   for (int i = 0; i < batch.records_size(); ++i) {
     const std::string& rec = batch.records(i);
@@ -1012,6 +1015,7 @@ void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::functio
   sub->pending = std::move(pending);
   sub->route = group.route;
   sub->lane = group.lane;
+  sub->metrics = group.metrics;
   sub->records = std::make_shared<const std::vector<std::string>>(std::move(group.payloads));
   sub->bytes = group.bytes;
   sub->on_ok = std::move(on_ok);
@@ -1021,45 +1025,41 @@ void Session::Submit(std::shared_ptr<Pending> pending, Group group, std::functio
 
 void Session::Attempt(std::shared_ptr<Submission> sub) {
   auto self = shared_from_this();
-  // The callback runs on the spool's writer thread, possibly after the
-  // server is gone (shutdown): it may touch only the loop, which outlives
-  // the spool, never server_.
-  asio::io_context& loop = server_->loop();
   const std::string lane = sub->lane;
   Spool::Records records = sub->records;
-  auto done = [&loop, self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
-        // Hop to the loop. Every reference moves into the posted handler, so
-        // the session is never released (and destroyed) on this thread.
-        asio::post(loop, [self = std::move(self), sub = std::move(sub), result = std::move(result)]() mutable {
-          if (self->Gone()) return;
-          self->Completed(std::move(sub), std::move(result));
-        });
-      };
+  // The spool answers on the loop (possibly after the server is gone, at
+  // shutdown: the loop outlives the spool), and the session is released
+  // there, never on the spool's thread.
+  auto done = [self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
+    if (self->Gone()) return;
+    self->Completed(std::move(sub), std::move(result));
+  };
+  const PostFn on_loop = PostTo(server_->loop());
   // when_full: block makes the records wait in the spool, in order, and the
   // connection's credit stays taken meanwhile, so the socket is not read.
   if (server_->options().block_when_full && !no_wait_) {
-    server_->spool().AppendWhenRoomAsync(lane, std::move(records), std::move(done));
+    server_->spool().AppendWhenRoomAsync(lane, std::move(records), std::move(done), on_loop);
   } else {
-    server_->spool().AppendAsync(lane, std::move(records), std::move(done));
+    server_->spool().AppendAsync(lane, std::move(records), std::move(done), on_loop);
   }
 }
 
 void Session::Completed(std::shared_ptr<Submission> sub, absl::StatusOr<AppendResult> result) {
   server_->AppendDone();
-  Metrics& m = server_->metrics();
+  RouteMetrics& m = sub->metrics != nullptr ? *sub->metrics : server_->metrics().Route(sub->route);
   const size_t count = sub->records->size();
   if (!result.ok() && absl::IsResourceExhausted(result.status()) && server_->options().block_when_full) {
     // Only a producer that asked not to wait gets here under block.
     result = absl::UnavailableError(absl::StrCat("busy: ", result.status().message()));
   }
   if (result.ok()) {
-    m.IntakeRecords(sub->route, IntakeResult::kAccepted, count);
-    m.IntakeBytes(sub->route, sub->bytes);
+    m.IntakeRecords(IntakeResult::kAccepted, count);
+    m.IntakeBytes(sub->bytes);
     if (sub->on_ok) sub->on_ok(*result);
   } else {
     const bool full = absl::IsResourceExhausted(result.status()) || absl::IsUnavailable(result.status());
     if (!full) spdlog::error("intake: spool append for route {} failed: {}", sub->route, result.status().ToString());
-    m.IntakeRecords(sub->route, full ? IntakeResult::kSpoolFull : IntakeResult::kSpoolError, count);
+    m.IntakeRecords(full ? IntakeResult::kSpoolFull : IntakeResult::kSpoolError, count);
     if (sub->on_error) sub->on_error(result.status());
   }
   Recount(sub->pending.get());  // the callbacks answered into it

@@ -37,6 +37,9 @@ struct IntakeRoute {
   std::shared_ptr<const RecordCodec> codec;
   std::vector<uint32_t> allow_uids;  // both empty: any peer may write
   std::vector<uint32_t> allow_gids;
+  // The route's series, resolved once by whoever builds the table (must
+  // outlive it); null: looked up by name on every use.
+  RouteMetrics* metrics = nullptr;
 };
 using IntakeRouteTable = std::map<std::string, IntakeRoute>;
 

@@ -9,10 +9,13 @@
 #include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -45,6 +48,42 @@ const char* ResultLabel(IntakeResult r) {
   }
   return "unknown";
 }
+
+class PrometheusRouteMetrics final : public RouteMetrics {
+ public:
+  PrometheusRouteMetrics(const std::string& route, prometheus::Family<prometheus::Counter>& intake_records,
+                         prometheus::Counter& intake_bytes, prometheus::Counter& acked, prometheus::Gauge& inflight,
+                         prometheus::Counter& resent)
+      : route_(route),
+        intake_records_(intake_records),
+        intake_bytes_(intake_bytes),
+        acked_(acked),
+        inflight_(inflight),
+        resent_(resent) {}
+
+  void IntakeRecords(IntakeResult result, uint64_t n) override {
+    std::atomic<prometheus::Counter*>& slot = by_result_[static_cast<size_t>(result)];
+    prometheus::Counter* counter = slot.load(std::memory_order_acquire);
+    if (counter == nullptr) {  // first use: the family's lock, once per result
+      counter = &intake_records_.Add({{"route", route_}, {"result", ResultLabel(result)}});
+      slot.store(counter, std::memory_order_release);
+    }
+    counter->Increment(static_cast<double>(n));
+  }
+  void IntakeBytes(uint64_t bytes) override { intake_bytes_.Increment(static_cast<double>(bytes)); }
+  void AckedRecords(uint64_t n) override { acked_.Increment(static_cast<double>(n)); }
+  void InflightRequests(uint64_t n) override { inflight_.Set(static_cast<double>(n)); }
+  void ResentRecords(uint64_t n) override { resent_.Increment(static_cast<double>(n)); }
+
+ private:
+  const std::string route_;
+  prometheus::Family<prometheus::Counter>& intake_records_;
+  std::array<std::atomic<prometheus::Counter*>, static_cast<size_t>(IntakeResult::kSpoolError) + 1> by_result_{};
+  prometheus::Counter& intake_bytes_;
+  prometheus::Counter& acked_;
+  prometheus::Gauge& inflight_;
+  prometheus::Counter& resent_;
+};
 
 class PrometheusMetrics final : public Metrics {
  public:
@@ -164,12 +203,21 @@ class PrometheusMetrics final : public Metrics {
         .Set(1);
   }
 
+  RouteMetrics& Route(const std::string& route) override {
+    std::lock_guard<std::mutex> lock(routes_mu_);
+    std::unique_ptr<PrometheusRouteMetrics>& slot = routes_[route];
+    if (!slot) {
+      slot = std::make_unique<PrometheusRouteMetrics>(
+          route, intake_records_, Get(intake_bytes_, {{"route", route}}), Get(acked_, {{"route", route}}),
+          Get(inflight_, {{"route", route}}), Get(resent_, {{"route", route}}));
+    }
+    return *slot;
+  }
+
   void IntakeRecords(const std::string& route, IntakeResult result, uint64_t n) override {
-    Get(intake_records_, {{"route", route}, {"result", ResultLabel(result)}}).Increment(static_cast<double>(n));
+    Route(route).IntakeRecords(result, n);
   }
-  void IntakeBytes(const std::string& route, uint64_t bytes) override {
-    Get(intake_bytes_, {{"route", route}}).Increment(static_cast<double>(bytes));
-  }
+  void IntakeBytes(const std::string& route, uint64_t bytes) override { Route(route).IntakeBytes(bytes); }
   void SpoolDepth(const std::string& route, uint64_t records) override {
     Get(spool_records_, {{"route", route}}).Set(static_cast<double>(records));
   }
@@ -177,18 +225,14 @@ class PrometheusMetrics final : public Metrics {
   void OldestRecordAge(const std::string& route, double seconds) override {
     Get(oldest_age_, {{"route", route}}).Set(seconds);
   }
-  void AckedRecords(const std::string& route, uint64_t n) override {
-    Get(acked_, {{"route", route}}).Increment(static_cast<double>(n));
-  }
+  void AckedRecords(const std::string& route, uint64_t n) override { Route(route).AckedRecords(n); }
   void AckLatency(double seconds) override { ack_latency_.Observe(seconds); }
   void StreamOpened(const std::string& route) override { Get(stream_opens_, {{"route", route}}).Increment(); }
   void StreamFailure(const std::string& route, const std::string& code) override {
     Get(stream_failures_, {{"route", route}, {"code", code}}).Increment();
   }
   void StreamRotation(const std::string& route) override { Get(rotations_, {{"route", route}}).Increment(); }
-  void InflightRequests(const std::string& route, uint64_t n) override {
-    Get(inflight_, {{"route", route}}).Set(static_cast<double>(n));
-  }
+  void InflightRequests(const std::string& route, uint64_t n) override { Route(route).InflightRequests(n); }
   void DeadLetterRecords(const std::string& route, uint64_t n) override {
     Get(dead_letters_, {{"route", route}}).Increment(static_cast<double>(n));
   }
@@ -202,9 +246,7 @@ class PrometheusMetrics final : public Metrics {
   void LaneParked(const std::string& route, bool parked) override {
     Get(parked_, {{"route", route}}).Set(parked ? 1 : 0);
   }
-  void ResentRecords(const std::string& route, uint64_t n) override {
-    Get(resent_, {{"route", route}}).Increment(static_cast<double>(n));
-  }
+  void ResentRecords(const std::string& route, uint64_t n) override { Route(route).ResentRecords(n); }
   void DroppedRecords(const std::string& route, const std::string& reason, uint64_t n) override {
     Get(dropped_, {{"route", route}, {"reason", reason}}).Increment(static_cast<double>(n));
   }
@@ -265,6 +307,8 @@ class PrometheusMetrics final : public Metrics {
   }
 
   std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex routes_mu_;
+  std::map<std::string, std::unique_ptr<PrometheusRouteMetrics>> routes_;  // guarded by routes_mu_
   std::mutex refresh_mu_;  // serializes refreshes; guards refresh_
   std::function<void()> refresh_;
   prometheus::Family<prometheus::Counter>& intake_records_;

@@ -16,11 +16,29 @@ namespace zb {
 // Outcome label of zerobusd_intake_records_total{result}.
 enum class IntakeResult { kAccepted, kInvalid, kUnknownRoute, kTooLarge, kNotAllowed, kSpoolFull, kSpoolError };
 
+// One route's hot-path series, resolved once: an update is one atomic add,
+// with no label map built and no family lock taken (those happen the first
+// time a series is used). Thread-safe.
+class RouteMetrics {
+ public:
+  virtual ~RouteMetrics() = default;
+  virtual void IntakeRecords(IntakeResult result, uint64_t n) = 0;
+  virtual void IntakeBytes(uint64_t bytes) = 0;
+  virtual void AckedRecords(uint64_t n) = 0;
+  virtual void InflightRequests(uint64_t n) = 0;
+  virtual void ResentRecords(uint64_t n) = 0;
+};
+
 // Thread-safe: every method may be called from any thread (counters are
 // atomic; per-route series are created on first use under a lock).
 class Metrics {
  public:
   virtual ~Metrics() = default;
+
+  // `route`'s hot-path series (made on first use); the reference is valid
+  // as long as this object. Hot paths resolve it once per route or lane;
+  // the methods below that take a route name look it up on every call.
+  virtual RouteMetrics& Route(const std::string& route) = 0;
 
   virtual void IntakeRecords(const std::string& route, IntakeResult result, uint64_t n) = 0;
   virtual void IntakeBytes(const std::string& route, uint64_t bytes) = 0;

@@ -21,6 +21,8 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <optional>
+#include <variant>
 
 #include <pthread.h>
 
@@ -50,6 +52,8 @@
 #include "spool/spool_format.h"
 #include "spool/rocksdb_store.h"
 #include "spool/watermark.h"
+#include "spool/write_requests.h"
+#include "spool/dead_letter_store.h"
 
 namespace zb {
 namespace {
@@ -69,6 +73,8 @@ constexpr std::chrono::seconds kTidyInterval{1};
 // more table files than this is compacted.
 constexpr uint64_t kTidyDeletedBytes = 32u << 20;
 constexpr uint64_t kTidyDrainedBytes = 4u << 20;
+// A drained spool's memtables are flushed at most this often.
+constexpr std::chrono::seconds kTidyDrainedFlushInterval{2};
 
 // What a WriteBatch grows by (tag, column family, length varints, key,
 // value), with room to spare, so the space guard can decide per op.
@@ -81,14 +87,6 @@ int64_t NowUs() {
       .count();
 }
 
-bool Matches(const DeadLetterFilter& filter, uint64_t id, const std::string& lane) {
-  if (!filter.lane.empty() && filter.lane != lane) return false;
-  if (filter.ids.empty()) return true;
-  for (uint64_t want : filter.ids) {
-    if (want == id) return true;
-  }
-  return false;
-}
 
 class RocksDbSpool final : public Spool {
  public:
@@ -102,12 +100,12 @@ class RocksDbSpool final : public Spool {
         default_cf_(handles[0]),
         dead_cf_(handles[1]),
         meta_cf_(handles[2]),
+        dead_letters_(db_.get(), dead_cf_, dead),
         options_(options),
         guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
         drained_flush_bytes_(drained_flush_bytes),
         lanes_(std::move(lanes)),
-        destinations_(std::move(destinations)),
-        dead_(dead) {
+        destinations_(std::move(destinations)) {
     writer_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "zb-spool-write");
       WriterLoop();
@@ -160,39 +158,31 @@ class RocksDbSpool final : public Spool {
   }
 
   void AppendAsync(const std::string& lane, Records records, AppendCallback done) override {
-    Op op;
-    op.kind = Op::kAppend;
-    op.lane = lane;
-    op.records = std::move(records);
-    op.append_done = std::move(done);
-    Enqueue(std::move(op));
+    AppendRequest append;
+    append.lane = lane;
+    append.records = std::move(records);
+    append.done = std::move(done);
+    Enqueue(std::move(append));
   }
 
   void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done) override {
-    Op op;
-    op.kind = Op::kAppend;
-    op.lane = lane;
-    op.records = std::move(records);
-    op.append_done = std::move(done);
-    op.wait_for_room = true;
-    Enqueue(std::move(op));
+    AppendRequest append;
+    append.lane = lane;
+    append.records = std::move(records);
+    append.done = std::move(done);
+    append.wait_for_room = true;
+    Enqueue(std::move(append));
   }
 
-  void AbortWaitingAppends(const std::string& reason) override {
-    Op op;
-    op.kind = Op::kAbortWaiting;
-    op.destination = reason;
-    Enqueue(std::move(op));
-  }
+  void AbortWaitingAppends(const std::string& reason) override { Enqueue(AbortWaitingRequest{reason}); }
 
   void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done) override {
-    Op op;
-    op.kind = Op::kDelete;
-    op.lane = lane;
-    op.first = std::max<SeqNo>(first, 1);
-    op.up_to = last;
-    op.delete_done = std::move(done);
-    Enqueue(std::move(op));
+    DeleteRequest del;
+    del.lane = lane;
+    del.first = std::max<SeqNo>(first, 1);
+    del.last = last;
+    del.done = std::move(done);
+    Enqueue(std::move(del));
   }
 
   std::unique_ptr<DurableWatch> WatchDurable(const std::string& lane, Post post,
@@ -209,12 +199,7 @@ class RocksDbSpool final : public Spool {
   }
 
   void SetLaneDestinationAsync(const std::string& lane, std::string destination, DeleteCallback done) override {
-    Op op;
-    op.kind = Op::kDestination;
-    op.lane = lane;
-    op.destination = std::move(destination);
-    op.delete_done = std::move(done);
-    Enqueue(std::move(op));
+    Enqueue(DestinationRequest{lane, std::move(destination), std::move(done)});
   }
 
   std::string LaneDestination(const std::string& lane) override {
@@ -224,29 +209,15 @@ class RocksDbSpool final : public Spool {
   }
 
   void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) override {
-    Op op;
-    op.kind = Op::kDeadLetter;
-    op.lane = lane;
-    op.up_to = seq;
-    op.info = std::move(info);
-    op.delete_done = std::move(done);
-    Enqueue(std::move(op));
+    Enqueue(DeadLetterMoveRequest{lane, seq, std::move(info), std::move(done)});
   }
 
   void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done) override {
-    Op op;
-    op.kind = Op::kReplay;
-    op.filter = filter;
-    op.replay_done = std::move(done);
-    Enqueue(std::move(op));
+    Enqueue(DeadLetterReplayRequest{filter, std::move(done)});
   }
 
   void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done) override {
-    Op op;
-    op.kind = Op::kPurge;
-    op.filter = filter;
-    op.count_done = std::move(done);
-    Enqueue(std::move(op));
+    Enqueue(DeadLetterPurgeRequest{filter, std::move(done)});
   }
 
   using Spool::ReadFrom;
@@ -297,7 +268,7 @@ class RocksDbSpool final : public Spool {
         done(absl::CancelledError("spool closed"));
         return;
       }
-      done(ListDeadLetters(filter, from_id, limit));
+      done(dead_letters_.List(filter, from_id, limit));
     });
   }
 
@@ -326,8 +297,8 @@ class RocksDbSpool final : public Spool {
   }
 
   DeadLetterStats DeadLetterTotals() override {
-    absl::MutexLock lock(&stats_mu_);
-    return DeadLetterStats{dead_.records, dead_.bytes};
+    const DeadLetterMeta dead = dead_letters_.Committed();
+    return DeadLetterStats{dead.records, dead.bytes};
   }
 
   bool full() override { return full_.load(); }
@@ -358,7 +329,7 @@ class RocksDbSpool final : public Spool {
     {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& [name, st] : lanes_) lane_next_seq[name] = st.next_seq;
-      dead_next_id = dead_.next_id;
+      dead_next_id = dead_letters_.Committed().next_id;
     }
     // Name only what is on disk (and never sync a WAL after a failed write).
     if (!options_.sync && (!latched_error_.ok() || !db_->SyncWAL().ok())) return;
@@ -418,38 +389,16 @@ class RocksDbSpool final : public Spool {
     }
   }
 
-  struct Op {
-    enum Kind { kAppend, kDelete, kDestination, kDeadLetter, kReplay, kPurge, kAbortWaiting } kind = kAppend;
-    bool wait_for_room = false;  // a full spool parks it (in order) instead of refusing it
-    bool parked = false;         // set by the commit that parked it
-    bool was_parked = false;     // it waited for room, and is tried again
-    bool held = false;           // a delete the commit held for lack of space
-    std::string lane;
-    Records records;
-    std::string destination;
-    SeqNo first = 0;  // a delete's first seq (its last is up_to)
-    SeqNo up_to = 0;
-    DeadLetterInfo info;
-    DeadLetterFilter filter;
-    AppendCallback append_done;
-    DeleteCallback delete_done;
-    ReplayCallback replay_done;
-    CountCallback count_done;
-    // Outcome, filled by the commit.
-    absl::Status status;
-    AppendResult result;
-  };
-
   uint64_t TotalBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_) {
-    uint64_t total = dead_.bytes;
+    uint64_t total = dead_letters_.Committed().bytes;
     for (const auto& [_, s] : lanes_) total += s.bytes;
     return total;
   }
 
-  void Enqueue(Op op) {
+  void Enqueue(WriteRequest request) {
     {
       std::lock_guard<std::mutex> lock(queue_mu_);
-      queue_.push_back(std::move(op));
+      queue_.push_back(std::move(request));
     }
     queue_cv_.notify_one();
   }
@@ -486,40 +435,6 @@ class RocksDbSpool final : public Spool {
     for (auto& task : cancelled) task(true);
   }
 
-  absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(const DeadLetterFilter& filter, uint64_t from_id,
-                                                          size_t limit) {
-    std::vector<DeadLetter> out;
-    const std::string upper = "F";
-    rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions ro;
-    ro.iterate_upper_bound = &upper_slice;
-    ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, dead_cf_));
-    for (it->Seek(DeadLetterKey(from_id)); it->Valid() && out.size() < limit; it->Next()) {
-      const uint64_t id = SeqFromKey(View(it->key()));
-      ::zerobusd::spool::DeadLetter entry;
-      if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-        return absl::DataLossError(absl::StrCat("spool dead-letter store: entry ", id, " does not parse"));
-      }
-      if (!Matches(filter, id, entry.lane())) continue;
-      DeadLetter d;
-      d.id = id;
-      d.lane = entry.lane();
-      d.seq = entry.seq();
-      d.info.table = entry.table();
-      d.info.code = entry.code();
-      d.info.message = entry.message();
-      d.info.attempts = entry.attempts();
-      d.info.first_failure_us = entry.first_failure_us();
-      d.append_time_us = entry.append_time_us();
-      d.dead_lettered_us = entry.dead_lettered_us();
-      d.payload = entry.payload();
-      out.push_back(std::move(d));
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "spool dead-letter store read");
-    return out;
-  }
-
   // ---------------------------------------------------------------- writer
 
   // Writer thread: takes queued appends and deletes (up to max_group_bytes
@@ -531,7 +446,8 @@ class RocksDbSpool final : public Spool {
     // fsync, memtable, stalls): WriterTimes().
     rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
     while (true) {
-      std::vector<Op> group;
+      std::vector<GroupRequest> group;
+      std::optional<WriteRequest> single;  // a request that commits alone
       {
         const PhaseTimer idle(&times_.idle);
         std::unique_lock<std::mutex> lock(queue_mu_);
@@ -546,30 +462,32 @@ class RocksDbSpool final : public Spool {
         if (queue_.empty() && stopping_) break;
         size_t bytes = 0;
         while (!queue_.empty() && (group.empty() || bytes < options_.max_group_bytes)) {
-          const bool single = queue_.front().kind != Op::kAppend && queue_.front().kind != Op::kDelete;
-          if (single && !group.empty()) break;
-          if (queue_.front().records) {
-            for (const auto& r : *queue_.front().records) bytes += r.size();
+          WriteRequest& next = queue_.front();
+          if (auto* append = std::get_if<AppendRequest>(&next)) {
+            if (append->records) {
+              for (const auto& r : *append->records) bytes += r.size();
+            }
+            group.emplace_back(std::move(*append));
+          } else if (auto* del = std::get_if<DeleteRequest>(&next)) {
+            group.emplace_back(std::move(*del));
+          } else if (group.empty()) {
+            single = std::move(next);
+          } else {
+            break;  // it commits alone, after this group
           }
-          group.push_back(std::move(queue_.front()));
           queue_.pop_front();
           if (single) break;
         }
       }
       RetryParked();
-      if (group.empty()) {
+      if (single) {
+        std::visit([this](auto& request) { CommitAlone(request); }, *single);
+        MaybeLeaveFull(false);
+      } else if (!group.empty()) {
+        CommitGroup(group);
+      } else {
         WatchForRoom();
-        continue;
       }
-      switch (group.front().kind) {
-        case Op::kDestination: SetDestination(group.front()); break;
-        case Op::kDeadLetter: MoveToDeadLetters(group.front()); break;
-        case Op::kReplay: Replay(group.front()); break;
-        case Op::kPurge: Purge(group.front()); break;
-        case Op::kAbortWaiting: FailWaiting(absl::UnavailableError(group.front().destination)); break;
-        default: CommitGroup(group);
-      }
-      if (group.front().kind != Op::kAppend && group.front().kind != Op::kDelete) MaybeLeaveFull(false);
     }
     RetryParked();  // a last chance for held deletes
     FailWaiting(absl::UnavailableError("the spool closed while the records waited for room"));
@@ -580,33 +498,32 @@ class RocksDbSpool final : public Spool {
   // again (the deletes first: they free space).
   void RetryParked() {
     if (waiting_.empty() && held_deletes_.empty()) return;
-    std::vector<Op> retry;
+    std::vector<GroupRequest> retry;
     for (auto& [lane, ranges] : held_deletes_) {
       for (auto& [first, held] : ranges) {
-        Op op;
-        op.kind = Op::kDelete;
-        op.lane = lane;
-        op.first = first;
-        op.up_to = held.last;
-        op.delete_done = std::move(held.done);
-        retry.push_back(std::move(op));
+        DeleteRequest del;
+        del.lane = lane;
+        del.first = first;
+        del.last = held.last;
+        del.done = std::move(held.done);
+        retry.emplace_back(std::move(del));
       }
     }
     held_deletes_.clear();
-    for (auto& op : waiting_) {
-      op.parked = false;
-      op.was_parked = true;
-      retry.push_back(std::move(op));
+    for (auto& append : waiting_) {
+      append.parked = false;
+      append.was_parked = true;
+      retry.emplace_back(std::move(append));
     }
     waiting_.clear();
     CommitGroup(retry);  // what still does not fit parks (or is held) again, in order
   }
 
   void FailWaiting(const absl::Status& why) {
-    std::deque<Op> waiting;
+    std::deque<AppendRequest> waiting;
     waiting.swap(waiting_);
-    for (auto& op : waiting) {
-      if (op.append_done) op.append_done(why);
+    for (auto& append : waiting) {
+      if (append.done) append.done(why);
     }
   }
 
@@ -614,9 +531,9 @@ class RocksDbSpool final : public Spool {
   // Held ranges of a lane that overlap or touch merge into one, which keeps
   // the newest `done`; the others are covered by the union and answered
   // now, so what is held stays within the lane's disjoint ranges.
-  void HoldDelete(Op& op) {
-    std::map<SeqNo, HeldDelete>& ranges = held_deletes_[op.lane];
-    SeqNo first = op.first, last = op.up_to;
+  void HoldDelete(DeleteRequest& del) {
+    std::map<SeqNo, HeldDelete>& ranges = held_deletes_[del.lane];
+    SeqNo first = del.first, last = del.last;
     std::vector<DeleteCallback> covered;
     auto it = ranges.upper_bound(last == ~SeqNo{0} ? last : last + 1);
     while (it != ranges.begin()) {
@@ -627,7 +544,7 @@ class RocksDbSpool final : public Spool {
       covered.push_back(std::move(prev->second.done));
       it = ranges.erase(prev);
     }
-    ranges[first] = HeldDelete{last, std::move(op.delete_done)};
+    ranges[first] = HeldDelete{last, std::move(del.done)};
     for (auto& done : covered) {
       if (done) done(absl::OkStatus());
     }
@@ -741,7 +658,9 @@ class RocksDbSpool final : public Spool {
     rocksdb::FlushOptions flush;
     flush.wait = false;
     flush.allow_write_stall = true;
-    db_->Flush(flush, default_cf_);
+    // The lane metas' memtable too: a write-ahead log goes only once every
+    // family's memtable holding its writes is flushed.
+    db_->Flush(flush, {default_cf_, meta_cf_});
   }
 
   // ------------------------------------------------------------------ tidy
@@ -762,9 +681,11 @@ class RocksDbSpool final : public Spool {
   // at most every kTidyInterval:
   //  - a lane whose deleted records hold more than kTidyDeletedBytes of
   //    table files has that range compacted while the rest still drains;
-  //  - a drained spool (no records in any lane) holding more than
-  //    kTidyDrainedBytes of table files is flushed and compacted whole,
-  //    which drops every deleted record: it comes back to a few KiB.
+  //  - a drained spool (no records in any lane) has its memtables flushed
+  //    (at most every kTidyDrainedFlushInterval), which frees their memory
+  //    and the write-ahead log; holding more than kTidyDrainedBytes of table files,
+  //    it is compacted whole, which drops every deleted record: it comes
+  //    back to a few KiB.
   // Compaction reads what it drops and writes only what still lives, and
   // runs only while the reserve is free (SpaceGuard).
   void TidyLoop() {
@@ -796,6 +717,31 @@ class RocksDbSpool final : public Spool {
     compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
     uint64_t files = 0;
     if (drained) {
+      // What the memtables still hold of a drained spool is deleted records
+      // and metas, and it pins the write-ahead log: flushed, both go (the
+      // flush drops what the range deletes cover and writes a few KiB). At
+      // most every kTidyDrainedFlushInterval, so a slow steady flow that
+      // drains often does not flush at every ACK; one skipped is looked at
+      // again.
+      uint64_t entries = 0;
+      for (rocksdb::ColumnFamilyHandle* family : {default_cf_, meta_cf_}) {
+        for (const std::string& property : {rocksdb::DB::Properties::kNumEntriesActiveMemTable,
+                                            rocksdb::DB::Properties::kNumEntriesImmMemTables}) {
+          uint64_t n = 0;
+          if (db_->GetIntProperty(family, property, &n)) entries += n;
+        }
+      }
+      if (entries > 0) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_drained_flush_ >= kTidyDrainedFlushInterval) {
+          last_drained_flush_ = now;
+          rocksdb::FlushOptions flush;
+          flush.allow_write_stall = true;
+          db_->Flush(flush, {default_cf_, meta_cf_});
+        } else {
+          RequestTidy();  // looked at again after kTidyInterval
+        }
+      }
       if (!db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &files) ||
           files <= kTidyDrainedBytes) {
         return;
@@ -998,7 +944,7 @@ class RocksDbSpool final : public Spool {
     return absl::OkStatus();
   }
 
-  void CommitGroup(std::vector<Op>& group) {
+  void CommitGroup(std::vector<GroupRequest>& group) {
     // drop_oldest may need records that this group appended before being
     // committed; then the group commits in parts.
     size_t start = 0;
@@ -1013,14 +959,15 @@ class RocksDbSpool final : public Spool {
   // 215k per million records (bench/route_soak.sh), and spends 9 % less CPU.
   // Appends count as the space guard counts them. At most twice
   // max_group_bytes (appends that waited for room retry all at once).
-  size_t BatchBytesBound(const std::vector<Op>& group, size_t start) const {
+  size_t BatchBytesBound(const std::vector<GroupRequest>& group, size_t start) const {
     const size_t cap = 2 * options_.max_group_bytes;
     size_t bytes = 64;
     for (size_t i = start; i < group.size() && bytes < cap; ++i) {
-      const Op& op = group[i];
-      bytes += MetaBytes(op.lane) + DeleteBytes(op.lane);
-      if (op.records == nullptr) continue;
-      for (const auto& rec : *op.records) bytes += rec.size() + op.lane.size() + kEnvelopeHeader + 32;
+      const std::string& lane = LaneOf(group[i]);
+      bytes += MetaBytes(lane) + DeleteBytes(lane);
+      const auto* append = std::get_if<AppendRequest>(&group[i]);
+      if (append == nullptr || append->records == nullptr) continue;
+      for (const auto& rec : *append->records) bytes += rec.size() + lane.size() + kEnvelopeHeader + 32;
     }
     return std::min(bytes, cap);
   }
@@ -1029,7 +976,7 @@ class RocksDbSpool final : public Spool {
   // returns `end`. The space guard decides per op on one look at the free
   // space (appends must leave min_free_bytes, deletes the reserve), then
   // again on the whole batch in GuardedWrite.
-  size_t CommitPart(std::vector<Op>& group, size_t start) {
+  size_t CommitPart(std::vector<GroupRequest>& group, size_t start) {
     std::map<std::string, LaneStats> touched;
     uint64_t total = 0;
     {
@@ -1037,7 +984,7 @@ class RocksDbSpool final : public Spool {
       for (const auto& [name, stats] : lanes_) touched[name] = stats;
       total = TotalBytesLocked();
     }
-    for (size_t i = start; i < group.size(); ++i) touched.try_emplace(group[i].lane);
+    for (size_t i = start; i < group.size(); ++i) touched.try_emplace(LaneOf(group[i]));
     std::map<std::string, SeqNo> committed_next;  // each lane's next seq before this batch
     for (const auto& [name, stats] : touched) committed_next[name] = stats.next_seq;
     std::map<std::string, BatchRanges> in_batch;  // ranges this batch deletes, by lane
@@ -1075,27 +1022,27 @@ class RocksDbSpool final : public Spool {
     const int64_t now = NowUs();
     size_t end = start;
     for (; end < group.size(); ++end) {
-      Op& op = group[end];
       if (!write_status.ok()) break;
-      LaneStats& lane = touched[op.lane];
-      if (op.kind == Op::kDelete) {
-        if (op.up_to >= std::max(op.first, lane.deleted_up_to + 1)) {
-          const uint64_t planned_bytes = planned(op.lane, DeleteBytes(op.lane));
+      LaneStats& lane = touched[LaneOf(group[end])];
+      if (auto* del = std::get_if<DeleteRequest>(&group[end])) {
+        if (del->last >= std::max(del->first, lane.deleted_up_to + 1)) {
+          const uint64_t planned_bytes = planned(del->lane, DeleteBytes(del->lane));
           absl::Status room = latched_full ? latched : guard_.Check(SpaceGuard::Write::kKeep, free, planned_bytes);
           if (!room.ok()) {
-            op.held = true;  // committed by itself once it fits
-            fit = false;     // what went in before does not answer this
+            del->held = true;  // committed by itself once it fits
+            fit = false;       // what went in before does not answer this
             NoteRefusal(room, /*disk=*/true, guard_.Need(SpaceGuard::Write::kKeep, planned_bytes));
             continue;
           }
         }
         const uint64_t before = total;
-        op.status = AddDelete(op.lane, op.first, op.up_to, committed_next[op.lane], &lane, &batch, &total,
-                              &in_batch[op.lane]);
-        if (op.status.ok()) changed.insert(op.lane);
+        del->status = AddDelete(del->lane, del->first, del->last, committed_next[del->lane], &lane, &batch, &total,
+                                &in_batch[del->lane]);
+        if (del->status.ok()) changed.insert(del->lane);
         if (total < before) freed_any = true;
         continue;
       }
+      AppendRequest& op = std::get<AppendRequest>(group[end]);
       if (op.records == nullptr || op.records->empty()) continue;
       if (op.wait_for_room && (parking || !waiting_.empty())) {
         op.parked = true;  // behind appends that already wait: order is kept
@@ -1162,12 +1109,6 @@ class RocksDbSpool final : public Spool {
       // must leave the reserve.
       write_status = GuardedWrite(&batch, SpaceGuard::Write::kKeep, any_append && options_.sync);
     }
-    if (write_status.ok() && freed_any) {
-      if (std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
-        MaybeFlushDrained();
-      }
-      RequestTidy();
-    }
     if (write_status.ok()) {
       {
         absl::MutexLock lock(&stats_mu_);
@@ -1178,6 +1119,12 @@ class RocksDbSpool final : public Spool {
           if (touched[name].next_seq > committed_next[name]) PublishDurable(name, touched[name].next_seq - 1);
         }
       }
+    }
+    if (write_status.ok() && freed_any) {
+      if (std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
+        MaybeFlushDrained();
+      }
+      RequestTidy();  // after the stats it reads are published
     }
     if (write_status.ok()) {
       if (any_append) watermark_dirty_ = true;
@@ -1193,24 +1140,24 @@ class RocksDbSpool final : public Spool {
     const bool no_room = absl::IsResourceExhausted(write_status);
     if (!write_status.ok()) end = group.size();  // every remaining op fails with it
     for (size_t i = start; i < end; ++i) {
-      Op& op = group[i];
-      if (write_status.ok() ? op.parked : no_room && op.kind == Op::kAppend && op.wait_for_room) {
-        op.parked = true;
-        waiting_.push_back(std::move(op));  // answered once it fits, or on abort
+      if (auto* del = std::get_if<DeleteRequest>(&group[i])) {
+        if (write_status.ok() ? del->held : no_room) {
+          HoldDelete(*del);
+        } else if (del->done) {
+          del->done(write_status.ok() ? del->status : write_status);
+        }
         continue;
       }
-      if (write_status.ok() ? op.held : no_room && op.kind == Op::kDelete) {
-        HoldDelete(op);
+      AppendRequest& append = std::get<AppendRequest>(group[i]);
+      if (write_status.ok() ? append.parked : no_room && append.wait_for_room) {
+        append.parked = true;
+        waiting_.push_back(std::move(append));  // answered once it fits, or on abort
         continue;
       }
-      const absl::Status& s = write_status.ok() ? op.status : write_status;
-      if (op.kind == Op::kAppend) {
-        if (!op.append_done) continue;
-        if (s.ok()) op.append_done(op.result);
-        else op.append_done(s);
-      } else if (op.delete_done) {
-        op.delete_done(s);
-      }
+      if (!append.done) continue;
+      const absl::Status& s = write_status.ok() ? append.status : write_status;
+      if (s.ok()) append.done(append.result);
+      else append.done(s);
     }
     MaybeLeaveFull(parked_went_in && !refused && write_status.ok());
     return end;
@@ -1292,21 +1239,28 @@ class RocksDbSpool final : public Spool {
   absl::Status CommitSingle(rocksdb::WriteBatch* batch, const std::map<std::string, LaneStats>& lanes,
                             const DeadLetterMeta& dead, SpaceGuard::Write kind) {
     for (const auto& [name, s] : lanes) batch->Put(meta_cf_, MetaKey(name), EncodeLaneMeta(s));
-    batch->Put(dead_cf_, kDeadLetterMetaKey, EncodeDeadLetterMeta(dead));
+    dead_letters_.PutMeta(batch, dead);
     const uint64_t total_before = TotalBytes();
     ZB_RETURN_IF_ERROR(GuardedWrite(batch, kind, options_.sync));
     {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& [name, st] : lanes) lanes_[name] = st;
-      dead_ = dead;
+      dead_letters_.Published(dead);
     }
-    if (TotalBytes() < total_before) full_state_.left = true;
+    if (TotalBytes() < total_before) {
+      full_state_.left = true;
+      RequestTidy();
+    }
     watermark_dirty_ = true;
     MaybeWriteWatermark(false);
     return absl::OkStatus();
   }
 
-  void SetDestination(Op& op) {
+  void CommitAlone(AppendRequest&) {}  // never alone: group commits
+  void CommitAlone(DeleteRequest&) {}
+  void CommitAlone(AbortWaitingRequest& abort) { FailWaiting(absl::UnavailableError(abort.reason)); }
+
+  void CommitAlone(DestinationRequest& op) {
     absl::Status status = RecoverFromLatchedError();
     if (status.ok()) {
       // A few bytes that grow nothing: held to the reserve, not to
@@ -1319,25 +1273,25 @@ class RocksDbSpool final : public Spool {
         destinations_[op.lane] = op.destination;
       }
     }
-    if (op.delete_done) op.delete_done(status);
+    if (op.done) op.done(status);
   }
 
-  void MoveToDeadLetters(Op& op) {
+  void CommitAlone(DeadLetterMoveRequest& op) {
     absl::Status status = RecoverFromLatchedError();
     if (status.ok()) status = MoveToDeadLettersLocked(op);
-    if (op.delete_done) op.delete_done(status);
+    if (op.done) op.done(status);
   }
 
-  absl::Status MoveToDeadLettersLocked(const Op& op) {
+  absl::Status MoveToDeadLettersLocked(const DeadLetterMoveRequest& op) {
     LaneStats lane;
     DeadLetterMeta dead;
     {
       absl::MutexLock lock(&stats_mu_);
       auto it = lanes_.find(op.lane);
       if (it != lanes_.end()) lane = it->second;
-      dead = dead_;
     }
-    const SeqNo seq = op.up_to;
+    dead = dead_letters_.Committed();
+    const SeqNo seq = op.seq;
     if (seq <= lane.deleted_up_to) {
       return absl::NotFoundError(absl::StrCat("spool lane ", op.lane, ": seq ", seq, " already left the lane"));
     }
@@ -1348,25 +1302,12 @@ class RocksDbSpool final : public Spool {
     std::string value;
     rocksdb::Status get = db_->Get(rocksdb::ReadOptions(), default_cf_, RecordKey(op.lane, seq), &value);
     if (!get.ok()) return FromRocks(get, absl::StrCat("spool read lane ", op.lane, " seq ", seq));
-    ::zerobusd::spool::DeadLetter entry;
     int64_t append_time = 0;
     std::string payload;
     ZB_RETURN_IF_ERROR(DecodeEnvelope(value, absl::StrCat("lane ", op.lane, " seq ", seq), &append_time, &payload));
-    entry.set_lane(op.lane);
-    entry.set_seq(seq);
-    entry.set_table(op.info.table);
-    entry.set_code(op.info.code);
-    entry.set_message(op.info.message);
-    entry.set_attempts(op.info.attempts);
-    entry.set_append_time_us(append_time);
-    entry.set_first_failure_us(op.info.first_failure_us);
-    entry.set_dead_lettered_us(NowUs());
-    entry.set_payload(payload);
     rocksdb::WriteBatch batch;
-    batch.Put(dead_cf_, DeadLetterKey(dead.next_id++), entry.SerializeAsString());
+    dead_letters_.Add(&batch, &dead, op.lane, seq, op.info, append_time, payload, NowUs());
     batch.Delete(default_cf_, RecordKey(op.lane, seq));
-    dead.records++;
-    dead.bytes += payload.size();
     lane.records -= std::min<uint64_t>(lane.records, 1);
     lane.bytes -= std::min<uint64_t>(lane.bytes, payload.size());
     // Past the gaps later ranges may have left.
@@ -1376,11 +1317,11 @@ class RocksDbSpool final : public Spool {
     return CommitSingle(&batch, {{op.lane, lane}}, dead, SpaceGuard::Write::kKeep);
   }
 
-  void Replay(Op& op) {
+  void CommitAlone(DeadLetterReplayRequest& op) {
     std::map<std::string, AppendResult> appended;
     absl::Status status = RecoverFromLatchedError();
     while (status.ok()) {
-      auto entries = ListDeadLetters(op.filter, 0, kDeadLetterChunk);
+      auto entries = dead_letters_.List(op.filter, 0, kDeadLetterChunk);
       if (!entries.ok()) {
         status = entries.status();
         break;
@@ -1391,8 +1332,8 @@ class RocksDbSpool final : public Spool {
       {
         absl::MutexLock lock(&stats_mu_);
         for (const auto& e : *entries) lanes[e.lane] = lanes_.count(e.lane) ? lanes_[e.lane] : LaneStats{};
-        dead = dead_;
       }
+      dead = dead_letters_.Committed();
       rocksdb::WriteBatch batch;
       const int64_t now = NowUs();
       for (const auto& e : *entries) {
@@ -1403,47 +1344,37 @@ class RocksDbSpool final : public Spool {
         batch.Put(default_cf_, RecordKey(e.lane, lane.next_seq++), EncodeEnvelope(now, e.payload));
         lane.records++;
         lane.bytes += e.payload.size();
-        batch.Delete(dead_cf_, DeadLetterKey(e.id));
-        dead.records -= std::min<uint64_t>(dead.records, 1);
-        dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
+        dead_letters_.Remove(&batch, &dead, e);
       }
       status = CommitSingle(&batch, lanes, dead, SpaceGuard::Write::kGrow);
       if (status.ok()) {
         for (const auto& [lane, stats] : lanes) PublishDurable(lane, stats.next_seq - 1);
       }
     }
-    if (!op.replay_done) return;
-    if (status.ok()) op.replay_done(std::move(appended));
-    else op.replay_done(status);
+    if (!op.done) return;
+    if (status.ok()) op.done(std::move(appended));
+    else op.done(status);
   }
 
-  void Purge(Op& op) {
+  void CommitAlone(DeadLetterPurgeRequest& op) {
     uint64_t purged = 0;
     absl::Status status = RecoverFromLatchedError();
     while (status.ok()) {
-      auto entries = ListDeadLetters(op.filter, 0, kDeadLetterChunk);
+      auto entries = dead_letters_.List(op.filter, 0, kDeadLetterChunk);
       if (!entries.ok()) {
         status = entries.status();
         break;
       }
       if (entries->empty()) break;
-      DeadLetterMeta dead;
-      {
-        absl::MutexLock lock(&stats_mu_);
-        dead = dead_;
-      }
+      DeadLetterMeta dead = dead_letters_.Committed();
       rocksdb::WriteBatch batch;
-      for (const auto& e : *entries) {
-        batch.Delete(dead_cf_, DeadLetterKey(e.id));
-        dead.records -= std::min<uint64_t>(dead.records, 1);
-        dead.bytes -= std::min<uint64_t>(dead.bytes, e.payload.size());
-      }
+      for (const auto& e : *entries) dead_letters_.Remove(&batch, &dead, e);
       status = CommitSingle(&batch, {}, dead, SpaceGuard::Write::kKeep);
       if (status.ok()) purged += entries->size();
     }
-    if (!op.count_done) return;
-    if (status.ok()) op.count_done(purged);
-    else op.count_done(status);
+    if (!op.done) return;
+    if (status.ok()) op.done(purged);
+    else op.done(status);
   }
 
   // Declared first: released last, after RocksDB closed.
@@ -1452,6 +1383,7 @@ class RocksDbSpool final : public Spool {
   rocksdb::ColumnFamilyHandle* default_cf_;
   rocksdb::ColumnFamilyHandle* dead_cf_;
   rocksdb::ColumnFamilyHandle* meta_cf_;  // lane metas and destinations
+  DeadLetterStore dead_letters_;  // shares this writer: its changes go into its batches
   const SpoolOptions options_;
   const SpaceGuard guard_;
   const uint64_t drained_flush_bytes_;  // MaybeFlushDrained
@@ -1459,7 +1391,7 @@ class RocksDbSpool final : public Spool {
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::deque<Op> queue_;   // guarded by queue_mu_
+  std::deque<WriteRequest> queue_;  // guarded by queue_mu_
   bool stopping_ = false;  // guarded by queue_mu_
 
   absl::Mutex watch_mu_;
@@ -1468,7 +1400,6 @@ class RocksDbSpool final : public Spool {
   absl::Mutex stats_mu_;
   std::map<std::string, LaneStats> lanes_ ABSL_GUARDED_BY(stats_mu_);
   std::map<std::string, std::string> destinations_ ABSL_GUARDED_BY(stats_mu_);
-  DeadLetterMeta dead_ ABSL_GUARDED_BY(stats_mu_);
   std::atomic<bool> full_{false};
 
   // Nanoseconds the writer spent per phase: written by the writer thread,
@@ -1496,7 +1427,7 @@ class RocksDbSpool final : public Spool {
   // Writer thread only.
   rocksdb::WriteBatch batch_;  // CommitPart's, reused
   size_t batch_capacity_ = 0;
-  std::deque<Op> waiting_;  // appends waiting for room, in arrival order
+  std::deque<AppendRequest> waiting_;  // appends waiting for room, in arrival order
   struct HeldDelete {
     SeqNo last = 0;
     DeleteCallback done;
@@ -1525,6 +1456,7 @@ class RocksDbSpool final : public Spool {
   std::condition_variable tidy_cv_;
   bool tidy_requested_ = false;  // guarded by tidy_mu_
   bool tidy_stopping_ = false;   // guarded by tidy_mu_
+  std::chrono::steady_clock::time_point last_drained_flush_;  // tidy thread only
 
   std::thread reader_;
   std::mutex read_mu_;

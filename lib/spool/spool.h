@@ -126,11 +126,31 @@ struct SpoolWriterTimes {
 // Thread-safe. Appends and deletes run on the spool's own writer thread, so no
 // caller blocks on fsync; ReadFromAsync runs on its reader thread (a cold
 // backlog read may wait for the disk); ReadFrom runs on the caller's thread.
+//
+// Threading rule of every async call: given the caller's executor (`on`, a
+// Post that queues a task there, e.g. onto the daemon's event loop), `done`
+// runs on it, and the caller never hops threads itself; without one (tests,
+// tools, the blocking conveniences), `done` runs on the spool's thread and
+// must not block or call back into the spool synchronously.
 class Spool {
  public:
   using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
   using DeleteCallback = std::function<void(absl::Status)>;
   using ReadCallback = std::function<void(absl::StatusOr<std::vector<SpoolRecord>>)>;
+  // Queues a task on the caller's executor; never runs it inline.
+  using Post = std::function<void(std::function<void()>)>;
+
+  // `done`, delivered through `on` (as is when `on` or `done` is empty).
+  // The posted task holds the only reference to what `done` captured, so
+  // it is released on the executor's thread, not the spool's.
+  template <typename Result>
+  static std::function<void(Result)> Via(const Post& on, std::function<void(Result)> done) {
+    if (!on || !done) return done;
+    return [on, done = std::move(done)](Result result) mutable {
+      on([done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+      done = nullptr;
+    };
+  }
 
   virtual ~Spool() = default;
 
@@ -143,12 +163,18 @@ class Spool {
   void AppendAsync(const std::string& lane, std::vector<std::string> records, AppendCallback done) {
     AppendAsync(lane, std::make_shared<const std::vector<std::string>>(std::move(records)), std::move(done));
   }
+  void AppendAsync(const std::string& lane, Records records, AppendCallback done, const Post& on) {
+    AppendAsync(lane, std::move(records), Via(on, std::move(done)));
+  }
 
   // Like AppendAsync, but a full spool (max_bytes, min_free_bytes) makes the
   // records wait, in arrival order across every caller, until they fit;
   // `done` runs then. AbortWaitingAppends fails every waiting append with
   // UnavailableError(reason) (shutdown).
   virtual void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done) = 0;
+  void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done, const Post& on) {
+    AppendWhenRoomAsync(lane, std::move(records), Via(on, std::move(done)));
+  }
   virtual void AbortWaitingAppends(const std::string& reason) = 0;
 
   // Where a lane's records go (an opaque text the daemon defines: table,
@@ -170,8 +196,11 @@ class Spool {
   // the merged one's `done` is answered at once (the union covers it).
   virtual void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done) = 0;
   // DeleteRangeAsync of every record of `lane` with seq <= `up_to`.
-  void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done) {
-    DeleteRangeAsync(lane, 1, up_to, std::move(done));
+  void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done, const Post& on) {
+    DeleteRangeAsync(lane, first, last, Via(on, std::move(done)));
+  }
+  void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done, const Post& on = {}) {
+    DeleteRangeAsync(lane, 1, up_to, Via(on, std::move(done)));
   }
 
   // A lane's durable end, published by the spool: once records of `lane`
@@ -181,7 +210,6 @@ class Spool {
   // and it carries the latest seq. The watch ends when the returned handle
   // is destroyed, which must happen on the executor's thread, before the
   // spool is destroyed; no call runs after that.
-  using Post = std::function<void(std::function<void()>)>;
   class DurableWatch {
    public:
     virtual ~DurableWatch() = default;
@@ -206,6 +234,10 @@ class Spool {
   // CancelledError when the spool is destroyed first). Must not block.
   virtual void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
                              size_t per_record_bytes, ReadCallback done) = 0;
+  void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
+                     size_t per_record_bytes, ReadCallback done, const Post& on) {
+    ReadFromAsync(lane, from, max_records, max_bytes, per_record_bytes, Via(on, std::move(done)));
+  }
 
   // Moves record `seq` of `lane`, which must be its oldest (seq ==
   // deleted_up_to + 1), into the dead-letter store in one atomic write: it
@@ -213,19 +245,33 @@ class Spool {
   // (dropped by policy) moves nothing: NotFoundError. `done` runs on the
   // writer thread.
   virtual void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) = 0;
+  void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done,
+                              const Post& on) {
+    MoveToDeadLettersAsync(lane, seq, std::move(info), Via(on, std::move(done)));
+  }
   // Dead letters with id >= `from_id` matching `filter`, in id order, at most
   // `limit`, on the reader thread.
   using DeadLettersCallback = std::function<void(absl::StatusOr<std::vector<DeadLetter>>)>;
   virtual void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit,
                                     DeadLettersCallback done) = 0;
+  void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit, DeadLettersCallback done,
+                            const Post& on) {
+    ListDeadLettersAsync(filter, from_id, limit, Via(on, std::move(done)));
+  }
   // Appends every matching entry's payload to the tail of its lane again and
   // removes it from the store (atomic per chunk of entries); `done` gets the
   // appended range of each lane, on the writer thread.
   using ReplayCallback = std::function<void(absl::StatusOr<std::map<std::string, AppendResult>>)>;
   virtual void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done) = 0;
+  void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done, const Post& on) {
+    ReplayDeadLettersAsync(filter, Via(on, std::move(done)));
+  }
   // Removes matching entries; `done` gets how many, on the writer thread.
   using CountCallback = std::function<void(absl::StatusOr<uint64_t>)>;
   virtual void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done) = 0;
+  void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done, const Post& on) {
+    PurgeDeadLettersAsync(filter, Via(on, std::move(done)));
+  }
   virtual DeadLetterStats DeadLetterTotals() = 0;
 
   // Unix µs of the oldest record of `lane`, or 0 when it is empty.

@@ -233,7 +233,6 @@ TEST_F(CapacityTest, ADrainedBacklogGivesItsDiskBackWithinThirtySeconds) {
       << "the spool still holds " << FolderBytes(spool) << " bytes (" << backlog << " with the backlog)\n"
       << Tail(daemon_->log());
   EXPECT_LT(std::chrono::steady_clock::now() - drained_at, std::chrono::seconds(30));
-  EXPECT_NE(daemon_->log().find("drained: its table files went from"), std::string::npos) << Tail(daemon_->log());
   // The writer says where its time went.
   EXPECT_GT(Metric("zerobusd_spool_commits_total"), 0);
   EXPECT_GT(Metric("zerobusd_spool_writer_seconds_total", "phase=\"syncing\""), 0);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <filesystem>
 #include <vector>
 
@@ -131,6 +132,42 @@ TEST(MetricsTest, ContractMetricsExistWithRouteLabels) {
       << "every kind is declared at zero";
   EXPECT_EQ(MetricValue(text, "zerobusd_route_last_failure_timestamp_seconds", "kind=\"tls\",route=\"r\"").value_or(-1),
             1700000000.5);
+}
+
+// A route's hot-path series are resolved once and shared with the by-name
+// methods; a result's series appears when first used, from many threads.
+TEST(MetricsTest, RouteHandlesUpdateTheSameSeriesAsTheByNameMethods) {
+  auto m = MakePrometheusMetrics();
+  RouteMetrics& r = m->Route("r");
+  EXPECT_EQ(&r, &m->Route("r")) << "one handle per route";
+  EXPECT_NE(&r, &m->Route("s"));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) {
+        r.IntakeRecords(IntakeResult::kAccepted, 1);
+        r.IntakeRecords(IntakeResult::kSpoolFull, 2);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  m->IntakeRecords("r", IntakeResult::kAccepted, 5);
+  r.IntakeBytes(100);
+  m->IntakeBytes("r", 20);
+  r.AckedRecords(7);
+  r.ResentRecords(3);
+  r.InflightRequests(9);
+  const std::string text = m->Exposition();
+  using zb::testing::MetricValue;
+  EXPECT_EQ(MetricValue(text, "zerobusd_intake_records_total", "result=\"accepted\",route=\"r\"").value_or(-1), 4005);
+  EXPECT_EQ(MetricValue(text, "zerobusd_intake_records_total", "result=\"spool_full\",route=\"r\"").value_or(-1),
+            8000);
+  EXPECT_FALSE(MetricValue(text, "zerobusd_intake_records_total", "result=\"invalid\",route=\"r\"").ok())
+      << "a result never seen has no series";
+  EXPECT_EQ(MetricValue(text, "zerobusd_intake_bytes_total", "route=\"r\"").value_or(-1), 120);
+  EXPECT_EQ(MetricValue(text, "zerobusd_acked_records_total", "route=\"r\"").value_or(-1), 7);
+  EXPECT_EQ(MetricValue(text, "zerobusd_resent_records_total", "route=\"r\"").value_or(-1), 3);
+  EXPECT_EQ(MetricValue(text, "zerobusd_inflight_requests", "route=\"r\"").value_or(-1), 9);
 }
 
 TEST(MetricsTest, RefreshHookRunsBeforeEveryScrape) {
