@@ -33,7 +33,7 @@ int64_t NowUs() {
 }
 
 // "45s", "12m30s", "3h05m".
-std::string DurationWords(std::chrono::steady_clock::duration d) {
+std::string DurationWords(MonotonicClock::duration d) {
   const int64_t s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
   if (s < 60) return absl::StrCat(s, "s");
   if (s < 3600) return absl::StrCat(s / 60, "m", absl::Dec(s % 60, absl::kZeroPad2), "s");
@@ -140,7 +140,7 @@ bool DrainLane::Stuck() const {
   // ACKs come every few hundred ms while requests are in flight; this long
   // without any server message is not a slow server but a stuck one.
   constexpr auto kSilence = std::chrono::seconds(5);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = MonotonicClock::now();
   switch (state_) {
     case LaneState::kBackoff:
       return true;
@@ -174,7 +174,7 @@ void DrainLane::Connect() {
     return;
   }
   state_ = LaneState::kConnecting;
-  connect_started_ = std::chrono::steady_clock::now();
+  connect_started_ = MonotonicClock::now();
   NewGeneration();
   const uint64_t gen = gen_;
   std::weak_ptr<DrainLane> weak = weak_from_this();
@@ -243,7 +243,7 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
   if (gen != gen_) return;
   if (ev.kind == StreamEvent::Kind::kCreated || ev.kind == StreamEvent::Kind::kAck ||
       ev.kind == StreamEvent::Kind::kCloseSignal) {
-    last_server_message_ = std::chrono::steady_clock::now();
+    last_server_message_ = MonotonicClock::now();
   }
   if (ev.kind != StreamEvent::Kind::kWriteDone && !window_.empty()) ArmAckTimer();
   switch (ev.kind) {
@@ -381,7 +381,7 @@ void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> re
   next_read_seq_ = last + 1;
   durable_seq_ = std::max(durable_seq_, last);
   if (window_.size() == 1) {
-    window_started_ = std::chrono::steady_clock::now();
+    window_started_ = MonotonicClock::now();
     ArmAckTimer();
   }
   PublishGauges();
@@ -557,7 +557,7 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
 
 void DrainLane::EndOutage(const char* how) {
   if (!health_.failing()) return;
-  const auto outage = std::chrono::steady_clock::now() - health_.outage_start();
+  const auto outage = MonotonicClock::now() - health_.outage_start();
   const uint64_t failures = health_.outage_failures();
   health_.Succeeded();
   explained_.clear();
@@ -567,7 +567,7 @@ void DrainLane::EndOutage(const char* how) {
 
 RouteHealth::Report DrainLane::CountFailure(FailureKind kind, const absl::Status& status) {
   metrics_.RouteFailure(options_.route, FailureKindName(kind), static_cast<double>(NowUs()) / 1e6);
-  return health_.Failed(kind, status.ToString(), std::chrono::steady_clock::now(), NowUs());
+  return health_.Failed(kind, status.ToString(), MonotonicClock::now(), NowUs());
 }
 
 void DrainLane::ReportFailure(FailureKind kind, const absl::Status& status, const std::string& next) {
@@ -585,7 +585,7 @@ void DrainLane::ReportFailure(FailureKind kind, const absl::Status& status, cons
     case RouteHealth::Report::kHeartbeat:
       // With the reason in words when one is known.
       spdlog::warn("route {}: still failing: {} attempts over {}, the last a {} failure: {}; {} records spooled; {}",
-                   options_.route, attempt, DurationWords(std::chrono::steady_clock::now() - health_.outage_start()),
+                   options_.route, attempt, DurationWords(MonotonicClock::now() - health_.outage_start()),
                    FailureKindName(kind), tally.explanation.empty() ? status.ToString() : tally.explanation,
                    durable_seq_ - acked_seq_, next);
       break;

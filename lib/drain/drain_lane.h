@@ -24,7 +24,6 @@
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <set>
@@ -209,14 +208,15 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   std::set<std::string> explained_;
   // When the server last said anything on the current stream, and when the
   // current connect began.
-  std::chrono::steady_clock::time_point last_server_message_;
-  std::chrono::steady_clock::time_point connect_started_;
-  std::chrono::steady_clock::time_point window_started_;  // the window last went from empty to not
-  boost::asio::steady_timer retry_timer_;
-  boost::asio::steady_timer create_timer_;
-  boost::asio::steady_timer ack_timer_;
-  boost::asio::steady_timer grace_timer_;
-  boost::asio::steady_timer linger_timer_;
+  // Times and timers on MonotonicClock (tests move it).
+  MonotonicClock::time_point last_server_message_;
+  MonotonicClock::time_point connect_started_;
+  MonotonicClock::time_point window_started_;  // the window last went from empty to not
+  MonotonicTimer retry_timer_;
+  MonotonicTimer create_timer_;
+  MonotonicTimer ack_timer_;
+  MonotonicTimer grace_timer_;
+  MonotonicTimer linger_timer_;
   bool read_in_flight_ = false;  // a spool read for this generation is under way
   bool linger_armed_ = false;
   bool linger_expired_ = false;  // send the partial batch now

@@ -13,6 +13,8 @@
 #include <optional>
 #include <string>
 
+#include "common/clock.h"
+
 namespace zb {
 
 enum class FailureKind {
@@ -37,7 +39,7 @@ struct FailureTally {
 
 class RouteHealth {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = MonotonicClock;
   // How a failure should be reported.
   enum class Report {
     kLoud,       // the outage's first failures, or a new kind of failure: warn
