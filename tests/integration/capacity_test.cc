@@ -58,7 +58,7 @@ class CapacityTest : public ::testing::Test {
  protected:
   // The daemon, with the dev server's ports reserved but the server down.
   void StartDaemon(const std::string& when_full, const std::string& max_bytes, const std::string& min_free = "16MiB",
-                   const std::string& routes = kTwoRoutes) {
+                   const std::string& routes = kTwoRoutes, const std::string& more_spool_yaml = "") {
     if (grpc_port_ == 0) {
       grpc_port_ = FreePort();
       http_port_ = FreePort();
@@ -69,7 +69,7 @@ class CapacityTest : public ::testing::Test {
     o.extra_yaml = Drain();
     o.routes_yaml = routes;
     o.spool_yaml = absl::StrCat("  when_full: ", when_full, "\n  max_bytes: ", max_bytes, "\n  min_free_bytes: ",
-                                min_free, "\n");
+                                min_free, "\n", more_spool_yaml);
     daemon_ = std::make_unique<Daemon>(dir_.path(), o);
     ASSERT_TRUE(daemon_->Start()) << daemon_->log();
   }
@@ -196,16 +196,8 @@ uint64_t FolderBytes(const std::string& path) {
 // buffers); once it is drained, the spool gives the disk back by itself
 // within 30 s instead of keeping it until later writes compact it.
 TEST_F(CapacityTest, ADrainedBacklogGivesItsDiskBackWithinThirtySeconds) {
-  grpc_port_ = FreePort();
-  http_port_ = FreePort();
-  DaemonOptions o;
-  o.grpc_port = grpc_port_;
-  o.http_port = http_port_;
-  o.extra_yaml = Drain(1000);
-  o.routes_yaml = "routes:\n  - name: readings\n    table: main.edge.readings\n";
-  o.spool_yaml = "  min_free_bytes: 16MiB\n  memory_budget: 8MiB\n";
-  daemon_ = std::make_unique<Daemon>(dir_.path(), o);
-  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  StartDaemon("block", "10GiB", "16MiB", "routes:\n  - name: readings\n    table: main.edge.readings\n",
+              "  memory_budget: 8MiB\n");
 
   constexpr int kRecords = 30000;  // of about 1 KB: 30 MB
   const std::string file = dir_.Sub("backlog.ndjson");

@@ -422,13 +422,19 @@ int CountOf(const std::string& text, const std::string& what) {
 // The guard reads the free space before every write (here through the
 // probe, which a test can move at will), so a disk that fills between two
 // writes stops the very next one.
-TEST(SpoolTest, FreeSpaceGuardLooksBeforeEveryWriteHoldsWhatMayWaitAndLetsDeletesThrough) {
-  TempDir dir;
-  std::atomic<uint64_t> free{1ull << 40};
+// A spool whose free-space guard (min_free_bytes 64 MiB) reads `free`.
+SpoolOptions GuardedBy(const TempDir& dir, const std::atomic<uint64_t>& free) {
   SpoolOptions o;
   o.path = dir.path();
   o.min_free_bytes = 64ull << 20;
-  o.free_bytes_probe = [&] { return free.load(); };
+  o.free_bytes_probe = [&free] { return free.load(); };
+  return o;
+}
+
+TEST(SpoolTest, FreeSpaceGuardLooksBeforeEveryWriteHoldsWhatMayWaitAndLetsDeletesThrough) {
+  TempDir dir;
+  std::atomic<uint64_t> free{1ull << 40};
+  SpoolOptions o = GuardedBy(dir, free);
   // What RocksDB keeps under the default memory budget (32 MiB): a flush of
   // its two 8 MiB memtables, the 1 MiB ones of the dead-letter store and of
   // the lane metas, and 1 MiB.
@@ -793,10 +799,7 @@ TEST(SpoolTest, DurableNotificationsRunOnTheWatchersExecutorAndStopWithTheWatch)
 TEST(SpoolTest, HeldRangeDeletesMergeWhereTheyTouchAndGoInWhenSpaceReturns) {
   TempDir dir;
   std::atomic<uint64_t> free{1ull << 40};
-  SpoolOptions o;
-  o.path = dir.path();
-  o.min_free_bytes = 64ull << 20;
-  o.free_bytes_probe = [&] { return free.load(); };
+  SpoolOptions o = GuardedBy(dir, free);
   ::testing::internal::CaptureStdout();
   {
     auto spool = OpenWith(o);
