@@ -835,5 +835,76 @@ TEST(SpoolTest, HeldRangeDeletesMergeWhereTheyTouchAndGoInWhenSpaceReturns) {
   ::testing::internal::GetCapturedStdout();
 }
 
+// Given the caller's executor, every async call answers on it, and what the
+// callback captured is released there, never on the spool's threads.
+TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
+  TempDir dir;
+  auto spool = Open(dir.path());
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> tasks;
+  bool stop = false;
+  std::thread executor([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return stop || !tasks.empty(); });
+      if (tasks.empty()) return;
+      auto task = std::move(tasks.front());
+      tasks.pop_front();
+      lock.unlock();
+      task();
+      task = nullptr;  // what it captured goes here, on this thread
+      lock.lock();
+    }
+  });
+  const std::thread::id executor_id = executor.get_id();
+  Spool::Post post = [&](std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      tasks.push_back(std::move(task));
+    }
+    cv.notify_one();
+  };
+  // Notes the thread it is destroyed on.
+  struct Witness {
+    std::atomic<int>* wrong;
+    std::thread::id want;
+    ~Witness() {
+      if (std::this_thread::get_id() != want) ++*wrong;
+    }
+  };
+  std::atomic<int> wrong_thread{0}, answered{0};
+  auto check = [&] {
+    if (std::this_thread::get_id() != executor_id) ++wrong_thread;
+    ++answered;
+  };
+  {
+    auto witness = std::make_shared<Witness>(&wrong_thread, executor_id);
+    spool->AppendAsync(
+        "a", std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"x", "y"}),
+        [check, witness](absl::StatusOr<AppendResult> r) { check(); }, post);
+  }
+  {
+    auto witness = std::make_shared<Witness>(&wrong_thread, executor_id);
+    spool->ReadFromAsync(
+        "a", 1, 10, 1 << 20, 0, [check, witness](absl::StatusOr<std::vector<SpoolRecord>>) { check(); }, post);
+  }
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == 2; }, std::chrono::seconds(10)));
+  spool->DeleteRangeAsync("a", 1, 1, [check](absl::Status) { check(); }, post);
+  spool->MoveToDeadLettersAsync("a", 2, {}, [check](absl::Status) { check(); }, post);
+  spool->ListDeadLettersAsync({}, 0, 10, [check](absl::StatusOr<std::vector<DeadLetter>>) { check(); }, post);
+  spool->ReplayDeadLettersAsync({}, [check](absl::StatusOr<std::map<std::string, AppendResult>>) { check(); }, post);
+  spool->PurgeDeadLettersAsync({}, [check](absl::StatusOr<uint64_t>) { check(); }, post);
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == 7; }, std::chrono::seconds(10)));
+  EXPECT_EQ(wrong_thread.load(), 0);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+  }
+  cv.notify_one();
+  executor.join();
+  EXPECT_EQ(wrong_thread.load(), 0) << "every witness was released on the executor";
+}
+
 }  // namespace
 }  // namespace zb
