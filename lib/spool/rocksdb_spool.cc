@@ -54,6 +54,7 @@
 #include "spool/watermark.h"
 #include "spool/write_requests.h"
 #include "spool/dead_letter_store.h"
+#include "spool/size_ledger.h"
 
 namespace zb {
 namespace {
@@ -1119,6 +1120,18 @@ class RocksDbSpool final : public Spool {
           if (touched[name].next_seq > committed_next[name]) PublishDurable(name, touched[name].next_seq - 1);
         }
       }
+      // The ledgers learn what the batch did, now that it is in.
+      for (const auto& [name, ranges] : in_batch) {
+        for (const auto& [a, b] : ranges) ledgers_[name].Gone(a, b);
+      }
+      for (size_t i = start; i < end; ++i) {
+        const auto* append = std::get_if<AppendRequest>(&group[i]);
+        if (append == nullptr || append->parked || !append->status.ok() || append->result.first_seq == 0) continue;
+        SizeLedger& ledger = ledgers_[append->lane];
+        SeqNo seq = append->result.first_seq;
+        for (const auto& rec : *append->records) ledger.Appended(seq++, static_cast<uint32_t>(rec.size()));
+      }
+      BoundLedgers();
     }
     if (write_status.ok() && freed_any) {
       if (std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
@@ -1188,8 +1201,22 @@ class RocksDbSpool final : public Spool {
     return committed_next;
   }
 
+  // Writer thread. Keeps the ledgers within ledger_cap_ records in all: the
+  // largest starts afresh (its older records are then counted by reading).
+  void BoundLedgers() {
+    size_t total = 0;
+    for (const auto& [_, ledger] : ledgers_) total += ledger.entries();
+    while (total > ledger_cap_) {
+      auto largest = std::max_element(ledgers_.begin(), ledgers_.end(), [](const auto& a, const auto& b) {
+        return a.second.entries() < b.second.entries();
+      });
+      total -= largest->second.entries();
+      largest->second.Clear();
+    }
+  }
+
   // Counts the records of `lane` in [first, last] and their payload bytes
-  // (they were read recently: cache hits).
+  // by reading them (what the ledger does not cover).
   absl::Status CountRecords(const std::string& lane, SeqNo first, SeqNo last, uint64_t* records, uint64_t* bytes) {
     const std::string end = RecordKey(lane, last + 1);
     rocksdb::Slice end_slice(end);
@@ -1217,8 +1244,9 @@ class RocksDbSpool final : public Spool {
                                               " >= next seq ", committed_next));
     }
     uint64_t records = 0, bytes = 0;
+    SizeLedger& ledger = ledgers_[lane_name];
     for (const auto& [a, b] : Uncovered(first, last, *in_batch)) {
-      ZB_RETURN_IF_ERROR(CountRecords(lane_name, a, b, &records, &bytes));
+      if (!ledger.Count(a, b, &records, &bytes)) ZB_RETURN_IF_ERROR(CountRecords(lane_name, a, b, &records, &bytes));
       batch->DeleteRange(default_cf_, KeyAfterRecord(lane_name, a - 1), RecordKey(lane_name, b + 1));
     }
     AddRange(in_batch, first, last);
@@ -1314,7 +1342,9 @@ class RocksDbSpool final : public Spool {
     ZB_ASSIGN_OR_RETURN(const SeqNo next_live, NextLive(op.lane, seq, lane.next_seq, {}));
     lane.deleted_up_to = next_live - 1;
     // The record leaves the lane as it enters the store: no growth.
-    return CommitSingle(&batch, {{op.lane, lane}}, dead, SpaceGuard::Write::kKeep);
+    ZB_RETURN_IF_ERROR(CommitSingle(&batch, {{op.lane, lane}}, dead, SpaceGuard::Write::kKeep));
+    ledgers_[op.lane].Gone(seq, seq);
+    return absl::OkStatus();
   }
 
   void CommitAlone(DeadLetterReplayRequest& op) {
@@ -1348,7 +1378,10 @@ class RocksDbSpool final : public Spool {
       }
       status = CommitSingle(&batch, lanes, dead, SpaceGuard::Write::kGrow);
       if (status.ok()) {
-        for (const auto& [lane, stats] : lanes) PublishDurable(lane, stats.next_seq - 1);
+        for (const auto& [lane, stats] : lanes) {
+          ledgers_[lane].Clear();  // replays are rare: their records are counted by reading
+          PublishDurable(lane, stats.next_seq - 1);
+        }
       }
     }
     if (!op.done) return;
@@ -1426,6 +1459,9 @@ class RocksDbSpool final : public Spool {
 
   // Writer thread only.
   rocksdb::WriteBatch batch_;  // CommitPart's, reused
+  std::map<std::string, SizeLedger> ledgers_;  // by lane: sizes of the newest records
+  // At about 4 bytes a record, a 64th of the memory budget.
+  const size_t ledger_cap_ = std::max<uint64_t>(options_.memory_budget / 64, 4096);
   size_t batch_capacity_ = 0;
   std::deque<AppendRequest> waiting_;  // appends waiting for room, in arrival order
   struct HeldDelete {

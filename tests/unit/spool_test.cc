@@ -867,6 +867,7 @@ TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
   };
   // Notes the thread it is destroyed on.
   struct Witness {
+    Witness(std::atomic<int>* wrong, std::thread::id want) : wrong(wrong), want(want) {}
     std::atomic<int>* wrong;
     std::thread::id want;
     ~Witness() {
