@@ -346,10 +346,7 @@ class Daemon {
       target.keepalive_timeout = std::chrono::milliseconds(config_.zerobus.keepalive_timeout_ms);
       // gRPC threads may finish a cancelled call after the daemon is gone;
       // they then find no loop and drop the event.
-      std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
-      factory = MakeGrpcStreamFactory(target, [weak_loop](std::function<void()> fn) {
-        if (auto loop = weak_loop.lock()) asio::post(*loop, std::move(fn));
-      });
+      factory = MakeGrpcStreamFactory(target, PostTo(std::weak_ptr<asio::io_context>(loop_ptr_)));
     }
     DrainLaneOptions lane;
     lane.route = name;

@@ -714,36 +714,73 @@ TEST(SpoolTest, ADeleteOfRecordsNotYetDurableIsRefused) {
   EXPECT_EQ(spool->Stats("lane").records, 2u);
 }
 
+// A caller's executor of its own: a thread that runs posted tasks in order.
+// A task, and what it captured, are destroyed on that thread.
+class ThreadExecutor {
+ public:
+  ThreadExecutor() : thread_([this] { Run(); }) {}
+  ~ThreadExecutor() { Join(); }
+
+  std::thread::id id() const { return thread_.get_id(); }
+  Spool::Post post() {
+    return [this](std::function<void()> task) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        tasks_.push_back(std::move(task));
+      }
+      cv_.notify_one();
+    };
+  }
+  // Runs `fn` on the executor and returns once it has.
+  void RunAndWait(std::function<void()> fn) {
+    std::promise<void> ran;
+    post()([&] {
+      fn();
+      ran.set_value();
+    });
+    ran.get_future().wait();
+  }
+  // Runs what is queued, then stops the thread.
+  void Join() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;
+      std::function<void()> task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      task = nullptr;
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest exists
+};
+
 // The spool tells a lane's watchers when its records are durable, on the
 // watcher's executor (a thread of its own here), coalesced, and never after
 // the watch is gone.
 TEST(SpoolTest, DurableNotificationsRunOnTheWatchersExecutorAndStopWithTheWatch) {
   TempDir dir;
   auto spool = Open(dir.path());
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::function<void()>> tasks;
-  bool stop = false;
-  std::thread executor([&] {
-    std::unique_lock<std::mutex> lock(mu);
-    while (true) {
-      cv.wait(lock, [&] { return stop || !tasks.empty(); });
-      if (tasks.empty()) return;
-      auto task = std::move(tasks.front());
-      tasks.pop_front();
-      lock.unlock();
-      task();
-      lock.lock();
-    }
-  });
-  const std::thread::id executor_id = executor.get_id();
-  Spool::Post post = [&](std::function<void()> task) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      tasks.push_back(std::move(task));
-    }
-    cv.notify_one();
-  };
+  ThreadExecutor executor;
+  const std::thread::id executor_id = executor.id();
+  const Spool::Post post = executor.post();
   std::atomic<SeqNo> seen{0};
   std::atomic<int> calls{0};
   std::atomic<bool> wrong_thread{false};
@@ -768,29 +805,13 @@ TEST(SpoolTest, DurableNotificationsRunOnTheWatchersExecutorAndStopWithTheWatch)
   ASSERT_TRUE(replayed.ok());
   ASSERT_TRUE(zb::testing::WaitFor([&] { return seen.load() == 102; }, std::chrono::seconds(10)));
   // Gone: nothing more, even for a notification already queued.
-  std::promise<void> destroyed;
-  post([&] {
-    watch.reset();
-    destroyed.set_value();
-  });
-  destroyed.get_future().wait();
+  executor.RunAndWait([&] { watch.reset(); });
   const int before = calls.load();
   ASSERT_TRUE(spool->Append("a", {"after"}).ok());
   ASSERT_TRUE(spool->Append("b", {"b1"}).ok());
   ASSERT_TRUE(zb::testing::WaitFor([&] { return other_lane.load() == 1; }, std::chrono::seconds(10)));
   EXPECT_EQ(calls.load(), before);
-  std::promise<void> other_gone;
-  post([&] {
-    other.reset();
-    other_gone.set_value();
-  });
-  other_gone.get_future().wait();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-  }
-  cv.notify_one();
-  executor.join();
+  executor.RunAndWait([&] { other.reset(); });
 }
 
 // Below the reserve, deletes are held; held ranges of a lane that touch
@@ -840,31 +861,9 @@ TEST(SpoolTest, HeldRangeDeletesMergeWhereTheyTouchAndGoInWhenSpaceReturns) {
 TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
   TempDir dir;
   auto spool = Open(dir.path());
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::function<void()>> tasks;
-  bool stop = false;
-  std::thread executor([&] {
-    std::unique_lock<std::mutex> lock(mu);
-    while (true) {
-      cv.wait(lock, [&] { return stop || !tasks.empty(); });
-      if (tasks.empty()) return;
-      auto task = std::move(tasks.front());
-      tasks.pop_front();
-      lock.unlock();
-      task();
-      task = nullptr;  // what it captured goes here, on this thread
-      lock.lock();
-    }
-  });
-  const std::thread::id executor_id = executor.get_id();
-  Spool::Post post = [&](std::function<void()> task) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      tasks.push_back(std::move(task));
-    }
-    cv.notify_one();
-  };
+  ThreadExecutor executor;
+  const std::thread::id executor_id = executor.id();
+  const Spool::Post post = executor.post();
   // Notes the thread it is destroyed on.
   struct Witness {
     Witness(std::atomic<int>* wrong, std::thread::id want) : wrong(wrong), want(want) {}
@@ -898,12 +897,7 @@ TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
   spool->PurgeDeadLettersAsync({}, [check](absl::StatusOr<uint64_t>) { check(); }, post);
   ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == 7; }, std::chrono::seconds(10)));
   EXPECT_EQ(wrong_thread.load(), 0);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-  }
-  cv.notify_one();
-  executor.join();
+  executor.Join();
   EXPECT_EQ(wrong_thread.load(), 0) << "every witness was released on the executor";
 }
 
