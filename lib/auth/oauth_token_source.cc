@@ -29,6 +29,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "auth/token_source.h"
+#include "common/clock.h"
 #include "common/json_depth.h"
 #include "common/redact.h"
 #include "common/status.h"
@@ -39,7 +40,10 @@
 namespace zb {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// Token lifetimes (when a token was requested, is refreshed, expires) run
+// on the daemon's clock, so tests let them pass without waiting. HTTP
+// timeouts are libcurl's, in real time.
+using Clock = MonotonicClock;
 
 // Token responses are about 1-2 KB. Anything far larger is not a token
 // response: once a reply's body passes this many bytes, whatever its status,

@@ -95,10 +95,11 @@ class TokenSource {
   // Returns the cached token for `table` if still fresh, else fetches one.
   // Concurrent requests for one table share one fetch (single-flight).
   // A token is fresh until expires_in - min(refresh_before_expiry,
-  // expires_in / 5), counted from when its request was sent. Failures are not
-  // cached: the next GetToken tries again (the caller owns the backoff). If a
-  // refresh fails with UnavailableError while the previous token has not yet
-  // expired, that previous token is delivered instead of the error.
+  // expires_in / 5), counted on MonotonicClock (common/clock.h; tests move
+  // it) from when its request was sent. Failures are not cached: the next
+  // GetToken tries again (the caller owns the backoff). If a refresh fails
+  // with UnavailableError while the previous token has not yet expired, that
+  // previous token is delivered instead of the error.
   // Fetches for different tables may run concurrently.
   virtual void GetToken(const std::string& table, Callback done) = 0;
 

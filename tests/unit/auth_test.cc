@@ -32,6 +32,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "auth/token_source.h"
+#include "common/clock.h"
 #include "common/redact.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
@@ -292,6 +293,36 @@ Answer Get(TokenSource& source, const std::string& table, std::chrono::milliseco
   return a;
 }
 
+// Token lifetimes run on MonotonicClock: tests move it instead of waiting.
+// A token's lifetime starts when its request is sent, which is somewhere in
+// [sent_after, answered].
+struct TimedAnswer {
+  Answer answer;
+  MonotonicClock::time_point sent_after;
+  MonotonicClock::time_point answered;
+};
+TimedAnswer GetTimed(TokenSource& source, const std::string& table) {
+  TimedAnswer t;
+  t.sent_after = MonotonicClock::now();
+  t.answer = Get(source, table);
+  t.answered = MonotonicClock::now();
+  return t;
+}
+
+// Moves MonotonicClock forward to `t`. Fails (and moves nothing) when real
+// time has already passed `t`: the clock never goes back, so the point the
+// test meant to check is gone.
+::testing::AssertionResult AdvanceTo(MonotonicClock::time_point t) {
+  const MonotonicClock::duration by = t - MonotonicClock::now();
+  if (by <= MonotonicClock::duration::zero()) {
+    return ::testing::AssertionFailure()
+           << "the clock is already " << std::chrono::duration_cast<std::chrono::milliseconds>(-by).count()
+           << " ms past the point to move it to";
+  }
+  MonotonicClock::AdvanceForTest(by);
+  return ::testing::AssertionSuccess();
+}
+
 std::string PercentDecode(absl::string_view in) {
   std::string out;
   for (size_t i = 0; i < in.size(); ++i) {
@@ -419,8 +450,8 @@ TEST(OAuthTokenSourceTest, CachesPerTable) {
 }
 
 // expires_in=1 with the default 300 s refresh_before_expiry: the margin scales
-// to a fifth of the lifetime, so the token is refreshed after ~0.8 s (not at
-// once, and not after it has expired).
+// to a fifth of the lifetime, so the token is refreshed 0.8 s after its
+// request was sent (not at once, and not once it has expired).
 class RefreshTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(RefreshTest, RefreshesShortLivedTokenBeforeExpiry) {
@@ -428,18 +459,32 @@ TEST_P(RefreshTest, RefreshesShortLivedTokenBeforeExpiry) {
   server.Push(TokenReply("tok-1", GetParam()));
   server.Push(TokenReply("tok-2"));
   auto source = MakeOAuthTokenSource(Options(server.url()));
-  const auto start = std::chrono::steady_clock::now();
-  ASSERT_EQ(*Get(*source, kTable).token, "tok-1");
-  ASSERT_TRUE(testing::WaitFor(
-      [&] {
-        Answer a = Get(*source, kTable);
-        return a.token.ok() && *a.token == "tok-2";
-      },
-      10s));
-  const auto elapsed = std::chrono::steady_clock::now() - start;
-  EXPECT_GE(elapsed, 700ms);  // not refreshed before ~0.8 s
+  const TimedAnswer first = GetTimed(*source, kTable);
+  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
+  ASSERT_EQ(*first.answer.token, "tok-1");
+
+  // At 0.7 s it is still fresh: served from the cache, inline.
+  ASSERT_TRUE(AdvanceTo(first.sent_after + 700ms));
+  Answer cached = Get(*source, kTable);
+  ASSERT_TRUE(cached.token.ok()) << cached.token.status();
+  EXPECT_EQ(*cached.token, "tok-1");
+  EXPECT_TRUE(cached.inline_call);
+  EXPECT_EQ(server.count(), 1u);
+
+  // From 0.8 s on, the next GetToken fetches a new one.
+  ASSERT_TRUE(AdvanceTo(first.answered + 800ms));
+  const TimedAnswer refreshed = GetTimed(*source, kTable);
+  ASSERT_TRUE(refreshed.answer.token.ok()) << refreshed.answer.token.status();
+  EXPECT_EQ(*refreshed.answer.token, "tok-2");
+  EXPECT_FALSE(refreshed.answer.inline_call);
   EXPECT_EQ(server.count(), 2u);
-  EXPECT_EQ(*Get(*source, kTable).token, "tok-2");  // now cached for an hour
+
+  // tok-2 lives an hour: cached until 300 s before its end.
+  ASSERT_TRUE(AdvanceTo(refreshed.sent_after + 3299s));
+  Answer later = Get(*source, kTable);
+  ASSERT_TRUE(later.token.ok()) << later.token.status();
+  EXPECT_EQ(*later.token, "tok-2");
+  EXPECT_TRUE(later.inline_call);
   EXPECT_EQ(server.count(), 2u);
 }
 
@@ -457,13 +502,51 @@ TEST(OAuthTokenSourceTest, QuotedLongExpiresInIsCached) {
   EXPECT_EQ(server.count(), 1u);
 }
 
+// An hour, refreshed the default refresh_before_expiry (300 s) before its end.
 TEST(OAuthTokenSourceTest, MissingExpiresInDefaultsToAnHour) {
   FakeTokenServer server;
   server.Push(Scripted{200, R"({"access_token":"tok-1"})"});
+  server.Push(TokenReply("tok-2"));
   auto source = MakeOAuthTokenSource(Options(server.url()));
-  ASSERT_EQ(*Get(*source, kTable).token, "tok-1");
-  EXPECT_EQ(*Get(*source, kTable).token, "tok-1");
+  const TimedAnswer first = GetTimed(*source, kTable);
+  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
+  ASSERT_EQ(*first.answer.token, "tok-1");
+
+  ASSERT_TRUE(AdvanceTo(first.sent_after + 3299s));
+  Answer cached = Get(*source, kTable);
+  ASSERT_TRUE(cached.token.ok()) << cached.token.status();
+  EXPECT_EQ(*cached.token, "tok-1");
+  EXPECT_TRUE(cached.inline_call);
   EXPECT_EQ(server.count(), 1u);
+
+  ASSERT_TRUE(AdvanceTo(first.answered + 3300s));
+  Answer refreshed = Get(*source, kTable);
+  ASSERT_TRUE(refreshed.token.ok()) << refreshed.token.status();
+  EXPECT_EQ(*refreshed.token, "tok-2");
+  EXPECT_FALSE(refreshed.inline_call);
+  EXPECT_EQ(server.count(), 2u);
+}
+
+TEST(OAuthTokenSourceTest, ConfiguredRefreshBeforeExpiryIsUsed) {
+  FakeTokenServer server;
+  server.Push(TokenReply("tok-1", "3600"));
+  server.Push(TokenReply("tok-2"));
+  OAuthOptions o = Options(server.url());
+  o.refresh_before_expiry = 60s;
+  auto source = MakeOAuthTokenSource(o);
+  const TimedAnswer first = GetTimed(*source, kTable);
+  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
+  ASSERT_EQ(*first.answer.token, "tok-1");
+
+  ASSERT_TRUE(AdvanceTo(first.sent_after + 3539s));
+  EXPECT_TRUE(Get(*source, kTable).inline_call);
+  EXPECT_EQ(server.count(), 1u);
+
+  ASSERT_TRUE(AdvanceTo(first.answered + 3540s));
+  Answer refreshed = Get(*source, kTable);
+  ASSERT_TRUE(refreshed.token.ok()) << refreshed.token.status();
+  EXPECT_EQ(*refreshed.token, "tok-2");
+  EXPECT_EQ(server.count(), 2u);
 }
 
 TEST(OAuthTokenSourceTest, ZeroExpiresInIsDeliveredButNotCached) {
@@ -741,25 +824,62 @@ TEST(OAuthTokenSourceTest, SecretNeverInErrorMessages) {
 
 TEST(OAuthTokenSourceTest, StillValidTokenIsUsedWhenRefreshFailsRetryably) {
   FakeTokenServer server;
-  // Lives 3 s, refreshed from 2.4 s on; the refresh fails with 503.
+  // Lives 3 s, refreshed from 2.4 s on; the refresh fails with 503, the next
+  // one with 401.
   server.Push(TokenReply("tok-1", "3"));
   server.Push(Scripted{503, "busy"});
   server.Push(Scripted{401, "revoked"});
+  server.Push(Scripted{503, "busy again"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
-  ASSERT_EQ(*Get(*source, kTable).token, "tok-1");
-  absl::StatusOr<std::string> during_refresh;
-  ASSERT_TRUE(testing::WaitFor(
-      [&] {
-        during_refresh = Get(*source, kTable).token;
-        return server.count() == 2;
-      },
-      10s));
-  ASSERT_TRUE(during_refresh.ok()) << during_refresh.status();
-  EXPECT_EQ(*during_refresh, "tok-1");
-  // A fatal refresh failure is reported, and drops the old token.
+  const TimedAnswer first = GetTimed(*source, kTable);
+  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
+  ASSERT_EQ(*first.answer.token, "tok-1");
+
+  ASSERT_TRUE(AdvanceTo(first.answered + 2400ms));
+  Answer during_refresh = Get(*source, kTable);
+  ASSERT_TRUE(during_refresh.token.ok()) << during_refresh.token.status();
+  EXPECT_EQ(*during_refresh.token, "tok-1");
+  EXPECT_FALSE(during_refresh.inline_call);  // the refresh was tried
+  EXPECT_EQ(server.count(), 2u);
+
+  // Still due: the next GetToken tries again. A fatal refresh failure is
+  // reported, and drops the old token ...
   absl::Status s = Get(*source, kTable).token.status();
   EXPECT_TRUE(absl::IsUnauthenticated(s)) << s;
   EXPECT_EQ(server.count(), 3u);
+  // ... so a retryable failure is reported too, though tok-1 has not expired.
+  s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_EQ(server.count(), 4u);
+}
+
+TEST(OAuthTokenSourceTest, ExpiredTokenIsNotUsedWhenRefreshFailsRetryably) {
+  FakeTokenServer server;
+  server.Push(TokenReply("tok-1", "3"));
+  server.Push(Scripted{503, "busy"});
+  server.Push(Scripted{503, "busy still"});
+  server.Push(TokenReply("tok-2"));
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+  const TimedAnswer first = GetTimed(*source, kTable);
+  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
+  ASSERT_EQ(*first.answer.token, "tok-1");
+
+  ASSERT_TRUE(AdvanceTo(first.answered + 2400ms));
+  Answer during_refresh = Get(*source, kTable);
+  ASSERT_TRUE(during_refresh.token.ok()) << during_refresh.token.status();
+  EXPECT_EQ(*during_refresh.token, "tok-1");
+  EXPECT_EQ(server.count(), 2u);
+
+  // Its 3 s are over: the failure is reported, not the expired token.
+  ASSERT_TRUE(AdvanceTo(first.answered + 3s));
+  absl::Status s = Get(*source, kTable).token.status();
+  EXPECT_TRUE(absl::IsUnavailable(s)) << s;
+  EXPECT_EQ(server.count(), 3u);
+
+  Answer next = Get(*source, kTable);
+  ASSERT_TRUE(next.token.ok()) << next.token.status();
+  EXPECT_EQ(*next.token, "tok-2");
+  EXPECT_EQ(server.count(), 4u);
 }
 
 TEST(OAuthTokenSourceTest, DestructionCancelsInFlightFetchPromptly) {
