@@ -26,6 +26,7 @@
 #include "auth/token_source.h"
 #include "common/endpoint.h"
 #include "common/loop_post.h"
+#include "common/loop_thread.h"
 #include "common/status.h"
 #include "common/unix_socket.h"
 #include "control/control_server.h"
@@ -111,6 +112,9 @@ int64_t NowUs() {
 
 // Everything the running daemon owns. Loop-thread state lives here; the
 // members are declared in construction order and destroyed in reverse.
+// Run() builds the modules before the loop runs, then runs it; from
+// StartServing() on, every entry point (signals, control commands, lane and
+// spool callbacks) runs on the loop and checks it (ZB_CHECK_ON_LOOP).
 class Daemon {
  public:
   Daemon(const DaemonConfig& config, std::string config_path)
@@ -202,19 +206,17 @@ class Daemon {
                           HandleControl(line, std::move(reply));
                         }));
 
-    for (auto& [name, lane] : lanes_) lane->Start();
-    Tick();
-    ready_ = true;
-    sd_notify(0, "READY=1");
-    spdlog::info("zerobusd {} ready: socket {}, spool {}, {} route(s)", ZEROBUSD_VERSION, config_.intake.socket,
-                 config_.spool.path, config_.routes.size());
+    // What was built above is not reached yet (the loop does not run);
+    // from here on everything runs on the loop, which this thread now runs.
+    asio::post(loop_, [this] { StartServing(); });
     loop_.run();
     spdlog::info("zerobusd stopped");
     return absl::OkStatus();
   }
 
   ~Daemon() {
-    // Order: stop producing events, then free their consumers.
+    // The loop has stopped: nothing else runs. Order: stop producing events,
+    // then free their consumers.
     control_.reset();
     intake_.reset();
     lanes_.clear();
@@ -239,6 +241,19 @@ class Daemon {
   }
 
  private:
+  // The lanes start draining and the daemon says it is ready: the first
+  // handler of loop_.run().
+  void StartServing() {
+    ZB_CHECK_ON_LOOP(loop_);
+    if (stopping_) return;  // a SIGTERM came first: Shutdown() stops what was built
+    for (auto& [name, lane] : lanes_) lane->Start();
+    Tick();
+    ready_ = true;
+    sd_notify(0, "READY=1");
+    spdlog::info("zerobusd {} ready: socket {}, spool {}, {} route(s)", ZEROBUSD_VERSION, config_.intake.socket,
+                 config_.spool.path, config_.routes.size());
+  }
+
   absl::Status OpenSpool() {
     SpoolOptions options;
     options.path = config_.spool.path;
@@ -268,6 +283,7 @@ class Daemon {
   // drop_oldest loses data by choice: every drop is counted (metric, at
   // once) and logged, at most every 5 s per route with the running total.
   void LogDrop(const std::string& lane, uint64_t records, uint64_t bytes) {
+    ZB_CHECK_ON_LOOP(loop_);
     DropLog& log = drop_log_[lane];
     log.records += records;
     log.bytes += bytes;
@@ -378,6 +394,7 @@ class Daemon {
   // Why the endpoint cannot be reached, in plain words (a lane asks once per
   // change of its failure); the probe runs on the prober's thread.
   void ExplainConnectFailure(std::function<void(ConnectExplanation)> done) {
+    ZB_CHECK_ON_LOOP(loop_);
     ProbeTarget target;
     target.host = endpoint_.host;
     target.port = static_cast<uint16_t>(endpoint_.port);
@@ -453,6 +470,7 @@ class Daemon {
   // SIGHUP: validate the file, then apply its routes atomically, or refuse
   // it whole and keep running as before. Parked routes try again.
   void Reload() {
+    ZB_CHECK_ON_LOOP(loop_);
     if (stopping_) return;
     sd_notify(0, "RELOADING=1");
     absl::Status s = ApplyReload();
@@ -533,6 +551,7 @@ class Daemon {
   }
 
   void Shutdown() {
+    ZB_CHECK_ON_LOOP(loop_);
     if (stopping_) {
       return;
     }
@@ -569,6 +588,7 @@ class Daemon {
 
   // Finishes once every lane stopped and every producer got its answers.
   void MaybeFinish() {
+    ZB_CHECK_ON_LOOP(loop_);
     if (finished_) return;
     if (lanes_stopping_ == 0 && intake_->connection_count() == 0) {
       Finish();
@@ -632,6 +652,7 @@ class Daemon {
   // ------------------------------------------------------------- control
 
   void HandleControl(const std::string& line, ControlServer::Reply reply) {
+    ZB_CHECK_ON_LOOP(loop_);
     auto command = ParseControlCommand(line);
     if (!command.ok()) {
       reply(ControlError(std::string(command.status().message())));
@@ -689,6 +710,7 @@ class Daemon {
         spool_->ReplayDeadLettersAsync(
             command->filter,
             [this, reply](absl::StatusOr<std::map<std::string, AppendResult>> appended) mutable {
+              ZB_CHECK_ON_LOOP(loop_);  // reads lanes_
               if (!appended.ok()) {
                 reply(ControlError(std::string(appended.status().message())));
                 return;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/loop_post.h"
+#include "common/loop_thread.h"
 #include "spdlog/spdlog.h"
 
 namespace zb {
@@ -104,16 +105,19 @@ DrainLane::~DrainLane() {
 }
 
 void DrainLane::Start() {
+  ZB_CHECK_ON_LOOP(loop_);
   if (state_ == LaneState::kIdle && HasRecords()) Connect();
 }
 
 void DrainLane::OnAppended(SeqNo last_seq) {
+  ZB_CHECK_ON_LOOP(loop_);
   durable_seq_ = std::max(durable_seq_, last_seq);
   if (state_ == LaneState::kIdle) Connect();
   else if (state_ == LaneState::kStreaming) Pump();
 }
 
 bool DrainLane::Resume() {
+  ZB_CHECK_ON_LOOP(loop_);
   if (state_ == LaneState::kParked) {
     spdlog::info("route {}: resuming (was parked: {})", options_.route, parked_reason_);
     metrics_.LaneParked(options_.route, false);
@@ -240,6 +244,7 @@ void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
 }
 
 void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
+  ZB_CHECK_ON_LOOP(loop_);
   if (gen != gen_) return;
   if (ev.kind == StreamEvent::Kind::kCreated || ev.kind == StreamEvent::Kind::kAck ||
       ev.kind == StreamEvent::Kind::kCloseSignal) {
@@ -349,6 +354,7 @@ void DrainLane::Pump() {
 }
 
 void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records) {
+  ZB_CHECK_ON_LOOP(loop_);
   if (gen != gen_) return;  // read for a stream that is gone
   read_in_flight_ = false;
   if (state_ != LaneState::kStreaming || stream_ == nullptr) return;  // rotating or stopping: send nothing new
@@ -668,6 +674,7 @@ void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldes
 }
 
 void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
+  ZB_CHECK_ON_LOOP(loop_);
   if (state_ != LaneState::kDeadLettering) return;  // stopped meanwhile
   const bool already_gone = absl::IsNotFound(status);  // dropped by policy meanwhile: nothing moved
   if (!status.ok() && !already_gone) {
@@ -745,6 +752,7 @@ void DrainLane::ArmAckTimer() {
 }
 
 void DrainLane::Stop(std::function<void()> done) {
+  ZB_CHECK_ON_LOOP(loop_);
   stop_done_ = std::move(done);
   const LaneState previous = state_;
   state_ = LaneState::kStopping;
@@ -765,6 +773,7 @@ void DrainLane::CloseForStop() {
 }
 
 void DrainLane::Abort() {
+  ZB_CHECK_ON_LOOP(loop_);
   if (state_ == LaneState::kStopped) return;
   state_ = LaneState::kStopping;
   FinishStop();

@@ -19,7 +19,12 @@
 //    table needs the operator; park the lane (metric and log line) until
 //    Resume() (SIGHUP) or a long timer.
 //
-// Loop thread only: every method, and every callback it makes.
+// Loop thread only: every method, and every callback it makes. Each public
+// method checks it (ZB_CHECK_ON_LOOP, in every build), and so do the
+// handlers other modules' callbacks reach (spool, stream): a seam that
+// answered on another thread aborts there instead of racing. The lane may
+// be built before its loop runs (nothing can call it yet); it is destroyed
+// on the loop or once no thread runs the loop.
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
@@ -32,6 +37,7 @@
 
 #include "auth/token_source.h"
 #include "common/backoff.h"
+#include "common/loop_thread.h"
 #include "drain/offset_window.h"
 #include "drain/route_health.h"
 #include "metrics/metrics.h"
@@ -123,15 +129,34 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // Cancels the stream at once (shutdown deadline passed).
   void Abort();
 
-  LaneState state() const { return state_; }
-  const std::string& parked_reason() const { return parked_reason_; }
+  // Reads, on the loop like the rest (tests too: they read through the loop).
+  LaneState state() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return state_;
+  }
+  const std::string& parked_reason() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return parked_reason_;
+  }
   // Failures by kind since the lane was made (status, metrics).
-  const RouteHealth& health() const { return health_; }
-  size_t inflight_requests() const { return window_.size(); }
-  SeqNo acked_seq() const { return acked_seq_; }
+  const RouteHealth& health() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return health_;
+  }
+  size_t inflight_requests() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return window_.size();
+  }
+  SeqNo acked_seq() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return acked_seq_;
+  }
   // A spool read or a linger wait is under way: more requests may follow
   // without any new event (tests wait for this to settle).
-  bool busy_for_test() const { return read_in_flight_ || linger_armed_; }
+  bool busy_for_test() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return read_in_flight_ || linger_armed_;
+  }
 
  private:
   // Record-level refusals being narrowed down to single records.

@@ -19,6 +19,7 @@
 #include "common/accept_errors.h"
 #include "common/log_limiter.h"
 #include "common/loop_post.h"
+#include "common/loop_thread.h"
 #include "common/unix_socket.h"
 #include "intake.pb.h"
 #include "intake/frame_decoder.h"
@@ -299,9 +300,13 @@ class Server final : public IntakeServer {
     return absl::OkStatus();
   }
 
-  void SetRoutes(std::shared_ptr<const IntakeRouteTable> routes) override { routes_ = std::move(routes); }
+  void SetRoutes(std::shared_ptr<const IntakeRouteTable> routes) override {
+    ZB_CHECK_ON_LOOP(loop_);
+    routes_ = std::move(routes);
+  }
 
   void StopAccepting() override {
+    ZB_CHECK_ON_LOOP(loop_);
     stopping_ = true;
     boost::system::error_code ec;
     acceptor_.close(ec);
@@ -312,8 +317,14 @@ class Server final : public IntakeServer {
     }
   }
 
-  size_t connection_count() const override { return sessions_.size(); }
-  size_t buffered_bytes() const override { return budget_used_; }
+  size_t connection_count() const override {
+    ZB_CHECK_ON_LOOP(loop_);
+    return sessions_.size();
+  }
+  size_t buffered_bytes() const override {
+    ZB_CHECK_ON_LOOP(loop_);
+    return budget_used_;
+  }
 
   // For sessions.
   const IntakeOptions& options() const { return options_; }
@@ -1030,7 +1041,8 @@ void Session::Attempt(std::shared_ptr<Submission> sub) {
   // The spool answers on the loop (possibly after the server is gone, at
   // shutdown: the loop outlives the spool), and the session is released
   // there, never on the spool's thread.
-  auto done = [self, sub = std::move(sub)](absl::StatusOr<AppendResult> result) mutable {
+  auto done = [self, sub = std::move(sub), &loop = server_->loop()](absl::StatusOr<AppendResult> result) mutable {
+    ZB_CHECK_ON_LOOP(loop);  // through on_loop, never on the spool's own thread
     if (self->Gone()) return;
     self->Completed(std::move(sub), std::move(result));
   };

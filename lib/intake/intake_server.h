@@ -74,7 +74,9 @@ struct IntakeOptions {
 };
 
 // Lives on the event loop: every method is called on the loop thread, and so
-// are the callbacks it makes.
+// are the callbacks it makes. Each method checks it (ZB_CHECK_ON_LOOP, in
+// every build), and so does the spool's answer to each append. Destroy it on
+// the loop or once no thread runs the loop.
 class IntakeServer {
  public:
   virtual ~IntakeServer() = default;
@@ -93,7 +95,8 @@ class IntakeServer {
 // socket) and starts accepting on `loop`. At max_connections a new
 // connection displaces the one idle the longest, or is refused when none is
 // idle. `spool`, `metrics` and
-// `loop` must outlive the server.
+// `loop` must outlive the server. Call it on the loop, or before any
+// thread runs `loop`.
 absl::StatusOr<std::unique_ptr<IntakeServer>> StartIntakeServer(boost::asio::io_context& loop,
                                                                 const IntakeOptions& options,
                                                                 std::shared_ptr<const IntakeRouteTable> routes,

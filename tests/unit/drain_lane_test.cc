@@ -3,8 +3,11 @@
 
 #include "drain/drain_lane.h"
 
+#include <boost/asio/post.hpp>
 #include <map>
+#include <optional>
 #include <set>
+#include <type_traits>
 
 #include "../fakes/fakes.h"
 #include "gtest/gtest.h"
@@ -57,10 +60,39 @@ class DrainLaneTest : public ::testing::Test {
     loop_.poll();
   }
 
-  // Runs the loop until `cond` holds (deadline-bounded).
+  // Runs `f` on the loop and returns what it returns. The loop runs on this
+  // thread, a step at a time; the lane's methods and the events a stream
+  // delivers to it must run inside it (ZB_CHECK_ON_LOOP), not between steps.
+  // Handlers already due run first, as they would in the daemon. Never call
+  // it from a handler (the loop does not nest).
+  template <typename F>
+  auto OnLoop(F f) {
+    using R = std::invoke_result_t<F&>;
+    bool done = false;
+    if constexpr (std::is_void_v<R>) {
+      boost::asio::post(loop_, [&] {
+        f();
+        done = true;
+      });
+      loop_.restart();
+      while (!done) loop_.run_one();
+    } else {
+      std::optional<R> result;
+      boost::asio::post(loop_, [&] {
+        result.emplace(f());
+        done = true;
+      });
+      loop_.restart();
+      while (!done) loop_.run_one();
+      return std::move(*result);
+    }
+  }
+
+  // Runs the loop until `cond` holds (deadline-bounded); `cond` runs on the
+  // loop, so it may read the lane.
   bool RunUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!cond()) {
+    while (!OnLoop(cond)) {
       if (std::chrono::steady_clock::now() > deadline) return false;
       loop_.restart();
       loop_.run_for(std::chrono::milliseconds(5));
@@ -68,21 +100,31 @@ class DrainLaneTest : public ::testing::Test {
     return true;
   }
 
+  // The lane's reads, taken on the loop.
+  LaneState State() { return OnLoop([&] { return lane_->state(); }); }
+  std::string ParkedReason() { return OnLoop([&] { return lane_->parked_reason(); }); }
+  RouteHealth Health() { return OnLoop([&] { return lane_->health(); }); }
+
   std::shared_ptr<FakeCall> call(size_t i) { return streams_.calls.at(i); }
+
+  // Delivers `ev` as the stream would: on the loop.
+  void Deliver(const std::shared_ptr<FakeCall>& c, const StreamEvent& ev) {
+    OnLoop([&] { c->emit(ev); });
+  }
 
   void Emit(const std::shared_ptr<FakeCall>& c, StreamEvent::Kind kind, int64_t offset = -1) {
     StreamEvent ev;
     ev.kind = kind;
     ev.offset = offset;
     ev.text = "stream-x";
-    c->emit(ev);
+    Deliver(c, ev);
   }
 
   void EmitDone(const std::shared_ptr<FakeCall>& c, absl::Status s) {
     StreamEvent ev;
     ev.kind = StreamEvent::Kind::kDone;
     ev.status = std::move(s);
-    c->emit(ev);
+    Deliver(c, ev);
   }
 
   // Spool reads are asynchronous: runs the loop until the lane has sent
@@ -96,7 +138,7 @@ class DrainLaneTest : public ::testing::Test {
     std::vector<std::string> delivered;
     auto& handled = served_;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
+    while (!OnLoop(done) && std::chrono::steady_clock::now() < deadline) {
       RunUntil([] { return true; });
       loop_.restart();
       loop_.run_for(std::chrono::milliseconds(2));
@@ -163,7 +205,7 @@ TEST_F(DrainLaneTest, SendsBatchesWithWireOffsetsFromZeroAndDeletesOnlyWhatAnAck
   EXPECT_EQ(spool_->Stats("r").deleted_up_to, 3u);
   Emit(call(0), StreamEvent::Kind::kAck, 2);
   ASSERT_TRUE(RunUntil([&] { return spool_->Stats("r").records == 0; }));
-  EXPECT_EQ(lane_->inflight_requests(), 0u);
+  EXPECT_EQ(OnLoop([&] { return lane_->inflight_requests(); }), 0u);
   EXPECT_EQ(zb::testing::MetricValue(metrics_->Exposition(), "zerobusd_inflight_requests", "route=\"r\"").value_or(-1), 0)
       << "the gauge follows the window down to zero";
 }
@@ -178,7 +220,7 @@ TEST_F(DrainLaneTest, WindowBoundsRequestsInFlight) {
   Emit(call(0), StreamEvent::Kind::kAck, 0);
   ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 3u);
-  EXPECT_EQ(lane_->inflight_requests(), 2u);
+  EXPECT_EQ(OnLoop([&] { return lane_->inflight_requests(); }), 2u);
 }
 
 TEST_F(DrainLaneTest, StreamFailureRewindsToLowestUnackedAndResendsWithFreshOffsets) {
@@ -240,7 +282,7 @@ TEST_F(DrainLaneTest, CloseSignalStopsSendingDrainsAcksThenRotatesWithoutCountin
   StreamEvent sig;
   sig.kind = StreamEvent::Kind::kCloseSignal;
   sig.grace = std::chrono::seconds(30);
-  call(0)->emit(sig);
+  Deliver(call(0), sig);
   Emit(call(0), StreamEvent::Kind::kAck, 0);
   ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 2u) << "no new requests after CloseStreamSignal";
@@ -274,7 +316,7 @@ TEST_F(DrainLaneTest, ResumesFromTheSpoolAfterRestart) {
   Emit(call(0), StreamEvent::Kind::kCreated);
   lane_.reset();  // the daemon died: nothing was acked
   MakeLane(4, 10);
-  lane_->Start();
+  OnLoop([&] { lane_->Start(); });
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   Emit(call(1), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(Settle());
@@ -290,7 +332,8 @@ TEST_F(DrainLaneTest, PartialBatchesLingerWhileRequestsAreInFlight) {
   ASSERT_EQ(call(0)->writes.size(), 1u) << "an idle lane sends a lone record at once";
   Append(1);
   Append(1);
-  EXPECT_TRUE(lane_->busy_for_test()) << "a partial batch waits while a request is in flight";
+  EXPECT_TRUE(OnLoop([&] { return lane_->busy_for_test(); }))
+      << "a partial batch waits while a request is in flight";
   EXPECT_EQ(call(0)->writes.size(), 1u);
   ASSERT_TRUE(Settle());
   ASSERT_EQ(call(0)->writes.size(), 2u);
@@ -307,7 +350,7 @@ TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
   Emit(call(0), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(Settle());
   bool stopped = false;
-  lane_->Stop([&] { stopped = true; });
+  OnLoop([&] { lane_->Stop([&] { stopped = true; }); });
   Append(1);  // appended during stop: stays spooled, not sent
   ASSERT_TRUE(Settle());
   EXPECT_EQ(call(0)->writes.size(), 2u);
@@ -329,11 +372,11 @@ TEST_F(DrainLaneTest, AuthRefusalRetriesOnceAtOnceWithAFreshTokenThenParks) {
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }, std::chrono::seconds(5)));
   EmitDone(call(1), absl::PermissionDeniedError("missing MODIFY privilege"));
   ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
-  EXPECT_NE(lane_->parked_reason().find("MODIFY"), std::string::npos) << lane_->parked_reason();
-  EXPECT_NE(lane_->parked_reason().find("grants"), std::string::npos) << lane_->parked_reason();
+  EXPECT_NE(ParkedReason().find("MODIFY"), std::string::npos) << ParkedReason();
+  EXPECT_NE(ParkedReason().find("grants"), std::string::npos) << ParkedReason();
   EXPECT_EQ(Metric("zerobusd_lane_parked"), 1);
   EXPECT_EQ(spool_->Stats("r").records, 1u) << "a parked lane keeps its records";
-  lane_->Resume();  // SIGHUP
+  OnLoop([&] { lane_->Resume(); });  // SIGHUP
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));
   EXPECT_EQ(Metric("zerobusd_lane_parked"), 0);
   Emit(call(2), StreamEvent::Kind::kCreated);
@@ -348,11 +391,11 @@ TEST_F(DrainLaneTest, TableLevelRefusalParksWithoutRetryingUntilResumed) {
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   EmitDone(call(0), absl::NotFoundError("table main.edge.t does not exist"));
   ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
-  EXPECT_NE(lane_->parked_reason().find("table exists"), std::string::npos) << lane_->parked_reason();
+  EXPECT_NE(ParkedReason().find("table exists"), std::string::npos) << ParkedReason();
   Append(1);  // new records are spooled, not sent
-  EXPECT_EQ(lane_->state(), LaneState::kParked);
+  EXPECT_EQ(State(), LaneState::kParked);
   EXPECT_EQ(streams_.calls.size(), 1u);
-  lane_->Resume();
+  OnLoop([&] { lane_->Resume(); });
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
 }
 
@@ -361,7 +404,7 @@ TEST_F(DrainLaneTest, TokenEndpointRefusalParksTheLane) {
   tokens_.next_error = absl::PermissionDeniedError("HTTP 401 invalid_client");
   Append(1);
   ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
-  EXPECT_NE(lane_->parked_reason().find("OAuth token endpoint refused"), std::string::npos);
+  EXPECT_NE(ParkedReason().find("OAuth token endpoint refused"), std::string::npos);
   EXPECT_TRUE(streams_.calls.empty());
 }
 
@@ -395,8 +438,8 @@ TEST_F(DrainLaneTest, ManyRefusalsInARowParkTheLaneInsteadOfEmptyingItIntoTheSto
   for (int i = 0; i < 10; ++i) all.insert(i);
   Append(10, all);
   Serve([&] { return lane_->state() == LaneState::kParked; });
-  ASSERT_EQ(lane_->state(), LaneState::kParked);
-  EXPECT_NE(lane_->parked_reason().find("3 records in a row"), std::string::npos) << lane_->parked_reason();
+  ASSERT_EQ(State(), LaneState::kParked);
+  EXPECT_NE(ParkedReason().find("3 records in a row"), std::string::npos) << ParkedReason();
   EXPECT_EQ(spool_->DeadLetterTotals().records, 3u);
   EXPECT_EQ(spool_->Stats("r").records, 7u);
 }
@@ -411,9 +454,9 @@ TEST_F(DrainLaneTest, RotationHalfClosesTakesLateAcksThenReopensWithoutAFailure)
   StreamEvent sig;
   sig.kind = StreamEvent::Kind::kCloseSignal;
   sig.grace = std::chrono::seconds(30);  // capped at 50 ms by max_close_grace
-  call(0)->emit(sig);
+  Deliver(call(0), sig);
   ASSERT_TRUE(RunUntil([&] { return call(0)->writes_done; })) << "half-closed after the grace";
-  EXPECT_EQ(lane_->state(), LaneState::kDraining);
+  EXPECT_EQ(State(), LaneState::kDraining);
   Emit(call(0), StreamEvent::Kind::kAck, 1);  // a late ACK still counts
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   Emit(call(1), StreamEvent::Kind::kCreated);
@@ -434,7 +477,7 @@ TEST_F(DrainLaneTest, TheServersCloseDuringARotationIsNotAFailure) {
   StreamEvent sig;
   sig.kind = StreamEvent::Kind::kCloseSignal;
   sig.grace = std::chrono::seconds(5);
-  call(0)->emit(sig);
+  Deliver(call(0), sig);
   EmitDone(call(0), absl::UnavailableError("Stream timeout reached. Error Code: 6002"));
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_FALSE(zb::testing::MetricValue(metrics_->Exposition(), "zerobusd_stream_failures_total",
@@ -494,14 +537,14 @@ TEST_F(DrainLaneTest, ACreateTimeoutWithNoAnswerReplacesTheConnectionAndCountsAC
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_TRUE(call(0)->cancelled);
   EXPECT_EQ(streams_.connection_resets, 1) << "the next attempt must not reuse the dead connection";
-  EXPECT_EQ(lane_->health().tally(FailureKind::kConnect).count, 1u);
-  EXPECT_NE(lane_->health().tally(FailureKind::kConnect).last_message.find("looks dead"), std::string::npos);
+  EXPECT_EQ(Health().tally(FailureKind::kConnect).count, 1u);
+  EXPECT_NE(Health().tally(FailureKind::kConnect).last_message.find("looks dead"), std::string::npos);
   EXPECT_EQ(Metric("zerobusd_route_failures_total", "kind=\"connect\",route=\"r\""), 1);
   EXPECT_GT(Metric("zerobusd_route_last_failure_timestamp_seconds", "kind=\"connect\",route=\"r\""), 1.6e9);
   // A stream opens on the new connection: not yet the end of the outage.
   Emit(call(1), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(Settle());
-  EXPECT_TRUE(lane_->health().failing());
+  EXPECT_TRUE(Health().failing());
   // Records are delivered: now it is.
   ASSERT_EQ(call(1)->writes.size(), 1u);
   Emit(call(1), StreamEvent::Kind::kAck, 0);
@@ -515,7 +558,7 @@ TEST_F(DrainLaneTest, AnAckTimeoutReplacesTheConnection) {
   Emit(call(0), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));  // after the 200 ms ack timeout
   EXPECT_EQ(streams_.connection_resets, 1);
-  EXPECT_EQ(lane_->health().tally(FailureKind::kStream).count, 1u);
+  EXPECT_EQ(Health().tally(FailureKind::kStream).count, 1u);
 }
 
 // The daemon's own timeout (a minute), on the lane's clock: nothing fires
@@ -534,7 +577,7 @@ TEST_F(DrainLaneTest, TheDefaultAckTimeoutFiresWhenAMinutePassesOnTheLanesClock)
   WakeTimersForTest(loop_);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_EQ(streams_.connection_resets, 1);
-  EXPECT_EQ(lane_->health().tally(FailureKind::kStream).count, 1u);
+  EXPECT_EQ(Health().tally(FailureKind::kStream).count, 1u);
 }
 
 TEST_F(DrainLaneTest, ConnectAndTlsFailuresAreKeptApartAndReplaceTheConnection) {
@@ -545,21 +588,21 @@ TEST_F(DrainLaneTest, ConnectAndTlsFailuresAreKeptApartAndReplaceTheConnection) 
   ev.kind = StreamEvent::Kind::kDone;
   ev.status = absl::UnavailableError("failed to connect to all addresses; Ssl handshake failed");
   ev.link = StreamEvent::Link::kTlsFailed;
-  call(0)->emit(ev);
+  Deliver(call(0), ev);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   ev.status = absl::UnavailableError("failed to connect to all addresses; Connection refused");
   ev.link = StreamEvent::Link::kConnectFailed;
-  call(1)->emit(ev);
+  Deliver(call(1), ev);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));
   // A server-side UNAVAILABLE on a working connection keeps it.
   ev.status = absl::UnavailableError("server busy");
   ev.link = StreamEvent::Link::kWorked;
   Emit(call(2), StreamEvent::Kind::kCreated);
-  call(2)->emit(ev);
+  Deliver(call(2), ev);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 4; }));
-  EXPECT_EQ(lane_->health().tally(FailureKind::kTls).count, 1u);
-  EXPECT_EQ(lane_->health().tally(FailureKind::kConnect).count, 1u);
-  EXPECT_EQ(lane_->health().tally(FailureKind::kStream).count, 1u);
+  EXPECT_EQ(Health().tally(FailureKind::kTls).count, 1u);
+  EXPECT_EQ(Health().tally(FailureKind::kConnect).count, 1u);
+  EXPECT_EQ(Health().tally(FailureKind::kStream).count, 1u);
   EXPECT_EQ(streams_.connection_resets, 2);
 }
 
@@ -578,16 +621,16 @@ TEST_F(DrainLaneTest, AConnectFailureIsExplainedOncePerChangeNotPerAttempt) {
   ev.link = StreamEvent::Link::kTlsFailed;
   for (size_t i = 0; i < 5; ++i) {
     ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == i + 1; }));
-    call(i)->emit(ev);
+    Deliver(call(i), ev);
   }
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 6; }));
   EXPECT_EQ(explained, 1);
-  EXPECT_EQ(lane_->health().tally(FailureKind::kTls).count, 5u);
-  EXPECT_EQ(lane_->health().tally(FailureKind::kTls).explanation, "the server's certificate has expired");
+  EXPECT_EQ(Health().tally(FailureKind::kTls).count, 5u);
+  EXPECT_EQ(Health().tally(FailureKind::kTls).explanation, "the server's certificate has expired");
   // A different failure is a change: explained again.
   ev.status = absl::UnavailableError("Connection refused");
   ev.link = StreamEvent::Link::kConnectFailed;
-  call(5)->emit(ev);
+  Deliver(call(5), ev);
   ASSERT_TRUE(RunUntil([&] { return explained == 2; }));
 }
 
@@ -602,14 +645,14 @@ TEST_F(DrainLaneTest, ResumeReconnectsAFailingLaneAtOnceOnANewConnection) {
   EmitDone(call(0), absl::UnavailableError("Connection reset"));
   ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kBackoff; }));
   const int resets = streams_.connection_resets;
-  lane_->Resume();
+  OnLoop([&] { lane_->Resume(); });
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }, std::chrono::seconds(2)))
       << "not after the 30 s backoff";
   EXPECT_EQ(streams_.connection_resets, resets + 1);
   // A lane that works is left alone.
   Emit(call(1), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(Settle());
-  lane_->Resume();
+  OnLoop([&] { lane_->Resume(); });
   ASSERT_TRUE(Settle());
   EXPECT_EQ(streams_.calls.size(), 2u);
   EXPECT_FALSE(call(1)->cancelled);
@@ -621,13 +664,13 @@ TEST_F(DrainLaneTest, AStreamWhoseServerFellSilentIsRebuiltOnResume) {
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
   ASSERT_TRUE(Settle());
-  lane_->Resume();  // answered a moment ago: not stuck
+  OnLoop([&] { lane_->Resume(); });  // answered a moment ago: not stuck
   ASSERT_TRUE(Settle());
   EXPECT_EQ(streams_.calls.size(), 1u);
   // Six silent seconds with a request in flight: stuck (the lane's clock
   // moves; nobody waits for them).
   MonotonicClock::AdvanceForTest(std::chrono::seconds(6));
-  lane_->Resume();
+  OnLoop([&] { lane_->Resume(); });
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_TRUE(call(0)->cancelled);
 }
@@ -637,14 +680,14 @@ TEST_F(DrainLaneTest, AnUnusableTokenReplyIsRetriedAndOnlyARefusalParks) {
   tokens_.next_error = absl::UnavailableError("HTTP 200: response is not a JSON object");
   Append(1);
   ASSERT_TRUE(RunUntil([&] { return lane_->health().tally(FailureKind::kToken).count >= 3; }));
-  EXPECT_NE(lane_->state(), LaneState::kParked);
+  EXPECT_NE(State(), LaneState::kParked);
   EXPECT_EQ(Metric("zerobusd_token_fetch_failures_total", "route=\"r\",table=\"main.edge.t\""),
-            static_cast<double>(lane_->health().tally(FailureKind::kToken).count));
+            static_cast<double>(Health().tally(FailureKind::kToken).count));
   // A wrong workspace URL parks, and the hint says so (not the secret).
   tokens_.next_error = absl::FailedPreconditionError("HTTP 404: not found");
   ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
-  EXPECT_NE(lane_->parked_reason().find("workspace_url"), std::string::npos) << lane_->parked_reason();
-  EXPECT_EQ(lane_->parked_reason().find("client_secret"), std::string::npos) << lane_->parked_reason();
+  EXPECT_NE(ParkedReason().find("workspace_url"), std::string::npos) << ParkedReason();
+  EXPECT_EQ(ParkedReason().find("client_secret"), std::string::npos) << ParkedReason();
 }
 
 TEST(RouteHealthTest, SaysTheFirstFailuresAndEachChangeThenAHeartbeatPerInterval) {
