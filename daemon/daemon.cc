@@ -383,8 +383,8 @@ class Daemon {
     lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
     lane.failure_log_interval = std::chrono::milliseconds(drain.failure_log_interval_ms);
     lane.endpoint = endpoint_.Target();
-    lane.explain_connect_failure = [this](std::function<void(ConnectExplanation)> done) {
-      ExplainConnectFailure(std::move(done));
+    lane.explain_connect_failure = [this](const PostFn& on, std::function<void(ConnectExplanation)> done) {
+      ExplainConnectFailure(on, std::move(done));
     };
     metrics_->DeclareRoute(name);
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
@@ -392,8 +392,9 @@ class Daemon {
   }
 
   // Why the endpoint cannot be reached, in plain words (a lane asks once per
-  // change of its failure); the probe runs on the prober's thread.
-  void ExplainConnectFailure(std::function<void(ConnectExplanation)> done) {
+  // change of its failure); the probe runs on the prober's thread, and its
+  // answer is worded and `done` runs on the asking lane's executor `on`.
+  void ExplainConnectFailure(const PostFn& on, std::function<void(ConnectExplanation)> done) {
     ZB_CHECK_ON_LOOP(loop_);
     ProbeTarget target;
     target.host = endpoint_.host;
@@ -401,18 +402,21 @@ class Daemon {
     target.tls = config_.zerobus.tls;
     target.ca_file = config_.zerobus.ca_file;
     target.timeout = std::chrono::seconds(10);
-    prober_->Probe(target, [done = std::move(done)](absl::StatusOr<ProbeResult> result) {
-      if (!result.ok()) {
-        done({"none", absl::StrCat("(no diagnosis: ", result.status().message(), ")")});
-      } else if (result->stage == ProbeStage::kOk) {
-        done({"ok", "a new connection and its TLS handshake work now: the failure was passing, or the server ended "
-                    "the connection"});
-      } else {
-        done({absl::StrCat(ProbeStageName(result->stage), "/", result->curl_code, "/", result->verify_result, "/",
-                           result->os_errno),
-              absl::StrCat(result->reason, "; ", result->check, " (", result->detail, ")")});
-      }
-    });
+    prober_->Probe(
+        target,
+        [done = std::move(done)](absl::StatusOr<ProbeResult> result) {
+          if (!result.ok()) {
+            done({"none", absl::StrCat("(no diagnosis: ", result.status().message(), ")")});
+          } else if (result->stage == ProbeStage::kOk) {
+            done({"ok", "a new connection and its TLS handshake work now: the failure was passing, or the server "
+                        "ended the connection"});
+          } else {
+            done({absl::StrCat(ProbeStageName(result->stage), "/", result->curl_code, "/", result->verify_result, "/",
+                               result->os_errno),
+                  absl::StrCat(result->reason, "; ", result->check, " (", result->detail, ")")});
+          }
+        },
+        on);
   }
 
   // Lanes whose route left the configuration but still hold records keep

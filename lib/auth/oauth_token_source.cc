@@ -307,6 +307,7 @@ class OAuthTokenSource final : public TokenSource {
   OAuthTokenSource(const OAuthTokenSource&) = delete;
   OAuthTokenSource& operator=(const OAuthTokenSource&) = delete;
 
+  using TokenSource::GetToken;  // the overload taking the caller's executor
   void GetToken(const std::string& table, Callback done) override;
   void Invalidate(const std::string& table) override;
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "common/redact.h"
@@ -34,6 +35,14 @@ struct OAuthOptions {
 
 // Thread-safe. Fetches run on the source's own worker thread, never on the
 // caller's (the daemon's event loop must not block on HTTP).
+//
+// Threading rule (Spool's): given the caller's executor (`on`, a Post that
+// queues a task there, e.g. onto the daemon's event loop), the answer always
+// runs on it, never inline and never on the worker, and the caller never
+// hops threads itself; without one (tests, tools), it runs on the worker
+// thread, or inline on the caller's thread when it is known at once (a
+// fresh cached token, invalid options or table name, a source shutting
+// down).
 class TokenSource {
  public:
   // Receives the bare access token (no "Bearer "), or an error whose code
@@ -75,21 +84,23 @@ class TokenSource {
   // neither the client secret (in any encoding, nor as the Basic credential)
   // nor such a token, even when the token endpoint echoes our request.
   // Callers may log it and show it (a lane's parked reason) as is.
-  // Called on the worker thread, or inline on the caller's thread when a valid
-  // cached token exists. Must not block.
-  // Also InvalidArgumentError, inline, for a table name that is not exactly
-  // three non-empty dot-separated parts (no HTTP is made), and CancelledError
-  // when the source is destroyed first (see ~TokenSource).
-  // Called exactly once per GetToken, with no lock of the source held: it may
-  // call GetToken or Invalidate again, but must not destroy the source and
-  // must not throw.
+  // Also InvalidArgumentError for a table name that is not exactly three
+  // non-empty dot-separated parts (no HTTP is made), and CancelledError when
+  // the source is destroyed first (see ~TokenSource).
+  // Called exactly once per GetToken, where the class comment says, with no
+  // lock of the source held: it may call GetToken or Invalidate again, but
+  // must not destroy the source, block or throw.
   using Callback = std::function<void(absl::StatusOr<std::string> token)>;
+  // Queues a task on the caller's executor; never runs it inline.
+  using Post = std::function<void(std::function<void()>)>;
 
   // Destroying the OAuth source aborts in-flight fetches at once (it does not
   // wait for the HTTP timeout), completes every pending callback with
   // absl::CancelledError on the worker thread, then joins that thread; so no
-  // callback runs after the destructor returns. Must not be called from a
-  // callback, nor concurrently with GetToken/Invalidate.
+  // callback runs after the destructor returns, except those given an
+  // executor: their answer is queued there before it returns and runs
+  // there later (or is dropped with the executor). Must not be called from
+  // a callback, nor concurrently with GetToken/Invalidate.
   virtual ~TokenSource() = default;
 
   // Returns the cached token for `table` if still fresh, else fetches one.
@@ -102,12 +113,29 @@ class TokenSource {
   // previous token is delivered instead of the error.
   // Fetches for different tables may run concurrently.
   virtual void GetToken(const std::string& table, Callback done) = 0;
+  // GetToken answering on the caller's executor `on` (see the class
+  // comment); as above when `on` is empty. The task queued there holds the
+  // only reference to what `done` captured, so that is released on the
+  // executor too, not on the worker.
+  void GetToken(const std::string& table, Callback done, const Post& on) {
+    GetToken(table, Via(on, std::move(done)));
+  }
 
   // Drops the cached token of `table` (the server answered UNAUTHENTICATED or
   // PERMISSION_DENIED); the next GetToken fetches a fresh one. A fetch already
   // in flight is not cancelled: its (new) token still reaches its waiters, and
   // a GetToken made meanwhile joins it.
   virtual void Invalidate(const std::string& table) = 0;
+
+ private:
+  // `done`, delivered through `on` (as is when either is empty).
+  static Callback Via(const Post& on, Callback done) {
+    if (!on || !done) return done;
+    return [on, done = std::move(done)](absl::StatusOr<std::string> token) mutable {
+      on([done = std::move(done), token = std::move(token)]() mutable { done(std::move(token)); });
+      done = nullptr;
+    };
+  }
 };
 
 // A libcurl-backed source. Construction does no I/O and cannot fail; it

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/accept_errors.h"
 #include "common/log_limiter.h"
+#include "common/loop_thread.h"
 #include "common/unix_socket.h"
 #include "spdlog/spdlog.h"
 
@@ -32,12 +33,14 @@ constexpr auto kLogInterval = std::chrono::seconds(5);
 
 // One operator connection: read a line, hand it over, write the reply,
 // repeat. Owned by shared_ptr; the server keeps weak references. Loop
-// thread only.
+// thread only: the handler is called from its read's completion and the
+// reply checks it is given there.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(stream_protocol::socket socket, const ControlOptions& options, const ControlServer::Handler& handler,
-             std::shared_ptr<bool> server_alive)
-      : socket_(std::move(socket)),
+  Connection(asio::io_context& loop, stream_protocol::socket socket, const ControlOptions& options,
+             const ControlServer::Handler& handler, std::shared_ptr<bool> server_alive)
+      : loop_(loop),
+        socket_(std::move(socket)),
         handler_(handler),
         server_alive_(std::move(server_alive)),
         timeout_(options.read_timeout_ms),
@@ -71,6 +74,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     idle_since_ = Clock::now();
     Arm("a request line");
     asio::async_read_until(socket_, in_, '\n', [self = shared_from_this()](boost::system::error_code ec, size_t n) {
+      ZB_CHECK_ON_LOOP(self->loop_);  // the handler below runs on the loop
       self->waiting_for_request_ = false;
       self->Disarm();
       if (!*self->server_alive_ || self->closed_) return;
@@ -83,7 +87,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (!line.empty() && line.back() == '\r') line.pop_back();
       // The reply keeps the connection alive until it is written (it may
       // come later, after asynchronous work).
-      self->handler_(line, [self](std::string response) { self->Write(std::move(response), false); });
+      self->handler_(line, [self](std::string response) {
+        ZB_CHECK_ON_LOOP(self->loop_);  // the owner's answer, possibly after asynchronous work
+        self->Write(std::move(response), false);
+      });
     });
   }
 
@@ -119,6 +126,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     deadline_.cancel();
   }
 
+  asio::io_context& loop_;  // outlives the server and its connections
   stream_protocol::socket socket_;
   const ControlServer::Handler& handler_;
   std::shared_ptr<bool> server_alive_;
@@ -135,7 +143,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 class Server final : public ControlServer {
  public:
   Server(asio::io_context& loop, ControlOptions options, Handler handler)
-      : options_(std::move(options)), handler_(std::move(handler)), acceptor_(loop), retry_timer_(loop) {}
+      : loop_(loop), options_(std::move(options)), handler_(std::move(handler)), acceptor_(loop), retry_timer_(loop) {}
 
   ~Server() override {
     *alive_ = false;
@@ -161,6 +169,7 @@ class Server final : public ControlServer {
   void Accept() {
     acceptor_.async_accept([this, alive = alive_](boost::system::error_code ec, stream_protocol::socket socket) {
       if (!*alive || ec == asio::error::operation_aborted) return;
+      ZB_CHECK_ON_LOOP(loop_);  // on_accept_error below runs on the loop
       if (ec) {
         OnAcceptError(ec);
         return;
@@ -243,7 +252,7 @@ class Server final : public ControlServer {
       if (auto c = longest->lock()) c->Close();
       connections_.erase(longest);
     }
-    auto conn = std::make_shared<Connection>(std::move(socket), options_, handler_, alive_);
+    auto conn = std::make_shared<Connection>(loop_, std::move(socket), options_, handler_, alive_);
     connections_.push_back(conn);
     conn->Start();
   }
@@ -286,6 +295,7 @@ class Server final : public ControlServer {
     }
   }
 
+  asio::io_context& loop_;
   const ControlOptions options_;
   const Handler handler_;
   stream_protocol::acceptor acceptor_;

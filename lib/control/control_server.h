@@ -45,11 +45,18 @@ struct ControlOptions {
   std::function<void(const std::string& error)> on_accept_error;
 };
 
+// Lives on the event loop: its I/O runs there, and so does every call it
+// makes into its owner (the handler, on_accept_error), each checked
+// (ZB_CHECK_ON_LOOP, in every build). Destroy it on the loop or once no
+// thread runs the loop.
 class ControlServer {
  public:
-  // `reply` may be called later (after asynchronous work), exactly once, on
-  // the loop thread. Called on the loop thread.
+  // Must be called exactly once, on the loop thread, possibly later (after
+  // asynchronous work: have it answer on the loop, e.g. Spool's `on`);
+  // called from another thread it aborts (ZB_CHECK_ON_LOOP) instead of
+  // racing the connection.
   using Reply = std::function<void(std::string response_line)>;
+  // Called on the loop thread.
   using Handler = std::function<void(const std::string& request_line, Reply reply)>;
 
   virtual ~ControlServer() = default;
@@ -58,7 +65,8 @@ class ControlServer {
 // Binds `options.socket_path` (see ListenOnUnixSocket: never over a live
 // socket; a stale one of an earlier run is replaced) and serves on `loop`;
 // destruction removes the socket file only if it is still this server's.
-// Loop thread only; `loop` outlives it.
+// Call it on the loop, or before any thread runs `loop`; `loop` outlives
+// the server.
 absl::StatusOr<std::unique_ptr<ControlServer>> StartControlServer(boost::asio::io_context& loop,
                                                                   const ControlOptions& options,
                                                                   ControlServer::Handler handler);

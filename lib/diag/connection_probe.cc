@@ -291,6 +291,7 @@ class CurlConnectionProber final : public ConnectionProber {
   CurlConnectionProber(const CurlConnectionProber&) = delete;
   CurlConnectionProber& operator=(const CurlConnectionProber&) = delete;
 
+  using ConnectionProber::Probe;  // the overload taking the caller's executor
   void Probe(const ProbeTarget& target, Callback done) override {
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 
@@ -65,6 +66,11 @@ struct ProbeResult {
 // libcurl's proxy variables either). After a certificate verification
 // failure the probe connects once more, without verification, only to read
 // the certificate (names, issuer, dates) for the reason; nothing is sent.
+//
+// Threading rule (Spool's): given the caller's executor (`on`, a Post that
+// queues a task there, e.g. onto the daemon's event loop), the answer runs
+// on it, never inline and never on the worker, and the caller never hops
+// threads itself; without one (tests, tools), it runs on the worker thread.
 class ConnectionProber {
  public:
   // Receives the result, or an error when no probe was made:
@@ -74,20 +80,40 @@ class ConnectionProber {
   //  - absl::InternalError: libcurl could not be set up (out of memory).
   // A failed connection is not an error: it is a ProbeResult whose stage
   // says where it failed.
-  // Called exactly once per Probe, on the worker thread, with no lock of the
-  // prober held: it may call Probe again, but must not destroy the prober
-  // and must not block for long (it holds up the next probe) or throw.
+  // Called exactly once per Probe, where the class comment says, with no
+  // lock of the prober held: it may call Probe again, but must not destroy
+  // the prober and must not block for long (on the worker, it holds up the
+  // next probe) or throw.
   using Callback = std::function<void(absl::StatusOr<ProbeResult> result)>;
+  // Queues a task on the caller's executor; never runs it inline.
+  using Post = std::function<void(std::function<void()>)>;
 
   // Aborts the probe in flight at once (without waiting for its timeout),
   // completes it and every queued one with absl::CancelledError on the
   // worker thread, then joins that thread: no callback runs after the
-  // destructor returns. Must not be called from a callback, nor
+  // destructor returns, except those given an executor: their answer is
+  // queued there before it returns and runs there later (or is dropped
+  // with the executor). Must not be called from a callback, nor
   // concurrently with Probe.
   virtual ~ConnectionProber() = default;
 
   // Queues a probe of `target` (copied) and returns at once.
   virtual void Probe(const ProbeTarget& target, Callback done) = 0;
+  // Probe answering on the caller's executor `on` (see the class comment);
+  // as above when `on` is empty. The task queued there holds the only
+  // reference to what `done` captured, so that is released on the executor
+  // too, not on the worker.
+  void Probe(const ProbeTarget& target, Callback done, const Post& on) { Probe(target, Via(on, std::move(done))); }
+
+ private:
+  // `done`, delivered through `on` (as is when either is empty).
+  static Callback Via(const Post& on, Callback done) {
+    if (!on || !done) return done;
+    return [on, done = std::move(done)](absl::StatusOr<ProbeResult> result) mutable {
+      on([done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+      done = nullptr;
+    };
+  }
 };
 
 // A libcurl-backed prober (OpenSSL underneath). Construction does no I/O and

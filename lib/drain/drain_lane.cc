@@ -1,7 +1,5 @@
 #include "drain/drain_lane.h"
 
-#include <boost/asio/post.hpp>
-
 #include "absl/strings/str_cat.h"
 #include "common/loop_post.h"
 #include "common/loop_thread.h"
@@ -204,14 +202,16 @@ void DrainLane::Connect() {
                  FailureKind::kStream);
     }
   });
-  tokens_.GetToken(options_.table, [weak, gen, &loop = loop_](absl::StatusOr<std::string> token) {
-    asio::post(loop, [weak, gen, token = std::move(token)]() mutable {
-      if (auto self = weak.lock()) self->OnToken(gen, std::move(token));
-    });
-  });
+  tokens_.GetToken(
+      options_.table,
+      [weak, gen](absl::StatusOr<std::string> token) {
+        if (auto self = weak.lock()) self->OnToken(gen, std::move(token));
+      },
+      PostTo(loop_));
 }
 
 void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
+  ZB_CHECK_ON_LOOP(loop_);
   if (gen != gen_ || state_ != LaneState::kConnecting) return;
   if (!token.ok()) {
     metrics_.TokenFetchFailure(options_.route, options_.table);
@@ -337,6 +337,10 @@ void DrainLane::Pump() {
     linger_armed_ = false;
     linger_timer_.cancel();
   }
+  // Records past the durable end may be in the spool but not yet synced
+  // (the spool syncs its log behind its writes): they are not sent, since a
+  // crash could take them back.
+  max_records = static_cast<uint32_t>(std::min<uint64_t>(max_records, available));
   // The read runs on the spool's reader thread: a cold backlog read must not
   // stall the loop (intake and other lanes).
   read_in_flight_ = true;
@@ -609,15 +613,14 @@ void DrainLane::ReportFailure(FailureKind kind, const absl::Status& status, cons
       (changed || report == RouteHealth::Report::kHeartbeat) && !explaining_) {
     explaining_ = true;
     std::weak_ptr<DrainLane> weak = weak_from_this();
-    options_.explain_connect_failure([weak, kind, text = status.ToString(), &loop = loop_](ConnectExplanation e) {
-      asio::post(loop, [weak, kind, text, e = std::move(e)]() mutable {
-        if (auto self = weak.lock()) self->OnExplained(kind, text, std::move(e));
-      });
+    options_.explain_connect_failure(PostTo(loop_), [weak, kind, text = status.ToString()](ConnectExplanation e) {
+      if (auto self = weak.lock()) self->OnExplained(kind, text, std::move(e));
     });
   }
 }
 
 void DrainLane::OnExplained(FailureKind kind, const std::string& status_text, ConnectExplanation explained) {
+  ZB_CHECK_ON_LOOP(loop_);
   explaining_ = false;
   if (!health_.failing()) return;  // recovered meanwhile: old news
   health_.Explain(kind, explained.text);

@@ -21,10 +21,12 @@
 //
 // Loop thread only: every method, and every callback it makes. Each public
 // method checks it (ZB_CHECK_ON_LOOP, in every build), and so do the
-// handlers other modules' callbacks reach (spool, stream): a seam that
-// answered on another thread aborts there instead of racing. The lane may
-// be built before its loop runs (nothing can call it yet); it is destroyed
-// on the loop or once no thread runs the loop.
+// handlers other modules' callbacks reach (spool, stream, token source,
+// connect-failure explanation): each seam is given the loop as its executor
+// and answers there, and one that answered on another thread aborts there
+// instead of racing. The lane may be built before its loop runs (nothing
+// can call it yet); it is destroyed on the loop or once no thread runs the
+// loop.
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
@@ -37,6 +39,7 @@
 
 #include "auth/token_source.h"
 #include "common/backoff.h"
+#include "common/loop_post.h"
 #include "common/loop_thread.h"
 #include "drain/offset_window.h"
 #include "drain/route_health.h"
@@ -86,10 +89,11 @@ struct DrainLaneOptions {
   // "host:port" of the Zerobus endpoint, for messages.
   std::string endpoint;
   // Optional. Explains a failure to connect in the operator's words (which
-  // certificate check failed, what refused the connection), off the loop;
-  // `done` may run on any thread, exactly once. Asked when the failure's
-  // kind changes and at each heartbeat, not per attempt.
-  std::function<void(std::function<void(ConnectExplanation)> done)> explain_connect_failure;
+  // certificate check failed, what refused the connection), off the loop.
+  // Called on the loop; `done` must run exactly once, through `on` (the
+  // lane's loop: queued there, never inline, never on another thread). Asked
+  // when the failure's kind changes and at each heartbeat, not per attempt.
+  std::function<void(const PostFn& on, std::function<void(ConnectExplanation)> done)> explain_connect_failure;
 };
 
 enum class LaneState {
@@ -246,8 +250,11 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   bool linger_armed_ = false;
   bool linger_expired_ = false;  // send the partial batch now
   std::function<void()> stop_done_;
-  // Declared last: destroyed first, on the loop, so no notification reaches
-  // a lane being destroyed.
+  // Declared last, and reset first in ~DrainLane: the watch ends before
+  // anything else of the lane goes. The lane is destroyed on the loop, or,
+  // at shutdown (~Daemon), after the loop has stopped, on the thread that
+  // ran it; either way no notification runs meanwhile, and one still queued
+  // finds the watch gone and does nothing (Spool::WatchDurable).
   std::unique_ptr<Spool::DurableWatch> durable_watch_;
 };
 

@@ -1,11 +1,12 @@
 #pragma once
 // Fakes for the drain's seams: a scripted stream factory and token source.
-// Loop-thread only, like the real ones.
+// Called on the loop, like the real ones.
 
 #include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "auth/token_source.h"
@@ -54,15 +55,27 @@ class FakeStreamFactory final : public IngestStreamFactory {
   };
 };
 
+// Answers at once: "tok-<table>", or next_error. Inline on the caller's
+// thread, or, with answer_on_worker, on a thread of its own (as the OAuth
+// source's worker does; the call returns once it has answered). Either way
+// a caller that passed its executor hears the answer there.
 class FakeTokenSource final : public TokenSource {
  public:
+  using TokenSource::GetToken;
   void GetToken(const std::string& table, Callback done) override {
     requests.push_back(table);
-    done(next_error.ok() ? absl::StatusOr<std::string>("tok-" + table) : absl::StatusOr<std::string>(next_error));
+    absl::StatusOr<std::string> answer =
+        next_error.ok() ? absl::StatusOr<std::string>("tok-" + table) : absl::StatusOr<std::string>(next_error);
+    if (answer_on_worker) {
+      std::thread([&done, &answer] { done(std::move(answer)); }).join();
+    } else {
+      done(std::move(answer));
+    }
   }
   void Invalidate(const std::string& table) override { invalidated.push_back(table); }
   std::vector<std::string> requests, invalidated;
   absl::Status next_error;
+  bool answer_on_worker = false;
 };
 
 }  // namespace zb::testing

@@ -23,6 +23,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "../fakes/loop_executor.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
@@ -292,6 +293,38 @@ Answer Get(TokenSource& source, const std::string& table, std::chrono::milliseco
   }
   return a;
 }
+
+// An answer given the caller's executor: what it said and the thread it
+// ran on.
+struct Delivered {
+  absl::StatusOr<std::string> token = absl::DeadlineExceededError("test: callback never ran");
+  std::thread::id thread;
+};
+Delivered GetVia(TokenSource& source, const std::string& table, const TokenSource::Post& on) {
+  auto promise = std::make_shared<std::promise<Delivered>>();
+  auto future = promise->get_future();
+  source.GetToken(
+      table,
+      [promise](absl::StatusOr<std::string> t) {
+        Delivered d;
+        d.token = std::move(t);
+        d.thread = std::this_thread::get_id();
+        promise->set_value(std::move(d));
+      },
+      on);
+  if (future.wait_for(10s) != std::future_status::ready) return Delivered{};
+  return future.get();
+}
+
+// Notes the thread it is destroyed on.
+struct Witness {
+  Witness(std::atomic<int>* wrong, std::thread::id want) : wrong(wrong), want(want) {}
+  ~Witness() {
+    if (std::this_thread::get_id() != want) ++*wrong;
+  }
+  std::atomic<int>* wrong;
+  std::thread::id want;
+};
 
 // Token lifetimes run on MonotonicClock: tests move it instead of waiting.
 // A token's lifetime starts when its request is sent, which is somewhere in
@@ -912,6 +945,79 @@ TEST(OAuthTokenSourceTest, DestructionWithNothingPendingIsQuick) {
   const auto start = std::chrono::steady_clock::now();
   { auto source = MakeOAuthTokenSource(Options("https://example.invalid")); }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+}
+
+// Given the caller's executor, every answer runs there: a fetched token
+// (never on the worker), a cached one and a refusal known at once (never
+// inline), and what the callback captured is released there too.
+TEST(OAuthTokenSourceTest, GivenAnExecutorEveryAnswerRunsOnIt) {
+  FakeTokenServer server;
+  server.Push(TokenReply("tok-1"));
+  std::atomic<int> wrong_thread{0};
+  std::atomic<int> answered{0};
+  zb::testing::LoopExecutor executor;  // after the counters: what it still runs at its end finds them
+  auto source = MakeOAuthTokenSource(Options(server.url()));
+
+  Delivered fetched = GetVia(*source, kTable, executor.post());
+  ASSERT_TRUE(fetched.token.ok()) << fetched.token.status();
+  EXPECT_EQ(fetched.thread, executor.id());
+
+  Delivered cached = GetVia(*source, kTable, executor.post());
+  ASSERT_TRUE(cached.token.ok()) << cached.token.status();
+  EXPECT_EQ(*cached.token, "tok-1");
+  EXPECT_EQ(cached.thread, executor.id()) << "not inline";
+  EXPECT_EQ(server.count(), 1u);
+
+  Delivered bad_table = GetVia(*source, "not-a-table", executor.post());
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_table.token.status())) << bad_table.token.status();
+  EXPECT_EQ(bad_table.thread, executor.id()) << "not inline";
+
+  auto misconfigured = MakeOAuthTokenSource(Options(""));
+  Delivered bad_options = GetVia(*misconfigured, kTable, executor.post());
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_options.token.status())) << bad_options.token.status();
+  EXPECT_EQ(bad_options.thread, executor.id()) << "not inline";
+
+  // The callback holds the only reference (the answer may run before this
+  // thread would drop a copy of its own).
+  source->GetToken(
+      kTable,
+      [witness = std::make_shared<Witness>(&wrong_thread, executor.id()), &answered](absl::StatusOr<std::string>) {
+        ++answered;
+      },
+      executor.post());
+  ASSERT_TRUE(testing::WaitFor([&] { return answered.load() == 1; }, 10s));
+  executor.Stop();
+  EXPECT_EQ(wrong_thread.load(), 0) << "the callback's captures were released on the executor";
+}
+
+// The destructor cancels a pending fetch; given an executor, the
+// cancellation is queued there before the destructor returns and runs there.
+TEST(OAuthTokenSourceTest, DestructionCancelsOnTheCallersExecutor) {
+  FakeTokenServer server;
+  Scripted held = TokenReply("never");
+  held.hold = true;
+  server.Push(held);
+  OAuthOptions o = Options(server.url());
+  o.http_timeout = 60s;
+  std::promise<Delivered> promise;  // outlives the executor, which outlives the source
+  auto future = promise.get_future();
+  zb::testing::LoopExecutor executor;
+  auto source = MakeOAuthTokenSource(o);
+  source->GetToken(
+      kTable,
+      [&promise](absl::StatusOr<std::string> t) {
+        Delivered d;
+        d.token = std::move(t);
+        d.thread = std::this_thread::get_id();
+        promise.set_value(std::move(d));
+      },
+      executor.post());
+  ASSERT_TRUE(testing::WaitFor([&] { return server.count() == 1; }, 10s));
+  source.reset();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  Delivered d = future.get();
+  EXPECT_TRUE(absl::IsCancelled(d.token.status())) << d.token.status();
+  EXPECT_EQ(d.thread, executor.id());
 }
 
 // --- Redaction -------------------------------------------------------------

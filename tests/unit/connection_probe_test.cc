@@ -17,7 +17,9 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "../fakes/loop_executor.h"
 #include "gtest/gtest.h"
 #include "harness.h"
 #include "test_certs.h"
@@ -297,6 +299,52 @@ TEST_F(ConnectionProbeTest, DestructionAbortsTheProbeInFlightAndCancelsTheQueue)
   ASSERT_EQ(f2.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   EXPECT_TRUE(absl::IsCancelled(f1.get().status()));
   EXPECT_TRUE(absl::IsCancelled(f2.get().status()));
+}
+
+// Given the caller's executor, the answer runs there, never on the worker:
+// a probe's result, and the cancellations the destructor gives the probe in
+// flight and the queued one (queued on the executor before it returns).
+TEST_F(ConnectionProbeTest, GivenAnExecutorTheAnswerRunsOnIt) {
+  struct Delivered {
+    absl::StatusOr<ProbeResult> result = absl::UnknownError("unset");
+    std::thread::id thread;
+  };
+  std::promise<Delivered> refused, first, second;  // outlive the executor, which outlives the prober
+  auto deliver = [](std::promise<Delivered>* to) {
+    return [to](absl::StatusOr<ProbeResult> r) {
+      Delivered d;
+      d.result = std::move(r);
+      d.thread = std::this_thread::get_id();
+      to->set_value(std::move(d));
+    };
+  };
+  SilentListener silent;
+  ASSERT_NE(silent.port(), 0);
+  zb::testing::LoopExecutor executor;
+  auto prober = MakeConnectionProber();
+
+  prober->Probe(Target(static_cast<uint16_t>(zb::testing::FreePort()), /*tls=*/false), deliver(&refused),
+                executor.post());
+  auto f = refused.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  Delivered d = f.get();
+  ASSERT_TRUE(d.result.ok()) << d.result.status();
+  EXPECT_EQ(d.result->stage, ProbeStage::kConnect) << d.result->ToString();
+  EXPECT_EQ(d.thread, executor.id());
+
+  ProbeTarget t = Target(silent.port());
+  t.timeout = std::chrono::seconds(60);
+  prober->Probe(t, deliver(&first), executor.post());
+  prober->Probe(t, deliver(&second), executor.post());
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return silent.Connected(); }, std::chrono::seconds(10)));
+  prober.reset();
+  for (std::promise<Delivered>* p : {&first, &second}) {
+    auto cancelled = p->get_future();
+    ASSERT_EQ(cancelled.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    Delivered c = cancelled.get();
+    EXPECT_TRUE(absl::IsCancelled(c.result.status())) << c.result.status();
+    EXPECT_EQ(c.thread, executor.id());
+  }
 }
 
 }  // namespace

@@ -17,6 +17,8 @@
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <future>
@@ -187,6 +189,30 @@ TEST_F(ControlServerTest, AnswersEveryRequestLineInOrder) {
   ASSERT_TRUE(SendAll(fd, "one\ntwo\r\n"));
   EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "echo one");
   EXPECT_EQ(ReadLine(fd, std::chrono::seconds(10)), "echo two");
+}
+
+// The handler runs on the loop; a reply given anywhere else (an owner that
+// answered from another thread after asynchronous work) would race the
+// connection, so it aborts, in a child process here.
+using ControlServerDeathTest = ControlServerTest;
+TEST_F(ControlServerDeathTest, AReplyGivenOffTheLoopAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        Start({});
+        const int fd = Connect();
+        if (fd < 0 || !SendAll(fd, "hold\n") || !WaitFor([&] { return Held() == 1; }, std::chrono::seconds(10))) {
+          std::fprintf(stderr, "setup failed\n");
+          std::_Exit(0);  // not the death expected: the test fails
+        }
+        ControlServer::Reply reply;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          reply = held_.front();
+        }
+        reply("from the wrong thread");
+      },
+      "must run on the event loop thread");
 }
 
 TEST_F(ControlServerTest, SilentAndTricklingClientsAreClosedAtTheReadDeadline) {

@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 #include <type_traits>
 
 #include "../fakes/fakes.h"
@@ -609,9 +610,13 @@ TEST_F(DrainLaneTest, ConnectAndTlsFailuresAreKeptApartAndReplaceTheConnection) 
 TEST_F(DrainLaneTest, AConnectFailureIsExplainedOncePerChangeNotPerAttempt) {
   int explained = 0;
   MakeLane(4, 1, [&explained](DrainLaneOptions& o) {
-    o.explain_connect_failure = [&explained](std::function<void(ConnectExplanation)> done) {
+    o.explain_connect_failure = [&explained](const PostFn& on, std::function<void(ConnectExplanation)> done) {
       ++explained;
-      done({"tls/60/10", "the server's certificate has expired"});
+      // As the daemon's prober does: answered on a thread of its own, through
+      // the lane's executor.
+      std::thread([&on, &done] {
+        on([done] { done({"tls/60/10", "the server's certificate has expired"}); });
+      }).join();
     };
   });
   Append(1);
@@ -673,6 +678,21 @@ TEST_F(DrainLaneTest, AStreamWhoseServerFellSilentIsRebuiltOnResume) {
   OnLoop([&] { lane_->Resume(); });
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_TRUE(call(0)->cancelled);
+}
+
+// The token source answers on its own thread (the OAuth worker); the lane
+// hands it its loop, so the answer reaches the lane there (OnToken checks
+// it), and the lane posts nothing itself.
+TEST_F(DrainLaneTest, ATokenAnsweredOnTheSourcesThreadReachesTheLaneOnItsLoop) {
+  tokens_.answer_on_worker = true;
+  tokens_.next_error = absl::UnavailableError("token endpoint 503");
+  MakeLane();
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return lane_->health().tally(FailureKind::kToken).count >= 1; }));
+  EXPECT_TRUE(streams_.calls.empty());
+  tokens_.next_error = absl::OkStatus();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  EXPECT_EQ(call(0)->params.token, "tok-main.edge.t");
 }
 
 TEST_F(DrainLaneTest, AnUnusableTokenReplyIsRetriedAndOnlyARefusalParks) {
