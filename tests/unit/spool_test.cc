@@ -214,6 +214,37 @@ TEST(SpoolTest, AsyncAppendsGetSeqsAndCallbacksInCallOrder) {
   }
 }
 
+// An append is answered only once what the spool publishes (Stats, what a
+// drain starts from) covers it, and what it published survives a reopen.
+TEST(SpoolTest, AnAppendIsAnsweredOnlyOnceItsStatsArePublished) {
+  TempDir dir;
+  auto spool = Open(dir.path());
+  constexpr int kThreads = 4, kEach = 200;
+  std::atomic<int> answered{0}, behind{0};
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t) {
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        spool->AppendAsync(absl::StrCat("lane", t % 2), {std::string(100, 'p'), std::string(50, 'q')},
+                           [&, lane = absl::StrCat("lane", t % 2)](absl::StatusOr<AppendResult> r) {
+                             EXPECT_TRUE(r.ok()) << r.status();
+                             if (r.ok() && spool->Stats(lane).next_seq <= r->last_seq) ++behind;
+                             ++answered;
+                           });
+      }
+    });
+  }
+  for (auto& p : producers) p.join();
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == kThreads * kEach; }, std::chrono::seconds(30)));
+  EXPECT_EQ(behind.load(), 0) << "answered before its stats were published";
+  spool.reset();
+  spool = Open(dir.path());
+  for (const char* lane : {"lane0", "lane1"}) {
+    EXPECT_EQ(spool->Stats(lane).next_seq, 2u * kThreads / 2 * kEach + 1) << lane;
+    EXPECT_EQ(spool->Stats(lane).records, 2u * kThreads / 2 * kEach) << lane;
+  }
+}
+
 std::unique_ptr<Spool> OpenWith(SpoolOptions options) {
   auto spool = OpenRocksDbSpool(options);
   EXPECT_TRUE(spool.ok()) << spool.status();
@@ -878,17 +909,19 @@ TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
     if (std::this_thread::get_id() != executor_id) ++wrong_thread;
     ++answered;
   };
-  {
-    auto witness = std::make_shared<Witness>(&wrong_thread, executor_id);
-    spool->AppendAsync(
-        "a", std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"x", "y"}),
-        [check, witness](absl::StatusOr<AppendResult> r) { check(); }, post);
-  }
-  {
-    auto witness = std::make_shared<Witness>(&wrong_thread, executor_id);
-    spool->ReadFromAsync(
-        "a", 1, 10, 1 << 20, 0, [check, witness](absl::StatusOr<std::vector<SpoolRecord>>) { check(); }, post);
-  }
+  // Each witness is made inside the callback's capture: the callback holds
+  // the only reference, so whichever thread releases it is the one seen.
+  spool->AppendAsync(
+      "a", std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"x", "y"}),
+      [check, witness = std::make_shared<Witness>(&wrong_thread, executor_id)](absl::StatusOr<AppendResult>) {
+        check();
+      },
+      post);
+  spool->ReadFromAsync(
+      "a", 1, 10, 1 << 20, 0,
+      [check, witness = std::make_shared<Witness>(&wrong_thread, executor_id)](
+          absl::StatusOr<std::vector<SpoolRecord>>) { check(); },
+      post);
   ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == 2; }, std::chrono::seconds(10)));
   spool->DeleteRangeAsync("a", 1, 1, [check](absl::Status) { check(); }, post);
   spool->MoveToDeadLettersAsync("a", 2, {}, [check](absl::Status) { check(); }, post);
