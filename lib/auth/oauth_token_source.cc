@@ -191,7 +191,7 @@ absl::StatusOr<ParsedToken> ParseTokenResponse(absl::string_view body, absl::str
   // A token response is flat; deeper text never reaches rapidjson's
   // recursive DOM (parse and destructor).
   constexpr size_t kMaxDepth = 16;
-  const bool too_deep = JsonNestingDepth(body, kMaxDepth) > kMaxDepth;
+  const bool too_deep = JsonNestsDeeperThan(body, kMaxDepth);
   rapidjson::Document doc;
   if (!too_deep) doc.Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
   if (too_deep || doc.HasParseError() || !doc.IsObject()) {

@@ -210,7 +210,7 @@ absl::Status ValidateJsonObject(absl::string_view json, int max_depth) {
   }
   // The exact nesting first (one pass over the bytes): simdjson's own limit
   // does not count an empty container as a level.
-  if (JsonNestingDepth(json, static_cast<size_t>(max_depth)) > static_cast<size_t>(max_depth)) {
+  if (JsonNestsDeeperThan(json, static_cast<size_t>(max_depth))) {
     absl::Status s = ExplainJson(json, max_depth);
     if (!s.ok()) return s;
     return absl::InvalidArgumentError(

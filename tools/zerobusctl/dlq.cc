@@ -217,7 +217,7 @@ int Dlq(const std::vector<std::string>& args) {
   // rapidjson's recursive DOM sees the reply.
   constexpr size_t kMaxReplyDepth = 1100;
   rapidjson::Document d;
-  const bool too_deep = JsonNestingDepth(reply, kMaxReplyDepth) > kMaxReplyDepth;
+  const bool too_deep = JsonNestsDeeperThan(reply, kMaxReplyDepth);
   if (!too_deep) d.Parse<rapidjson::kParseIterativeFlag>(reply.c_str(), reply.size());
   if (too_deep || d.HasParseError() || !d.IsObject() || !d.HasMember("ok")) {
     std::fprintf(stderr, "zerobusctl: unexpected reply from zerobusd: %s\n", reply.c_str());
