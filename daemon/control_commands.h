@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "spool/spool.h"
+#include "spool/dead_letters.h"
 
 namespace zb {
 

@@ -38,6 +38,7 @@
 #include "schema/record_codec.h"
 #include "spdlog/spdlog.h"
 #include "spool.pb.h"
+#include "spool/dead_letters.h"
 #include "spool/spool.h"
 #include "zerobus/grpc_log.h"
 #include "zerobus/ingest_stream.h"
@@ -276,7 +277,7 @@ class Daemon {
     }
     ZB_ASSIGN_OR_RETURN(spool_, OpenRocksDbSpool(options));
     spdlog::info("spool {} open: {} bytes held, {} dead letters", config_.spool.path, spool_->TotalBytes(),
-                 spool_->DeadLetterTotals().records);
+                 spool_->dead_letters().Totals().records);
     return absl::OkStatus();
   }
 
@@ -636,7 +637,7 @@ class Daemon {
       metrics_->OldestRecordAge(lane, oldest > 0 ? static_cast<double>(now_us - oldest) / 1e6 : 0.0);
     }
     metrics_->SpoolTotalBytes(spool_->TotalBytes());
-    const DeadLetterStats dead = spool_->DeadLetterTotals();
+    const DeadLetterStats dead = spool_->dead_letters().Totals();
     metrics_->DeadLetterStore(dead.records, dead.bytes);
     metrics_->SpoolFull(spool_->full());
     const SpoolWriterTimes writer = spool_->WriterTimes();
@@ -693,7 +694,7 @@ class Daemon {
         const bool payloads = command->payloads;
         const size_t limit = command->limit;
         // One more than asked tells whether there is a next page.
-        spool_->ListDeadLettersAsync(
+        spool_->dead_letters().ListAsync(
             command->filter, command->from_id, limit + 1,
             [reply, payloads, limit](absl::StatusOr<std::vector<DeadLetter>> entries) mutable {
               if (!entries.ok()) {
@@ -711,7 +712,7 @@ class Daemon {
         return;
       }
       case ControlCommand::Kind::kDlqReplay:
-        spool_->ReplayDeadLettersAsync(
+        spool_->dead_letters().ReplayAsync(
             command->filter,
             [this, reply](absl::StatusOr<std::map<std::string, AppendResult>> appended) mutable {
               ZB_CHECK_ON_LOOP(loop_);  // reads lanes_
@@ -734,7 +735,7 @@ class Daemon {
             on_loop);
         return;
       case ControlCommand::Kind::kDlqPurge:
-        spool_->PurgeDeadLettersAsync(
+        spool_->dead_letters().PurgeAsync(
             command->filter,
             [reply](absl::StatusOr<uint64_t> purged) mutable {
               if (!purged.ok()) {
@@ -775,7 +776,7 @@ class Daemon {
     st.spool_bytes = spool_->TotalBytes();
     st.spool_max_bytes = config_.spool.max_bytes;
     st.spool_full = spool_->full();
-    st.dead_letters = spool_->DeadLetterTotals();
+    st.dead_letters = spool_->dead_letters().Totals();
     return st;
   }
 

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "common/post_fn.h"
 #include "common/redact.h"
 
 namespace zb {
@@ -92,7 +93,7 @@ class TokenSource {
   // must not destroy the source, block or throw.
   using Callback = std::function<void(absl::StatusOr<std::string> token)>;
   // Queues a task on the caller's executor; never runs it inline.
-  using Post = std::function<void(std::function<void()>)>;
+  using Post = PostFn;
 
   // Destroying the OAuth source aborts in-flight fetches at once (it does not
   // wait for the HTTP timeout), completes every pending callback with
@@ -118,7 +119,7 @@ class TokenSource {
   // only reference to what `done` captured, so that is released on the
   // executor too, not on the worker.
   void GetToken(const std::string& table, Callback done, const Post& on) {
-    GetToken(table, Via(on, std::move(done)));
+    GetToken(table, DeliverVia(on, std::move(done)));
   }
 
   // Drops the cached token of `table` (the server answered UNAUTHENTICATED or
@@ -127,15 +128,6 @@ class TokenSource {
   // a GetToken made meanwhile joins it.
   virtual void Invalidate(const std::string& table) = 0;
 
- private:
-  // `done`, delivered through `on` (as is when either is empty).
-  static Callback Via(const Post& on, Callback done) {
-    if (!on || !done) return done;
-    return [on, done = std::move(done)](absl::StatusOr<std::string> token) mutable {
-      on([done = std::move(done), token = std::move(token)]() mutable { done(std::move(token)); });
-      done = nullptr;
-    };
-  }
 };
 
 // A libcurl-backed source. Construction does no I/O and cannot fail; it

@@ -1,7 +1,5 @@
 #pragma once
-// A "post" function (Spool::Post and its kind): queues a task on an Asio
-// event loop, never running it inline. It is how a caller hands its
-// executor to a module whose callbacks must come back on the loop.
+// PostFn (common/post_fn.h) for an Asio event loop: PostTo(loop).
 
 #include <utility>  // before Asio (Boost 1.74 quirk with C++20)
 
@@ -10,9 +8,9 @@
 #include <functional>
 #include <memory>
 
-namespace zb {
+#include "common/post_fn.h"
 
-using PostFn = std::function<void(std::function<void()>)>;
+namespace zb {
 
 // `loop` must outlive every use of the result.
 inline PostFn PostTo(boost::asio::io_context& loop) {

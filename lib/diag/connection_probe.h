@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "common/post_fn.h"
 
 namespace zb {
 
@@ -86,7 +87,7 @@ class ConnectionProber {
   // next probe) or throw.
   using Callback = std::function<void(absl::StatusOr<ProbeResult> result)>;
   // Queues a task on the caller's executor; never runs it inline.
-  using Post = std::function<void(std::function<void()>)>;
+  using Post = PostFn;
 
   // Aborts the probe in flight at once (without waiting for its timeout),
   // completes it and every queued one with absl::CancelledError on the
@@ -103,17 +104,10 @@ class ConnectionProber {
   // as above when `on` is empty. The task queued there holds the only
   // reference to what `done` captured, so that is released on the executor
   // too, not on the worker.
-  void Probe(const ProbeTarget& target, Callback done, const Post& on) { Probe(target, Via(on, std::move(done))); }
-
- private:
-  // `done`, delivered through `on` (as is when either is empty).
-  static Callback Via(const Post& on, Callback done) {
-    if (!on || !done) return done;
-    return [on, done = std::move(done)](absl::StatusOr<ProbeResult> result) mutable {
-      on([done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
-      done = nullptr;
-    };
+  void Probe(const ProbeTarget& target, Callback done, const Post& on) {
+    Probe(target, DeliverVia(on, std::move(done)));
   }
+
 };
 
 // A libcurl-backed prober (OpenSSL underneath). Construction does no I/O and

@@ -4,6 +4,7 @@
 #include "common/loop_post.h"
 #include "common/loop_thread.h"
 #include "spdlog/spdlog.h"
+#include "spool/dead_letters.h"
 
 namespace zb {
 namespace asio = boost::asio;
@@ -668,7 +669,7 @@ void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldes
   // delete that failed earlier is issued again, in order before the move).
   if (seq > 1) spool_.DeleteUpToAsync(options_.route, seq - 1, nullptr);
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  spool_.MoveToDeadLettersAsync(
+  spool_.dead_letters().MoveAsync(
       options_.route, seq, std::move(info),
       [weak, seq](absl::Status s) {
         if (auto self = weak.lock()) self->OnDeadLettered(seq, s);

@@ -1,10 +1,11 @@
 #pragma once
-// The dead-letter store: records the server refused, with its verdict, kept
-// in the "dead_letters" column family until the operator replays or purges
-// them (zerobusctl dlq). It shares the spool's writer: it only adds its
-// changes to the batch the writer commits, so a record leaving its lane and
-// entering the store is one atomic write, and learns of the commit after.
-// Internal to the spool module.
+// The dead-letter store's storage (the DeadLetters interface,
+// spool/dead_letters.h, is its face): records the server refused, with its
+// verdict, kept in the "dead_letters" column family until the operator
+// replays or purges them (zerobusctl dlq). It shares the spool's writer: it
+// only adds its changes to the batch the writer commits, so a record leaving
+// its lane and entering the store is one atomic write, and learns of the
+// commit after. Internal to the spool module.
 
 #include <cstdint>
 #include <string>
@@ -15,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "rocksdb/db.h"
 #include "rocksdb/write_batch.h"
+#include "spool/dead_letters.h"
 #include "spool/spool.h"
 #include "spool/spool_format.h"
 

@@ -54,6 +54,7 @@
 #include "spool/watermark.h"
 #include "spool/write_requests.h"
 #include "spool/dead_letter_store.h"
+#include "spool/dead_letters.h"
 #include "spool/size_ledger.h"
 
 namespace zb {
@@ -101,7 +102,8 @@ class RocksDbSpool final : public Spool {
         default_cf_(handles[0]),
         dead_cf_(handles[1]),
         meta_cf_(handles[2]),
-        dead_letters_(db_.get(), dead_cf_, dead),
+        dead_store_(db_.get(), dead_cf_, dead),
+        dead_letters_(*this),
         options_(options),
         guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
         drained_flush_bytes_(drained_flush_bytes),
@@ -209,17 +211,7 @@ class RocksDbSpool final : public Spool {
     return it == destinations_.end() ? "" : it->second;
   }
 
-  void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) override {
-    Enqueue(DeadLetterMoveRequest{lane, seq, std::move(info), std::move(done)});
-  }
-
-  void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done) override {
-    Enqueue(DeadLetterReplayRequest{filter, std::move(done)});
-  }
-
-  void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done) override {
-    Enqueue(DeadLetterPurgeRequest{filter, std::move(done)});
-  }
+  DeadLetters& dead_letters() override { return dead_letters_; }
 
   using Spool::ReadFrom;
   absl::StatusOr<std::vector<SpoolRecord>> ReadFrom(const std::string& lane, SeqNo from, size_t max_records,
@@ -241,7 +233,7 @@ class RocksDbSpool final : public Spool {
         SpoolRecord rec;
         rec.seq = SeqFromKey(View(it->key()));
         ZB_RETURN_IF_ERROR(
-            DecodeEnvelope(View(value), absl::StrCat("lane ", lane, " seq ", rec.seq), &rec.append_time_us, &rec.payload));
+            DecodeRecordEnvelope(View(value), lane, rec.seq, &rec.append_time_us, &rec.payload));
         bytes += counted;
         out.push_back(std::move(rec));
       }
@@ -259,17 +251,6 @@ class RocksDbSpool final : public Spool {
         return;
       }
       done(ReadFrom(lane, from, max_records, max_bytes, per_record_bytes));
-    });
-  }
-
-  void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit,
-                            DeadLettersCallback done) override {
-    RunOnReader([this, filter, from_id, limit, done = std::move(done)](bool cancelled) {
-      if (cancelled) {
-        done(absl::CancelledError("spool closed"));
-        return;
-      }
-      done(dead_letters_.List(filter, from_id, limit));
     });
   }
 
@@ -297,11 +278,6 @@ class RocksDbSpool final : public Spool {
     return TotalBytesLocked();
   }
 
-  DeadLetterStats DeadLetterTotals() override {
-    const DeadLetterMeta dead = dead_letters_.Committed();
-    return DeadLetterStats{dead.records, dead.bytes};
-  }
-
   bool full() override { return full_.load(); }
 
   SpoolWriterTimes WriterTimes() override {
@@ -320,6 +296,45 @@ class RocksDbSpool final : public Spool {
   }
 
  private:
+  // The DeadLetters face of dead_store_: it asks this spool's writer and
+  // reader threads, as the lanes' calls do, so a move or a replay commits
+  // in one batch with the lane's change (CommitAlone). Lives and dies with
+  // the spool.
+  class RocksDbDeadLetters final : public DeadLetters {
+   public:
+    explicit RocksDbDeadLetters(RocksDbSpool& spool) : spool_(spool) {}
+
+    void MoveAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, MoveCallback done) override {
+      spool_.Enqueue(DeadLetterMoveRequest{lane, seq, std::move(info), std::move(done)});
+    }
+
+    void ListAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit, ListCallback done) override {
+      spool_.RunOnReader([this, filter, from_id, limit, done = std::move(done)](bool cancelled) {
+        if (cancelled) {
+          done(absl::CancelledError("spool closed"));
+          return;
+        }
+        done(spool_.dead_store_.List(filter, from_id, limit));
+      });
+    }
+
+    void ReplayAsync(const DeadLetterFilter& filter, ReplayCallback done) override {
+      spool_.Enqueue(DeadLetterReplayRequest{filter, std::move(done)});
+    }
+
+    void PurgeAsync(const DeadLetterFilter& filter, PurgeCallback done) override {
+      spool_.Enqueue(DeadLetterPurgeRequest{filter, std::move(done)});
+    }
+
+    DeadLetterStats Totals() override {
+      const DeadLetterMeta dead = spool_.dead_store_.Committed();
+      return DeadLetterStats{dead.records, dead.bytes};
+    }
+
+   private:
+    RocksDbSpool& spool_;
+  };
+
   // Writer thread. Records what the spool now holds durably, at most every
   // kWatermarkInterval (or now, when `force`), replacing the file atomically.
   void MaybeWriteWatermark(bool force) {
@@ -330,7 +345,7 @@ class RocksDbSpool final : public Spool {
     {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& [name, st] : lanes_) lane_next_seq[name] = st.next_seq;
-      dead_next_id = dead_letters_.Committed().next_id;
+      dead_next_id = dead_store_.Committed().next_id;
     }
     // Name only what is on disk (and never sync a WAL after a failed write).
     if (!options_.sync && (!latched_error_.ok() || !db_->SyncWAL().ok())) return;
@@ -391,7 +406,7 @@ class RocksDbSpool final : public Spool {
   }
 
   uint64_t TotalBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_) {
-    uint64_t total = dead_letters_.Committed().bytes;
+    uint64_t total = dead_store_.Committed().bytes;
     for (const auto& [_, s] : lanes_) total += s.bytes;
     return total;
   }
@@ -1267,13 +1282,13 @@ class RocksDbSpool final : public Spool {
   absl::Status CommitSingle(rocksdb::WriteBatch* batch, const std::map<std::string, LaneStats>& lanes,
                             const DeadLetterMeta& dead, SpaceGuard::Write kind) {
     for (const auto& [name, s] : lanes) batch->Put(meta_cf_, MetaKey(name), EncodeLaneMeta(s));
-    dead_letters_.PutMeta(batch, dead);
+    dead_store_.PutMeta(batch, dead);
     const uint64_t total_before = TotalBytes();
     ZB_RETURN_IF_ERROR(GuardedWrite(batch, kind, options_.sync));
     {
       absl::MutexLock lock(&stats_mu_);
       for (const auto& [name, st] : lanes) lanes_[name] = st;
-      dead_letters_.Published(dead);
+      dead_store_.Published(dead);
     }
     if (TotalBytes() < total_before) {
       full_state_.left = true;
@@ -1306,11 +1321,11 @@ class RocksDbSpool final : public Spool {
 
   void CommitAlone(DeadLetterMoveRequest& op) {
     absl::Status status = RecoverFromLatchedError();
-    if (status.ok()) status = MoveToDeadLettersLocked(op);
+    if (status.ok()) status = CommitMoveToDeadLetters(op);
     if (op.done) op.done(status);
   }
 
-  absl::Status MoveToDeadLettersLocked(const DeadLetterMoveRequest& op) {
+  absl::Status CommitMoveToDeadLetters(const DeadLetterMoveRequest& op) {
     LaneStats lane;
     DeadLetterMeta dead;
     {
@@ -1318,7 +1333,7 @@ class RocksDbSpool final : public Spool {
       auto it = lanes_.find(op.lane);
       if (it != lanes_.end()) lane = it->second;
     }
-    dead = dead_letters_.Committed();
+    dead = dead_store_.Committed();
     const SeqNo seq = op.seq;
     if (seq <= lane.deleted_up_to) {
       return absl::NotFoundError(absl::StrCat("spool lane ", op.lane, ": seq ", seq, " already left the lane"));
@@ -1332,9 +1347,9 @@ class RocksDbSpool final : public Spool {
     if (!get.ok()) return FromRocks(get, absl::StrCat("spool read lane ", op.lane, " seq ", seq));
     int64_t append_time = 0;
     std::string payload;
-    ZB_RETURN_IF_ERROR(DecodeEnvelope(value, absl::StrCat("lane ", op.lane, " seq ", seq), &append_time, &payload));
+    ZB_RETURN_IF_ERROR(DecodeRecordEnvelope(value, op.lane, seq, &append_time, &payload));
     rocksdb::WriteBatch batch;
-    dead_letters_.Add(&batch, &dead, op.lane, seq, op.info, append_time, payload, NowUs());
+    dead_store_.Add(&batch, &dead, op.lane, seq, op.info, append_time, payload, NowUs());
     batch.Delete(default_cf_, RecordKey(op.lane, seq));
     lane.records -= std::min<uint64_t>(lane.records, 1);
     lane.bytes -= std::min<uint64_t>(lane.bytes, payload.size());
@@ -1351,7 +1366,7 @@ class RocksDbSpool final : public Spool {
     std::map<std::string, AppendResult> appended;
     absl::Status status = RecoverFromLatchedError();
     while (status.ok()) {
-      auto entries = dead_letters_.List(op.filter, 0, kDeadLetterChunk);
+      auto entries = dead_store_.List(op.filter, 0, kDeadLetterChunk);
       if (!entries.ok()) {
         status = entries.status();
         break;
@@ -1363,7 +1378,7 @@ class RocksDbSpool final : public Spool {
         absl::MutexLock lock(&stats_mu_);
         for (const auto& e : *entries) lanes[e.lane] = lanes_.count(e.lane) ? lanes_[e.lane] : LaneStats{};
       }
-      dead = dead_letters_.Committed();
+      dead = dead_store_.Committed();
       rocksdb::WriteBatch batch;
       const int64_t now = NowUs();
       for (const auto& e : *entries) {
@@ -1374,7 +1389,7 @@ class RocksDbSpool final : public Spool {
         batch.Put(default_cf_, RecordKey(e.lane, lane.next_seq++), EncodeEnvelope(now, e.payload));
         lane.records++;
         lane.bytes += e.payload.size();
-        dead_letters_.Remove(&batch, &dead, e);
+        dead_store_.Remove(&batch, &dead, e);
       }
       status = CommitSingle(&batch, lanes, dead, SpaceGuard::Write::kGrow);
       if (status.ok()) {
@@ -1393,15 +1408,15 @@ class RocksDbSpool final : public Spool {
     uint64_t purged = 0;
     absl::Status status = RecoverFromLatchedError();
     while (status.ok()) {
-      auto entries = dead_letters_.List(op.filter, 0, kDeadLetterChunk);
+      auto entries = dead_store_.List(op.filter, 0, kDeadLetterChunk);
       if (!entries.ok()) {
         status = entries.status();
         break;
       }
       if (entries->empty()) break;
-      DeadLetterMeta dead = dead_letters_.Committed();
+      DeadLetterMeta dead = dead_store_.Committed();
       rocksdb::WriteBatch batch;
-      for (const auto& e : *entries) dead_letters_.Remove(&batch, &dead, e);
+      for (const auto& e : *entries) dead_store_.Remove(&batch, &dead, e);
       status = CommitSingle(&batch, {}, dead, SpaceGuard::Write::kKeep);
       if (status.ok()) purged += entries->size();
     }
@@ -1416,7 +1431,8 @@ class RocksDbSpool final : public Spool {
   rocksdb::ColumnFamilyHandle* default_cf_;
   rocksdb::ColumnFamilyHandle* dead_cf_;
   rocksdb::ColumnFamilyHandle* meta_cf_;  // lane metas and destinations
-  DeadLetterStore dead_letters_;  // shares this writer: its changes go into its batches
+  DeadLetterStore dead_store_;  // shares this writer: its changes go into its batches
+  RocksDbDeadLetters dead_letters_;  // dead_letters(): the interface to dead_store_
   const SpoolOptions options_;
   const SpaceGuard guard_;
   const uint64_t drained_flush_bytes_;  // MaybeFlushDrained

@@ -2,18 +2,19 @@
 // The durable write-ahead spool: one ordered log per lane (a lane is a route).
 // A record enters with Append (group-committed, fsync'd before the callback
 // when SpoolOptions::sync) and leaves only with DeleteUpTo, which the drain
-// calls once a durability ACK covers it. The spool is the only copy of
-// unacked records (architecture.md, invariants 1-3).
+// calls once a durability ACK covers it, or with a move into the
+// dead-letter store beside the lanes (spool/dead_letters.h). The spool is
+// the only copy of unacked records (architecture.md, invariants 1-3).
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/post_fn.h"
 
 namespace zb {
 
@@ -82,34 +83,7 @@ struct AppendResult {
   SeqNo last_seq = 0;
 };
 
-// The server's verdict on a record it refused.
-struct DeadLetterInfo {
-  std::string table;
-  std::string code;            // gRPC status code name, e.g. "INVALID_ARGUMENT"
-  std::string message;         // the server's message
-  uint32_t attempts = 0;       // failed sends that included the record
-  int64_t first_failure_us = 0;
-};
-
-struct DeadLetter {
-  uint64_t id = 0;             // unique in the store, increasing
-  std::string lane;
-  SeqNo seq = 0;               // its seq in the lane when it left
-  DeadLetterInfo info;
-  int64_t append_time_us = 0;
-  int64_t dead_lettered_us = 0;
-  std::string payload;
-};
-
-struct DeadLetterFilter {
-  std::string lane;            // empty: every lane
-  std::vector<uint64_t> ids;   // empty: every id
-};
-
-struct DeadLetterStats {
-  uint64_t records = 0;
-  uint64_t bytes = 0;          // payload bytes
-};
+class DeadLetters;  // spool/dead_letters.h
 
 // Where the writer thread's time went since the spool opened, in seconds.
 struct SpoolWriterTimes {
@@ -137,20 +111,11 @@ class Spool {
   using AppendCallback = std::function<void(absl::StatusOr<AppendResult>)>;
   using DeleteCallback = std::function<void(absl::Status)>;
   using ReadCallback = std::function<void(absl::StatusOr<std::vector<SpoolRecord>>)>;
-  // Queues a task on the caller's executor; never runs it inline.
-  using Post = std::function<void(std::function<void()>)>;
-
-  // `done`, delivered through `on` (as is when `on` or `done` is empty).
-  // The posted task holds the only reference to what `done` captured, so
-  // it is released on the executor's thread, not the spool's.
-  template <typename Result>
-  static std::function<void(Result)> Via(const Post& on, std::function<void(Result)> done) {
-    if (!on || !done) return done;
-    return [on, done = std::move(done)](Result result) mutable {
-      on([done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
-      done = nullptr;
-    };
-  }
+  // Queues a task on the caller's executor; never runs it inline. A `done`
+  // given one is delivered through it (DeliverVia): the queued task holds
+  // the only reference to what `done` captured, so that is released on the
+  // executor's thread, not the spool's.
+  using Post = PostFn;
 
   virtual ~Spool() = default;
 
@@ -164,7 +129,7 @@ class Spool {
     AppendAsync(lane, std::make_shared<const std::vector<std::string>>(std::move(records)), std::move(done));
   }
   void AppendAsync(const std::string& lane, Records records, AppendCallback done, const Post& on) {
-    AppendAsync(lane, std::move(records), Via(on, std::move(done)));
+    AppendAsync(lane, std::move(records), DeliverVia(on, std::move(done)));
   }
 
   // Like AppendAsync, but a full spool (max_bytes, min_free_bytes) makes the
@@ -173,7 +138,7 @@ class Spool {
   // UnavailableError(reason) (shutdown).
   virtual void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done) = 0;
   void AppendWhenRoomAsync(const std::string& lane, Records records, AppendCallback done, const Post& on) {
-    AppendWhenRoomAsync(lane, std::move(records), Via(on, std::move(done)));
+    AppendWhenRoomAsync(lane, std::move(records), DeliverVia(on, std::move(done)));
   }
   virtual void AbortWaitingAppends(const std::string& reason) = 0;
 
@@ -195,12 +160,12 @@ class Spool {
   // fits; `done` runs then. Held ranges of a lane that touch are merged:
   // the merged one's `done` is answered at once (the union covers it).
   virtual void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done) = 0;
-  // DeleteRangeAsync of every record of `lane` with seq <= `up_to`.
   void DeleteRangeAsync(const std::string& lane, SeqNo first, SeqNo last, DeleteCallback done, const Post& on) {
-    DeleteRangeAsync(lane, first, last, Via(on, std::move(done)));
+    DeleteRangeAsync(lane, first, last, DeliverVia(on, std::move(done)));
   }
+  // DeleteRangeAsync of every record of `lane` with seq <= `up_to`.
   void DeleteUpToAsync(const std::string& lane, SeqNo up_to, DeleteCallback done, const Post& on = {}) {
-    DeleteRangeAsync(lane, 1, up_to, Via(on, std::move(done)));
+    DeleteRangeAsync(lane, 1, up_to, DeliverVia(on, std::move(done)));
   }
 
   // A lane's durable end, published by the spool: once records of `lane`
@@ -236,43 +201,13 @@ class Spool {
                              size_t per_record_bytes, ReadCallback done) = 0;
   void ReadFromAsync(const std::string& lane, SeqNo from, size_t max_records, size_t max_bytes,
                      size_t per_record_bytes, ReadCallback done, const Post& on) {
-    ReadFromAsync(lane, from, max_records, max_bytes, per_record_bytes, Via(on, std::move(done)));
+    ReadFromAsync(lane, from, max_records, max_bytes, per_record_bytes, DeliverVia(on, std::move(done)));
   }
 
-  // Moves record `seq` of `lane`, which must be its oldest (seq ==
-  // deleted_up_to + 1), into the dead-letter store in one atomic write: it
-  // leaves the lane and is never lost midway. A seq that already left
-  // (dropped by policy) moves nothing: NotFoundError. `done` runs on the
-  // writer thread.
-  virtual void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done) = 0;
-  void MoveToDeadLettersAsync(const std::string& lane, SeqNo seq, DeadLetterInfo info, DeleteCallback done,
-                              const Post& on) {
-    MoveToDeadLettersAsync(lane, seq, std::move(info), Via(on, std::move(done)));
-  }
-  // Dead letters with id >= `from_id` matching `filter`, in id order, at most
-  // `limit`, on the reader thread.
-  using DeadLettersCallback = std::function<void(absl::StatusOr<std::vector<DeadLetter>>)>;
-  virtual void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit,
-                                    DeadLettersCallback done) = 0;
-  void ListDeadLettersAsync(const DeadLetterFilter& filter, uint64_t from_id, size_t limit, DeadLettersCallback done,
-                            const Post& on) {
-    ListDeadLettersAsync(filter, from_id, limit, Via(on, std::move(done)));
-  }
-  // Appends every matching entry's payload to the tail of its lane again and
-  // removes it from the store (atomic per chunk of entries); `done` gets the
-  // appended range of each lane, on the writer thread.
-  using ReplayCallback = std::function<void(absl::StatusOr<std::map<std::string, AppendResult>>)>;
-  virtual void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done) = 0;
-  void ReplayDeadLettersAsync(const DeadLetterFilter& filter, ReplayCallback done, const Post& on) {
-    ReplayDeadLettersAsync(filter, Via(on, std::move(done)));
-  }
-  // Removes matching entries; `done` gets how many, on the writer thread.
-  using CountCallback = std::function<void(absl::StatusOr<uint64_t>)>;
-  virtual void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done) = 0;
-  void PurgeDeadLettersAsync(const DeadLetterFilter& filter, CountCallback done, const Post& on) {
-    PurgeDeadLettersAsync(filter, Via(on, std::move(done)));
-  }
-  virtual DeadLetterStats DeadLetterTotals() = 0;
+  // The dead-letter store beside the lanes, sharing this spool's writer:
+  // moves out of a lane and replays into one are atomic with the lane's
+  // change. Lives as long as the spool.
+  virtual DeadLetters& dead_letters() = 0;
 
   // Unix µs of the oldest record of `lane`, or 0 when it is empty.
   virtual int64_t OldestAppendTimeUs(const std::string& lane) = 0;
@@ -293,11 +228,6 @@ class Spool {
   absl::Status SetLaneDestination(const std::string& lane, std::string destination);
   absl::Status DeleteUpTo(const std::string& lane, SeqNo up_to);
   absl::Status DeleteRange(const std::string& lane, SeqNo first, SeqNo last);
-  absl::Status MoveToDeadLetters(const std::string& lane, SeqNo seq, DeadLetterInfo info);
-  absl::StatusOr<std::vector<DeadLetter>> ListDeadLetters(const DeadLetterFilter& filter, uint64_t from_id = 0,
-                                                              size_t limit = ~size_t{0});
-  absl::StatusOr<std::map<std::string, AppendResult>> ReplayDeadLetters(const DeadLetterFilter& filter);
-  absl::StatusOr<uint64_t> PurgeDeadLetters(const DeadLetterFilter& filter);
 };
 
 // What `zerobusctl spool verify` found.

@@ -84,16 +84,33 @@ std::string EncodeEnvelope(int64_t time_us, absl::string_view payload) {
   return v;
 }
 
-absl::Status DecodeEnvelope(absl::string_view value, absl::string_view where, int64_t* time_us, std::string* payload) {
-  if (value.size() < kEnvelopeHeader) return absl::DataLossError(absl::StrCat("spool ", where, ": truncated record"));
+namespace {
+
+// What is wrong with envelope `value` (nullptr: nothing); unpacks it when
+// sound.
+const char* UnpackEnvelope(absl::string_view value, int64_t* time_us, std::string* payload) {
+  if (value.size() < kEnvelopeHeader) return "truncated record";
   uint32_t crc = 0;
   std::memcpy(&crc, value.data(), 4);
-  if (le32toh(crc) != Crc32c(value.data() + 4, value.size() - 4)) {
-    return absl::DataLossError(absl::StrCat("spool ", where, ": checksum mismatch"));
-  }
+  if (le32toh(crc) != Crc32c(value.data() + 4, value.size() - 4)) return "checksum mismatch";
   *time_us = static_cast<int64_t>(GetFixed64(value.data() + 4));
   payload->assign(value.data() + kEnvelopeHeader, value.size() - kEnvelopeHeader);
-  return absl::OkStatus();
+  return nullptr;
+}
+
+}  // namespace
+
+absl::Status DecodeEnvelope(absl::string_view value, absl::string_view where, int64_t* time_us, std::string* payload) {
+  const char* wrong = UnpackEnvelope(value, time_us, payload);
+  if (wrong == nullptr) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("spool ", where, ": ", wrong));
+}
+
+absl::Status DecodeRecordEnvelope(absl::string_view value, absl::string_view lane, SeqNo seq, int64_t* time_us,
+                                  std::string* payload) {
+  const char* wrong = UnpackEnvelope(value, time_us, payload);
+  if (wrong == nullptr) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("spool lane ", lane, " seq ", seq, ": ", wrong));
 }
 
 std::string EncodeLaneMeta(const LaneStats& s) {

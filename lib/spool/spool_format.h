@@ -59,6 +59,11 @@ void EncodeEnvelopeHeader(int64_t time_us, absl::string_view payload, char (&hea
 // Checks the checksum and unpacks; DataLossError naming `where` (e.g.
 // "lane readings seq 12") when the envelope is truncated or damaged.
 absl::Status DecodeEnvelope(absl::string_view value, absl::string_view where, int64_t* time_us, std::string* payload);
+// DecodeEnvelope of record `seq` of `lane`, the error naming "lane <lane>
+// seq <seq>": that text is made only for an error (the reader decodes every
+// record it sends).
+absl::Status DecodeRecordEnvelope(absl::string_view value, absl::string_view lane, SeqNo seq, int64_t* time_us,
+                                  std::string* payload);
 // The payload's size as the envelope holds it (0 for a truncated one).
 inline size_t EnvelopePayloadSize(size_t value_size) {
   return value_size >= kEnvelopeHeader ? value_size - kEnvelopeHeader : 0;

@@ -77,7 +77,7 @@ absl::StatusOr<SpoolReport> VerifyRocksDbSpool(const std::string& path) {
         int64_t time_us = 0;
         std::string payload;
         absl::Status envelope =
-            DecodeEnvelope(View(it->value()), absl::StrCat("lane ", name, " seq ", seq), &time_us, &payload);
+            DecodeRecordEnvelope(View(it->value()), name, seq, &time_us, &payload);
         if (!envelope.ok()) report.problems.push_back(std::string(envelope.message()));
         auto& lane = lanes[name];
         lane.name = name;

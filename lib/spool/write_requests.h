@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "absl/status/status.h"
+#include "spool/dead_letters.h"
 #include "spool/spool.h"
 
 namespace zb {
@@ -44,17 +45,17 @@ struct DeadLetterMoveRequest {
   std::string lane;
   SeqNo seq = 0;
   DeadLetterInfo info;
-  Spool::DeleteCallback done;
+  DeadLetters::MoveCallback done;
 };
 
 struct DeadLetterReplayRequest {
   DeadLetterFilter filter;
-  Spool::ReplayCallback done;
+  DeadLetters::ReplayCallback done;
 };
 
 struct DeadLetterPurgeRequest {
   DeadLetterFilter filter;
-  Spool::CountCallback done;
+  DeadLetters::PurgeCallback done;
 };
 
 // Fails every append waiting for room with UnavailableError(reason).

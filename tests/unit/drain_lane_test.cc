@@ -12,6 +12,7 @@
 
 #include "../fakes/fakes.h"
 #include "gtest/gtest.h"
+#include "spool/dead_letters.h"
 #include "testutil.h"
 
 namespace zb {
@@ -417,7 +418,7 @@ TEST_F(DrainLaneTest, ARefusedRecordIsIsolatedAndDeadLetteredAndTheRestDelivered
   std::set<std::string> unique(delivered.begin(), delivered.end());
   EXPECT_EQ(unique.size(), 39u) << "every other record was delivered";
   EXPECT_EQ(unique.count("{\"i\":13,\"poison\":true}"), 0u);
-  auto dead = spool_->ListDeadLetters({});
+  auto dead = spool_->dead_letters().List({});
   ASSERT_TRUE(dead.ok());
   ASSERT_EQ(dead->size(), 1u);
   EXPECT_EQ(dead->front().payload, "{\"i\":13,\"poison\":true}");
@@ -441,7 +442,7 @@ TEST_F(DrainLaneTest, ManyRefusalsInARowParkTheLaneInsteadOfEmptyingItIntoTheSto
   Serve([&] { return lane_->state() == LaneState::kParked; });
   ASSERT_EQ(State(), LaneState::kParked);
   EXPECT_NE(ParkedReason().find("3 records in a row"), std::string::npos) << ParkedReason();
-  EXPECT_EQ(spool_->DeadLetterTotals().records, 3u);
+  EXPECT_EQ(spool_->dead_letters().Totals().records, 3u);
   EXPECT_EQ(spool_->Stats("r").records, 7u);
 }
 

@@ -44,6 +44,12 @@ TEST(SpoolFormatTest, EnvelopeRoundTripsAndDamageIsDataLoss) {
   const absl::Status truncated = DecodeEnvelope(env.substr(0, kEnvelopeHeader - 1), "lane a seq 9", &time_us, &out);
   EXPECT_TRUE(absl::IsDataLoss(truncated));
   EXPECT_NE(truncated.message().find("lane a seq 9: truncated"), absl::string_view::npos) << truncated;
+  // The record form names its lane and seq the same way.
+  const absl::Status damaged = DecodeRecordEnvelope(env.substr(0, env.size() - 1), "a", 9, &time_us, &out);
+  EXPECT_TRUE(absl::IsDataLoss(damaged));
+  EXPECT_NE(damaged.message().find("spool lane a seq 9: checksum mismatch"), absl::string_view::npos) << damaged;
+  ASSERT_TRUE(DecodeRecordEnvelope(env, "a", 1, &time_us, &out).ok());
+  EXPECT_EQ(out, payload);
   EXPECT_EQ(EnvelopePayloadSize(3), 0u);
   // An empty payload is a valid record.
   ASSERT_TRUE(DecodeEnvelope(EncodeEnvelope(-5, ""), "x", &time_us, &out).ok());

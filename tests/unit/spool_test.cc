@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "spool/dead_letters.h"
 #include "testutil.h"
 
 namespace zb {
@@ -378,21 +379,21 @@ TEST(SpoolTest, DeadLettersMoveAtomicallyAndCanBeListedReplayedAndPurged) {
     auto spool = Open(dir.path());
     ASSERT_TRUE(spool->Append("a", {"good1", "poison", "good2"}).ok());
     ASSERT_TRUE(spool->DeleteUpTo("a", 1).ok());
-    EXPECT_FALSE(spool->MoveToDeadLetters("a", 3, {}).ok()) << "only the oldest record may move";
+    EXPECT_FALSE(spool->dead_letters().Move("a", 3, {}).ok()) << "only the oldest record may move";
     DeadLetterInfo info;
     info.table = "main.edge.t";
     info.code = "INVALID_ARGUMENT";
     info.message = "bad record";
     info.attempts = 3;
     info.first_failure_us = 42;
-    ASSERT_TRUE(spool->MoveToDeadLetters("a", 2, info).ok());
+    ASSERT_TRUE(spool->dead_letters().Move("a", 2, info).ok());
     EXPECT_EQ(spool->Stats("a").records, 1u);
     EXPECT_EQ(spool->Stats("a").deleted_up_to, 2u);
-    EXPECT_EQ(spool->DeadLetterTotals().records, 1u);
+    EXPECT_EQ(spool->dead_letters().Totals().records, 1u);
     EXPECT_EQ(spool->TotalBytes(), 11u) << "dead letters count toward the spool's bytes";
   }
   auto spool = Open(dir.path());  // the store survives a restart
-  auto listed = spool->ListDeadLetters({});
+  auto listed = spool->dead_letters().List({});
   ASSERT_TRUE(listed.ok()) << listed.status();
   ASSERT_EQ(listed->size(), 1u);
   const DeadLetter& d = listed->front();
@@ -406,20 +407,20 @@ TEST(SpoolTest, DeadLettersMoveAtomicallyAndCanBeListedReplayedAndPurged) {
   EXPECT_EQ(d.info.first_failure_us, 42);
   EXPECT_GT(d.append_time_us, 0);
   EXPECT_GE(d.dead_lettered_us, d.append_time_us);
-  EXPECT_TRUE(spool->ListDeadLetters({.lane = "other"})->empty());
+  EXPECT_TRUE(spool->dead_letters().List({.lane = "other"})->empty());
 
-  auto replayed = spool->ReplayDeadLetters({.lane = "a"});
+  auto replayed = spool->dead_letters().Replay({.lane = "a"});
   ASSERT_TRUE(replayed.ok()) << replayed.status();
   EXPECT_EQ((*replayed)["a"].first_seq, 4u) << "replayed records go to the lane's tail";
   EXPECT_EQ(Payloads(*spool->ReadFrom("a", 1, 10, 1 << 20)), (std::vector<std::string>{"good2", "poison"}));
-  EXPECT_EQ(spool->DeadLetterTotals().records, 0u);
+  EXPECT_EQ(spool->dead_letters().Totals().records, 0u);
 
   ASSERT_TRUE(spool->DeleteUpTo("a", 3).ok());
-  ASSERT_TRUE(spool->MoveToDeadLetters("a", 4, {}).ok());
-  auto purged = spool->PurgeDeadLetters({});
+  ASSERT_TRUE(spool->dead_letters().Move("a", 4, {}).ok());
+  auto purged = spool->dead_letters().Purge({});
   ASSERT_TRUE(purged.ok());
   EXPECT_EQ(*purged, 1u);
-  EXPECT_EQ(spool->DeadLetterTotals().bytes, 0u);
+  EXPECT_EQ(spool->dead_letters().Totals().bytes, 0u);
   EXPECT_EQ(spool->TotalBytes(), 0u);
 }
 
@@ -505,7 +506,7 @@ TEST(SpoolTest, FreeSpaceGuardLooksBeforeEveryWriteHoldsWhatMayWaitAndLetsDelete
     free = kReserve - 1;
     std::promise<absl::Status> deleted;
     spool->DeleteUpToAsync("a", 2, [&](absl::Status s) { deleted.set_value(s); });
-    const absl::Status moved = spool->MoveToDeadLetters("a", 2, {});
+    const absl::Status moved = spool->dead_letters().Move("a", 2, {});
     EXPECT_EQ(moved.code(), absl::StatusCode::kResourceExhausted) << moved;
     EXPECT_NE(moved.message().find("RocksDB needs for its memtable flushes and WAL (spool.min_free_bytes is 67108864)"),
               std::string::npos)
@@ -831,8 +832,8 @@ TEST(SpoolTest, DurableNotificationsRunOnTheWatchersExecutorAndStopWithTheWatch)
   EXPECT_LE(calls.load(), 51) << "at most one per commit";
   EXPECT_EQ(other_lane.load(), 0u) << "another lane's watcher hears nothing";
   // Dead-letter replays make records durable too.
-  ASSERT_TRUE(spool->MoveToDeadLetters("a", 1, {}).ok());
-  auto replayed = spool->ReplayDeadLetters({});
+  ASSERT_TRUE(spool->dead_letters().Move("a", 1, {}).ok());
+  auto replayed = spool->dead_letters().Replay({});
   ASSERT_TRUE(replayed.ok());
   ASSERT_TRUE(zb::testing::WaitFor([&] { return seen.load() == 102; }, std::chrono::seconds(10)));
   // Gone: nothing more, even for a notification already queued.
@@ -924,10 +925,11 @@ TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
       post);
   ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == 2; }, std::chrono::seconds(10)));
   spool->DeleteRangeAsync("a", 1, 1, [check](absl::Status) { check(); }, post);
-  spool->MoveToDeadLettersAsync("a", 2, {}, [check](absl::Status) { check(); }, post);
-  spool->ListDeadLettersAsync({}, 0, 10, [check](absl::StatusOr<std::vector<DeadLetter>>) { check(); }, post);
-  spool->ReplayDeadLettersAsync({}, [check](absl::StatusOr<std::map<std::string, AppendResult>>) { check(); }, post);
-  spool->PurgeDeadLettersAsync({}, [check](absl::StatusOr<uint64_t>) { check(); }, post);
+  DeadLetters& dead_letters = spool->dead_letters();
+  dead_letters.MoveAsync("a", 2, {}, [check](absl::Status) { check(); }, post);
+  dead_letters.ListAsync({}, 0, 10, [check](absl::StatusOr<std::vector<DeadLetter>>) { check(); }, post);
+  dead_letters.ReplayAsync({}, [check](absl::StatusOr<std::map<std::string, AppendResult>>) { check(); }, post);
+  dead_letters.PurgeAsync({}, [check](absl::StatusOr<uint64_t>) { check(); }, post);
   ASSERT_TRUE(zb::testing::WaitFor([&] { return answered.load() == 7; }, std::chrono::seconds(10)));
   EXPECT_EQ(wrong_thread.load(), 0);
   executor.Join();
