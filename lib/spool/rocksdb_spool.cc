@@ -4,19 +4,12 @@
 // the backlog.
 
 #include <endian.h>
-#include <sys/stat.h>
 
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 #include <deque>
-#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -27,29 +20,23 @@
 #include <pthread.h>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "common/crc32c.h"
 #include "common/status.h"
-#include "rocksdb/cache.h"
-#include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
 #include "rocksdb/iostats_context.h"
 #include "rocksdb/options.h"
 #include "rocksdb/perf_context.h"
 #include "rocksdb/perf_level.h"
-#include "rocksdb/slice_transform.h"
-#include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
 #include "spdlog/spdlog.h"
-#include "spool.pb.h"
+#include "spool/full_state.h"
 #include "spool/space_guard.h"
 #include "spool/spool.h"
 #include "spool/spool_dir.h"
 #include "spool/spool_format.h"
+#include "spool/spool_tidy.h"
 #include "spool/rocksdb_store.h"
 #include "spool/watermark.h"
 #include "spool/write_requests.h"
@@ -67,16 +54,6 @@ constexpr std::chrono::seconds kWatermarkInterval{5};
 // How often appends waiting for room, held deletes and a full spool look
 // for room again when nothing else happens.
 constexpr std::chrono::milliseconds kRoomPoll{100};
-// How often the tidy thread looks for deleted records' disk to give back,
-// at most.
-constexpr std::chrono::seconds kTidyInterval{1};
-// A lane whose deleted records take more than this much of the table files
-// has that range compacted while it drains, and a drained spool holding
-// more table files than this is compacted.
-constexpr uint64_t kTidyDeletedBytes = 32u << 20;
-constexpr uint64_t kTidyDrainedBytes = 4u << 20;
-// A drained spool's memtables are flushed at most this often.
-constexpr std::chrono::seconds kTidyDrainedFlushInterval{2};
 
 // What a WriteBatch grows by (tag, column family, length varints, key,
 // value), with room to spare, so the space guard can decide per op.
@@ -108,7 +85,13 @@ class RocksDbSpool final : public Spool {
         guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
         drained_flush_bytes_(drained_flush_bytes),
         lanes_(std::move(lanes)),
-        destinations_(std::move(destinations)) {
+        destinations_(std::move(destinations)),
+        full_state_(options.path, FullState::Room{.max_bytes = options.max_bytes,
+                                                  .drop_oldest = options.drop_oldest,
+                                                  .total_bytes = [this] { return TotalBytes(); },
+                                                  .free_bytes = [this] { return guard_.FreeBytes(); }}),
+        tidier_(db_.get(), default_cf_, dead_cf_, meta_cf_, &guard_, [this] { return LanesSnapshot(); },
+                options.path) {
     writer_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "zb-spool-write");
       WriterLoop();
@@ -117,21 +100,11 @@ class RocksDbSpool final : public Spool {
       pthread_setname_np(pthread_self(), "zb-spool-read");
       ReaderLoop();
     });
-    tidy_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "zb-spool-tidy");
-      TidyLoop();
-    });
-    RequestTidy();  // a spool that stopped before its drained compaction gives its disk back now
+    tidier_.Request();  // a spool that stopped before its drained compaction gives its disk back now
   }
 
   ~RocksDbSpool() override {
-    {
-      std::lock_guard<std::mutex> lock(tidy_mu_);
-      tidy_stopping_ = true;
-    }
-    tidy_cv_.notify_all();
-    db_->DisableManualCompaction();  // a compaction under way ends now
-    tidy_.join();
+    tidier_.Stop();  // first: a compaction under way ends now
     {
       std::lock_guard<std::mutex> lock(read_mu_);
       read_stopping_ = true;
@@ -147,7 +120,7 @@ class RocksDbSpool final : public Spool {
     // A clean stop leaves nothing to replay: the next start is quick. Not
     // when the flush would not fit in the reserve, nor after RocksDB met a
     // failed write (a WAL sync then may abort it): the WAL replays instead.
-    if (latched_error_.ok() && (!guard_.enabled() || guard_.FreeBytes() >= guard_.reserve_bytes())) {
+    if (latched_error_.ok() && guard_.ReserveFree()) {
       rocksdb::FlushOptions flush;
       flush.wait = true;
       db_->Flush(flush, {default_cf_, dead_cf_, meta_cf_});
@@ -278,7 +251,7 @@ class RocksDbSpool final : public Spool {
     return TotalBytesLocked();
   }
 
-  bool full() override { return full_.load(); }
+  bool full() override { return full_state_.full(); }
 
   SpoolWriterTimes WriterTimes() override {
     const auto seconds = [](const std::atomic<uint64_t>& ns) { return static_cast<double>(ns.load()) / 1e9; };
@@ -405,6 +378,13 @@ class RocksDbSpool final : public Spool {
     }
   }
 
+  // Any thread: every lane's stats as last published (what the tidier
+  // reads).
+  std::map<std::string, LaneStats> LanesSnapshot() {
+    absl::MutexLock lock(&stats_mu_);
+    return lanes_;
+  }
+
   uint64_t TotalBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_) {
     uint64_t total = dead_store_.Committed().bytes;
     for (const auto& [_, s] : lanes_) total += s.bytes;
@@ -467,7 +447,7 @@ class RocksDbSpool final : public Spool {
       {
         const PhaseTimer idle(&times_.idle);
         std::unique_lock<std::mutex> lock(queue_mu_);
-        if (waiting_.empty() && held_deletes_.empty() && !full_.load()) {
+        if (waiting_.empty() && held_deletes_.empty() && !full_state_.full()) {
           queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         } else {
           // Appends wait for room, deletes for space, and a full spool watches
@@ -578,61 +558,29 @@ class RocksDbSpool final : public Spool {
 
   // ------------------------------------------------------------ full state
 
-  // Writer thread. A write refused for room (`why`) makes the spool full:
-  // the first refusal logs one line; later ones only widen what must come
-  // back before it is not full again (`need`: payload bytes for max_bytes,
-  // free bytes for the disk).
+  // Writer thread. A write refused for room (`why`) makes the spool full
+  // (full_state_, spool/full_state.h: the first refusal logs one line;
+  // later ones only widen what must come back before it is not full
+  // again); one refused by the disk also asks for a flush.
   void NoteRefusal(const absl::Status& why, bool disk, uint64_t need) {
-    if (!full_.load()) {
-      full_state_ = FullState{};
-      full_state_.since = std::chrono::steady_clock::now();
-      full_ = true;
-      std::string reason(why.message());
-      for (const char* prefix : {"spool full (disk full): ", "spool full: "}) {
-        if (absl::StartsWith(reason, prefix)) reason.erase(0, std::strlen(prefix));
-      }
-      spdlog::warn("spool {} is full: {}. Records that do not fit wait (when_full: block) or are refused until there "
-                   "is room",
-                   options_.path, reason);
-    }
-    full_state_.left = false;
-    full_state_.fit = false;
-    if (disk) {
-      full_state_.by_disk = true;
-      full_state_.disk_need = std::max(full_state_.disk_need, need);
-      RequestFlushForSpace();
-    } else {
-      full_state_.by_cap = true;
-      full_state_.cap_need = std::max(full_state_.cap_need, need);
-    }
+    full_state_.NoteRefusal(why, disk, need);
+    if (disk) RequestFlushForSpace();
   }
 
   // Writer thread. The spool stops being full once nothing waits for room
-  // (appends, deletes) and since the last refusal either what waited went
-  // in (`parked_went_in`), or an append as large as the largest one refused
-  // went in, or records left and the largest write refused would fit now.
-  // (Space RocksDB gives back by itself, e.g. a flush, does not count: the
-  // state does not flap while producers are refused.) Logs one line.
+  // (appends, deletes), no error is latched, and full_state_ says what
+  // must come back has (FullState::MaybeLeave: what waited went in, or an
+  // append as large as the largest one refused, or records left and the
+  // largest write refused would fit now). Logs one line.
   void MaybeLeaveFull(bool parked_went_in) {
-    if (!full_.load() || !waiting_.empty() || !held_deletes_.empty() || !latched_error_.ok()) return;
-    if (!parked_went_in && !full_state_.fit) {
-      if (!full_state_.left) return;
-      if (full_state_.by_cap && options_.max_bytes > 0 && !options_.drop_oldest &&
-          TotalBytes() + full_state_.cap_need > options_.max_bytes) {
-        return;
-      }
-      if (full_state_.by_disk && guard_.FreeBytes() < full_state_.disk_need) return;
-    }
-    full_ = false;
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - full_state_.since).count();
-    spdlog::info("spool {} has room again after {:.1f} s: records are taken again", options_.path, seconds);
+    if (!full_state_.full() || !waiting_.empty() || !held_deletes_.empty() || !latched_error_.ok()) return;
+    full_state_.MaybeLeave(parked_went_in);
   }
 
   // Writer thread, when nothing else happened for a while.
   void WatchForRoom() {
-    if (!full_.load()) return;
-    if (full_state_.by_disk) RequestFlushForSpace();
+    if (!full_state_.full()) return;
+    if (full_state_.by_disk()) RequestFlushForSpace();
     MaybeLeaveFull(false);
   }
 
@@ -643,7 +591,7 @@ class RocksDbSpool final : public Spool {
   void RequestFlushForSpace() {
     const auto now = std::chrono::steady_clock::now();
     if (!latched_error_.ok() || now - last_flush_request_ < std::chrono::seconds(1)) return;
-    if (guard_.enabled() && guard_.FreeBytes() < guard_.reserve_bytes()) return;
+    if (!guard_.ReserveFree()) return;
     last_flush_request_ = now;
     rocksdb::FlushOptions flush;
     flush.wait = false;
@@ -670,129 +618,13 @@ class RocksDbSpool final : public Spool {
         active < drained_flush_bytes_) {
       return;
     }
-    if (guard_.enabled() && guard_.FreeBytes() < guard_.reserve_bytes()) return;
+    if (!guard_.ReserveFree()) return;
     rocksdb::FlushOptions flush;
     flush.wait = false;
     flush.allow_write_stall = true;
     // The lane metas' memtable too: a write-ahead log goes only once every
     // family's memtable holding its writes is flushed.
     db_->Flush(flush, {default_cf_, meta_cf_});
-  }
-
-  // ------------------------------------------------------------------ tidy
-
-  // Any thread. Asks the tidy thread to look for deleted records' disk.
-  void RequestTidy() {
-    {
-      std::lock_guard<std::mutex> lock(tidy_mu_);
-      tidy_requested_ = true;
-    }
-    tidy_cv_.notify_one();
-  }
-
-  // Tidy thread. A range delete only hides records: their bytes stay in
-  // the table files (and the write-ahead log) until a flush or compaction
-  // rewrites them, which RocksDB does only as later writes push it to, so a
-  // drained backlog kept hundreds of MB for minutes. This gives them back,
-  // at most every kTidyInterval:
-  //  - a lane whose deleted records hold more than kTidyDeletedBytes of
-  //    table files has that range compacted while the rest still drains;
-  //  - a drained spool (no records in any lane) has its memtables flushed
-  //    (at most every kTidyDrainedFlushInterval), which frees their memory
-  //    and the write-ahead log; holding more than kTidyDrainedBytes of table files,
-  //    it is compacted whole, which drops every deleted record: it comes
-  //    back to a few KiB.
-  // Compaction reads what it drops and writes only what still lives, and
-  // runs only while the reserve is free (SpaceGuard).
-  void TidyLoop() {
-    std::unique_lock<std::mutex> lock(tidy_mu_);
-    while (true) {
-      tidy_cv_.wait(lock, [this] { return tidy_stopping_ || tidy_requested_; });
-      if (tidy_stopping_) return;
-      tidy_requested_ = false;
-      lock.unlock();
-      Tidy();
-      lock.lock();
-      // At most every kTidyInterval: requests in between are merged.
-      tidy_cv_.wait_for(lock, kTidyInterval, [this] { return tidy_stopping_; });
-      if (tidy_stopping_) return;
-    }
-  }
-
-  void Tidy() {
-    if (guard_.enabled() && guard_.FreeBytes() < guard_.reserve_bytes()) return;
-    std::map<std::string, LaneStats> lanes;
-    {
-      absl::MutexLock lock(&stats_mu_);
-      lanes = lanes_;
-    }
-    const bool drained =
-        std::all_of(lanes.begin(), lanes.end(), [](const auto& lane) { return lane.second.records == 0; });
-    rocksdb::CompactRangeOptions compact;
-    compact.exclusive_manual_compaction = false;  // RocksDB's own compactions go on
-    compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
-    uint64_t files = 0;
-    if (drained) {
-      // What the memtables still hold of a drained spool is deleted records
-      // and metas, and it pins the write-ahead log: flushed, both go (the
-      // flush drops what the range deletes cover and writes a few KiB). At
-      // most every kTidyDrainedFlushInterval, so a slow steady flow that
-      // drains often does not flush at every ACK; one skipped is looked at
-      // again.
-      uint64_t entries = 0;
-      for (rocksdb::ColumnFamilyHandle* family : {default_cf_, meta_cf_}) {
-        for (const std::string& property : {rocksdb::DB::Properties::kNumEntriesActiveMemTable,
-                                            rocksdb::DB::Properties::kNumEntriesImmMemTables}) {
-          uint64_t n = 0;
-          if (db_->GetIntProperty(family, property, &n)) entries += n;
-        }
-      }
-      if (entries > 0) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now - last_drained_flush_ >= kTidyDrainedFlushInterval) {
-          last_drained_flush_ = now;
-          rocksdb::FlushOptions flush;
-          flush.allow_write_stall = true;
-          db_->Flush(flush, {default_cf_, meta_cf_});
-        } else {
-          RequestTidy();  // looked at again after kTidyInterval
-        }
-      }
-      if (!db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &files) ||
-          files <= kTidyDrainedBytes) {
-        return;
-      }
-      rocksdb::FlushOptions flush;
-      flush.allow_write_stall = true;
-      if (!db_->Flush(flush, {default_cf_, dead_cf_, meta_cf_}).ok()) return;
-      rocksdb::Status s = db_->CompactRange(compact, default_cf_, nullptr, nullptr);
-      uint64_t after = 0;
-      db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &after);
-      if (s.ok()) {
-        spdlog::info("spool {} drained: its table files went from {} to {} bytes", options_.path, files, after);
-      } else if (!s.IsIncomplete()) {  // Incomplete: stopped for shutdown
-        spdlog::warn("spool {}: compacting the drained spool failed: {}", options_.path, s.ToString());
-      }
-      return;
-    }
-    for (const auto& [name, lane] : lanes) {
-      if (lane.deleted_up_to == 0) continue;
-      const std::string begin = RecordKey(name, 0);
-      const std::string end = RecordKey(name, lane.deleted_up_to + 1);
-      rocksdb::Range range(begin, end);
-      uint64_t deleted_bytes = 0;
-      if (!db_->GetApproximateSizes(rocksdb::SizeApproximationOptions{}, default_cf_, &range, 1, &deleted_bytes)
-               .ok() ||
-          deleted_bytes <= kTidyDeletedBytes) {
-        continue;
-      }
-      const rocksdb::Slice b(begin), e(end);
-      rocksdb::Status s = db_->CompactRange(compact, default_cf_, &b, &e);
-      if (!s.ok() && !s.IsIncomplete()) {
-        spdlog::warn("spool {}: compacting the deleted records of lane {} failed: {}", options_.path, name,
-                     s.ToString());
-      }
-    }
   }
 
   // ----------------------------------------------------------------- writes
@@ -1101,10 +933,7 @@ class RocksDbSpool final : public Spool {
       changed.insert(op.lane);
       any_append = true;
       if (op.was_parked) parked_went_in = true;
-      if (full_.load() && bytes >= full_state_.cap_need &&
-          guard_.Need(SpaceGuard::Write::kGrow, planned_bytes) >= full_state_.disk_need) {
-        fit = true;
-      }
+      if (full_state_.Fits(bytes, guard_.Need(SpaceGuard::Write::kGrow, planned_bytes))) fit = true;
       op.result.first_seq = l.next_seq;
       std::string key = RecordKey(op.lane, 0);
       char header[kEnvelopeHeader];
@@ -1152,12 +981,12 @@ class RocksDbSpool final : public Spool {
       if (std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
         MaybeFlushDrained();
       }
-      RequestTidy();  // after the stats it reads are published
+      tidier_.Request();  // after the stats it reads are published
     }
     if (write_status.ok()) {
       if (any_append) watermark_dirty_ = true;
-      if (freed_any) full_state_.left = true;
-      if (fit) full_state_.fit = true;
+      if (freed_any) full_state_.NoteRecordsLeft();
+      if (fit) full_state_.NoteFitWentIn();
       MaybeWriteWatermark(false);
     }
     if (write_status.ok() && options_.on_drop) {
@@ -1291,8 +1120,8 @@ class RocksDbSpool final : public Spool {
       dead_store_.Published(dead);
     }
     if (TotalBytes() < total_before) {
-      full_state_.left = true;
-      RequestTidy();
+      full_state_.NoteRecordsLeft();
+      tidier_.Request();
     }
     watermark_dirty_ = true;
     MaybeWriteWatermark(false);
@@ -1449,7 +1278,9 @@ class RocksDbSpool final : public Spool {
   absl::Mutex stats_mu_;
   std::map<std::string, LaneStats> lanes_ ABSL_GUARDED_BY(stats_mu_);
   std::map<std::string, std::string> destinations_ ABSL_GUARDED_BY(stats_mu_);
-  std::atomic<bool> full_{false};
+  // Whether the spool is full: the writer thread drives it, full() reads
+  // it on any.
+  FullState full_state_;
 
   // Nanoseconds the writer spent per phase: written by the writer thread,
   // read by WriterTimes on any.
@@ -1486,29 +1317,15 @@ class RocksDbSpool final : public Spool {
   };
   // Deletes waiting for space: by lane, disjoint ranges by first seq.
   std::map<std::string, std::map<SeqNo, HeldDelete>> held_deletes_;
-  // Why the spool is full (while full_), and what must come back.
-  struct FullState {
-    bool by_cap = false;     // an append was refused for spool.max_bytes
-    uint64_t cap_need = 0;   // payload bytes of the largest one
-    bool by_disk = false;    // a write was refused by the space guard
-    uint64_t disk_need = 0;  // free bytes the largest one needed
-    bool left = false;       // records left since the last refusal
-    bool fit = false;        // an append as large as the largest one refused went in since
-    std::chrono::steady_clock::time_point since;
-  };
-  FullState full_state_;
   absl::Status latched_error_;
   std::chrono::steady_clock::time_point last_resume_;
   std::chrono::steady_clock::time_point last_flush_request_;
   std::chrono::steady_clock::time_point watermark_written_;
   bool watermark_dirty_ = true;
 
-  std::thread tidy_;
-  std::mutex tidy_mu_;
-  std::condition_variable tidy_cv_;
-  bool tidy_requested_ = false;  // guarded by tidy_mu_
-  bool tidy_stopping_ = false;   // guarded by tidy_mu_
-  std::chrono::steady_clock::time_point last_drained_flush_;  // tidy thread only
+  // Gives deleted records' disk back on its own thread (spool/spool_tidy.h);
+  // stopped first at close.
+  SpoolTidier tidier_;
 
   std::thread reader_;
   std::mutex read_mu_;

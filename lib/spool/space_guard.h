@@ -34,6 +34,9 @@ class SpaceGuard {
   // Free bytes of the spool's filesystem now (statvfs f_bavail, or the
   // probe); 0 when they cannot be read, so a failing statvfs refuses writes.
   uint64_t FreeBytes() const;
+  // Whether a write that only keeps or frees space (a flush, a compaction)
+  // may run: the guard is off, or the reserve is free.
+  bool ReserveFree() const { return !enabled() || FreeBytes() >= reserve_bytes_; }
 
   // Disk bytes a write batch of `batch_bytes` may take: its WAL record with
   // framing now, and as much again when its memtable is flushed to a table

@@ -1,0 +1,152 @@
+#include "spool/spool_tidy.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "spdlog/spdlog.h"
+#include "spool/spool_format.h"
+
+namespace zb {
+namespace {
+
+// How often the tidy thread looks for deleted records' disk to give back,
+// at most.
+constexpr std::chrono::seconds kTidyInterval{1};
+// A lane whose deleted records take more than this much of the table files
+// has that range compacted while it drains, and a drained spool holding
+// more table files than this is compacted.
+constexpr uint64_t kTidyDeletedBytes = 32u << 20;
+constexpr uint64_t kTidyDrainedBytes = 4u << 20;
+// A drained spool's memtables are flushed at most this often.
+constexpr std::chrono::seconds kTidyDrainedFlushInterval{2};
+
+}  // namespace
+
+SpoolTidier::SpoolTidier(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records, rocksdb::ColumnFamilyHandle* dead,
+                         rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path)
+    : db_(db),
+      default_cf_(records),
+      dead_cf_(dead),
+      meta_cf_(meta),
+      guard_(guard),
+      lanes_(std::move(lanes)),
+      path_(std::move(path)),
+      thread_([this] {
+        pthread_setname_np(pthread_self(), "zb-spool-tidy");
+        Loop();
+      }) {}
+
+SpoolTidier::~SpoolTidier() { Stop(); }
+
+void SpoolTidier::Request() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    requested_ = true;
+  }
+  cv_.notify_one();
+}
+
+void SpoolTidier::Stop() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  db_->DisableManualCompaction();  // a compaction under way ends now
+  thread_.join();
+}
+
+// Tidy thread: one look per request, at most every kTidyInterval (what the
+// header says, and why).
+void SpoolTidier::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stopping_ || requested_; });
+    if (stopping_) return;
+    requested_ = false;
+    lock.unlock();
+    Tidy();
+    lock.lock();
+    // At most every kTidyInterval: requests in between are merged.
+    cv_.wait_for(lock, kTidyInterval, [this] { return stopping_; });
+    if (stopping_) return;
+  }
+}
+
+void SpoolTidier::Tidy() {
+  if (!guard_->ReserveFree()) return;
+  const std::map<std::string, LaneStats> lanes = lanes_();
+  const bool drained =
+      std::all_of(lanes.begin(), lanes.end(), [](const auto& lane) { return lane.second.records == 0; });
+  rocksdb::CompactRangeOptions compact;
+  compact.exclusive_manual_compaction = false;  // RocksDB's own compactions go on
+  compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+  uint64_t files = 0;
+  if (drained) {
+    // What the memtables still hold of a drained spool is deleted records
+    // and metas, and it pins the write-ahead log: flushed, both go (the
+    // flush drops what the range deletes cover and writes a few KiB). At
+    // most every kTidyDrainedFlushInterval, so a slow steady flow that
+    // drains often does not flush at every ACK; one skipped is looked at
+    // again.
+    uint64_t entries = 0;
+    for (rocksdb::ColumnFamilyHandle* family : {default_cf_, meta_cf_}) {
+      for (const std::string& property : {rocksdb::DB::Properties::kNumEntriesActiveMemTable,
+                                          rocksdb::DB::Properties::kNumEntriesImmMemTables}) {
+        uint64_t n = 0;
+        if (db_->GetIntProperty(family, property, &n)) entries += n;
+      }
+    }
+    if (entries > 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_drained_flush_ >= kTidyDrainedFlushInterval) {
+        last_drained_flush_ = now;
+        rocksdb::FlushOptions flush;
+        flush.allow_write_stall = true;
+        db_->Flush(flush, {default_cf_, meta_cf_});
+      } else {
+        Request();  // looked at again after kTidyInterval
+      }
+    }
+    if (!db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &files) ||
+        files <= kTidyDrainedBytes) {
+      return;
+    }
+    rocksdb::FlushOptions flush;
+    flush.allow_write_stall = true;
+    if (!db_->Flush(flush, {default_cf_, dead_cf_, meta_cf_}).ok()) return;
+    rocksdb::Status s = db_->CompactRange(compact, default_cf_, nullptr, nullptr);
+    uint64_t after = 0;
+    db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kLiveSstFilesSize, &after);
+    if (s.ok()) {
+      spdlog::info("spool {} drained: its table files went from {} to {} bytes", path_, files, after);
+    } else if (!s.IsIncomplete()) {  // Incomplete: stopped for shutdown
+      spdlog::warn("spool {}: compacting the drained spool failed: {}", path_, s.ToString());
+    }
+    return;
+  }
+  for (const auto& [name, lane] : lanes) {
+    if (lane.deleted_up_to == 0) continue;
+    const std::string begin = RecordKey(name, 0);
+    const std::string end = RecordKey(name, lane.deleted_up_to + 1);
+    rocksdb::Range range(begin, end);
+    uint64_t deleted_bytes = 0;
+    if (!db_->GetApproximateSizes(rocksdb::SizeApproximationOptions{}, default_cf_, &range, 1, &deleted_bytes)
+             .ok() ||
+        deleted_bytes <= kTidyDeletedBytes) {
+      continue;
+    }
+    const rocksdb::Slice b(begin), e(end);
+    rocksdb::Status s = db_->CompactRange(compact, default_cf_, &b, &e);
+    if (!s.ok() && !s.IsIncomplete()) {
+      spdlog::warn("spool {}: compacting the deleted records of lane {} failed: {}", path_, name, s.ToString());
+    }
+  }
+}
+
+}  // namespace zb

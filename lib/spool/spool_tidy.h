@@ -1,0 +1,89 @@
+#pragma once
+// The spool's tidy thread: gives deleted records' disk back. Internal to the
+// spool module (rocksdb_spool.cc owns one per spool).
+//
+// A range delete only hides records: their bytes stay in the table files
+// (and the write-ahead log) until a flush or compaction rewrites them, which
+// RocksDB does only as later writes push it to, so a drained backlog kept
+// hundreds of MB for minutes. This gives them back, at most every
+// kTidyInterval (spool_tidy.cc):
+//  - a lane whose deleted records hold more than kTidyDeletedBytes of
+//    table files has that range compacted while the rest still drains;
+//  - a drained spool (no records in any lane) has its memtables flushed
+//    (at most every kTidyDrainedFlushInterval), which frees their memory
+//    and the write-ahead log; holding more than kTidyDrainedBytes of table files,
+//    it is compacted whole, which drops every deleted record: it comes
+//    back to a few KiB.
+// Compaction reads what it drops and writes only what still lives, and
+// runs only while the reserve is free (SpaceGuard).
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "rocksdb/rocksdb_namespace.h"
+#include "spool/space_guard.h"
+#include "spool/spool.h"
+
+namespace ROCKSDB_NAMESPACE {
+class ColumnFamilyHandle;
+class DB;
+}  // namespace ROCKSDB_NAMESPACE
+
+namespace zb {
+
+class SpoolTidier {
+ public:
+  // A snapshot of every lane's stats, as last published. Called on the
+  // tidy thread.
+  using LanesFn = std::function<std::map<std::string, LaneStats>()>;
+
+  // Starts the tidy thread ("zb-spool-tidy"), which waits for Request().
+  // `db`, the column families (records, dead letters, lane metas) and
+  // `guard` must outlive Stop(); `guard` is read (FreeBytes) on the tidy
+  // thread, so must `lanes` be callable there. `path`: the spool's folder,
+  // for log lines.
+  SpoolTidier(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records, rocksdb::ColumnFamilyHandle* dead,
+              rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path);
+  // Stop(), if not done.
+  ~SpoolTidier();
+
+  SpoolTidier(const SpoolTidier&) = delete;
+  SpoolTidier& operator=(const SpoolTidier&) = delete;
+
+  // Any thread. Asks the tidy thread to look for deleted records' disk.
+  // Requests in between two looks are merged; one after Stop() does
+  // nothing.
+  void Request();
+
+  // The owner's thread, before `db` closes. Stops the tidy thread: a
+  // manual compaction under way ends now (DisableManualCompaction: none
+  // runs on `db` after this), and the thread is joined. Later calls do
+  // nothing.
+  void Stop();
+
+ private:
+  void Loop();  // tidy thread
+  void Tidy();  // tidy thread
+
+  rocksdb::DB* const db_;
+  rocksdb::ColumnFamilyHandle* const default_cf_;
+  rocksdb::ColumnFamilyHandle* const dead_cf_;
+  rocksdb::ColumnFamilyHandle* const meta_cf_;
+  const SpaceGuard* const guard_;
+  const LanesFn lanes_;
+  const std::string path_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool requested_ = false;  // guarded by mu_
+  bool stopping_ = false;   // guarded by mu_
+  std::chrono::steady_clock::time_point last_drained_flush_;  // tidy thread only
+  std::thread thread_;  // last: started once the rest is set
+};
+
+}  // namespace zb
