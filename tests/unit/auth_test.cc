@@ -356,6 +356,25 @@ TimedAnswer GetTimed(TokenSource& source, const std::string& table) {
   return ::testing::AssertionSuccess();
 }
 
+// Whether GetToken, asked now, gives `token`: from the cache (inline, no
+// request) when `from` is kCache, or by a fetch, with the server having seen
+// `requests` requests in all by then.
+enum class From { kCache, kFetch };
+template <typename Server>
+::testing::AssertionResult Gives(TokenSource& source, Server& server, const std::string& token, From from,
+                                 size_t requests) {
+  const Answer a = Get(source, kTable);
+  if (!a.token.ok()) return ::testing::AssertionFailure() << "no token: " << a.token.status();
+  if (*a.token != token) return ::testing::AssertionFailure() << "gave " << *a.token << ", not " << token;
+  if (a.inline_call != (from == From::kCache)) {
+    return ::testing::AssertionFailure() << (a.inline_call ? "served from the cache" : "fetched");
+  }
+  if (server.count() != requests) {
+    return ::testing::AssertionFailure() << server.count() << " requests, not " << requests;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 std::string PercentDecode(absl::string_view in) {
   std::string out;
   for (size_t i = 0; i < in.size(); ++i) {
@@ -498,11 +517,7 @@ TEST_P(RefreshTest, RefreshesShortLivedTokenBeforeExpiry) {
 
   // At 0.7 s it is still fresh: served from the cache, inline.
   ASSERT_TRUE(AdvanceTo(first.sent_after + 700ms));
-  Answer cached = Get(*source, kTable);
-  ASSERT_TRUE(cached.token.ok()) << cached.token.status();
-  EXPECT_EQ(*cached.token, "tok-1");
-  EXPECT_TRUE(cached.inline_call);
-  EXPECT_EQ(server.count(), 1u);
+  EXPECT_TRUE(Gives(*source, server, "tok-1", From::kCache, 1));
 
   // From 0.8 s on, the next GetToken fetches a new one.
   ASSERT_TRUE(AdvanceTo(first.answered + 800ms));
@@ -514,11 +529,7 @@ TEST_P(RefreshTest, RefreshesShortLivedTokenBeforeExpiry) {
 
   // tok-2 lives an hour: cached until 300 s before its end.
   ASSERT_TRUE(AdvanceTo(refreshed.sent_after + 3299s));
-  Answer later = Get(*source, kTable);
-  ASSERT_TRUE(later.token.ok()) << later.token.status();
-  EXPECT_EQ(*later.token, "tok-2");
-  EXPECT_TRUE(later.inline_call);
-  EXPECT_EQ(server.count(), 2u);
+  EXPECT_TRUE(Gives(*source, server, "tok-2", From::kCache, 2));
 }
 
 INSTANTIATE_TEST_SUITE_P(ExpiresIn, RefreshTest, ::testing::Values("1", "\"1\"", "1.0"),
@@ -546,18 +557,10 @@ TEST(OAuthTokenSourceTest, MissingExpiresInDefaultsToAnHour) {
   ASSERT_EQ(*first.answer.token, "tok-1");
 
   ASSERT_TRUE(AdvanceTo(first.sent_after + 3299s));
-  Answer cached = Get(*source, kTable);
-  ASSERT_TRUE(cached.token.ok()) << cached.token.status();
-  EXPECT_EQ(*cached.token, "tok-1");
-  EXPECT_TRUE(cached.inline_call);
-  EXPECT_EQ(server.count(), 1u);
+  EXPECT_TRUE(Gives(*source, server, "tok-1", From::kCache, 1));
 
   ASSERT_TRUE(AdvanceTo(first.answered + 3300s));
-  Answer refreshed = Get(*source, kTable);
-  ASSERT_TRUE(refreshed.token.ok()) << refreshed.token.status();
-  EXPECT_EQ(*refreshed.token, "tok-2");
-  EXPECT_FALSE(refreshed.inline_call);
-  EXPECT_EQ(server.count(), 2u);
+  EXPECT_TRUE(Gives(*source, server, "tok-2", From::kFetch, 2));
 }
 
 TEST(OAuthTokenSourceTest, ConfiguredRefreshBeforeExpiryIsUsed) {
@@ -572,14 +575,10 @@ TEST(OAuthTokenSourceTest, ConfiguredRefreshBeforeExpiryIsUsed) {
   ASSERT_EQ(*first.answer.token, "tok-1");
 
   ASSERT_TRUE(AdvanceTo(first.sent_after + 3539s));
-  EXPECT_TRUE(Get(*source, kTable).inline_call);
-  EXPECT_EQ(server.count(), 1u);
+  EXPECT_TRUE(Gives(*source, server, "tok-1", From::kCache, 1));
 
   ASSERT_TRUE(AdvanceTo(first.answered + 3540s));
-  Answer refreshed = Get(*source, kTable);
-  ASSERT_TRUE(refreshed.token.ok()) << refreshed.token.status();
-  EXPECT_EQ(*refreshed.token, "tok-2");
-  EXPECT_EQ(server.count(), 2u);
+  EXPECT_TRUE(Gives(*source, server, "tok-2", From::kFetch, 2));
 }
 
 TEST(OAuthTokenSourceTest, ZeroExpiresInIsDeliveredButNotCached) {
@@ -869,11 +868,8 @@ TEST(OAuthTokenSourceTest, StillValidTokenIsUsedWhenRefreshFailsRetryably) {
   ASSERT_EQ(*first.answer.token, "tok-1");
 
   ASSERT_TRUE(AdvanceTo(first.answered + 2400ms));
-  Answer during_refresh = Get(*source, kTable);
-  ASSERT_TRUE(during_refresh.token.ok()) << during_refresh.token.status();
-  EXPECT_EQ(*during_refresh.token, "tok-1");
-  EXPECT_FALSE(during_refresh.inline_call);  // the refresh was tried
-  EXPECT_EQ(server.count(), 2u);
+  // The refresh was tried (not the cache), failed, and tok-1 was given.
+  EXPECT_TRUE(Gives(*source, server, "tok-1", From::kFetch, 2));
 
   // Still due: the next GetToken tries again. A fatal refresh failure is
   // reported, and drops the old token ...
@@ -898,10 +894,7 @@ TEST(OAuthTokenSourceTest, ExpiredTokenIsNotUsedWhenRefreshFailsRetryably) {
   ASSERT_EQ(*first.answer.token, "tok-1");
 
   ASSERT_TRUE(AdvanceTo(first.answered + 2400ms));
-  Answer during_refresh = Get(*source, kTable);
-  ASSERT_TRUE(during_refresh.token.ok()) << during_refresh.token.status();
-  EXPECT_EQ(*during_refresh.token, "tok-1");
-  EXPECT_EQ(server.count(), 2u);
+  EXPECT_TRUE(Gives(*source, server, "tok-1", From::kFetch, 2));
 
   // Its 3 s are over: the failure is reported, not the expired token.
   ASSERT_TRUE(AdvanceTo(first.answered + 3s));
@@ -909,10 +902,7 @@ TEST(OAuthTokenSourceTest, ExpiredTokenIsNotUsedWhenRefreshFailsRetryably) {
   EXPECT_TRUE(absl::IsUnavailable(s)) << s;
   EXPECT_EQ(server.count(), 3u);
 
-  Answer next = Get(*source, kTable);
-  ASSERT_TRUE(next.token.ok()) << next.token.status();
-  EXPECT_EQ(*next.token, "tok-2");
-  EXPECT_EQ(server.count(), 4u);
+  EXPECT_TRUE(Gives(*source, server, "tok-2", From::kFetch, 4));
 }
 
 TEST(OAuthTokenSourceTest, DestructionCancelsInFlightFetchPromptly) {
