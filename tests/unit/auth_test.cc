@@ -546,40 +546,42 @@ TEST(OAuthTokenSourceTest, QuotedLongExpiresInIsCached) {
   EXPECT_EQ(server.count(), 1u);
 }
 
-// An hour, refreshed the default refresh_before_expiry (300 s) before its end.
-TEST(OAuthTokenSourceTest, MissingExpiresInDefaultsToAnHour) {
+// When a long-lived token is refreshed: cached up to `refresh_at` after its
+// request, fetched again from then on.
+struct RefreshCase {
+  std::string name;
+  Scripted reply;                           // the first token's
+  std::chrono::seconds refresh_before_expiry;
+  std::chrono::seconds refresh_at;
+};
+class LongLivedRefreshTest : public ::testing::TestWithParam<RefreshCase> {};
+
+TEST_P(LongLivedRefreshTest, IsCachedUntilItsRefreshTime) {
   FakeTokenServer server;
-  server.Push(Scripted{200, R"({"access_token":"tok-1"})"});
-  server.Push(TokenReply("tok-2"));
-  auto source = MakeOAuthTokenSource(Options(server.url()));
-  const TimedAnswer first = GetTimed(*source, kTable);
-  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
-  ASSERT_EQ(*first.answer.token, "tok-1");
-
-  ASSERT_TRUE(AdvanceTo(first.sent_after + 3299s));
-  EXPECT_TRUE(Gives(*source, server, "tok-1", From::kCache, 1));
-
-  ASSERT_TRUE(AdvanceTo(first.answered + 3300s));
-  EXPECT_TRUE(Gives(*source, server, "tok-2", From::kFetch, 2));
-}
-
-TEST(OAuthTokenSourceTest, ConfiguredRefreshBeforeExpiryIsUsed) {
-  FakeTokenServer server;
-  server.Push(TokenReply("tok-1", "3600"));
+  server.Push(GetParam().reply);
   server.Push(TokenReply("tok-2"));
   OAuthOptions o = Options(server.url());
-  o.refresh_before_expiry = 60s;
+  o.refresh_before_expiry = GetParam().refresh_before_expiry;
   auto source = MakeOAuthTokenSource(o);
   const TimedAnswer first = GetTimed(*source, kTable);
   ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
   ASSERT_EQ(*first.answer.token, "tok-1");
 
-  ASSERT_TRUE(AdvanceTo(first.sent_after + 3539s));
+  ASSERT_TRUE(AdvanceTo(first.sent_after + GetParam().refresh_at - 1s));
   EXPECT_TRUE(Gives(*source, server, "tok-1", From::kCache, 1));
 
-  ASSERT_TRUE(AdvanceTo(first.answered + 3540s));
+  ASSERT_TRUE(AdvanceTo(first.answered + GetParam().refresh_at));
   EXPECT_TRUE(Gives(*source, server, "tok-2", From::kFetch, 2));
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Lifetimes, LongLivedRefreshTest,
+    ::testing::Values(
+        // No expires_in: an hour, refreshed the default 300 s before its end.
+        RefreshCase{"MissingExpiresInIsAnHour", Scripted{200, R"({"access_token":"tok-1"})"}, 300s, 3300s},
+        // refresh_before_expiry as configured.
+        RefreshCase{"ConfiguredRefreshBeforeExpiry", TokenReply("tok-1", "3600"), 60s, 3540s}),
+    [](const auto& info) { return info.param.name; });
 
 TEST(OAuthTokenSourceTest, ZeroExpiresInIsDeliveredButNotCached) {
   FakeTokenServer server;
