@@ -338,10 +338,6 @@ void DrainLane::Pump() {
     linger_armed_ = false;
     linger_timer_.cancel();
   }
-  // Records past the durable end may be in the spool but not yet synced
-  // (the spool syncs its log behind its writes): they are not sent, since a
-  // crash could take them back.
-  max_records = static_cast<uint32_t>(std::min<uint64_t>(max_records, available));
   // The read runs on the spool's reader thread: a cold backlog read must not
   // stall the loop (intake and other lanes).
   read_in_flight_ = true;
