@@ -31,6 +31,14 @@ class DrainLaneTest : public ::testing::Test {
     metrics_ = MakePrometheusMetrics();
   }
 
+  static constexpr std::chrono::seconds kAckTimeout{60};
+
+  // Lets MakeLane's ACK timeout pass on the lane's clock.
+  void PassAckTimeout() {
+    MonotonicClock::AdvanceForTest(kAckTimeout + std::chrono::seconds(1));
+    WakeTimersForTest(loop_);
+  }
+
   void MakeLane(uint32_t max_inflight = 4, uint32_t max_batch = 3,
                 const std::function<void(DrainLaneOptions&)>& tweak = nullptr) {
     DrainLaneOptions o;
@@ -41,7 +49,9 @@ class DrainLaneTest : public ::testing::Test {
     o.backoff.initial = std::chrono::milliseconds(1);
     o.backoff.max = std::chrono::milliseconds(5);
     o.backoff.min_delay = std::chrono::milliseconds(1);
-    o.ack_timeout = std::chrono::milliseconds(200);
+    // On the lane's clock: a test that wants it to pass moves the clock
+    // (PassAckTimeout); a slow machine never makes it pass by itself.
+    o.ack_timeout = kAckTimeout;
     o.rotation_drain = std::chrono::milliseconds(100);
     if (tweak) tweak(o);
     lane_ = std::make_shared<DrainLane>(loop_, o, *spool_, streams_, tokens_, *metrics_);
@@ -267,7 +277,9 @@ TEST_F(DrainLaneTest, AckTimeoutWhileRequestsAreInFlightReopens) {
   Append(1);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
-  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));  // after the 200 ms ack timeout
+  ASSERT_TRUE(Settle());  // the request is out and its ACK timer runs
+  PassAckTimeout();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_TRUE(call(0)->cancelled);
   auto exposition = metrics_->Exposition();
   EXPECT_EQ(zb::testing::MetricValue(exposition, "zerobusd_stream_failures_total",
@@ -558,7 +570,9 @@ TEST_F(DrainLaneTest, AnAckTimeoutReplacesTheConnection) {
   Append(1);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
-  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));  // after the 200 ms ack timeout
+  ASSERT_TRUE(Settle());  // the request is out and its ACK timer runs
+  PassAckTimeout();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
   EXPECT_EQ(streams_.connection_resets, 1);
   EXPECT_EQ(Health().tally(FailureKind::kStream).count, 1u);
 }
