@@ -342,6 +342,16 @@ TimedAnswer GetTimed(TokenSource& source, const std::string& table) {
   return t;
 }
 
+// GetTimed, which must give `token`.
+::testing::AssertionResult FetchesTimed(TokenSource& source, const std::string& token, TimedAnswer* out) {
+  *out = GetTimed(source, kTable);
+  if (!out->answer.token.ok()) return ::testing::AssertionFailure() << "no token: " << out->answer.token.status();
+  if (*out->answer.token != token) {
+    return ::testing::AssertionFailure() << "gave " << *out->answer.token << ", not " << token;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Moves MonotonicClock forward to `t`. Fails (and moves nothing) when real
 // time has already passed `t`: the clock never goes back, so the point the
 // test meant to check is gone.
@@ -511,9 +521,8 @@ TEST_P(RefreshTest, RefreshesShortLivedTokenBeforeExpiry) {
   server.Push(TokenReply("tok-1", GetParam()));
   server.Push(TokenReply("tok-2"));
   auto source = MakeOAuthTokenSource(Options(server.url()));
-  const TimedAnswer first = GetTimed(*source, kTable);
-  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
-  ASSERT_EQ(*first.answer.token, "tok-1");
+  TimedAnswer first;
+  ASSERT_TRUE(FetchesTimed(*source, "tok-1", &first));
 
   // At 0.7 s it is still fresh: served from the cache, inline.
   ASSERT_TRUE(AdvanceTo(first.sent_after + 700ms));
@@ -521,9 +530,8 @@ TEST_P(RefreshTest, RefreshesShortLivedTokenBeforeExpiry) {
 
   // From 0.8 s on, the next GetToken fetches a new one.
   ASSERT_TRUE(AdvanceTo(first.answered + 800ms));
-  const TimedAnswer refreshed = GetTimed(*source, kTable);
-  ASSERT_TRUE(refreshed.answer.token.ok()) << refreshed.answer.token.status();
-  EXPECT_EQ(*refreshed.answer.token, "tok-2");
+  TimedAnswer refreshed;
+  ASSERT_TRUE(FetchesTimed(*source, "tok-2", &refreshed));
   EXPECT_FALSE(refreshed.answer.inline_call);
   EXPECT_EQ(server.count(), 2u);
 
@@ -563,9 +571,8 @@ TEST_P(LongLivedRefreshTest, IsCachedUntilItsRefreshTime) {
   OAuthOptions o = Options(server.url());
   o.refresh_before_expiry = GetParam().refresh_before_expiry;
   auto source = MakeOAuthTokenSource(o);
-  const TimedAnswer first = GetTimed(*source, kTable);
-  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
-  ASSERT_EQ(*first.answer.token, "tok-1");
+  TimedAnswer first;
+  ASSERT_TRUE(FetchesTimed(*source, "tok-1", &first));
 
   ASSERT_TRUE(AdvanceTo(first.sent_after + GetParam().refresh_at - 1s));
   EXPECT_TRUE(Gives(*source, server, "tok-1", From::kCache, 1));
@@ -865,9 +872,8 @@ TEST(OAuthTokenSourceTest, StillValidTokenIsUsedWhenRefreshFailsRetryably) {
   server.Push(Scripted{401, "revoked"});
   server.Push(Scripted{503, "busy again"});
   auto source = MakeOAuthTokenSource(Options(server.url()));
-  const TimedAnswer first = GetTimed(*source, kTable);
-  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
-  ASSERT_EQ(*first.answer.token, "tok-1");
+  TimedAnswer first;
+  ASSERT_TRUE(FetchesTimed(*source, "tok-1", &first));
 
   ASSERT_TRUE(AdvanceTo(first.answered + 2400ms));
   // The refresh was tried (not the cache), failed, and tok-1 was given.
@@ -891,9 +897,8 @@ TEST(OAuthTokenSourceTest, ExpiredTokenIsNotUsedWhenRefreshFailsRetryably) {
   server.Push(Scripted{503, "busy still"});
   server.Push(TokenReply("tok-2"));
   auto source = MakeOAuthTokenSource(Options(server.url()));
-  const TimedAnswer first = GetTimed(*source, kTable);
-  ASSERT_TRUE(first.answer.token.ok()) << first.answer.token.status();
-  ASSERT_EQ(*first.answer.token, "tok-1");
+  TimedAnswer first;
+  ASSERT_TRUE(FetchesTimed(*source, "tok-1", &first));
 
   ASSERT_TRUE(AdvanceTo(first.answered + 2400ms));
   EXPECT_TRUE(Gives(*source, server, "tok-1", From::kFetch, 2));
