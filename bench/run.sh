@@ -16,6 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000000}"
+# Counts must be whole numbers of at least 1: say which one is wrong.
+for knob in "RECORDS=$N" "PRODUCERS=${PRODUCERS:-1}" "RAW_RUNS=${RAW_RUNS:-3}"; do
+  case "${knob#*=}" in
+    '' | *[!0-9]* | 0) echo "bench/run.sh: ${knob%%=*} must be a whole number of at least 1, not '${knob#*=}'" >&2
+                       exit 2 ;;
+  esac
+done
 bash scripts/build.sh >/dev/null
 BIN="$(pwd)/${BUILD_DIR:-build}/bin"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/zerobusd-bench.XXXXXX")"
