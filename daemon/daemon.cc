@@ -264,10 +264,14 @@ class Daemon {
     static_assert(kMinMemoryBudget == kMinSpoolMemoryBudget);
     options.memory_budget = config_.spool.memory_budget;
     options.drop_oldest = config_.spool.when_full == WhenFull::kDropOldest;
-    options.on_drop = [this](const std::string& lane, uint64_t records, uint64_t bytes) {
-      LogDrop(lane, records, bytes);
+    std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
+    Metrics* metrics = metrics_.get();
+    options.on_drop = [weak_loop, metrics, this](const std::string& lane, uint64_t records, uint64_t bytes) {
+      metrics->DroppedRecords(lane, "drop_oldest", records);
+      if (auto loop = weak_loop.lock()) {
+        asio::post(*loop, [this, lane, records, bytes] { LogDrop(lane, records, bytes); });
+      }
     };
-    options.on_drop_on = PostTo(std::weak_ptr<asio::io_context>(loop_ptr_));
     if (!options.sync) {
       spdlog::warn("spool.sync is none: producers are acknowledged before fsync; a power loss can lose them");
     }
@@ -281,7 +285,6 @@ class Daemon {
   // once) and logged, at most every 5 s per route with the running total.
   void LogDrop(const std::string& lane, uint64_t records, uint64_t bytes) {
     ZB_CHECK_ON_LOOP(loop_);
-    metrics_->DroppedRecords(lane, "drop_oldest", records);
     DropLog& log = drop_log_[lane];
     log.records += records;
     log.bytes += bytes;

@@ -792,15 +792,6 @@ class RocksDbSpool final : public Spool {
     return absl::OkStatus();
   }
 
-  // Writer thread: on_drop, on its executor when it has one.
-  void ReportDrop(const std::string& lane, uint64_t records, uint64_t bytes) {
-    if (!options_.on_drop_on) {
-      options_.on_drop(lane, records, bytes);
-      return;
-    }
-    options_.on_drop_on([on_drop = options_.on_drop, lane, records, bytes] { on_drop(lane, records, bytes); });
-  }
-
   void CommitGroup(std::vector<GroupRequest>& group) {
     // drop_oldest may need records that this group appended before being
     // committed; then the group commits in parts.
@@ -999,7 +990,7 @@ class RocksDbSpool final : public Spool {
       MaybeWriteWatermark(false);
     }
     if (write_status.ok() && options_.on_drop) {
-      for (const auto& [lane, d] : drops) ReportDrop(lane, d.first, d.second);
+      for (const auto& [lane, d] : drops) options_.on_drop(lane, d.first, d.second);
     }
     const PhaseTimer answering(&times_.answering);
     // Nothing of the batch was stored for lack of room: what may wait, waits.

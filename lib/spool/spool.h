@@ -60,12 +60,9 @@ struct SpoolOptions {
   // statvfs. Called before every write (on the writer thread) and at close;
   // must not block.
   std::function<uint64_t()> free_bytes_probe;
-  // Called after a commit that dropped records of `lane` under
-  // drop_oldest: on `on_drop_on` (the caller's executor) when it is set, as
-  // every async call answers; else on the writer thread, where it must not
-  // block or call into the spool.
+  // Called on the writer thread after a commit that dropped records of
+  // `lane` under drop_oldest. Must not block or call into the spool.
   std::function<void(const std::string& lane, uint64_t records, uint64_t bytes)> on_drop;
-  PostFn on_drop_on;
 };
 
 struct SpoolRecord {

@@ -890,31 +890,6 @@ TEST(SpoolTest, HeldRangeDeletesMergeWhereTheyTouchAndGoInWhenSpaceReturns) {
 
 // Given the caller's executor, every async call answers on it, and what the
 // callback captured is released there, never on the spool's threads.
-// Drops under drop_oldest are reported on the executor given for them.
-TEST(SpoolTest, DropsAreReportedOnTheirExecutor) {
-  TempDir dir;
-  ThreadExecutor executor;
-  const std::thread::id executor_id = executor.id();
-  SpoolOptions o;
-  o.path = dir.path();
-  o.max_bytes = 100;
-  o.drop_oldest = true;
-  std::atomic<int> reports{0}, wrong_thread{0};
-  o.on_drop = [&](const std::string& lane, uint64_t records, uint64_t bytes) {
-    if (std::this_thread::get_id() != executor_id) ++wrong_thread;
-    EXPECT_EQ(lane, "old");
-    EXPECT_EQ(records, 1u);
-    EXPECT_EQ(bytes, 60u);
-    ++reports;
-  };
-  o.on_drop_on = executor.post();
-  auto spool = OpenWith(o);
-  ASSERT_TRUE(spool->Append("old", {std::string(60, 'o')}).ok());
-  ASSERT_TRUE(spool->Append("new", {std::string(60, 'n')}).ok());  // 120 > 100: the old record goes
-  ASSERT_TRUE(zb::testing::WaitFor([&] { return reports.load() == 1; }, std::chrono::seconds(10)));
-  EXPECT_EQ(wrong_thread.load(), 0);
-}
-
 TEST(SpoolTest, CallbacksGivenAnExecutorRunAndAreReleasedOnIt) {
   TempDir dir;
   auto spool = Open(dir.path());
