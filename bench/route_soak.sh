@@ -199,9 +199,9 @@ drained() {
 
 # RocksDB's write-ahead logs in the spool hold what its memtables hold. The
 # daemon flushes the memtables of a drained spool (lib/spool/rocksdb_spool.cc:
-# MaybeFlushDrained at once when they are large, the tidy thread within a
-# few seconds otherwise): wait until the logs are
-# under that on two polls in a row (the memory goes right after the log), so
+# MaybeFlushDrained at once when they are large, lib/spool/spool_tidy.cc
+# within a few seconds otherwise): wait until the logs are under
+# MEMTABLE_BOUND on two polls in a row (the memory goes right after the log), so
 # that what is sampled does not depend on where the round left RocksDB's
 # flush cycle. A daemon that keeps a bigger memtable is reported, and fails
 # CHECK=1: its memory then depends on the history of the load.

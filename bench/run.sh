@@ -18,10 +18,15 @@ cd "$(dirname "$0")/.."
 N="${1:-1000000}"
 # Counts must be whole numbers of at least 1: say which one is wrong.
 for knob in "RECORDS=$N" "PRODUCERS=${PRODUCERS:-1}" "RAW_RUNS=${RAW_RUNS:-3}"; do
-  case "${knob#*=}" in
-    '' | *[!0-9]* | 0) echo "bench/run.sh: ${knob%%=*} must be a whole number of at least 1, not '${knob#*=}'" >&2
-                       exit 2 ;;
+  value="${knob#*=}"
+  case "$value" in
+    '' | *[!0-9]*) ok=0 ;;
+    *) ok=$((10#$value >= 1)) ;;
   esac
+  if [ "$ok" != 1 ]; then
+    echo "bench/run.sh: ${knob%%=*} must be a whole number of at least 1, not '$value'" >&2
+    exit 2
+  fi
 done
 bash scripts/build.sh >/dev/null
 BIN="$(pwd)/${BUILD_DIR:-build}/bin"
@@ -104,9 +109,14 @@ TIMEFORMAT="%U %S"
 PRODUCERS="${PRODUCERS:-1}"
 if [ "$PRODUCERS" -gt 1 ]; then
   (cd "$WORK" && split -n "l/$PRODUCERS" -d records.ndjson part.)
-  { time (for f in "$WORK"/part.*; do
-      "$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$f" >"$f.out" &
-    done; wait); } 2>"$WORK/send.cpu"
+  # Each sender is waited for by its pid: one that fails fails the bench
+  # (a bare `wait` would not, and the wait for every ACK would never end).
+  { time (pids=()
+      for f in "$WORK"/part.*; do
+        "$BIN/zerobusctl" send --socket "$WORK/zerobusd.sock" --route bench "$f" >"$f.out" &
+        pids+=($!)
+      done
+      for p in "${pids[@]}"; do wait "$p"; done); } 2>"$WORK/send.cpu"
   awk '{ a += $2; r += $4 } END { printf "accepted %d rejected %d (%d producers)", a, r, NR }' "$WORK"/part.*.out \
     >"$WORK/send.out"
 else

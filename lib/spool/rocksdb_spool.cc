@@ -623,7 +623,9 @@ class RocksDbSpool final : public Spool {
     flush.wait = false;
     flush.allow_write_stall = true;
     // The lane metas' memtable too: a write-ahead log goes only once every
-    // family's memtable holding its writes is flushed.
+    // family's memtable holding its writes is flushed. (The dead-letter
+    // store's rare writes may keep one longer: max_total_wal_size flushes
+    // that family once the logs pass it, rocksdb_store.cc.)
     db_->Flush(flush, {default_cf_, meta_cf_});
   }
 
@@ -1128,8 +1130,10 @@ class RocksDbSpool final : public Spool {
     return absl::OkStatus();
   }
 
-  void CommitAlone(AppendRequest&) {}  // never alone: group commits
-  void CommitAlone(DeleteRequest&) {}
+  // Appends and deletes always go into a group (WriterLoop): reaching
+  // these would drop a callback unanswered.
+  void CommitAlone(AppendRequest&) { ZB_CHECK(!"an append committed alone"); }
+  void CommitAlone(DeleteRequest&) { ZB_CHECK(!"a delete committed alone"); }
   void CommitAlone(AbortWaitingRequest& abort) { FailWaiting(absl::UnavailableError(abort.reason)); }
 
   void CommitAlone(DestinationRequest& op) {
@@ -1307,7 +1311,8 @@ class RocksDbSpool final : public Spool {
   // Writer thread only.
   rocksdb::WriteBatch batch_;  // CommitPart's, reused
   std::map<std::string, SizeLedger> ledgers_;  // by lane: sizes of the newest records
-  // At about 4 bytes a record, a 64th of the memory budget.
+  // At most a 64th of the memory budget in records, 4 bytes each: a
+  // sixteenth of the budget in bytes (SpoolOptions::memory_budget).
   const size_t ledger_cap_ = std::max<uint64_t>(options_.memory_budget / 64, 4096);
   size_t batch_capacity_ = 0;
   std::deque<AppendRequest> waiting_;  // appends waiting for room, in arrival order

@@ -32,7 +32,8 @@ struct SpoolOptions {
   size_t max_group_bytes = 16u << 20;
   // The memory RocksDB may use: two write buffers of a quarter each, an
   // eighth of block cache, the group commit's batch, the dead-letter store's
-  // write buffer. The daemon's memory then depends on configuration, not on
+  // write buffer; and beside RocksDB, a sixteenth for the writer's ledger of
+  // recent record sizes (size_ledger.h). The daemon's memory then depends on configuration, not on
   // the load or the backlog. At least kMinSpoolMemoryBudget.
   uint64_t memory_budget = 32u << 20;
   // Cap on payload bytes held (every lane plus the dead-letter store); 0:

@@ -11,7 +11,8 @@
 //    table files has that range compacted while the rest still drains;
 //  - a drained spool (no records in any lane) has its memtables flushed
 //    (at most every kTidyDrainedFlushInterval), which frees their memory
-//    and the write-ahead log; holding more than kTidyDrainedBytes of table files,
+//    and the write-ahead log (unless dead-letter writes still hold it, until
+//    max_total_wal_size flushes them); holding more than kTidyDrainedBytes of table files,
 //    it is compacted whole, which drops every deleted record: it comes
 //    back to a few KiB.
 // Compaction reads what it drops and writes only what still lives, and
