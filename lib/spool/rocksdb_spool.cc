@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -23,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/crc32c.h"
+#include "common/serial_worker.h"
 #include "common/status.h"
 #include "rocksdb/db.h"
 #include "rocksdb/iostats_context.h"
@@ -38,7 +38,9 @@
 #include "spool/spool_format.h"
 #include "spool/spool_tidy.h"
 #include "spool/rocksdb_store.h"
+#include "spool/seq_ranges.h"
 #include "spool/watermark.h"
+#include "spool/write_queue.h"
 #include "spool/write_requests.h"
 #include "spool/dead_letter_store.h"
 #include "spool/dead_letters.h"
@@ -96,26 +98,13 @@ class RocksDbSpool final : public Spool {
       pthread_setname_np(pthread_self(), "zb-spool-write");
       WriterLoop();
     });
-    reader_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "zb-spool-read");
-      ReaderLoop();
-    });
     tidier_.Request();  // a spool that stopped before its drained compaction gives its disk back now
   }
 
   ~RocksDbSpool() override {
     tidier_.Stop();  // first: a compaction under way ends now
-    {
-      std::lock_guard<std::mutex> lock(read_mu_);
-      read_stopping_ = true;
-    }
-    read_cv_.notify_all();
-    reader_.join();
-    {
-      std::lock_guard<std::mutex> lock(queue_mu_);
-      stopping_ = true;
-    }
-    queue_cv_.notify_all();
+    reader_.Stop();  // reads still queued are answered "spool closed"
+    queue_.Close();
     writer_.join();
     // A clean stop leaves nothing to replay: the next start is quick. Not
     // when the flush would not fit in the reserve, nor after RocksDB met a
@@ -391,45 +380,11 @@ class RocksDbSpool final : public Spool {
     return total;
   }
 
-  void Enqueue(WriteRequest request) {
-    {
-      std::lock_guard<std::mutex> lock(queue_mu_);
-      queue_.push_back(std::move(request));
-    }
-    queue_cv_.notify_one();
-  }
-
-  // ---------------------------------------------------------------- reader
+  void Enqueue(WriteRequest request) { queue_.Push(std::move(request)); }
 
   // `task(cancelled)` runs on the reader thread, in order; at destruction
   // the tasks still queued run with cancelled = true.
-  void RunOnReader(std::function<void(bool cancelled)> task) {
-    {
-      std::lock_guard<std::mutex> lock(read_mu_);
-      reads_.push_back(std::move(task));
-    }
-    read_cv_.notify_one();
-  }
-
-  void ReaderLoop() {
-    while (true) {
-      std::function<void(bool)> task;
-      {
-        std::unique_lock<std::mutex> lock(read_mu_);
-        read_cv_.wait(lock, [this] { return read_stopping_ || !reads_.empty(); });
-        if (read_stopping_) break;
-        task = std::move(reads_.front());
-        reads_.pop_front();
-      }
-      task(false);
-    }
-    std::deque<std::function<void(bool)>> cancelled;
-    {
-      std::lock_guard<std::mutex> lock(read_mu_);
-      cancelled.swap(reads_);
-    }
-    for (auto& task : cancelled) task(true);
-  }
+  void RunOnReader(SerialWorker::Task task) { reader_.Post(std::move(task)); }
 
   // ---------------------------------------------------------------- writer
 
@@ -442,45 +397,22 @@ class RocksDbSpool final : public Spool {
     // fsync, memtable, stalls): WriterTimes().
     rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableTimeExceptForMutex);
     while (true) {
-      std::vector<GroupRequest> group;
-      std::optional<WriteRequest> single;  // a request that commits alone
+      WriteQueue::Next next;
       {
         const PhaseTimer idle(&times_.idle);
-        std::unique_lock<std::mutex> lock(queue_mu_);
-        if (waiting_.empty() && held_deletes_.empty() && !full_state_.full()) {
-          queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        } else {
-          // Appends wait for room, deletes for space, and a full spool watches
-          // for room: look again now and then even when nothing comes (space
-          // may be freed by someone else).
-          queue_cv_.wait_for(lock, kRoomPoll, [this] { return stopping_ || !queue_.empty(); });
-        }
-        if (queue_.empty() && stopping_) break;
-        size_t bytes = 0;
-        while (!queue_.empty() && (group.empty() || bytes < options_.max_group_bytes)) {
-          WriteRequest& next = queue_.front();
-          if (auto* append = std::get_if<AppendRequest>(&next)) {
-            if (append->records) {
-              for (const auto& r : *append->records) bytes += r.size();
-            }
-            group.emplace_back(std::move(*append));
-          } else if (auto* del = std::get_if<DeleteRequest>(&next)) {
-            group.emplace_back(std::move(*del));
-          } else if (group.empty()) {
-            single = std::move(next);
-          } else {
-            break;  // it commits alone, after this group
-          }
-          queue_.pop_front();
-          if (single) break;
-        }
+        // Appends wait for room, deletes for space, and a full spool watches
+        // for room: look again now and then even when nothing comes (space
+        // may be freed by someone else).
+        const bool watching = !waiting_.empty() || !held_deletes_.empty() || full_state_.full();
+        next = queue_.Take(watching ? std::optional(kRoomPoll) : std::nullopt);
       }
+      if (next.closed) break;
       RetryParked();
-      if (single) {
-        std::visit([this](auto& request) { CommitAlone(request); }, *single);
+      if (next.alone) {
+        std::visit([this](auto& request) { CommitAlone(request); }, *next.alone);
         MaybeLeaveFull(false);
-      } else if (!group.empty()) {
-        CommitGroup(group);
+      } else if (!next.group.empty()) {
+        CommitGroup(next.group);
       } else {
         WatchForRoom();
       }
@@ -534,7 +466,7 @@ class RocksDbSpool final : public Spool {
     auto it = ranges.upper_bound(last == ~SeqNo{0} ? last : last + 1);
     while (it != ranges.begin()) {
       auto prev = std::prev(it);
-      if (prev->second.last + 1 < first) break;  // ends before the new range (not touching)
+      if (first > 0 && prev->second.last < first - 1) break;  // ends before the new range (not touching)
       first = std::min(first, prev->first);
       last = std::max(last, prev->second.last);
       covered.push_back(std::move(prev->second.done));
@@ -680,50 +612,12 @@ class RocksDbSpool final : public Spool {
     return absl::OkStatus();
   }
 
-  // Ranges of one lane a batch being built deletes (first -> last,
-  // disjoint): its tombstones are not visible to iterators until it
-  // commits, so later deletes of the same batch must not count those
-  // records again.
-  using BatchRanges = std::map<SeqNo, SeqNo>;
-
-  static bool InRanges(const BatchRanges& ranges, SeqNo seq) {
-    auto it = ranges.upper_bound(seq);
-    return it != ranges.begin() && std::prev(it)->second >= seq;
-  }
-
-  static void AddRange(BatchRanges* ranges, SeqNo first, SeqNo last) {
-    auto it = ranges->upper_bound(last == ~SeqNo{0} ? last : last + 1);
-    while (it != ranges->begin()) {
-      auto prev = std::prev(it);
-      if (prev->second + 1 < first) break;
-      first = std::min(first, prev->first);
-      last = std::max(last, prev->second);
-      it = ranges->erase(prev);
-    }
-    (*ranges)[first] = last;
-  }
-
-  // The parts of [first, last] no range of `ranges` covers.
-  static std::vector<std::pair<SeqNo, SeqNo>> Uncovered(SeqNo first, SeqNo last, const BatchRanges& ranges) {
-    std::vector<std::pair<SeqNo, SeqNo>> out;
-    SeqNo from = first;
-    auto it = ranges.upper_bound(first);
-    if (it != ranges.begin() && std::prev(it)->second >= first) --it;
-    for (; it != ranges.end() && it->first <= last && from <= last; ++it) {
-      if (it->first > from) out.emplace_back(from, it->first - 1);
-      if (it->second >= last) return out;
-      from = std::max(from, it->second + 1);
-    }
-    if (from <= last) out.emplace_back(from, last);
-    return out;
-  }
-
   // Decides whether `bytes` more may be appended under max_bytes, given the
   // totals of this group so far; under drop_oldest it makes room by
   // deleting the oldest records into `batch`.
   absl::Status MakeRoom(uint64_t bytes, uint64_t* total, std::map<std::string, LaneStats>* touched,
                         rocksdb::WriteBatch* batch, std::map<std::string, std::pair<uint64_t, uint64_t>>* drops,
-                        std::set<std::string>* changed, std::map<std::string, BatchRanges>* in_batch) {
+                        std::set<std::string>* changed, std::map<std::string, SeqRanges>* in_batch) {
     if (options_.max_bytes == 0 || *total + bytes <= options_.max_bytes) return absl::OkStatus();
     if (!options_.drop_oldest || bytes > options_.max_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat("spool full: ", *total, " of spool.max_bytes (",
@@ -755,7 +649,7 @@ class RocksDbSpool final : public Spool {
                                                          options_.max_bytes, ") in use and nothing left to drop"));
       }
       LaneStats& lane = (*touched)[victim];
-      BatchRanges& victim_ranges = (*in_batch)[victim];
+      SeqRanges& victim_ranges = (*in_batch)[victim];
       changed->insert(victim);
       const uint64_t need = *total + bytes - options_.max_bytes;
       uint64_t freed = 0, records = 0;
@@ -774,7 +668,7 @@ class RocksDbSpool final : public Spool {
         for (it->Seek(RecordKey(victim, lane.deleted_up_to + 1)); it->Valid() && freed < need; it->Next()) {
           const SeqNo seq = SeqFromKey(View(it->key()));
           last = seq;
-          if (InRanges(victim_ranges, seq)) continue;  // deleted earlier in this batch
+          if (victim_ranges.Contains(seq)) continue;  // deleted earlier in this batch
           freed += it->value().size() - kEnvelopeHeader;
           ++records;
         }
@@ -782,7 +676,7 @@ class RocksDbSpool final : public Spool {
       }
       if (records == 0) return absl::ResourceExhaustedError("spool full: nothing left to drop");
       batch->DeleteRange(default_cf_, KeyAfterRecord(victim, lane.deleted_up_to), RecordKey(victim, last + 1));
-      AddRange(&victim_ranges, lane.deleted_up_to + 1, last);
+      victim_ranges.Add(lane.deleted_up_to + 1, last);
       lane.records -= std::min(lane.records, records);
       lane.bytes -= std::min(lane.bytes, freed);
       ZB_ASSIGN_OR_RETURN(const SeqNo next_live, NextLive(victim, last, committed_end, victim_ranges));
@@ -837,7 +731,7 @@ class RocksDbSpool final : public Spool {
     for (size_t i = start; i < group.size(); ++i) touched.try_emplace(LaneOf(group[i]));
     std::map<std::string, SeqNo> committed_next;  // each lane's next seq before this batch
     for (const auto& [name, stats] : touched) committed_next[name] = stats.next_seq;
-    std::map<std::string, BatchRanges> in_batch;  // ranges this batch deletes, by lane
+    std::map<std::string, SeqRanges> in_batch;  // ranges this batch deletes, by lane
     const absl::Status latched = RecoverFromLatchedError();
     // RocksDB met a full disk (filled between the guard's look and a
     // write): it takes nothing until Resume, and what may wait, waits.
@@ -968,7 +862,7 @@ class RocksDbSpool final : public Spool {
       }
       // The ledgers learn what the batch did, now that it is in.
       for (const auto& [name, ranges] : in_batch) {
-        for (const auto& [a, b] : ranges) ledgers_[name].Gone(a, b);
+        for (const auto& [a, b] : ranges.ranges()) ledgers_[name].Gone(a, b);
       }
       for (size_t i = start; i < end; ++i) {
         const auto* append = std::get_if<AppendRequest>(&group[i]);
@@ -1026,7 +920,7 @@ class RocksDbSpool final : public Spool {
   // deleted by a commit nor by `in_batch`), or `committed_next` when none
   // below it is.
   absl::StatusOr<SeqNo> NextLive(const std::string& lane, SeqNo after, SeqNo committed_next,
-                                 const BatchRanges& in_batch) {
+                                 const SeqRanges& in_batch) {
     SeqNo from = after + 1;
     const std::string upper = RecordKey(lane, committed_next);
     rocksdb::Slice upper_slice(upper);
@@ -1040,9 +934,9 @@ class RocksDbSpool final : public Spool {
         return committed_next;
       }
       const SeqNo seq = SeqFromKey(View(it->key()));
-      auto range = in_batch.upper_bound(seq);
-      if (range == in_batch.begin() || std::prev(range)->second < seq) return seq;
-      from = std::prev(range)->second + 1;
+      const std::optional<SeqNo> deleted_to = in_batch.EndOfRangeHolding(seq);
+      if (!deleted_to) return seq;
+      from = *deleted_to + 1;
     }
     return committed_next;
   }
@@ -1082,7 +976,7 @@ class RocksDbSpool final : public Spool {
   // the lane's next seq before this batch (records at or past it are this
   // batch's own appends, not visible yet: deleting them is refused).
   absl::Status AddDelete(const std::string& lane_name, SeqNo first, SeqNo last, SeqNo committed_next,
-                         LaneStats* lane, rocksdb::WriteBatch* batch, uint64_t* total, BatchRanges* in_batch) {
+                         LaneStats* lane, rocksdb::WriteBatch* batch, uint64_t* total, SeqRanges* in_batch) {
     first = std::max(first, lane->deleted_up_to + 1);
     if (last < first) return absl::OkStatus();
     if (last >= committed_next) {
@@ -1091,11 +985,11 @@ class RocksDbSpool final : public Spool {
     }
     uint64_t records = 0, bytes = 0;
     SizeLedger& ledger = ledgers_[lane_name];
-    for (const auto& [a, b] : Uncovered(first, last, *in_batch)) {
+    for (const auto& [a, b] : in_batch->Uncovered(first, last)) {
       if (!ledger.Count(a, b, &records, &bytes)) ZB_RETURN_IF_ERROR(CountRecords(lane_name, a, b, &records, &bytes));
       batch->DeleteRange(default_cf_, KeyAfterRecord(lane_name, a - 1), RecordKey(lane_name, b + 1));
     }
-    AddRange(in_batch, first, last);
+    in_batch->Add(first, last);
     lane->records -= std::min(lane->records, records);
     lane->bytes -= std::min(lane->bytes, bytes);
     *total -= std::min(*total, bytes);
@@ -1269,12 +1163,8 @@ class RocksDbSpool final : public Spool {
   const SpoolOptions options_;
   const SpaceGuard guard_;
   const uint64_t drained_flush_bytes_;  // MaybeFlushDrained
+  WriteQueue queue_{options_.max_group_bytes};  // the writer's inbox
   std::thread writer_;
-
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::deque<WriteRequest> queue_;  // guarded by queue_mu_
-  bool stopping_ = false;  // guarded by queue_mu_
 
   absl::Mutex watch_mu_;
   std::multimap<std::string, std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(watch_mu_);
@@ -1332,11 +1222,8 @@ class RocksDbSpool final : public Spool {
   // stopped first at close.
   SpoolTidier tidier_;
 
-  std::thread reader_;
-  std::mutex read_mu_;
-  std::condition_variable read_cv_;
-  std::deque<std::function<void(bool)>> reads_;  // guarded by read_mu_
-  bool read_stopping_ = false;                   // guarded by read_mu_
+  // Serves ReadFromAsync and dead-letter lists; stopped before the writer.
+  SerialWorker reader_{"zb-spool-read"};
 };
 
 }  // namespace

@@ -338,7 +338,10 @@ TEST_F(DrainLaneTest, ResumesFromTheSpoolAfterRestart) {
 }
 
 TEST_F(DrainLaneTest, PartialBatchesLingerWhileRequestsAreInFlight) {
-  MakeLane(/*max_inflight=*/4, /*max_batch=*/4);
+  // The linger is on the lane's clock: it ends when the test moves it, not
+  // when a slow machine takes longer than it between two appends.
+  constexpr std::chrono::seconds kLinger{10};
+  MakeLane(/*max_inflight=*/4, /*max_batch=*/4, [&](DrainLaneOptions& o) { o.linger = kLinger; });
   Append(1);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
@@ -349,6 +352,8 @@ TEST_F(DrainLaneTest, PartialBatchesLingerWhileRequestsAreInFlight) {
   EXPECT_TRUE(OnLoop([&] { return lane_->busy_for_test(); }))
       << "a partial batch waits while a request is in flight";
   EXPECT_EQ(call(0)->writes.size(), 1u);
+  MonotonicClock::AdvanceForTest(kLinger);
+  WakeTimersForTest(loop_);
   ASSERT_TRUE(Settle());
   ASSERT_EQ(call(0)->writes.size(), 2u);
   EXPECT_EQ(call(0)->writes[1].second.size(), 2u) << "records that came during the linger go as one request";
