@@ -274,6 +274,8 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
       Fail(absl::InternalError(absl::StrCat("protocol error from server: ", ev.text)));
       return;
     case StreamEvent::Kind::kWriteDone:
+      if (ev.ok) Pump();  // room in the stream's queue
+      return;           // else kDone follows with the reason
     case StreamEvent::Kind::kReadClosed:
       return;  // kDone follows with the reason
     case StreamEvent::Kind::kDone:
@@ -310,6 +312,7 @@ void DrainLane::Pump() {
   // the isolation's batch and not past its range.
   const uint32_t max_inflight = isolation_.active ? 1 : options_.max_inflight_requests;
   if (window_.size() >= max_inflight || next_read_seq_ > durable_seq_) return;
+  if (stream_->queued_writes() >= kMaxQueuedRequests) return;  // kWriteDone pumps again
   uint32_t max_records = options_.max_batch_records;
   if (isolation_.active && next_read_seq_ <= isolation_.until) {
     max_records = static_cast<uint32_t>(std::min<uint64_t>(isolation_.batch, isolation_.until - next_read_seq_ + 1));

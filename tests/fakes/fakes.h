@@ -22,6 +22,10 @@ struct FakeCall {
   bool cancelled = false;
   bool destroyed = false;
   bool response_started = true;  // false: as a call on a dead connection
+  // As gRPC's queue: with queue_writes, each Write waits in `queued` until
+  // the test takes it (as a kWriteDone would).
+  bool queue_writes = false;
+  size_t queued = 0;
 };
 
 class FakeStreamFactory final : public IngestStreamFactory {
@@ -44,10 +48,11 @@ class FakeStreamFactory final : public IngestStreamFactory {
     ~Stream() override { call_->destroyed = true; }
     void Write(int64_t offset, std::vector<std::string> records) override {
       call_->writes.emplace_back(offset, std::move(records));
+      if (call_->queue_writes) ++call_->queued;
     }
     void WritesDone() override { call_->writes_done = true; }
     void Cancel() override { call_->cancelled = true; }
-    size_t queued_writes() const override { return 0; }
+    size_t queued_writes() const override { return call_->queued; }
     bool response_started() const override { return call_->response_started; }
 
    private:

@@ -362,6 +362,38 @@ TEST_F(DrainLaneTest, PartialBatchesLingerWhileRequestsAreInFlight) {
   EXPECT_EQ(call(0)->writes[2].second.size(), 4u);
 }
 
+// Memory is bounded by configuration, not by how far the transport falls
+// behind: requests gRPC has not taken yet are not read while
+// kMaxQueuedRequests of them wait, however many more the window allows.
+TEST_F(DrainLaneTest, HoldsNoMoreThanAFewRequestsTheTransportHasNotTaken) {
+  MakeLane(/*max_inflight=*/16, /*max_batch=*/1);
+  Append(6);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  call(0)->queue_writes = true;  // the transport takes nothing: requests pile up
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  EXPECT_EQ(call(0)->writes.size(), kMaxQueuedRequests);
+  // One write ends: the lane reads and hands over one more.
+  call(0)->queued -= 1;
+  Emit(call(0), StreamEvent::Kind::kWriteDone);
+  ASSERT_TRUE(Settle());
+  EXPECT_EQ(call(0)->writes.size(), kMaxQueuedRequests + 1);
+  // A failed write sends nothing more (kDone follows).
+  call(0)->queued -= 1;
+  StreamEvent failed;
+  failed.kind = StreamEvent::Kind::kWriteDone;
+  failed.ok = false;
+  Deliver(call(0), failed);
+  ASSERT_TRUE(Settle());
+  EXPECT_EQ(call(0)->writes.size(), kMaxQueuedRequests + 1);
+  // The transport keeps up again: the rest goes, each in its own request.
+  call(0)->queue_writes = false;
+  call(0)->queued = 0;
+  Emit(call(0), StreamEvent::Kind::kWriteDone);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == 6; }));
+  EXPECT_EQ(call(0)->writes[5].first, 5);
+}
+
 TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
   MakeLane(4, 1);
   Append(2);
