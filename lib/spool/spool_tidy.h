@@ -8,7 +8,9 @@
 // hundreds of MB for minutes. This gives them back, at most every
 // kTidyInterval (spool_tidy.cc):
 //  - a lane whose deleted records hold more than kTidyDeletedBytes of
-//    table files has that range compacted while the rest still drains;
+//    table files has the files that hold nothing else dropped while the
+//    rest still drains (no rewrite), and if that is not enough, the range
+//    compacted;
 //  - a drained spool (no records in any lane) has its memtables flushed
 //    (at most every kTidyDrainedFlushInterval), which frees their memory
 //    and the write-ahead log (unless dead-letter writes still hold it, until
@@ -70,6 +72,10 @@ class SpoolTidier {
  private:
   void Loop();  // tidy thread
   void Tidy();  // tidy thread
+  // Tidy thread. Drops the table files that hold only deleted records of
+  // `lane` (seqs up to `deleted_up_to`, which the lane's published stats
+  // say are deleted). False if nothing could be dropped.
+  bool DropDeletedFiles(const std::string& lane, SeqNo deleted_up_to);
 
   rocksdb::DB* const db_;
   rocksdb::ColumnFamilyHandle* const default_cf_;
