@@ -284,6 +284,20 @@ TEST_F(DevServerTest, JsonAndProtoRecordsLandAsRows) {
   EXPECT_EQ(server_->Rows(table), (std::vector<std::string>{R"({"id":"p1","temp":2.5})"}));
 }
 
+// A row is compact JSON on one line: a record written over several lines
+// lands on one; a compact one lands as it came.
+TEST_F(DevServerTest, EveryRowIsOneLineOfCompactJson) {
+  StartServer({"--ack-interval-ms", "0"});
+  auto call = Open(Token());
+  ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+  ASSERT_TRUE(call->rw->Write(
+      Batch(0, {"{\n  \"id\": \"a b\",\r\n\t\"n\": [1, 2]\n}", R"({"id":"c\u0064","n":{"x":null}})"})));
+  EXPECT_EQ(ReadAcksUpTo(call.get(), 0).back(), 0);
+  EXPECT_TRUE(Finish(call.get()).ok());
+  EXPECT_EQ(server_->Rows(kTable),
+            (std::vector<std::string>{R"({"id":"a b","n":[1,2]})", R"({"id":"c\u0064","n":{"x":null}})"}));
+}
+
 TEST_F(DevServerTest, RequestsOverTenMebibytesAreRefused) {
   StartServer();
   auto call = Open(Token());

@@ -97,4 +97,37 @@ inline std::string ParseBoundedJson(std::string_view text, rapidjson::Document* 
   return "";
 }
 
+// Checks that `text` is JSON nesting no deeper than `max_depth`, without
+// building a document: "" if it is (and `*object` says whether it is an
+// object), else why not, in ParseBoundedJson's words.
+inline std::string CheckBoundedJson(std::string_view text, bool* object, int max_depth = kMaxJsonDepth) {
+  using bounded_json_internal::DepthLimit;
+  // Counts events; remembers whether the first opened an object.
+  struct Shape : rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Shape> {
+    bool Default() {
+      ++events;
+      return true;
+    }
+    bool StartObject() {
+      if (events++ == 0) object = true;
+      return true;
+    }
+    int events = 0;
+    bool object = false;
+  };
+  Shape shape;
+  rapidjson::MemoryStream memory(text.data(), text.size());
+  rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(memory);
+  DepthLimit<Shape> limited(shape, max_depth);
+  rapidjson::Reader reader;
+  const rapidjson::ParseResult result = reader.Parse<rapidjson::kParseIterativeFlag>(in, limited);
+  *object = shape.object;
+  if (limited.too_deep()) return "nesting deeper than " + std::to_string(max_depth) + " levels";
+  if (result.IsError()) {
+    return "invalid JSON at byte " + std::to_string(result.Offset()) + ": " +
+           rapidjson::GetParseError_En(result.Code());
+  }
+  return "";
+}
+
 }  // namespace zb::devserver
