@@ -48,7 +48,7 @@ void Usage(FILE* out) {
 // its 128 KiB default), buffers of 1 MiB and more, memtable blocks included,
 // are mappings of their own, unmapped when freed, and malloc keeps 46-72
 // MiB free: RSS 165-175 MiB after rounds 3-30, ratio 0.48 over rounds 10-30
-// (with the drained spool's memtable flush, lib/spool/rocksdb_spool.cc).
+// (with the drained spool's memtable flush, lib/spool/spool_tidy.h).
 // The price is page faults on fresh mappings: about 12 % more CPU for the
 // daemon at full intake speed. Smaller buffers (records, requests of a few
 // hundred KiB) stay in the arenas. An operator's own MALLOC_MMAP_THRESHOLD_

@@ -85,7 +85,6 @@ class RocksDbSpool final : public Spool {
         dead_letters_(*this),
         options_(options),
         guard_(options.path, options.min_free_bytes, reserve_bytes, options.free_bytes_probe),
-        drained_flush_bytes_(drained_flush_bytes),
         lanes_(std::move(lanes)),
         destinations_(std::move(destinations)),
         full_state_(options.path, FullState::Room{.max_bytes = options.max_bytes,
@@ -93,7 +92,7 @@ class RocksDbSpool final : public Spool {
                                                   .total_bytes = [this] { return TotalBytes(); },
                                                   .free_bytes = [this] { return guard_.FreeBytes(); }}),
         tidier_(db_.get(), default_cf_, dead_cf_, meta_cf_, &guard_, [this] { return LanesSnapshot(); },
-                options.path) {
+                options.path, SpoolTidier::Options{.drained_flush_bytes = drained_flush_bytes}) {
     writer_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "zb-spool-write");
       WriterLoop();
@@ -531,36 +530,6 @@ class RocksDbSpool final : public Spool {
     db_->Flush(flush, default_cf_);
   }
 
-  // Writer thread, when a delete left every lane empty. Acked records leave
-  // by range deletes, but their bytes stay in the memtable until it fills
-  // (the default 64 MiB write buffer is 75-88 MiB of memory when it
-  // flushes, and the next one fills while it does), so what a drained
-  // daemon held depended on where the load left RocksDB's flush cycle: in
-  // bench/route_soak.sh (200 routes, issue 8) malloc's use after a drain
-  // swung between 67 and 127 MiB with it. A memtable of drained_flush_bytes_
-  // or more is flushed now instead: the flush drops every record the range
-  // deletes cover and writes a table of a few KiB (lane metas, tombstones),
-  // and the memtable's memory goes back (daemon/main.cc); use after a drain
-  // then stays at 65-75 MiB. At most one such flush per 8 MiB appended, in
-  // the background, and only while it fits in the reserve.
-  void MaybeFlushDrained() {
-    uint64_t active = 0;
-    if (!latched_error_.ok() ||
-        !db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kCurSizeActiveMemTable, &active) ||
-        active < drained_flush_bytes_) {
-      return;
-    }
-    if (!guard_.ReserveFree()) return;
-    rocksdb::FlushOptions flush;
-    flush.wait = false;
-    flush.allow_write_stall = true;
-    // The lane metas' memtable too: a write-ahead log goes only once every
-    // family's memtable holding its writes is flushed. (The dead-letter
-    // store's rare writes may keep one longer: max_total_wal_size flushes
-    // that family once the logs pass it, rocksdb_store.cc.)
-    db_->Flush(flush, {default_cf_, meta_cf_});
-  }
-
   // ----------------------------------------------------------------- writes
 
   // Writer thread. Every RocksDB write goes through here: the space guard
@@ -874,10 +843,7 @@ class RocksDbSpool final : public Spool {
       BoundLedgers();
     }
     if (write_status.ok() && freed_any) {
-      if (std::all_of(touched.begin(), touched.end(), [](const auto& lane) { return lane.second.records == 0; })) {
-        MaybeFlushDrained();
-      }
-      tidier_.Request();  // after the stats it reads are published
+      tidier_.Request();  // after the stats it reads are published (a drained spool is flushed there)
     }
     if (write_status.ok()) {
       if (any_append) watermark_dirty_ = true;
@@ -1162,7 +1128,6 @@ class RocksDbSpool final : public Spool {
   RocksDbDeadLetters dead_letters_;  // dead_letters(): the interface to dead_store_
   const SpoolOptions options_;
   const SpaceGuard guard_;
-  const uint64_t drained_flush_bytes_;  // MaybeFlushDrained
   WriteQueue queue_{options_.max_group_bytes};  // the writer's inbox
   std::thread writer_;
 

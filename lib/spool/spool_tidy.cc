@@ -23,13 +23,12 @@ constexpr std::chrono::seconds kTidyInterval{1};
 // more table files than this is compacted.
 constexpr uint64_t kTidyDeletedBytes = 32u << 20;
 constexpr uint64_t kTidyDrainedBytes = 4u << 20;
-// A drained spool's memtables are flushed at most this often.
-constexpr std::chrono::seconds kTidyDrainedFlushInterval{2};
 
 }  // namespace
 
 SpoolTidier::SpoolTidier(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records, rocksdb::ColumnFamilyHandle* dead,
-                         rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path)
+                         rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path,
+                         Options options)
     : db_(db),
       default_cf_(records),
       dead_cf_(dead),
@@ -37,6 +36,7 @@ SpoolTidier::SpoolTidier(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records, 
       guard_(guard),
       lanes_(std::move(lanes)),
       path_(std::move(path)),
+      options_(options),
       thread_([this] {
         pthread_setname_np(pthread_self(), "zb-spool-tidy");
         Loop();
@@ -92,11 +92,12 @@ void SpoolTidier::Tidy() {
   if (drained) {
     // What the memtables still hold of a drained spool is deleted records
     // and metas, and it pins the write-ahead log: flushed, both go (the
-    // flush drops what the range deletes cover and writes a few KiB). At
-    // most every kTidyDrainedFlushInterval, so a slow steady flow that
-    // drains often does not flush at every ACK; one skipped is looked at
-    // again.
-    uint64_t entries = 0;
+    // flush drops what the range deletes cover and writes a few KiB). A
+    // small memtable at most every drained_flush_interval, so a slow steady
+    // flow that drains often does not flush at every ACK; one skipped is
+    // looked at again.
+    uint64_t entries = 0, active_bytes = 0;
+    db_->GetIntProperty(default_cf_, rocksdb::DB::Properties::kCurSizeActiveMemTable, &active_bytes);
     for (rocksdb::ColumnFamilyHandle* family : {default_cf_, meta_cf_}) {
       for (const std::string& property : {rocksdb::DB::Properties::kNumEntriesActiveMemTable,
                                           rocksdb::DB::Properties::kNumEntriesImmMemTables}) {
@@ -106,7 +107,8 @@ void SpoolTidier::Tidy() {
     }
     if (entries > 0) {
       const auto now = std::chrono::steady_clock::now();
-      if (now - last_drained_flush_ >= kTidyDrainedFlushInterval) {
+      if (active_bytes >= options_.drained_flush_bytes ||
+          now - last_drained_flush_ >= options_.drained_flush_interval) {
         last_drained_flush_ = now;
         rocksdb::FlushOptions flush;
         flush.allow_write_stall = true;

@@ -11,12 +11,20 @@
 //    table files has the files that hold nothing else dropped while the
 //    rest still drains (no rewrite), and if that is not enough, the range
 //    compacted;
-//  - a drained spool (no records in any lane) has its memtables flushed
-//    (at most every kTidyDrainedFlushInterval), which frees their memory
-//    and the write-ahead log (unless dead-letter writes still hold it, until
-//    max_total_wal_size flushes them); holding more than kTidyDrainedBytes of table files,
-//    it is compacted whole, which drops every deleted record: it comes
-//    back to a few KiB.
+//  - a drained spool (no records in any lane) has its memtables flushed,
+//    which frees their memory and the write-ahead log (unless dead-letter
+//    writes still hold it, until max_total_wal_size flushes them): at once
+//    when the records' memtable holds drained_flush_bytes or more, else at
+//    most every drained_flush_interval; holding more than
+//    kTidyDrainedBytes of table files, it is compacted whole, which drops
+//    every deleted record: it comes back to a few KiB.
+// Why flush a drained spool at once: acked records leave by range deletes,
+// but their bytes stay in the memtable until it fills, so what a drained
+// daemon held depended on where the load left RocksDB's flush cycle (in
+// bench/route_soak.sh, 200 routes, malloc's use after a drain swung between
+// 67 and 127 MiB with it). The flush drops every record the range deletes
+// cover, writes a table of a few KiB and gives the memtable's memory back
+// (daemon/main.cc): use after a drain then stays at 65-75 MiB.
 // Compaction reads what it drops and writes only what still lives, and
 // runs only while the reserve is free (SpaceGuard).
 
@@ -45,13 +53,22 @@ class SpoolTidier {
   // tidy thread.
   using LanesFn = std::function<std::map<std::string, LaneStats>()>;
 
+  struct Options {
+    uint64_t drained_flush_bytes = 2u << 20;
+    std::chrono::milliseconds drained_flush_interval{2000};
+  };
+
   // Starts the tidy thread ("zb-spool-tidy"), which waits for Request().
   // `db`, the column families (records, dead letters, lane metas) and
   // `guard` must outlive Stop(); `guard` is read (FreeBytes) on the tidy
   // thread, so must `lanes` be callable there. `path`: the spool's folder,
   // for log lines.
   SpoolTidier(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records, rocksdb::ColumnFamilyHandle* dead,
-              rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path);
+              rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path,
+              Options options);
+  SpoolTidier(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* records, rocksdb::ColumnFamilyHandle* dead,
+              rocksdb::ColumnFamilyHandle* meta, const SpaceGuard* guard, LanesFn lanes, std::string path)
+      : SpoolTidier(db, records, dead, meta, guard, std::move(lanes), std::move(path), Options{}) {}
   // Stop(), if not done.
   ~SpoolTidier();
 
@@ -84,6 +101,7 @@ class SpoolTidier {
   const SpaceGuard* const guard_;
   const LanesFn lanes_;
   const std::string path_;
+  const Options options_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -122,6 +122,12 @@ class TidyTest : public ::testing::Test {
     return bytes;
   }
 
+  uint64_t ActiveMemtableBytes() {
+    uint64_t bytes = 0;
+    EXPECT_TRUE(db_->GetIntProperty(handles_[0], rocksdb::DB::Properties::kCurSizeActiveMemTable, &bytes));
+    return bytes;
+  }
+
   uint64_t MemtableEntries() {
     uint64_t total = 0;
     for (rocksdb::ColumnFamilyHandle* family : {handles_[0], handles_[2]}) {
@@ -156,6 +162,44 @@ TEST_F(TidyTest, ADrainedSpoolIsFlushedAndCompactedBackToAFewKiBWhenAsked) {
   tidier.Stop();
   tidier.Stop();  // again: nothing
   tidier.Request();  // after Stop: nothing
+}
+
+// Right after one drained flush, a drained spool is flushed again at once
+// only when its records' memtable holds drained_flush_bytes (its memory
+// goes back now); a smaller one waits for drained_flush_interval (here an
+// hour), so a slow flow that drains at every ACK does not flush at each.
+TEST_F(TidyTest, ADrainedSpoolIsFlushedAgainAtOnceOnlyWhenItsMemtableIsLarge) {
+  LaneStats lane = FillAndDrain(/*records=*/16, /*size=*/4096);
+  const SpaceGuard guard(dir_.path(), 0, 0, nullptr);
+  std::atomic<int> looks{0};
+  SpoolTidier tidier(db_, handles_[0], handles_[1], handles_[2], &guard, [&] {
+    ++looks;
+    return std::map<std::string, LaneStats>{{"a", lane}};
+  }, dir_.path(), SpoolTidier::Options{.drained_flush_bytes = 3u << 20, .drained_flush_interval = std::chrono::hours(1)});
+  tidier.Request();
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return MemtableEntries() == 0; }, std::chrono::seconds(30)))
+      << "the first drained look flushes";
+
+  // Small: 64 KiB appended and acked. The tidier looks, and leaves it.
+  PutRecords(17, 32, 4096);
+  ASSERT_TRUE(db_->DeleteRange(rocksdb::WriteOptions(), handles_[0], KeyAfterRecord("a", 16), RecordKey("a", 33)).ok());
+  // A second look starts only once the first ended (and kTidyInterval):
+  // asking twice and waiting for the second means the first decided.
+  const int before_small = looks.load();
+  tidier.Request();
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return looks.load() > before_small; }, std::chrono::seconds(30)));
+  tidier.Request();
+  ASSERT_TRUE(zb::testing::WaitFor([&] { return looks.load() > before_small + 1; }, std::chrono::seconds(30)));
+  EXPECT_GT(MemtableEntries(), 0u) << "a small drained memtable waits for the interval";
+  EXPECT_LT(ActiveMemtableBytes(), 3u << 20);
+
+  // Large: 4 MiB more. Flushed on the next look.
+  PutRecords(33, 1056, 4096);
+  ASSERT_TRUE(db_->DeleteRange(rocksdb::WriteOptions(), handles_[0], KeyAfterRecord("a", 32), RecordKey("a", 1057)).ok());
+  ASSERT_GE(ActiveMemtableBytes(), 3u << 20);
+  tidier.Request();
+  EXPECT_TRUE(zb::testing::WaitFor([&] { return MemtableEntries() == 0; }, std::chrono::seconds(30)))
+      << "a large drained memtable is flushed at once";
 }
 
 TEST_F(TidyTest, ALaneWithMoreThan32MiBDeletedHasThatRangeCompactedWhileOthersHoldRecords) {
