@@ -4,12 +4,8 @@
 
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <map>
-#include <mutex>
-#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -18,6 +14,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/serial_worker.h"
 
 namespace zb {
 namespace {
@@ -270,21 +267,17 @@ struct Attempt {
   }
 };
 
-// Threads: Probe runs on any thread and only touches queue_ under mu_. The
-// worker thread (Run) owns the multi handle and every easy handle; it is
-// the only thread doing network I/O.
+// Threads: Probe runs on any thread and only posts to worker_. The worker
+// thread owns the multi handle and every easy handle; it is the only thread
+// doing network I/O.
 class CurlConnectionProber final : public ConnectionProber {
  public:
-  CurlConnectionProber() : multi_(NewMulti()), worker_([this] { Run(); }) {}
+  CurlConnectionProber() : multi_(NewMulti()) {}
 
   ~CurlConnectionProber() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
+    stopping_ = true;
     if (multi_ != nullptr) curl_multi_wakeup(multi_);  // ends a wait inside a probe
-    worker_.join();
+    worker_.Stop();  // the probes still queued are answered "destroyed"
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
   }
 
@@ -293,49 +286,23 @@ class CurlConnectionProber final : public ConnectionProber {
 
   using ConnectionProber::Probe;  // the overload taking the caller's executor
   void Probe(const ProbeTarget& target, Callback done) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(Job{target, std::move(done)});
-    }
-    cv_.notify_one();
+    worker_.Post([this, target, done = std::move(done)](bool cancelled) {
+      if (cancelled) {
+        done(absl::CancelledError("connection prober destroyed before the probe ran"));
+        return;
+      }
+      done(RunProbe(target));
+    });
   }
 
  private:
-  struct Job {
-    ProbeTarget target;
-    Callback done;
-  };
 
   static CURLM* NewMulti() {
     GlobalInitCurl();
     return curl_multi_init();  // null only when out of memory: every probe then fails with InternalError
   }
 
-  bool Stopping() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stopping_;
-  }
-
-  void Run() {
-    while (true) {
-      Job job;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (stopping_) break;
-        job = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      absl::StatusOr<ProbeResult> result = RunProbe(job.target);
-      job.done(std::move(result));
-    }
-    std::deque<Job> rest;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      rest.swap(queue_);
-    }
-    for (Job& job : rest) job.done(absl::CancelledError("connection prober destroyed before the probe ran"));
-  }
+  bool Stopping() const { return stopping_; }
 
   absl::StatusOr<ProbeResult> RunProbe(const ProbeTarget& t) {
     if (absl::Status s = Validate(t); !s.ok()) return s;
@@ -455,11 +422,8 @@ class CurlConnectionProber final : public ConnectionProber {
   }
 
   CURLM* const multi_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;   // guarded by mu_
-  std::deque<Job> queue_;   // guarded by mu_
-  std::thread worker_;      // last: starts after everything above exists
+  std::atomic<bool> stopping_{false};  // a probe under way gives up
+  SerialWorker worker_{"zb-probe"};    // last: starts after everything above exists
 };
 
 }  // namespace
