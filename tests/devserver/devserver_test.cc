@@ -148,6 +148,17 @@ class DevServerTest : public ::testing::Test {
     return at == std::string::npos ? ~0ull : std::stoull(stats->substr(at + k.size()));
   }
 
+  // A counter of one table in /stats ("tables": {"<table>": {...}}).
+  uint64_t TableStat(const std::string& table, const std::string& key) {
+    auto stats = server_->Stats();
+    if (!stats.ok()) return ~0ull;
+    const size_t table_at = stats->find(absl::StrCat("\"", table, "\":{"));
+    if (table_at == std::string::npos) return ~0ull;
+    const std::string k = absl::StrCat("\"", key, "\":");
+    const size_t at = stats->find(k, table_at);
+    return at == std::string::npos ? ~0ull : std::stoull(stats->substr(at + k.size()));
+  }
+
   TempDir dir_;
   std::unique_ptr<DevServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -296,6 +307,77 @@ TEST_F(DevServerTest, EveryRowIsOneLineOfCompactJson) {
   EXPECT_TRUE(Finish(call.get()).ok());
   EXPECT_EQ(server_->Rows(kTable),
             (std::vector<std::string>{R"({"id":"a b","n":[1,2]})", R"({"id":"c\u0064","n":{"x":null}})"}));
+}
+
+// --ack-latency-ms models the service's durability latency: no request is
+// acked before it passed, and requests sent meanwhile are taken and acked
+// too (pipelined, not stop-and-wait).
+TEST_F(DevServerTest, AckLatencyHoldsEachAckWhileRequestsKeepComing) {
+  StartServer({"--ack-latency-ms", "300"});
+  auto call = Open(Token());
+  ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+  const auto sent = std::chrono::steady_clock::now();
+  for (int64_t offset = 0; offset < 5; ++offset) {
+    ASSERT_TRUE(call->rw->Write(Batch(offset, {absl::StrCat(R"({"id":"l)", offset, R"("})")})));
+  }
+  const std::vector<int64_t> acks = ReadAcksUpTo(call.get(), 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, std::chrono::milliseconds(300));
+  ASSERT_FALSE(acks.empty());
+  if (acks.back() < 4) EXPECT_EQ(ReadAcksUpTo(call.get(), 4).back(), 4);
+  EXPECT_TRUE(Finish(call.get()).ok());
+  EXPECT_EQ(server_->Rows(kTable).size(), 5u);
+}
+
+// --stream-quota-rows / --stream-quota-bytes model the per-stream quota: one
+// second's worth may go at once, more ends the stream with
+// RESOURCE_EXHAUSTED; what was acked stays, the rest is dropped (the client
+// sends it again), and the trip is counted for the table.
+TEST_F(DevServerTest, AStreamPastItsQuotaEndsWithResourceExhausted) {
+  StartServer({"--ack-interval-ms", "0", "--stream-quota-rows", "10", "--stream-quota-bytes", "100000"});
+  const auto rows = [](const std::string& prefix, int n) {
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i) out.push_back(absl::StrCat(R"({"id":")", prefix, i, R"("})"));
+    return out;
+  };
+  auto call = Open(Token());
+  ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+  ASSERT_TRUE(call->rw->Write(Batch(0, rows("a", 10))));  // the whole second's worth
+  EXPECT_EQ(ReadAcksUpTo(call.get(), 0).back(), 0);
+  call->rw->Write(Batch(1, rows("b", 10)));  // refilled only after a second
+  absl::Status s = Finish(call.get());
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("at most 10 rows"), std::string::npos) << s;
+  EXPECT_EQ(server_->Rows(kTable).size(), 10u) << "the acked request stays; the other was dropped";
+  EXPECT_EQ(TableStat(kTable, "quota_trips"), 1u);
+
+  // More than a second's worth in one request never fits, rows or bytes.
+  call = Open(Token());
+  ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+  call->rw->Write(Batch(0, rows("c", 11)));
+  EXPECT_EQ(Finish(call.get()).code(), absl::StatusCode::kResourceExhausted);
+  call = Open(Token());
+  ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+  call->rw->Write(Batch(0, {absl::StrCat(R"({"p":")", std::string(100000, 'x'), R"("})")}));
+  EXPECT_EQ(Finish(call.get()).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(TableStat(kTable, "quota_trips"), 3u);
+  EXPECT_EQ(Stat("quota_trips"), 3u);
+}
+
+// The stats say how many streams each table has open now and had at most.
+TEST_F(DevServerTest, StatsCountOpenStreamsPerTable) {
+  StartServer();
+  std::vector<std::unique_ptr<Call>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(Open(Token()));
+    ASSERT_TRUE(Create(calls.back().get(), CreateJson()).ok());
+  }
+  EXPECT_EQ(TableStat(kTable, "open_streams"), 3u);
+  EXPECT_EQ(TableStat(kTable, "max_open_streams"), 3u);
+  EXPECT_EQ(TableStat(kTable, "records"), 0u) << "a table with streams and no rows is listed";
+  for (auto& call : calls) EXPECT_TRUE(Finish(call.get()).ok());
+  EXPECT_TRUE(zb::testing::WaitFor([&] { return TableStat(kTable, "open_streams") == 0; }, std::chrono::seconds(30)));
+  EXPECT_EQ(TableStat(kTable, "max_open_streams"), 3u);
+  EXPECT_EQ(TableStat(kTable, "streams"), 3u);
 }
 
 TEST_F(DevServerTest, RequestsOverTenMebibytesAreRefused) {

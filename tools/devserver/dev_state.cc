@@ -113,8 +113,22 @@ void DevState::StreamCreated(const std::string& table, const std::string& stream
   std::lock_guard<std::mutex> lock(mu_);
   ++streams_created_;
   ++table_streams_[table];
+  uint64_t& open = ++table_open_streams_[table];
+  table_max_open_streams_[table] = std::max(table_max_open_streams_[table], open);
   recent_streams_.emplace_back(stream_id, sdk);
   if (recent_streams_.size() > 20) recent_streams_.pop_front();
+}
+
+void DevState::StreamEnded(const std::string& table) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t& open = table_open_streams_[table];
+  if (open > 0) --open;
+}
+
+void DevState::QuotaExceeded(const std::string& table) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++quota_trips_;
+  ++table_quota_trips_[table];
 }
 
 void DevState::Violation(const std::string& what) {
@@ -164,17 +178,22 @@ std::string DevState::StatsJson() {
   num("token_bodies_abandoned", token_bodies_abandoned_);
   num("faults_injected", faults_injected_);
   num("rows_discarded", rows_discarded_);
+  num("quota_trips", quota_trips_);
   w.Key("last_violations");
   w.StartArray();
   for (const auto& v : last_violations_) w.String(v.c_str());
   w.EndArray();
   w.Key("tables");
   w.StartObject();
-  for (const auto& [table, n] : table_records_) {
+  // Every table a stream was created for, rows or not.
+  for (const auto& [table, streams] : table_streams_) {
     w.Key(table.c_str());
     w.StartObject();
-    num("records", n);
-    num("streams", table_streams_[table]);
+    num("records", table_records_[table]);
+    num("streams", streams);
+    num("open_streams", table_open_streams_[table]);
+    num("max_open_streams", table_max_open_streams_[table]);
+    num("quota_trips", table_quota_trips_[table]);
     w.EndObject();
   }
   w.EndObject();

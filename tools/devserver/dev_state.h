@@ -22,6 +22,14 @@ struct DevOptions {
   std::string http_listen = "127.0.0.1:50052";
   std::string output_dir = "zerobus-rows";
   int ack_interval_ms = 200;          // 0: ack after every request
+  // As the service: each request is acked this long after it came, while
+  // later ones keep coming (pipelined; ack_interval_ms is then unused).
+  int ack_latency_ms = 0;
+  // Per stream, as the service's quota: past these rows (bytes as encoded)
+  // per second the stream ends with RESOURCE_EXHAUSTED. A token bucket
+  // holding one second's worth. 0: no quota.
+  int stream_quota_rows = 0;
+  int stream_quota_bytes = 0;
   int stream_lifetime_ms = 900'000;   // then CloseStreamSignal; 0: never
   int close_grace_ms = 5'000;         // CloseStreamSignal duration, then the hard close
   bool close_with_ok = false;         // end rotated streams with OK instead of UNAVAILABLE 6002
@@ -67,6 +75,10 @@ class DevState {
   // Counters.
   void StreamOpened();
   void StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk);
+  // A created stream of `table` ended.
+  void StreamEnded(const std::string& table);
+  // A stream of `table` went past its quota.
+  void QuotaExceeded(const std::string& table);
   void Violation(const std::string& what);
   // One ingest request of `bytes` as encoded (the gRPC message).
   void Request(uint64_t bytes);
@@ -86,14 +98,15 @@ class DevState {
   std::map<std::string, TokenInfo> tokens_;
   std::shared_ptr<FaultScript> faults_ = std::make_shared<FaultScript>();
   std::map<std::string, FILE*> files_;
-  std::map<std::string, uint64_t> table_records_, table_streams_;
+  std::map<std::string, uint64_t> table_records_, table_streams_, table_open_streams_, table_max_open_streams_,
+      table_quota_trips_;
   std::deque<std::string> last_violations_;
   std::deque<std::pair<std::string, std::string>> recent_streams_;  // stream id, x-zerobus-sdk
   uint64_t largest_request_bytes_ = 0;
   uint64_t streams_opened_ = 0, streams_created_ = 0, violations_ = 0, records_ = 0, requests_ = 0,
            acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0,
            token_bodies_scripted_ = 0, token_body_bytes_written_ = 0, token_bodies_abandoned_ = 0,
-           faults_injected_ = 0, rows_discarded_ = 0;
+           faults_injected_ = 0, rows_discarded_ = 0, quota_trips_ = 0;
 };
 
 }  // namespace zb::devserver

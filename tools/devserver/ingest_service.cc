@@ -89,9 +89,13 @@ class StreamReactor final
   void HandleCreate(const pb::EphemeralStreamRequest& req);
   void HandleIngest(const pb::EphemeralStreamRequest& req);
   void Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued = false);
-  // Stores every pending row and generates the ACK covering them.
-  void CommitAndAck();
-  bool CommitPending();
+  // Stores the pending rows of requests up to `up_to` (all by default) and
+  // generates the ACK covering them.
+  void CommitAndAck(int64_t up_to = INT64_MAX);
+  bool CommitPending(int64_t up_to = INT64_MAX);
+  // Takes what a request costs from the quota's buckets; false (nothing
+  // taken) when it would go past the quota.
+  bool TakeQuota(size_t rows, size_t bytes, Clock::time_point now);
   void DiscardPending();
   void SendAck(int64_t offset);
   void Abort(const std::string& why);
@@ -126,7 +130,16 @@ class StreamReactor final
   int acks_sent_ = 0;
   int requests_ = 0;
   bool ack_withheld_ = false;    // an ACK was generated while ACKs were withheld
-  std::deque<std::pair<int64_t, std::vector<std::string>>> pending_;  // offset -> rows not yet stored
+  struct PendingRequest {
+    int64_t offset = 0;
+    Clock::time_point received;
+    std::vector<std::string> rows;
+  };
+  std::deque<PendingRequest> pending_;  // rows not yet stored, by offset
+  // The per-stream quota's buckets (DevOptions::stream_quota_rows/bytes),
+  // filled at that rate up to one second's worth.
+  double quota_rows_ = 0, quota_bytes_ = 0;
+  Clock::time_point quota_filled_at_;
   std::deque<std::pair<Clock::time_point, pb::EphemeralStreamResponse>> delayed_;  // ack_delay_ms
   Clock::time_point created_at_;
   Clock::time_point last_ack_;
@@ -431,8 +444,22 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
       return;
     }
   }
+  const Clock::time_point now = Clock::now();
+  const auto& o = state_.options();
+  if (!TakeQuota(rows.size(), request_bytes, now)) {
+    // As the service: the stream ends; what was acked is stored, what was
+    // not is dropped (the client sends it again).
+    state_.QuotaExceeded(table_);
+    Fail(grpc::StatusCode::RESOURCE_EXHAUSTED,
+         "Stream quota exceeded: at most " + std::to_string(o.stream_quota_rows) + " rows and " +
+             std::to_string(o.stream_quota_bytes) + " bytes per second per stream (request " +
+             std::to_string(offset) + ": " + std::to_string(rows.size()) + " rows, " +
+             std::to_string(request_bytes) + " bytes)",
+         false);
+    return;
+  }
   received_offset_ = offset;
-  pending_.emplace_back(offset, std::move(rows));
+  pending_.push_back(PendingRequest{offset, now, std::move(rows)});
   ++requests_;
   if (faults_.unexpected_payload_after > 0 && requests_ == faults_.unexpected_payload_after) {
     state_.FaultInjected("unexpected_payload on " + table_);
@@ -449,15 +476,35 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
     close_code_ = faults_.close_code;
     StartClose(Clock::now(), faults_.close_grace_ms);
   }
-  if (AckIntervalMs() == 0) CommitAndAck();
+  if (o.ack_latency_ms == 0 && AckIntervalMs() == 0) CommitAndAck();
 }
 
-bool StreamReactor::CommitPending() {
-  std::vector<std::string> rows;
-  for (auto& [offset, r] : pending_) {
-    for (auto& row : r) rows.push_back(std::move(row));
+bool StreamReactor::TakeQuota(size_t rows, size_t bytes, Clock::time_point now) {
+  const auto& o = state_.options();
+  if (o.stream_quota_rows == 0 && o.stream_quota_bytes == 0) return true;
+  if (quota_filled_at_ == Clock::time_point()) {
+    quota_rows_ = o.stream_quota_rows;  // a new stream starts with one second's worth
+    quota_bytes_ = o.stream_quota_bytes;
+  } else {
+    const double seconds = std::chrono::duration<double>(now - quota_filled_at_).count();
+    quota_rows_ = std::min<double>(o.stream_quota_rows, quota_rows_ + seconds * o.stream_quota_rows);
+    quota_bytes_ = std::min<double>(o.stream_quota_bytes, quota_bytes_ + seconds * o.stream_quota_bytes);
   }
-  pending_.clear();
+  quota_filled_at_ = now;
+  const bool rows_fit = o.stream_quota_rows == 0 || rows <= quota_rows_;
+  const bool bytes_fit = o.stream_quota_bytes == 0 || bytes <= quota_bytes_;
+  if (!rows_fit || !bytes_fit) return false;
+  quota_rows_ -= static_cast<double>(rows);
+  quota_bytes_ -= static_cast<double>(bytes);
+  return true;
+}
+
+bool StreamReactor::CommitPending(int64_t up_to) {
+  std::vector<std::string> rows;
+  while (!pending_.empty() && pending_.front().offset <= up_to) {
+    for (auto& row : pending_.front().rows) rows.push_back(std::move(row));
+    pending_.pop_front();
+  }
   std::string error;
   if (!rows.empty() && !state_.StoreRows(table_, rows, &error)) {
     Fail(grpc::StatusCode::INTERNAL, error, false);
@@ -468,14 +515,14 @@ bool StreamReactor::CommitPending() {
 
 void StreamReactor::DiscardPending() {
   uint64_t n = 0;
-  for (auto& [offset, rows] : pending_) n += rows.size();
+  for (const auto& request : pending_) n += request.rows.size();
   pending_.clear();
   if (n > 0) state_.RowsDiscarded(n);
 }
 
-void StreamReactor::CommitAndAck() {
-  if (!CommitPending()) return;
-  acked_offset_ = received_offset_;
+void StreamReactor::CommitAndAck(int64_t up_to) {
+  if (!CommitPending(up_to)) return;
+  acked_offset_ = std::min(up_to, received_offset_);
   last_ack_ = Clock::now();
   SendAck(acked_offset_);
 }
@@ -551,7 +598,18 @@ void StreamReactor::Tick(Clock::time_point now) {
     resp.mutable_create_stream_response()->set_stream_id(stream_id_);
     Queue(std::move(resp));
   }
-  if (received_offset_ > acked_offset_ && now - last_ack_ >= std::chrono::milliseconds(AckIntervalMs())) {
+  if (o.ack_latency_ms > 0) {
+    // Pipelined: every request whose latency has passed, in one ACK.
+    int64_t due = acked_offset_;
+    for (const auto& request : pending_) {
+      if (now - request.received < std::chrono::milliseconds(o.ack_latency_ms)) break;
+      due = request.offset;
+    }
+    if (due > acked_offset_) {
+      CommitAndAck(due);
+      if (finishing_) return;
+    }
+  } else if (received_offset_ > acked_offset_ && now - last_ack_ >= std::chrono::milliseconds(AckIntervalMs())) {
     CommitAndAck();
     if (finishing_) return;
   }
@@ -632,6 +690,7 @@ void StreamReactor::FinishNow(grpc::Status status) {
 }
 
 void StreamReactor::OnDone() {
+  if (created_) state_.StreamEnded(table_);
   service_->Remove(this);
   delete this;
 }

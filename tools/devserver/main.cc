@@ -56,6 +56,12 @@ int main(int argc, char** argv) {
   flags["--http-listen"] = {"host:port of the OAuth token endpoint and /stats", str(&o.http_listen), true, o.http_listen};
   flags["--output-dir"] = {"rows land in DIR/<table>.jsonl", str(&o.output_dir), true, o.output_dir};
   flags["--ack-interval-ms"] = {"coalesce ACKs on this timer; 0 acks every request", num(&o.ack_interval_ms), true, "200"};
+  flags["--ack-latency-ms"] = {"ack each request this long after it came, pipelined (as the service; replaces --ack-interval-ms)",
+                              num(&o.ack_latency_ms), true, "0"};
+  flags["--stream-quota-rows"] = {"rows per second per stream; past it RESOURCE_EXHAUSTED (0: no quota)",
+                                  num(&o.stream_quota_rows), true, "0"};
+  flags["--stream-quota-bytes"] = {"request bytes per second per stream; past it RESOURCE_EXHAUSTED (0: no quota)",
+                                   num(&o.stream_quota_bytes), true, "0"};
   flags["--stream-lifetime-ms"] = {"send CloseStreamSignal after this long; 0 never", num(&o.stream_lifetime_ms), true, "900000"};
   flags["--close-grace-ms"] = {"CloseStreamSignal duration before the hard close", num(&o.close_grace_ms), true, "5000"};
   flags["--close-with-ok"] = {"end rotated streams with OK instead of UNAVAILABLE 6002", on(&o.close_with_ok, true), false, ""};
