@@ -532,9 +532,11 @@ class RocksDbSpool final : public Spool {
 
   // ----------------------------------------------------------------- writes
 
-  // Writer thread. Every RocksDB write goes through here: the space guard
-  // reads the free space and refuses a batch that would not leave what
-  // `kind` must leave, so RocksDB never meets a full disk.
+  // Writer thread. Every RocksDB write goes through here (but the tidier's
+  // one range delete before it drops files, made only while the reserve is
+  // free): the space guard reads the free space and refuses a batch that
+  // would not leave what `kind` must leave, so RocksDB never meets a full
+  // disk.
   absl::Status GuardedWrite(rocksdb::WriteBatch* batch, SpaceGuard::Write kind, bool sync) {
     if (guard_.enabled()) {
       const uint64_t bytes = batch->GetDataSize();

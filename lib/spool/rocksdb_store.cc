@@ -64,7 +64,9 @@ rocksdb::DBOptions MakeDbOptions(bool create, const Tuning& tuning) {
   // Synced WALs that later shrink or vanish fail the open.
   db_options.track_and_verify_wals_in_manifest = true;
   db_options.max_background_jobs = 2;
-  // One writer thread: the memtable's insert hints need this off.
+  // The memtable's insert hints need this off. The spool's writer thread
+  // writes all but one kind of batch; the tidy thread's range deletes
+  // (SpoolTidier::DropDeletedFiles) start outside the hints' domain.
   db_options.allow_concurrent_memtable_write = false;
   // Table files kept open at once (more are opened on demand): the spool's
   // share of the descriptors the daemon reserves beside intake's
@@ -86,7 +88,7 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeFamilies(const Tuning& tuning, 
   if (insert_hints) cf_options.memtable_insert_with_hint_prefix_extractor = std::make_shared<LanePrefixTransform>();
   // Smaller table files than RocksDB's 64 MiB, so a drained range covers
   // whole files more often and they are dropped without a rewrite
-  // (ReclaimDeleted).
+  // (SpoolTidier::DropDeletedFiles).
   cf_options.target_file_size_base = std::max<uint64_t>(tuning.memtable_bytes, 2u << 20);
   cf_options.max_bytes_for_level_base = 4 * cf_options.target_file_size_base;
   cf_options.compression = rocksdb::kNoCompression;

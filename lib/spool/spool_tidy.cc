@@ -108,7 +108,7 @@ void SpoolTidier::Tidy() {
     if (entries > 0) {
       const auto now = std::chrono::steady_clock::now();
       if (active_bytes >= options_.drained_flush_bytes ||
-          now - last_drained_flush_ >= options_.drained_flush_interval) {
+          !last_drained_flush_ || now - *last_drained_flush_ >= options_.drained_flush_interval) {
         last_drained_flush_ = now;
         rocksdb::FlushOptions flush;
         flush.allow_write_stall = true;
@@ -152,7 +152,8 @@ void SpoolTidier::Tidy() {
     // rewrote live records too (a table file holding the newest records and
     // a range delete spans the whole lane, and pulls every file below it
     // into the compaction): a 1.8 GB backlog took 3.1 GB while it drained.
-    if (!DropDeletedFiles(name, lane.deleted_up_to) || deleted_bytes() <= kTidyDeletedBytes) continue;
+    // (A refusal falls back to compacting: that never brings a record back.)
+    if (DropDeletedFiles(name, lane.deleted_up_to) && deleted_bytes() <= kTidyDeletedBytes) continue;
     const rocksdb::Slice b(begin), e(end);
     rocksdb::Status s = db_->CompactRange(compact, default_cf_, &b, &e);
     if (!s.ok() && !s.IsIncomplete()) {

@@ -14,8 +14,9 @@
 //  - a drained spool (no records in any lane) has its memtables flushed,
 //    which frees their memory and the write-ahead log (unless dead-letter
 //    writes still hold it, until max_total_wal_size flushes them): at once
-//    when the records' memtable holds drained_flush_bytes or more, else at
-//    most every drained_flush_interval; holding more than
+//    on the next look (at most kTidyInterval after the drain) when the
+//    records' memtable holds drained_flush_bytes or more, else at most
+//    every drained_flush_interval; holding more than
 //    kTidyDrainedBytes of table files, it is compacted whole, which drops
 //    every deleted record: it comes back to a few KiB.
 // Why flush a drained spool at once: acked records leave by range deletes,
@@ -33,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -91,7 +93,8 @@ class SpoolTidier {
   void Tidy();  // tidy thread
   // Tidy thread. Drops the table files that hold only deleted records of
   // `lane` (seqs up to `deleted_up_to`, which the lane's published stats
-  // say are deleted). False if nothing could be dropped.
+  // say are deleted). False if RocksDB refused (logged); true also when
+  // no file lay wholly inside the range.
   bool DropDeletedFiles(const std::string& lane, SeqNo deleted_up_to);
 
   rocksdb::DB* const db_;
@@ -107,7 +110,8 @@ class SpoolTidier {
   std::condition_variable cv_;
   bool requested_ = false;  // guarded by mu_
   bool stopping_ = false;   // guarded by mu_
-  std::chrono::steady_clock::time_point last_drained_flush_;  // tidy thread only
+  // Tidy thread only; none yet: the first drained look flushes.
+  std::optional<std::chrono::steady_clock::time_point> last_drained_flush_;
   std::thread thread_;  // last: started once the rest is set
 };
 

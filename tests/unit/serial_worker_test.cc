@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "testutil.h"
 
 namespace zb {
 namespace {
@@ -66,6 +68,16 @@ TEST(SerialWorkerTest, StopWaitsForTheTaskUnderWayAndCancelsTheQueuedOnes) {
     worker.Post([&](bool was_cancelled) { ++(was_cancelled ? cancelled : ran_after); });
   }
   auto stopping = std::async(std::launch::async, [&] { worker.Stop(); });
+  // Once Stop has begun, a task posted runs at once, cancelled, on the
+  // poster (probes queued before that are cancelled later, on their own
+  // flags).
+  ASSERT_TRUE(zb::testing::WaitFor(
+      [&] {
+        auto ran = std::make_shared<std::atomic<int>>(0);  // 1: cancelled, 2: ran
+        worker.Post([ran](bool was_cancelled) { *ran = was_cancelled ? 1 : 2; });
+        return *ran == 1;
+      },
+      std::chrono::seconds(30)));
   // Stop cannot return while the first task still runs.
   EXPECT_EQ(stopping.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
   release.set_value();

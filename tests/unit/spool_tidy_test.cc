@@ -172,17 +172,24 @@ TEST_F(TidyTest, ADrainedSpoolIsFlushedAgainAtOnceOnlyWhenItsMemtableIsLarge) {
   LaneStats lane = FillAndDrain(/*records=*/16, /*size=*/4096);
   const SpaceGuard guard(dir_.path(), 0, 0, nullptr);
   std::atomic<int> looks{0};
+  // While the test appends, the lane holds records: a look then (the
+  // tidier looks again by itself after skipping a flush) is not drained.
+  std::atomic<bool> appending{false};
   SpoolTidier tidier(db_, handles_[0], handles_[1], handles_[2], &guard, [&] {
     ++looks;
-    return std::map<std::string, LaneStats>{{"a", lane}};
+    LaneStats now = lane;
+    if (appending) now.records = 1;
+    return std::map<std::string, LaneStats>{{"a", now}};
   }, dir_.path(), SpoolTidier::Options{.drained_flush_bytes = 3u << 20, .drained_flush_interval = std::chrono::hours(1)});
   tidier.Request();
   ASSERT_TRUE(zb::testing::WaitFor([&] { return MemtableEntries() == 0; }, std::chrono::seconds(30)))
       << "the first drained look flushes";
 
   // Small: 64 KiB appended and acked. The tidier looks, and leaves it.
+  appending = true;
   PutRecords(17, 32, 4096);
   ASSERT_TRUE(db_->DeleteRange(rocksdb::WriteOptions(), handles_[0], KeyAfterRecord("a", 16), RecordKey("a", 33)).ok());
+  appending = false;
   // A second look starts only once the first ended (and kTidyInterval):
   // asking twice and waiting for the second means the first decided.
   const int before_small = looks.load();
@@ -194,9 +201,11 @@ TEST_F(TidyTest, ADrainedSpoolIsFlushedAgainAtOnceOnlyWhenItsMemtableIsLarge) {
   EXPECT_LT(ActiveMemtableBytes(), 3u << 20);
 
   // Large: 4 MiB more. Flushed on the next look.
+  appending = true;
   PutRecords(33, 1056, 4096);
   ASSERT_TRUE(db_->DeleteRange(rocksdb::WriteOptions(), handles_[0], KeyAfterRecord("a", 32), RecordKey("a", 1057)).ok());
   ASSERT_GE(ActiveMemtableBytes(), 3u << 20);
+  appending = false;
   tidier.Request();
   EXPECT_TRUE(zb::testing::WaitFor([&] { return MemtableEntries() == 0; }, std::chrono::seconds(30)))
       << "a large drained memtable is flushed at once";
