@@ -23,6 +23,11 @@ constexpr std::chrono::seconds kTidyInterval{1};
 // more table files than this is compacted.
 constexpr uint64_t kTidyDeletedBytes = 32u << 20;
 constexpr uint64_t kTidyDrainedBytes = 4u << 20;
+// After dropping whole files, what is left of the deleted range is
+// compacted only past this: the parts of files that straddle its end (one
+// per level, a part of a file each) stay; deleted records in level-0 files,
+// which are never dropped, go.
+constexpr uint64_t kTidyLeftAfterDropBytes = kTidyDeletedBytes / 2;
 
 }  // namespace
 
@@ -153,7 +158,7 @@ void SpoolTidier::Tidy() {
     // a range delete spans the whole lane, and pulls every file below it
     // into the compaction): a 1.8 GB backlog took 3.1 GB while it drained.
     // (A refusal falls back to compacting: that never brings a record back.)
-    if (DropDeletedFiles(name, lane.deleted_up_to) && deleted_bytes() <= kTidyDeletedBytes) continue;
+    if (DropDeletedFiles(name, lane.deleted_up_to) && deleted_bytes() <= kTidyLeftAfterDropBytes) continue;
     const rocksdb::Slice b(begin), e(end);
     rocksdb::Status s = db_->CompactRange(compact, default_cf_, &b, &e);
     if (!s.ok() && !s.IsIncomplete()) {
