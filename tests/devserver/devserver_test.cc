@@ -4,6 +4,7 @@
 // token endpoint) and inject the faults its script asks for.
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -323,7 +324,9 @@ TEST_F(DevServerTest, AckLatencyHoldsEachAckWhileRequestsKeepComing) {
   const std::vector<int64_t> acks = ReadAcksUpTo(call.get(), 0);
   EXPECT_GE(std::chrono::steady_clock::now() - sent, std::chrono::milliseconds(300));
   ASSERT_FALSE(acks.empty());
-  if (acks.back() < 4) EXPECT_EQ(ReadAcksUpTo(call.get(), 4).back(), 4);
+  if (acks.back() < 4) {
+    EXPECT_EQ(ReadAcksUpTo(call.get(), 4).back(), 4);
+  }
   EXPECT_TRUE(Finish(call.get()).ok());
   EXPECT_EQ(server_->Rows(kTable).size(), 5u);
 }
@@ -546,10 +549,11 @@ TEST_F(DevServerTest, DeeplyNestedJsonIsRefusedAndTheServerServesOn) {
 
 TEST_F(DevServerTest, FaultScriptErrorsNameTheirPath) {
   TempDir dir;
-  RunResult r = RunCommand({BinDir() + "/zerobus-devserver", "--faults",
+  RunResult r = RunCommand({BinDir() + "/zerobus-devserver", "--output-dir", dir.Sub("rows"), "--faults",
                      R"({"tables":{"a.b.c":{"streams":[{},{"abort_code":"NOPE","sometimes":1}]}}})"},
                     std::chrono::seconds(20));
   EXPECT_EQ(r.exit_code, 2);
+  EXPECT_FALSE(std::filesystem::exists(dir.Sub("rows"))) << "refused before anything was created";
   EXPECT_NE(r.output.find(R"(tables["a.b.c"].streams[1].abort_code: must be a gRPC status code name)"),
             std::string::npos)
       << r.output;

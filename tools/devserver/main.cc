@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -124,7 +125,9 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  zb::devserver::DevState state(o);
+  // A bad fault script is refused before anything is created (the rows'
+  // folder included).
+  std::shared_ptr<zb::devserver::FaultScript> faults;
   if (!o.faults.empty()) {
     const std::string text = o.faults[0] == '{' ? o.faults : ReadFile(o.faults);
     auto script = zb::devserver::FaultScript::Parse(text);
@@ -133,8 +136,10 @@ int main(int argc, char** argv) {
                    std::string(script.status().message()).c_str());
       return 2;
     }
-    state.SetFaults(std::move(*script));
+    faults = std::move(*script);
   }
+  zb::devserver::DevState state(o);
+  if (faults) state.SetFaults(std::move(faults));
   zb::devserver::IngestService service(state);
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
