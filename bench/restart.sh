@@ -25,7 +25,8 @@ PY
 config() {  # $1: spool dir
   cat > "$WORK/zerobusd.yaml" <<YAML
 zerobus: {endpoint: "http://127.0.0.1:$GRPC", workspace_url: "http://127.0.0.1:$HTTP", workspace_id: "1",
-          tls: false, client_id: c, client_secret: s}
+          tls: false, client_id: c, client_secret: s,
+          stream_quota: {rows_per_second: 1000000000, bytes_per_second: 1TiB}}
 spool: {path: $1, max_bytes: 100GiB, min_free_bytes: 16MiB}
 intake: {socket: $WORK/zerobusd.sock}
 control: {socket: $WORK/control.sock}

@@ -165,6 +165,8 @@ zerobus:
   tls: false
   client_id: dev-client
   client_secret: dev-secret
+  # The dev server here has no quota: neither has the daemon's pace.
+  stream_quota: {rows_per_second: 1000000000, bytes_per_second: 1TiB}
 spool:
   path: $WORK/spool
 ${SPOOL_MIN_FREE:+  min_free_bytes: $SPOOL_MIN_FREE}

@@ -98,7 +98,10 @@ Destination DestinationOf(const RouteConfig& r, const RecordCodec& codec) {
 // Config keys a SIGHUP cannot change in a running daemon.
 std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonConfig& b) {
   std::vector<std::string> changed;
-  if (!(a.zerobus == b.zerobus)) changed.push_back("zerobus");
+  // The stream quota reaches the lanes through their routes (reloadable).
+  ZerobusConfig za = a.zerobus, zb = b.zerobus;
+  za.stream_quota = zb.stream_quota = StreamQuotaConfig{};
+  if (!(za == zb)) changed.push_back("zerobus");
   if (!(a.spool == b.spool)) changed.push_back("spool");
   if (!(a.intake == b.intake)) changed.push_back("intake");
   if (!(a.metrics == b.metrics)) changed.push_back("metrics");
@@ -181,7 +184,7 @@ class Daemon {
       if (spool_->LaneDestination(lane) != dest.Encode()) {
         ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(lane, dest.Encode()));
       }
-      AddLane(lane, r.name, dest, r.drain, /*configured=*/true);
+      AddLane(lane, r.name, dest, r.drain, r.stream_quota, /*configured=*/true);
       route_lane_[r.name] = lane;
     }
     AdoptUnconfiguredLanes();
@@ -351,7 +354,7 @@ class Daemon {
   // `name`: the spool lane; `route`: the route it serves (metrics and logs
   // say the lane).
   void AddLane(const std::string& name, const std::string& route, const Destination& dest, const DrainConfig& drain,
-               bool configured) {
+               const StreamQuotaConfig& quota, bool configured) {
     auto& factory = factories_[name];
     if (factory == nullptr) {
       GrpcTargetOptions target;
@@ -382,6 +385,7 @@ class Daemon {
     lane.rotation_drain = std::chrono::milliseconds(drain.rotation_drain_ms);
     lane.parked_retry = std::chrono::milliseconds(drain.parked_retry_ms);
     lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
+    lane.stream_quota = StreamQuota{.rows_per_second = quota.rows_per_second, .bytes_per_second = quota.bytes_per_second};
     lane.failure_log_interval = std::chrono::milliseconds(drain.failure_log_interval_ms);
     lane.endpoint = endpoint_.Target();
     lane.explain_connect_failure = [this](const PostFn& on, std::function<void(ConnectExplanation)> done) {
@@ -389,7 +393,7 @@ class Daemon {
     };
     metrics_->DeclareRoute(name);
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
-    lane_info_[name] = LaneInfo{route, dest, drain, configured};
+    lane_info_[name] = LaneInfo{route, dest, drain, quota, configured};
   }
 
   // Why the endpoint cannot be reached, in plain words (a lane asks once per
@@ -434,7 +438,8 @@ class Daemon {
       }
       spdlog::info("route \"{}\" is no longer configured: draining its {} spooled records to {}", name,
                    spool_->Stats(name).records, dest->Describe());
-      AddLane(name, name.substr(0, name.find('@')), *dest, config_.drain, /*configured=*/false);
+      AddLane(name, name.substr(0, name.find('@')), *dest, config_.drain, config_.zerobus.stream_quota,
+              /*configured=*/false);
     }
   }
 
@@ -512,7 +517,7 @@ class Daemon {
       current_lanes.insert(lane);
       const bool was_route = route_lane_.count(r.name) > 0;
       auto info = lane_info_.find(lane);
-      if (info != lane_info_.end() && info->second.drain == r.drain) {
+      if (info != lane_info_.end() && info->second.drain == r.drain && info->second.quota == r.stream_quota) {
         if (!was_route) added.push_back(r.name);
         else if (route_lane_[r.name] != lane) changed.push_back(r.name);
         info->second.configured = true;
@@ -530,7 +535,7 @@ class Daemon {
         lanes_[lane]->Abort();
       }
       (was_route ? changed : added).push_back(r.name);
-      AddLane(lane, r.name, d, r.drain, /*configured=*/true);
+      AddLane(lane, r.name, d, r.drain, r.stream_quota, /*configured=*/true);
       lanes_[lane]->Start();
     }
     for (auto& [name, info] : lane_info_) {
@@ -784,6 +789,7 @@ class Daemon {
     std::string route;  // the route it serves (or served)
     Destination dest;
     DrainConfig drain;
+    StreamQuotaConfig quota;
     bool configured = true;
   };
   struct DropLog {

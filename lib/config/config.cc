@@ -527,7 +527,8 @@ class Loader {
   void LoadZerobus(const YAML::Node& node) {
     StrictMap map(node, "zerobus",
                   {"endpoint", "workspace_url", "workspace_id", "tls", "ca_file", "client_id", "client_id_file",
-                   "client_secret", "client_secret_file", "keepalive_time_ms", "keepalive_timeout_ms"},
+                   "client_secret", "client_secret_file", "keepalive_time_ms", "keepalive_timeout_ms",
+                   "stream_quota"},
                   problems_);
     if (!map.valid()) return;
     ZerobusConfig& zb = config_.zerobus;
@@ -631,8 +632,24 @@ class Loader {
       }
     }
 
+    if (const YAML::Node* n = map.Find("stream_quota")) LoadStreamQuota(*n, "zerobus.stream_quota", &zb.stream_quota);
+
     zb.client_id = LoadCredential(map, "client_id");
     zb.client_secret = LoadCredential(map, "client_secret");
+  }
+
+  // Applies the keys present in `node` on top of `*quota`.
+  void LoadStreamQuota(const YAML::Node& node, const std::string& path, StreamQuotaConfig* quota) {
+    StrictMap map(node, path, {"rows_per_second", "bytes_per_second"}, problems_);
+    if (!map.valid()) return;
+    if (const YAML::Node* n = map.Find("rows_per_second")) {
+      if (auto v = ReadUint(*n, map.Path("rows_per_second"), 1, 1'000'000'000, problems_)) quota->rows_per_second = *v;
+    }
+    if (const YAML::Node* n = map.Find("bytes_per_second")) {
+      if (auto v = ReadByteSize(*n, map.Path("bytes_per_second"), 1024, 1ull << 40, problems_)) {
+        quota->bytes_per_second = *v;
+      }
+    }
   }
 
   // Resolves `key` (client_id or client_secret) from, in order: the inline
@@ -980,6 +997,7 @@ class Loader {
       const YAML::Node item = node[i];
       RouteConfig route;
       route.drain = drain_defaults;
+      route.stream_quota = config_.zerobus.stream_quota;
       if (std::optional<YAML::Node> name_node = LoadRoute(item, absl::StrCat("routes[", i, "]"), &route)) {
         std::vector<size_t>& indices = uses[route.name];
         if (indices.empty()) first_use.emplace_back(route.name, *name_node);
@@ -1000,7 +1018,7 @@ class Loader {
   // Returns the name's node when the route has a valid name (so it takes
   // part in the uniqueness check).
   std::optional<YAML::Node> LoadRoute(const YAML::Node& node, const std::string& path, RouteConfig* route) {
-    StrictMap map(node, path, {"name", "table", "format", "schema", "allow", "drain"}, problems_);
+    StrictMap map(node, path, {"name", "table", "format", "schema", "allow", "drain", "stream_quota"}, problems_);
     if (!map.valid()) return std::nullopt;
     std::optional<YAML::Node> name_node;
     if (const YAML::Node* n = map.Find("name")) {
@@ -1053,6 +1071,9 @@ class Loader {
     }
     if (const YAML::Node* n = map.Find("allow")) LoadAllow(*n, map.Path("allow"), route);
     if (const YAML::Node* n = map.Find("drain")) LoadDrain(*n, map.Path("drain"), &route->drain);
+    if (const YAML::Node* n = map.Find("stream_quota")) {
+      LoadStreamQuota(*n, map.Path("stream_quota"), &route->stream_quota);
+    }
     return name_node;
   }
 

@@ -17,6 +17,16 @@ enum class WhenFull { kBlock, kReject, kDropOldest };
 enum class SyncPolicy { kAlways, kNone };  // kNone: no fsync before the producer ack (explicit opt-in)
 enum class RecordFormat { kJson, kProto };
 
+// The service's quota per stream (zerobus-protocol.md §6: 15,000 rows/s
+// and 100 MB/s unless the workspace's are raised): each stream paces itself
+// under it, so a healthy daemon never trips it.
+struct StreamQuotaConfig {
+  uint64_t rows_per_second = 15'000;
+  uint64_t bytes_per_second = 100'000'000;
+
+  bool operator==(const StreamQuotaConfig&) const = default;
+};
+
 struct ZerobusConfig {
   std::string endpoint;        // as written: https://host, http://host:port or host:port
   std::string workspace_url;   // OAuth token endpoint base, e.g. https://x.cloud.databricks.com
@@ -30,6 +40,7 @@ struct ZerobusConfig {
   // the connection and the lane reconnects on a new one.
   uint32_t keepalive_time_ms = 30'000;
   uint32_t keepalive_timeout_ms = 10'000;
+  StreamQuotaConfig stream_quota;  // every route's, unless it sets its own
 
   bool operator==(const ZerobusConfig&) const = default;
 };
@@ -110,6 +121,7 @@ struct RouteConfig {
   std::vector<uint32_t> allow_uids;  // empty and allow_gids empty: everyone who can open the socket
   std::vector<uint32_t> allow_gids;
   DrainConfig drain;
+  StreamQuotaConfig stream_quota;  // zerobus.stream_quota, with the route's own keys on top
 
   bool operator==(const RouteConfig&) const = default;
 };

@@ -87,7 +87,9 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       create_timer_(loop),
       ack_timer_(loop),
       grace_timer_(loop),
-      linger_timer_(loop) {
+      linger_timer_(loop),
+      pace_timer_(loop) {
+  if (options_.stream_quota) pacer_.emplace(*options_.stream_quota, MonotonicClock::now());
   metrics_.LaneParked(options_.route, false);  // a lane replaced on reload starts afresh
   // Watch first, then read where the lane ends: nothing made durable in
   // between is missed.
@@ -166,6 +168,8 @@ void DrainLane::NewGeneration() {
   linger_armed_ = false;
   linger_expired_ = false;
   linger_timer_.cancel();
+  paced_.reset();  // read again from acked_seq_ + 1 on the next stream
+  pace_timer_.cancel();
 }
 
 void DrainLane::Connect() {
@@ -307,7 +311,7 @@ void DrainLane::OnCreated(const std::string& stream_id) {
 }
 
 void DrainLane::Pump() {
-  if (state_ != LaneState::kStreaming || stream_ == nullptr || read_in_flight_) return;
+  if (state_ != LaneState::kStreaming || stream_ == nullptr || read_in_flight_ || paced_) return;
   // While isolating a refused record, one request at a time, no larger than
   // the isolation's batch and not past its range.
   const uint32_t max_inflight = isolation_.active ? 1 : options_.max_inflight_requests;
@@ -376,20 +380,53 @@ void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> re
     return;
   }
   if (records->empty()) return;
-  std::vector<std::string> payloads;
-  payloads.reserve(records->size());
-  uint64_t bytes = 0;
+  ReadBatch batch;
+  batch.payloads.reserve(records->size());
   for (auto& r : *records) {
-    bytes += r.payload.size();
-    payloads.push_back(std::move(r.payload));
+    batch.bytes += r.payload.size();
+    batch.payloads.push_back(std::move(r.payload));
   }
-  const SeqNo first = records->front().seq;
-  const SeqNo last = records->back().seq;
-  const int64_t offset =
-      window_.Add(first, last, static_cast<uint32_t>(payloads.size()), bytes, records->front().append_time_us);
-  stream_->Write(offset, std::move(payloads));
-  next_read_seq_ = last + 1;
-  durable_seq_ = std::max(durable_seq_, last);
+  batch.first = records->front().seq;
+  batch.last = records->back().seq;
+  batch.oldest_append_us = records->front().append_time_us;
+  next_read_seq_ = batch.last + 1;
+  durable_seq_ = std::max(durable_seq_, batch.last);
+  SendPaced(std::move(batch));
+}
+
+void DrainLane::SendPaced(ReadBatch batch) {
+  if (pacer_) {
+    // What the service counts: the rows, and the request as encoded (at
+    // most this much; see kRequestEnvelopeBytes).
+    const uint64_t rows = batch.payloads.size();
+    const uint64_t request_bytes = kRequestEnvelopeBytes + batch.bytes + rows * kRecordFramingBytes;
+    const MonotonicClock::duration wait = pacer_->Delay(rows, request_bytes, MonotonicClock::now());
+    if (wait > MonotonicClock::duration::zero()) {
+      route_metrics_.PacedSeconds(std::chrono::duration<double>(wait).count());
+      paced_ = std::move(batch);
+      const uint64_t gen = gen_;
+      std::weak_ptr<DrainLane> weak = weak_from_this();
+      pace_timer_.expires_after(wait);
+      pace_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+        auto self = weak.lock();
+        if (ec || !self || self->gen_ != gen || !self->paced_) return;
+        // Rotating or stopping: it is not sent; the next stream reads it
+        // again (NewGeneration).
+        if (self->state_ != LaneState::kStreaming || self->stream_ == nullptr) return;
+        ReadBatch held = std::move(*self->paced_);
+        self->paced_.reset();
+        self->SendPaced(std::move(held));
+      });
+      return;
+    }
+  }
+  Send(std::move(batch));
+}
+
+void DrainLane::Send(ReadBatch batch) {
+  const int64_t offset = window_.Add(batch.first, batch.last, static_cast<uint32_t>(batch.payloads.size()),
+                                     batch.bytes, batch.oldest_append_us);
+  stream_->Write(offset, std::move(batch.payloads));
   if (window_.size() == 1) {
     window_started_ = MonotonicClock::now();
     ArmAckTimer();
@@ -528,6 +565,15 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
   if (resent > 0) route_metrics_.ResentRecords(resent);
   const absl::StatusCode code = status.code();
   metrics_.StreamFailure(options_.route, StatusCodeName(code));
+  if (code == absl::StatusCode::kResourceExhausted && pacer_) {
+    // The real quota is below the configured one (or another client shares
+    // it): slower from now on, the pace coming back a little every second.
+    pacer_->Throttled(MonotonicClock::now());
+    spdlog::warn("route {}: Zerobus ended the stream for its quota ({}); pacing at {:.0f}% of {} rows/s and {} "
+                 "bytes/s (zerobus.stream_quota) from now",
+                 options_.route, status.ToString(), pacer_->pace() * 100, options_.stream_quota->rows_per_second,
+                 options_.stream_quota->bytes_per_second);
+  }
   // A connection that failed, or went silent (our own timeouts), is not
   // used again: the next attempt dials a new one.
   if (kind == FailureKind::kConnect || kind == FailureKind::kTls || code == absl::StatusCode::kDeadlineExceeded) {

@@ -35,6 +35,7 @@
 #include <functional>
 #include <set>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "auth/token_source.h"
@@ -43,6 +44,7 @@
 #include "common/loop_thread.h"
 #include "drain/offset_window.h"
 #include "drain/route_health.h"
+#include "drain/stream_pacer.h"
 #include "metrics/metrics.h"
 #include "spool/spool.h"
 #include "zerobus/ingest_stream.h"
@@ -90,6 +92,9 @@ struct DrainLaneOptions {
   // This many records dead-lettered in a row with no ACK between them
   // means the table, not the records, is at fault: the lane parks.
   uint32_t max_consecutive_dead_letters = 100;
+  // The service's per-stream quota: requests are paced under it (none:
+  // sent as fast as the window allows).
+  std::optional<StreamQuota> stream_quota;
   BackoffOptions backoff;
   // While the lane keeps failing, a heartbeat line at most this often (the
   // first failures and every change of kind are logged at once).
@@ -167,10 +172,22 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // without any new event (tests wait for this to settle).
   bool busy_for_test() const {
     ZB_CHECK_ON_LOOP(loop_);
-    return read_in_flight_ || linger_armed_;
+    return read_in_flight_ || linger_armed_ || paced_.has_value();
+  }
+  // A batch is read and waits for the stream quota's pace.
+  bool paced_for_test() const {
+    ZB_CHECK_ON_LOOP(loop_);
+    return paced_.has_value();
   }
 
  private:
+  // Records read from the spool, to go as one request.
+  struct ReadBatch {
+    SeqNo first = 0, last = 0;
+    std::vector<std::string> payloads;
+    uint64_t bytes = 0;  // payload
+    int64_t oldest_append_us = 0;
+  };
   // Record-level refusals being narrowed down to single records.
   struct Isolation {
     bool active = false;
@@ -190,6 +207,10 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void OnCloseSignal(std::chrono::milliseconds grace);
   void Pump();
   void OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records);
+  // Sends `batch` now if the pace allows, else holds it in paced_ until it
+  // does.
+  void SendPaced(ReadBatch batch);
+  void Send(ReadBatch batch);
   void NewGeneration();
   void BeginRotationDrain();
   void FinishRotation();
@@ -254,6 +275,13 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   MonotonicTimer ack_timer_;
   MonotonicTimer grace_timer_;
   MonotonicTimer linger_timer_;
+  // A batch read and waiting for the pace (one at most: nothing more is
+  // read meanwhile); sent when pace_timer_ fires.
+  std::optional<ReadBatch> paced_;
+  MonotonicTimer pace_timer_;
+  // Kept across streams: the slower pace a RESOURCE_EXHAUSTED set outlives
+  // the stream it ended.
+  std::optional<StreamPacer> pacer_;
   bool read_in_flight_ = false;  // a spool read for this generation is under way
   bool linger_armed_ = false;
   bool linger_expired_ = false;  // send the partial batch now

@@ -53,13 +53,14 @@ class PrometheusRouteMetrics final : public RouteMetrics {
  public:
   PrometheusRouteMetrics(const std::string& route, prometheus::Family<prometheus::Counter>& intake_records,
                          prometheus::Counter& intake_bytes, prometheus::Counter& acked, prometheus::Gauge& inflight,
-                         prometheus::Counter& resent)
+                         prometheus::Counter& resent, prometheus::Counter& paced)
       : route_(route),
         intake_records_(intake_records),
         intake_bytes_(intake_bytes),
         acked_(acked),
         inflight_(inflight),
-        resent_(resent) {}
+        resent_(resent),
+        paced_(paced) {}
 
   void IntakeRecords(IntakeResult result, uint64_t n) override {
     std::atomic<prometheus::Counter*>& slot = by_result_[static_cast<size_t>(result)];
@@ -74,6 +75,7 @@ class PrometheusRouteMetrics final : public RouteMetrics {
   void AckedRecords(uint64_t n) override { acked_.Increment(static_cast<double>(n)); }
   void InflightRequests(uint64_t n) override { inflight_.Set(static_cast<double>(n)); }
   void ResentRecords(uint64_t n) override { resent_.Increment(static_cast<double>(n)); }
+  void PacedSeconds(double seconds) override { paced_.Increment(seconds); }
 
  private:
   const std::string route_;
@@ -83,6 +85,7 @@ class PrometheusRouteMetrics final : public RouteMetrics {
   prometheus::Counter& acked_;
   prometheus::Gauge& inflight_;
   prometheus::Counter& resent_;
+  prometheus::Counter& paced_;
 };
 
 class PrometheusMetrics final : public Metrics {
@@ -160,6 +163,10 @@ class PrometheusMetrics final : public Metrics {
                     .Name("zerobusd_resent_records_total")
                     .Help("Records sent again after a stream failure or rotation (possible duplicates), by route")
                     .Register(*registry_)),
+        paced_(prometheus::BuildCounter()
+                   .Name("zerobusd_paced_seconds_total")
+                   .Help("Seconds requests waited to stay under the service's per-stream quota, by route")
+                   .Register(*registry_)),
         dropped_(prometheus::BuildCounter()
                      .Name("zerobusd_dropped_records_total")
                      .Help("Records removed without an ACK by an explicit policy, by route and reason")
@@ -209,7 +216,7 @@ class PrometheusMetrics final : public Metrics {
     if (!slot) {
       slot = std::make_unique<PrometheusRouteMetrics>(
           route, intake_records_, Get(intake_bytes_, {{"route", route}}), Get(acked_, {{"route", route}}),
-          Get(inflight_, {{"route", route}}), Get(resent_, {{"route", route}}));
+          Get(inflight_, {{"route", route}}), Get(resent_, {{"route", route}}), Get(paced_, {{"route", route}}));
     }
     return *slot;
   }
@@ -278,6 +285,7 @@ class PrometheusMetrics final : public Metrics {
     Get(dead_letters_, {{"route", route}});
     Get(parked_, {{"route", route}});
     Get(resent_, {{"route", route}});
+    Get(paced_, {{"route", route}});
     for (const char* kind : {"token", "connect", "tls", "stream"}) {
       Get(route_failures_, {{"route", route}, {"kind", kind}});
       Get(route_last_failure_, {{"route", route}, {"kind", kind}});
@@ -328,6 +336,7 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>& route_last_failure_;
   prometheus::Family<prometheus::Gauge>& parked_;
   prometheus::Family<prometheus::Counter>& resent_;
+  prometheus::Family<prometheus::Counter>& paced_;
   prometheus::Family<prometheus::Counter>& dropped_;
   prometheus::Gauge& dlq_records_;
   prometheus::Gauge& dlq_bytes_;

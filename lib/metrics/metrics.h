@@ -27,6 +27,8 @@ class RouteMetrics {
   virtual void AckedRecords(uint64_t n) = 0;
   virtual void InflightRequests(uint64_t n) = 0;
   virtual void ResentRecords(uint64_t n) = 0;
+  // Time a request waited for the per-stream quota's pace.
+  virtual void PacedSeconds(double seconds) = 0;
 };
 
 // Thread-safe: every method may be called from any thread (counters are

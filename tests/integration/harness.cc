@@ -10,6 +10,7 @@
 #include <fstream>
 #include <regex>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 
@@ -90,6 +91,11 @@ void Daemon::WriteConfig() {
                          "  tls: ", options_.tls ? "true" : "false", "\n",
                          "  client_id: dev-client\n"
                          "  client_secret: dev-secret\n",
+                         // The dev server has no quota unless a test gives it one:
+                         // neither has the daemon, unless the test sets its own.
+                         absl::StrContains(options_.zerobus_yaml, "stream_quota")
+                             ? ""
+                             : "  stream_quota: {rows_per_second: 1000000000, bytes_per_second: 1TiB}\n",
                          options_.zerobus_yaml,
                          "spool:\n"
                          "  path: ", options_.spool_path.empty() ? dir_ + "/spool" : options_.spool_path, "\n",

@@ -644,6 +644,43 @@ TEST_F(ConfigTest, KeepaliveAndFailureLogIntervalAtAndPastTheirBounds) {
   EXPECT_THAT(message, HasSubstr("drain.failure_log_interval_ms: must be an integer in [1000, 86400000], got 999"));
 }
 
+// zerobus.stream_quota: the service's per-stream quota by default, every
+// route's unless it sets its own keys (only those); bounds checked with
+// the key's path.
+TEST_F(ConfigTest, StreamQuotaDefaultsAndRouteOverrides) {
+  Yaml y;
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->zerobus.stream_quota.rows_per_second, 15000u);
+  EXPECT_EQ(config->zerobus.stream_quota.bytes_per_second, 100'000'000u);
+  EXPECT_EQ(config->routes[0].stream_quota, config->zerobus.stream_quota);
+
+  y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://127.0.0.1:50052",
+                             "  tls: false\n  stream_quota: {rows_per_second: 100000, bytes_per_second: 50MB}\n");
+  y.routes =
+      "routes:\n"
+      "  - name: a\n"
+      "    table: a.b.c\n"
+      "    stream_quota: {rows_per_second: 1}\n"
+      "  - name: b\n"
+      "    table: a.b.d\n";
+  config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->routes[0].stream_quota.rows_per_second, 1u);
+  EXPECT_EQ(config->routes[0].stream_quota.bytes_per_second, 50'000'000u) << "the key it did not set";
+  EXPECT_EQ(config->routes[1].stream_quota.rows_per_second, 100000u);
+  EXPECT_EQ(config->routes[1].stream_quota.bytes_per_second, 50'000'000u);
+
+  y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://127.0.0.1:50052",
+                             "  tls: false\n  stream_quota: {rows_per_second: 0, bytes_per_second: 1023, rows: 5}\n");
+  y.routes = "routes:\n  - name: a\n    table: a.b.c\n    stream_quota: 7\n";
+  const std::string message = Error(Load(y));
+  EXPECT_THAT(message, HasSubstr("zerobus.stream_quota.rows_per_second: must be an integer in [1, 1000000000], got 0"));
+  EXPECT_THAT(message, HasSubstr("zerobus.stream_quota.bytes_per_second: "));
+  EXPECT_THAT(message, HasSubstr("zerobus.stream_quota.rows: unknown key"));
+  EXPECT_THAT(message, HasSubstr("routes[0].stream_quota: "));
+}
+
 TEST_F(ConfigTest, EndpointAndWorkspaceId) {
   Yaml y;
   y.zerobus = ZerobusSection("6051921418418893.zerobus.us-west-2.cloud.databricks.com:443",
