@@ -321,6 +321,8 @@ void DrainLane::Pump() {
   if (isolation_.active && next_read_seq_ <= isolation_.until) {
     max_records = static_cast<uint32_t>(std::min<uint64_t>(isolation_.batch, isolation_.until - next_read_seq_ + 1));
   }
+  // No request larger than the pace's buckets: one would trip the quota.
+  if (pacer_) max_records = static_cast<uint32_t>(std::min<uint64_t>(max_records, pacer_->max_rows()));
   const uint64_t available = durable_seq_ - next_read_seq_ + 1;
   if (!isolation_.active && available < max_records && !window_.empty() && options_.linger.count() > 0 &&
       !linger_expired_) {
@@ -352,7 +354,10 @@ void DrainLane::Pump() {
   std::weak_ptr<DrainLane> weak = weak_from_this();
   // max_batch_bytes bounds the request as encoded (its records, their
   // framing and the envelope), so no request passes the service's limit.
-  const uint64_t record_budget = options_.max_batch_bytes - std::min(options_.max_batch_bytes, kRequestEnvelopeBytes);
+  uint64_t request_budget = options_.max_batch_bytes;
+  if (pacer_) request_budget = std::min(request_budget, pacer_->max_bytes());
+  // (A record larger than the budget still goes, alone.)
+  const uint64_t record_budget = request_budget - std::min(request_budget, kRequestEnvelopeBytes);
   spool_.ReadFromAsync(
       options_.route, next_read_seq_, max_records, record_budget, kRecordFramingBytes,
       [weak, gen](absl::StatusOr<std::vector<SpoolRecord>> records) {
@@ -560,12 +565,14 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
                        state_ == LaneState::kDraining;
   const InflightRequest oldest = window_.empty() ? InflightRequest{} : window_.front();
   const size_t requests_in_flight = window_.size();
-  const SeqNo last_sent = next_read_seq_ - 1;
+  // A batch held for the pace was read, not sent.
+  const SeqNo last_sent = paced_ ? paced_->first - 1 : next_read_seq_ - 1;
   const uint64_t resent = TearDown();
   if (resent > 0) route_metrics_.ResentRecords(resent);
   const absl::StatusCode code = status.code();
   metrics_.StreamFailure(options_.route, StatusCodeName(code));
-  if (code == absl::StatusCode::kResourceExhausted && pacer_) {
+  // Only a stream's: at create time it is not about the stream's pace.
+  if (code == absl::StatusCode::kResourceExhausted && pacer_ && created) {
     // The real quota is below the configured one (or another client shares
     // it): slower from now on, the pace coming back a little every second.
     pacer_->Throttled(MonotonicClock::now());

@@ -9,35 +9,50 @@ namespace {
 
 constexpr double kSlowestPace = 1.0 / 64;
 constexpr double kPaceRecoveredPerSecond = 1.0 / 20;
+// What the buckets hold, in seconds of the pace.
+constexpr double kBurstSeconds = 0.5;
+// The shortest wait: a wait that rounds to nothing would spin the loop.
+constexpr std::chrono::milliseconds kShortestWait{1};
 
 }  // namespace
 
-StreamPacer::StreamPacer(StreamQuota quota, TimePoint now)
-    : quota_(quota),
-      rows_(static_cast<double>(quota.rows_per_second)),
-      bytes_(static_cast<double>(quota.bytes_per_second)),
-      filled_at_(now) {}
+StreamPacer::StreamPacer(StreamQuota quota, TimePoint now) : quota_(quota), filled_at_(now) {
+  rows_ = row_capacity();
+  bytes_ = byte_capacity();
+}
+
+double StreamPacer::row_capacity() const { return kBurstSeconds * pace_ * static_cast<double>(quota_.rows_per_second); }
+double StreamPacer::byte_capacity() const {
+  return kBurstSeconds * pace_ * static_cast<double>(quota_.bytes_per_second);
+}
+
+uint64_t StreamPacer::max_rows() const { return std::max<uint64_t>(1, static_cast<uint64_t>(row_capacity())); }
+uint64_t StreamPacer::max_bytes() const { return std::max<uint64_t>(1, static_cast<uint64_t>(byte_capacity())); }
 
 void StreamPacer::Refill(TimePoint now) {
   if (now <= filled_at_) return;
   const double seconds = std::chrono::duration<double>(now - filled_at_).count();
   filled_at_ = now;
-  // The buckets fill at the pace of the interval's start, then the pace
-  // recovers: a bound on what the service saw, never above it.
-  rows_ = std::min(rows_ + seconds * pace_ * quota_.rows_per_second, pace_ * quota_.rows_per_second);
-  bytes_ = std::min(bytes_ + seconds * pace_ * quota_.bytes_per_second, pace_ * quota_.bytes_per_second);
+  // The tokens of the interval at its starting pace; then the pace
+  // recovers, and the buckets hold what the new pace allows (never less
+  // than before, so a request that fit still fits).
+  rows_ += seconds * pace_ * static_cast<double>(quota_.rows_per_second);
+  bytes_ += seconds * pace_ * static_cast<double>(quota_.bytes_per_second);
   pace_ = std::min(1.0, pace_ + seconds * kPaceRecoveredPerSecond);
+  rows_ = std::min(rows_, row_capacity());
+  bytes_ = std::min(bytes_, byte_capacity());
 }
 
 StreamPacer::Duration StreamPacer::Delay(uint64_t rows, uint64_t bytes, TimePoint now) {
   Refill(now);
-  const double row_rate = pace_ * quota_.rows_per_second, byte_rate = pace_ * quota_.bytes_per_second;
+  const double row_rate = pace_ * static_cast<double>(quota_.rows_per_second);
+  const double byte_rate = pace_ * static_cast<double>(quota_.bytes_per_second);
   // What each bucket must hold first: the cost, or all it can hold.
-  const double need_rows = std::min<double>(rows, row_rate), need_bytes = std::min<double>(bytes, byte_rate);
+  const double need_rows = std::min<double>(static_cast<double>(rows), row_capacity());
+  const double need_bytes = std::min<double>(static_cast<double>(bytes), byte_capacity());
   const double wait_s = std::max({0.0, (need_rows - rows_) / row_rate, (need_bytes - bytes_) / byte_rate});
   if (wait_s > 0) {
-    // At least a microsecond: a wait that rounds to zero would spin.
-    return std::max<Duration>(std::chrono::microseconds(1),
+    return std::max<Duration>(kShortestWait,
                               std::chrono::duration_cast<Duration>(std::chrono::duration<double>(wait_s)));
   }
   rows_ -= static_cast<double>(rows);

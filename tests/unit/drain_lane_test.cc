@@ -394,38 +394,40 @@ TEST_F(DrainLaneTest, HoldsNoMoreThanAFewRequestsTheTransportHasNotTaken) {
   EXPECT_EQ(call(0)->writes[5].first, 5);
 }
 
-// Under zerobus.stream_quota the lane sends one second's worth at once,
-// then at the quota's pace, on its clock; a RESOURCE_EXHAUSTED halves the
-// pace for the next stream, which starts with empty buckets.
+// Under zerobus.stream_quota the lane sends half a second's worth at once,
+// then at the quota's pace, on its clock, in requests no larger than that;
+// a RESOURCE_EXHAUSTED halves the pace for the next stream, which starts
+// with empty buckets and smaller requests.
 TEST_F(DrainLaneTest, RequestsArePacedUnderTheStreamQuota) {
-  MakeLane(/*max_inflight=*/16, /*max_batch=*/5, [](DrainLaneOptions& o) {
+  MakeLane(/*max_inflight=*/16, /*max_batch=*/8, [](DrainLaneOptions& o) {
     o.stream_quota = StreamQuota{.rows_per_second = 10, .bytes_per_second = 1'000'000};
   });
+  const auto paced = [&] { return OnLoop([&] { return lane_->paced_for_test(); }); };
   Append(30);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
   Emit(call(0), StreamEvent::Kind::kCreated);
-  ASSERT_TRUE(RunUntil([&] { return OnLoop([&] { return lane_->paced_for_test(); }); }));
-  EXPECT_EQ(call(0)->writes.size(), 2u) << "10 rows: one second's worth at once";
+  ASSERT_TRUE(RunUntil(paced));
+  ASSERT_EQ(call(0)->writes.size(), 1u) << "5 rows: half a second's worth at once";
+  EXPECT_EQ(call(0)->writes[0].second.size(), 5u) << "max_batch 8, but no more than the buckets hold";
+  EXPECT_NEAR(Metric("zerobusd_paced_seconds_total"), 0.5, 0.01) << "the next waits half a second";
   MonotonicClock::AdvanceForTest(std::chrono::milliseconds(500));
   WakeTimersForTest(loop_);
-  ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == 3; }));
-  EXPECT_TRUE(OnLoop([&] { return lane_->paced_for_test(); })) << "the next waits its half second";
-  EXPECT_GT(Metric("zerobusd_paced_seconds_total"), 0.4);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == 2; }));
+  ASSERT_TRUE(RunUntil(paced));
 
   EmitDone(call(0), absl::ResourceExhaustedError("Stream quota exceeded"));
   EXPECT_EQ(Metric("zerobusd_stream_failures_total", "code=\"RESOURCE_EXHAUSTED\",route=\"r\""), 1);
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+  const double paced_before = Metric("zerobusd_paced_seconds_total");
   Emit(call(1), StreamEvent::Kind::kCreated);
-  ASSERT_TRUE(RunUntil([&] { return OnLoop([&] { return lane_->paced_for_test(); }); }));
+  ASSERT_TRUE(RunUntil(paced));
   EXPECT_TRUE(call(1)->writes.empty()) << "empty buckets: even the first request waits";
-  // 5 rows at half the pace (5 rows/s): a second.
-  MonotonicClock::AdvanceForTest(std::chrono::milliseconds(900));
-  WakeTimersForTest(loop_);
-  ASSERT_TRUE(RunUntil([&] { return OnLoop([&] { return lane_->paced_for_test(); }); }));
-  EXPECT_TRUE(call(1)->writes.empty()) << "not yet after 0.9 s";
-  MonotonicClock::AdvanceForTest(std::chrono::milliseconds(200));
+  // Half the pace: 2 rows a request (what its buckets hold), 0.4 s each.
+  EXPECT_NEAR(Metric("zerobusd_paced_seconds_total") - paced_before, 0.4, 0.01);
+  MonotonicClock::AdvanceForTest(std::chrono::milliseconds(400));
   WakeTimersForTest(loop_);
   ASSERT_TRUE(RunUntil([&] { return call(1)->writes.size() == 1; }));
+  EXPECT_EQ(call(1)->writes[0].second.size(), 2u);
   EXPECT_EQ(call(1)->writes[0].first, 0) << "a new stream starts at wire offset 0";
   EXPECT_EQ(call(1)->writes[0].second.front(), "{\"i\":0}") << "from the first unacked record";
 }

@@ -1,6 +1,6 @@
-// StreamPacer on a clock the test moves: one second's worth at once, then
-// the quota's pace; never more than the quota over any stretch; requests
-// larger than a second's worth; halving on RESOURCE_EXHAUSTED and the
+// StreamPacer on a clock the test moves: half a second's worth at once,
+// then the quota's pace; never more than the quota over any stretch;
+// requests larger than the buckets; halving on RESOURCE_EXHAUSTED and the
 // additive way back.
 
 #include "drain/stream_pacer.h"
@@ -19,9 +19,11 @@ using TimePoint = StreamPacer::TimePoint;
 
 const TimePoint kStart = TimePoint(seconds(1000));
 
-TEST(StreamPacerTest, ANewStreamSendsOneSecondsWorthAtOnceThenAtThePace) {
+TEST(StreamPacerTest, ANewStreamSendsHalfASecondsWorthAtOnceThenAtThePace) {
   StreamPacer pacer({.rows_per_second = 1000, .bytes_per_second = 1'000'000}, kStart);
-  EXPECT_EQ(pacer.Delay(1000, 10, kStart), StreamPacer::Duration::zero());
+  EXPECT_EQ(pacer.max_rows(), 500u);
+  EXPECT_EQ(pacer.max_bytes(), 500'000u);
+  EXPECT_EQ(pacer.Delay(500, 10, kStart), StreamPacer::Duration::zero());
   EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(100, 10, kStart)), milliseconds(100));
   // Asking again changes nothing; once the wait has passed it goes.
   EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(100, 10, kStart)), milliseconds(100));
@@ -29,7 +31,7 @@ TEST(StreamPacerTest, ANewStreamSendsOneSecondsWorthAtOnceThenAtThePace) {
 }
 
 // A sender that always asks again after the wait it was given: what it
-// sends in `span` never passes the quota plus one second's worth, and
+// sends in `span` never passes the quota plus half a second's worth, and
 // comes within 5 % of it.
 void ExpectPacedUnderQuota(uint64_t rows_each, uint64_t bytes_each, uint64_t expected_rows_per_second) {
   StreamPacer pacer({.rows_per_second = 1000, .bytes_per_second = 100'000}, kStart);
@@ -45,9 +47,9 @@ void ExpectPacedUnderQuota(uint64_t rows_each, uint64_t bytes_each, uint64_t exp
       now += wait;
     }
   }
-  const uint64_t bound = expected_rows_per_second * (span / seconds(1) + 1);
-  EXPECT_LE(rows, bound + rows_each);
-  EXPECT_GE(rows, bound * 95 / 100);
+  const uint64_t at_pace = expected_rows_per_second * (span / seconds(1));
+  EXPECT_LE(rows, at_pace + expected_rows_per_second / 2 + rows_each);
+  EXPECT_GE(rows, at_pace * 95 / 100);
 }
 
 TEST(StreamPacerTest, WhatGoesNeverPassesTheRowQuota) { ExpectPacedUnderQuota(150, 10, 1000); }
@@ -57,20 +59,26 @@ TEST(StreamPacerTest, WhatGoesNeverPassesTheByteQuota) {
   ExpectPacedUnderQuota(10, 10'000, 100);
 }
 
-TEST(StreamPacerTest, ARequestLargerThanOneSecondsWorthWaitsForAFullBucketAndLeavesADebt) {
+TEST(StreamPacerTest, ARequestLargerThanTheBucketsWaitsForThemFullAndLeavesADebt) {
   StreamPacer pacer({.rows_per_second = 100, .bytes_per_second = 1'000'000}, kStart);
-  EXPECT_EQ(pacer.Delay(250, 10, kStart), StreamPacer::Duration::zero()) << "a full bucket lets it go";
-  // 150 rows of debt and 10 more: 1.6 s.
-  EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(10, 10, kStart)), milliseconds(1600));
-  // Half a second later, a large one waits for the bucket to be full again.
+  EXPECT_EQ(pacer.Delay(250, 10, kStart), StreamPacer::Duration::zero()) << "full buckets let it go";
+  // 200 rows of debt and 10 more: 2.1 s.
+  EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(10, 10, kStart)), milliseconds(2100));
+  // Half a second later, a large one waits for the buckets to be full (50).
   EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(250, 10, kStart + milliseconds(500))),
             milliseconds(2000));
+  // A quota of 1 row a second still lets a row go.
+  StreamPacer slow({.rows_per_second = 1, .bytes_per_second = 1024}, kStart);
+  EXPECT_EQ(slow.max_rows(), 1u);
+  EXPECT_EQ(slow.Delay(1, 100, kStart), StreamPacer::Duration::zero());
+  EXPECT_EQ(std::chrono::duration_cast<milliseconds>(slow.Delay(1, 100, kStart)), milliseconds(1000));
 }
 
 TEST(StreamPacerTest, ResourceExhaustedHalvesThePaceWhichComesBackATwentiethOfTheQuotaPerSecond) {
   StreamPacer pacer({.rows_per_second = 1000, .bytes_per_second = 1'000'000}, kStart);
   pacer.Throttled(kStart);
   EXPECT_DOUBLE_EQ(pacer.pace(), 0.5);
+  EXPECT_EQ(pacer.max_rows(), 250u) << "requests shrink with the pace";
   // The buckets were emptied: 100 rows at half the pace take 200 ms.
   EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(100, 10, kStart)), milliseconds(200));
   pacer.Throttled(kStart);
@@ -85,7 +93,7 @@ TEST(StreamPacerTest, ResourceExhaustedHalvesThePaceWhichComesBackATwentiethOfTh
 
 TEST(StreamPacerTest, ATimeBeforeTheLastIsTakenAsTheLast) {
   StreamPacer pacer({.rows_per_second = 1000, .bytes_per_second = 1'000'000}, kStart);
-  EXPECT_EQ(pacer.Delay(1000, 10, kStart + seconds(1)), StreamPacer::Duration::zero());
+  EXPECT_EQ(pacer.Delay(500, 10, kStart + seconds(1)), StreamPacer::Duration::zero());
   EXPECT_EQ(std::chrono::duration_cast<milliseconds>(pacer.Delay(100, 10, kStart)), milliseconds(100));
 }
 

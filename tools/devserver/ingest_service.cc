@@ -455,7 +455,7 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
              std::to_string(o.stream_quota_bytes) + " bytes per second per stream (request " +
              std::to_string(offset) + ": " + std::to_string(rows.size()) + " rows, " +
              std::to_string(request_bytes) + " bytes)",
-         false);
+         false, /*keep_queued=*/true);  // ACKs of stored rows still go out
     return;
   }
   received_offset_ = offset;
