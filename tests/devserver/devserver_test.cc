@@ -150,17 +150,6 @@ class DevServerTest : public ::testing::Test {
     return at == std::string::npos ? ~0ull : std::stoull(stats->substr(at + k.size()));
   }
 
-  // A counter of one table in /stats ("tables": {"<table>": {...}}).
-  uint64_t TableStat(const std::string& table, const std::string& key) {
-    auto stats = server_->Stats();
-    if (!stats.ok()) return ~0ull;
-    const size_t table_at = stats->find(absl::StrCat("\"", table, "\":{"));
-    if (table_at == std::string::npos) return ~0ull;
-    const std::string k = absl::StrCat("\"", key, "\":");
-    const size_t at = stats->find(k, table_at);
-    return at == std::string::npos ? ~0ull : std::stoull(stats->substr(at + k.size()));
-  }
-
   TempDir dir_;
   std::unique_ptr<DevServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -355,7 +344,7 @@ TEST_F(DevServerTest, AStreamPastItsQuotaEndsWithResourceExhausted) {
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_NE(s.message().find("at most 10 rows"), std::string::npos) << s;
   EXPECT_EQ(server_->Rows(kTable).size(), 10u) << "the acked request stays; the other was dropped";
-  EXPECT_EQ(TableStat(kTable, "quota_trips"), 1u);
+  EXPECT_EQ(server_->TableStat(kTable, "quota_trips"), 1);
 
   // More than a second's worth in one request never fits, rows or bytes.
   call = Open(Token());
@@ -366,8 +355,35 @@ TEST_F(DevServerTest, AStreamPastItsQuotaEndsWithResourceExhausted) {
   ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
   call->rw->Write(Batch(0, {absl::StrCat(R"({"p":")", std::string(100000, 'x'), R"("})")}));
   EXPECT_EQ(Finish(call.get()).code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(TableStat(kTable, "quota_trips"), 3u);
+  EXPECT_EQ(server_->TableStat(kTable, "quota_trips"), 3);
   EXPECT_EQ(Stat("quota_trips"), 3u);
+}
+
+// A record without a blank lands as sent, so the check alone stands
+// between a compact but bad record and a row: each of these ends its stream
+// with INVALID_ARGUMENT and lands nothing. And the model's flags refuse
+// values that are not whole numbers.
+TEST_F(DevServerTest, CompactButBadRecordsAreRefusedAndTheFlagsCheckTheirValues) {
+  StartServer({"--ack-interval-ms", "0"});
+  const std::vector<std::string> bad_records = {R"({"a":1}x)", R"({"a":1}{"b":2})", R"([1,2])", R"("text")",
+                                                R"({"a":})", "{\"a\":\"\x01\"}", R"({"a":1)", "{", ""};
+  for (const std::string& bad : bad_records) {
+    SCOPED_TRACE(bad);
+    auto call = Open(Token());
+    ASSERT_TRUE(Create(call.get(), CreateJson()).ok());
+    call->rw->Write(Batch(0, {bad}));
+    absl::Status s = Finish(call.get());
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("record 0 is not a JSON object"), std::string::npos) << s;
+  }
+  EXPECT_TRUE(server_->Rows(kTable).empty());
+  for (const char* flag : {"--ack-latency-ms", "--stream-quota-rows", "--stream-quota-bytes"}) {
+    for (const char* value : {"-1", "ten", "99999999999"}) {
+      RunResult r = RunCommand({BinDir() + "/zerobus-devserver", flag, value}, std::chrono::seconds(20));
+      EXPECT_EQ(r.exit_code, 2) << flag << " " << value;
+      EXPECT_NE(r.output.find(absl::StrCat("bad value \"", value, "\" for ", flag)), std::string::npos) << r.output;
+    }
+  }
 }
 
 // The stats say how many streams each table has open now and had at most.
@@ -378,13 +394,13 @@ TEST_F(DevServerTest, StatsCountOpenStreamsPerTable) {
     calls.push_back(Open(Token()));
     ASSERT_TRUE(Create(calls.back().get(), CreateJson()).ok());
   }
-  EXPECT_EQ(TableStat(kTable, "open_streams"), 3u);
-  EXPECT_EQ(TableStat(kTable, "max_open_streams"), 3u);
-  EXPECT_EQ(TableStat(kTable, "records"), 0u) << "a table with streams and no rows is listed";
+  EXPECT_EQ(server_->TableStat(kTable, "open_streams"), 3);
+  EXPECT_EQ(server_->TableStat(kTable, "max_open_streams"), 3);
+  EXPECT_EQ(server_->TableStat(kTable, "records"), 0) << "a table with streams and no rows is listed";
   for (auto& call : calls) EXPECT_TRUE(Finish(call.get()).ok());
-  EXPECT_TRUE(zb::testing::WaitFor([&] { return TableStat(kTable, "open_streams") == 0; }, std::chrono::seconds(30)));
-  EXPECT_EQ(TableStat(kTable, "max_open_streams"), 3u);
-  EXPECT_EQ(TableStat(kTable, "streams"), 3u);
+  EXPECT_TRUE(zb::testing::WaitFor([&] { return server_->TableStat(kTable, "open_streams") == 0; }, std::chrono::seconds(30)));
+  EXPECT_EQ(server_->TableStat(kTable, "max_open_streams"), 3);
+  EXPECT_EQ(server_->TableStat(kTable, "streams"), 3);
 }
 
 TEST_F(DevServerTest, RequestsOverTenMebibytesAreRefused) {

@@ -66,6 +66,17 @@ int64_t DevServer::Stat(const std::string& key) const {
   return std::stoll(stats->substr(at + k.size()));
 }
 
+int64_t DevServer::TableStat(const std::string& table, const std::string& key) const {
+  auto stats = Stats();
+  if (!stats.ok()) return -1;
+  const size_t table_at = stats->find(absl::StrCat("\"", table, "\":{"));
+  if (table_at == std::string::npos) return -1;
+  const std::string k = absl::StrCat("\"", key, "\":");
+  const size_t at = stats->find(k, table_at);
+  if (at == std::string::npos) return -1;
+  return std::stoll(stats->substr(at + k.size()));
+}
+
 bool DevServer::SetFaults(const std::string& json) const {
   auto r = HttpRequest(http_port_, "POST", "/faults", {"Content-Type: application/json"}, json);
   return r.ok() && r->status == 200;

@@ -28,6 +28,9 @@ class DevServer {
   absl::StatusOr<std::string> Stats() const;
   // A counter of GET /stats, e.g. "violations"; -1 when unreadable.
   int64_t Stat(const std::string& key) const;
+  // A counter of one table in GET /stats ("tables": {"<table>": {...}}),
+  // e.g. "quota_trips"; -1 when unreadable or the table is not listed.
+  int64_t TableStat(const std::string& table, const std::string& key) const;
   // Replaces the fault script (POST /faults); false if refused.
   bool SetFaults(const std::string& json) const;
   std::string log() const;

@@ -3,6 +3,7 @@
 // the stream with RESOURCE_EXHAUSTED) and the daemon pacing its stream
 // under zerobus.stream_quota.
 
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -14,66 +15,63 @@ namespace {
 
 constexpr char kTable[] = "main.edge.readings";
 
-// A table's counter in the dev server's /stats.
-int64_t TableStat(const DevServer& server, const std::string& key) {
-  auto stats = server.Stats();
-  if (!stats.ok()) return -1;
-  const size_t table = stats->find(absl::StrCat("\"", kTable, "\":{"));
-  if (table == std::string::npos) return -1;
-  const std::string k = absl::StrCat("\"", key, "\":");
-  const size_t at = stats->find(k, table);
-  return at == std::string::npos ? -1 : std::stoll(stats->substr(at + k.size()));
-}
+class QuotaTest : public ::testing::Test {
+ protected:
+  // Starts the dev server with `server_rows_per_second` per stream and the
+  // daemon with zerobus.stream_quota.rows_per_second `daemon_rows_per_second`,
+  // sends `records` records (ids `prefix`-N) and waits until every one is
+  // acked.
+  void SendUnderQuotas(int server_rows_per_second, int daemon_rows_per_second, const std::string& prefix,
+                       int records) {
+    server_ = std::make_unique<DevServer>(
+        dir_.path(), 0, 0,
+        std::vector<std::string>{"--ack-latency-ms", "150", "--stream-quota-rows",
+                                 std::to_string(server_rows_per_second)});
+    ASSERT_TRUE(server_->Start()) << server_->log();
+    daemon_ = std::make_unique<Daemon>(
+        dir_.path(), DaemonOptions{.grpc_port = server_->grpc_port(),
+                                   .http_port = server_->http_port(),
+                                   .zerobus_yaml = absl::StrCat("  stream_quota: {rows_per_second: ",
+                                                                daemon_rows_per_second, "}\n")});
+    ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+    const std::string input = dir_.Sub("records.ndjson");
+    WriteRecords(input, prefix, records);
+    RunResult sent = SendFile(daemon_->socket(), "readings", input);
+    ASSERT_EQ(sent.exit_code, 0) << sent.output;
+    ASSERT_TRUE(WaitFor(
+        [&] { return daemon_->Metric("zerobusd_acked_records_total", "route=\"readings\"").value_or(-1) == records; },
+        std::chrono::seconds(180)))
+        << daemon_->log();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<DevServer> server_;
+  std::unique_ptr<Daemon> daemon_;
+};
 
 // Under a quota below the server's, the stream never trips it (measured at
 // the server), and the lane says it waited.
-TEST(QuotaTest, APacedStreamNeverTripsTheServersQuota) {
-  TempDir dir;
-  DevServer server(dir.path(), 0, 0, {"--ack-latency-ms", "150", "--stream-quota-rows", "3000"});
-  ASSERT_TRUE(server.Start()) << server.log();
-  Daemon daemon(dir.path(), {.grpc_port = server.grpc_port(),
-                             .http_port = server.http_port(),
-                             .zerobus_yaml = "  stream_quota: {rows_per_second: 2000}\n"});
-  ASSERT_TRUE(daemon.Start()) << daemon.log();
-  constexpr int kRecords = 8000;  // 2,000 at once, then 3 s of pace
-  const std::string input = dir.Sub("records.ndjson");
-  WriteRecords(input, "q", kRecords);
-  RunResult sent = SendFile(daemon.socket(), "readings", input);
-  ASSERT_EQ(sent.exit_code, 0) << sent.output;
-  ASSERT_TRUE(WaitFor([&] { return daemon.Metric("zerobusd_acked_records_total", "route=\"readings\"").value_or(-1) == kRecords; },
-                      std::chrono::seconds(120)))
-      << daemon.log();
-  EXPECT_EQ(TableStat(server, "quota_trips"), 0) << server.log();
-  EXPECT_GT(daemon.Metric("zerobusd_paced_seconds_total", "route=\"readings\"").value_or(0), 1.0);
-  const Delivery d = CheckDelivery(server, kTable, "q", kRecords);
+TEST_F(QuotaTest, APacedStreamNeverTripsTheServersQuota) {
+  constexpr int kRecords = 8000;  // 1,000 at once, then 3.5 s of pace
+  ASSERT_NO_FATAL_FAILURE(SendUnderQuotas(/*server=*/3000, /*daemon=*/2000, "q", kRecords));
+  EXPECT_EQ(server_->TableStat(kTable, "quota_trips"), 0) << server_->log();
+  EXPECT_GT(daemon_->Metric("zerobusd_paced_seconds_total", "route=\"readings\"").value_or(0), 1.0);
+  const Delivery d = CheckDelivery(*server_, kTable, "q", kRecords);
   EXPECT_EQ(d.missing, 0) << d.first_missing;
   EXPECT_EQ(d.duplicates, 0);
 }
 
 // Configured above the server's real quota, the stream trips it; each trip
 // halves the pace, and every record still lands.
-TEST(QuotaTest, AQuotaSetTooHighTripsThenThePaceComesDownAndNothingIsLost) {
-  TempDir dir;
-  DevServer server(dir.path(), 0, 0, {"--ack-latency-ms", "150", "--stream-quota-rows", "1500"});
-  ASSERT_TRUE(server.Start()) << server.log();
-  Daemon daemon(dir.path(), {.grpc_port = server.grpc_port(),
-                             .http_port = server.http_port(),
-                             .zerobus_yaml = "  stream_quota: {rows_per_second: 6000}\n"});
-  ASSERT_TRUE(daemon.Start()) << daemon.log();
+TEST_F(QuotaTest, AQuotaSetTooHighTripsThenThePaceComesDownAndNothingIsLost) {
   constexpr int kRecords = 12000;
-  const std::string input = dir.Sub("records.ndjson");
-  WriteRecords(input, "t", kRecords);
-  RunResult sent = SendFile(daemon.socket(), "readings", input);
-  ASSERT_EQ(sent.exit_code, 0) << sent.output;
-  ASSERT_TRUE(WaitFor([&] { return daemon.Metric("zerobusd_acked_records_total", "route=\"readings\"").value_or(-1) == kRecords; },
-                      std::chrono::seconds(180)))
-      << daemon.log();
-  EXPECT_GE(TableStat(server, "quota_trips"), 1);
-  EXPECT_GE(daemon.Metric("zerobusd_stream_failures_total", "code=\"RESOURCE_EXHAUSTED\",route=\"readings\"")
+  ASSERT_NO_FATAL_FAILURE(SendUnderQuotas(/*server=*/1500, /*daemon=*/6000, "t", kRecords));
+  EXPECT_GE(server_->TableStat(kTable, "quota_trips"), 1);
+  EXPECT_GE(daemon_->Metric("zerobusd_stream_failures_total", "code=\"RESOURCE_EXHAUSTED\",route=\"readings\"")
                 .value_or(0),
             1);
-  EXPECT_NE(daemon.log().find("pacing at 50%"), std::string::npos) << daemon.log();
-  const Delivery d = CheckDelivery(server, kTable, "t", kRecords);
+  EXPECT_NE(daemon_->log().find("pacing at 50%"), std::string::npos) << daemon_->log();
+  const Delivery d = CheckDelivery(*server_, kTable, "t", kRecords);
   EXPECT_EQ(d.missing, 0) << d.first_missing;
 }
 

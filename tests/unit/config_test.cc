@@ -679,6 +679,22 @@ TEST_F(ConfigTest, StreamQuotaDefaultsAndRouteOverrides) {
   EXPECT_THAT(message, HasSubstr("zerobus.stream_quota.bytes_per_second: "));
   EXPECT_THAT(message, HasSubstr("zerobus.stream_quota.rows: unknown key"));
   EXPECT_THAT(message, HasSubstr("routes[0].stream_quota: "));
+
+  // At the limits: 1 and 1e9 rows, 1 KiB and 1 TiB; one past them refused.
+  y.routes = "routes:\n  - name: a\n    table: a.b.c\n    stream_quota: {rows_per_second: 1, bytes_per_second: 1KiB}\n";
+  y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://127.0.0.1:50052",
+                             "  tls: false\n  stream_quota: {rows_per_second: 1000000000, bytes_per_second: 1TiB}\n");
+  config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->zerobus.stream_quota.rows_per_second, 1'000'000'000u);
+  EXPECT_EQ(config->zerobus.stream_quota.bytes_per_second, 1ull << 40);
+  EXPECT_EQ(config->routes[0].stream_quota.rows_per_second, 1u);
+  EXPECT_EQ(config->routes[0].stream_quota.bytes_per_second, 1024u);
+  y.zerobus = ZerobusSection("http://127.0.0.1:50051", "http://127.0.0.1:50052",
+                             "  tls: false\n  stream_quota: {rows_per_second: 1000000001, bytes_per_second: 1099511627777}\n");
+  const std::string past = Error(Load(y));
+  EXPECT_THAT(past, HasSubstr("zerobus.stream_quota.rows_per_second: must be an integer in [1, 1000000000]"));
+  EXPECT_THAT(past, HasSubstr("zerobus.stream_quota.bytes_per_second: must be between 1KiB and 1TiB"));
 }
 
 TEST_F(ConfigTest, EndpointAndWorkspaceId) {

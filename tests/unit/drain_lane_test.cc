@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "../fakes/fakes.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "spool/dead_letters.h"
 #include "testutil.h"
@@ -430,6 +431,32 @@ TEST_F(DrainLaneTest, RequestsArePacedUnderTheStreamQuota) {
   EXPECT_EQ(call(1)->writes[0].second.size(), 2u);
   EXPECT_EQ(call(1)->writes[0].first, 0) << "a new stream starts at wire offset 0";
   EXPECT_EQ(call(1)->writes[0].second.front(), "{\"i\":0}") << "from the first unacked record";
+}
+
+// At the byte quota's limit: a record larger than what the pace's buckets
+// hold still goes, alone, once they are full, and the next waits for the
+// debt it left.
+TEST_F(DrainLaneTest, ARecordLargerThanThePacesBucketsGoesAloneOnceTheyAreFull) {
+  MakeLane(/*max_inflight=*/16, /*max_batch=*/8, [](DrainLaneOptions& o) {
+    o.stream_quota = StreamQuota{.rows_per_second = 1000, .bytes_per_second = 1024};  // buckets: 512 bytes
+  });
+  const std::string big = absl::StrCat(R"({"p":")", std::string(600, 'x'), R"("})");
+  ASSERT_TRUE(spool_->Append("r", std::vector<std::string>{big, big}).ok());
+  loop_.restart();
+  loop_.poll();
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  const auto paced = [&] { return OnLoop([&] { return lane_->paced_for_test(); }); };
+  ASSERT_TRUE(RunUntil(paced));
+  ASSERT_EQ(call(0)->writes.size(), 1u);
+  EXPECT_EQ(call(0)->writes[0].second.size(), 1u) << "alone";
+  // The debt (the request as encoded, 634 bytes, less the 512 it found)
+  // and a full bucket again: 634 bytes at 1,024 a second.
+  EXPECT_NEAR(Metric("zerobusd_paced_seconds_total"), 0.62, 0.03);
+  MonotonicClock::AdvanceForTest(std::chrono::seconds(1));
+  WakeTimersForTest(loop_);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == 2; }));
+  EXPECT_EQ(call(0)->writes[1].second.size(), 1u);
 }
 
 TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
