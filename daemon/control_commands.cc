@@ -158,6 +158,8 @@ std::string RenderStatus(const DaemonStatus& status) {
     U64(w, "spooled", l.spooled);
     U64(w, "bytes", l.bytes);
     U64(w, "inflight_requests", l.inflight_requests);
+    U64(w, "open_streams", l.open_streams);
+    U64(w, "max_streams", l.max_streams);
     U64(w, "failing_attempts", l.failing_attempts);
     // {"connect":{"count":N,"last_time":"2026-...Z","last_message":"..."}, ...}
     w.Key("failures");

@@ -52,7 +52,9 @@ struct LaneStatus {
   bool configured = true;  // false: the route left the config; its records still drain
   uint64_t spooled = 0;
   uint64_t bytes = 0;
-  uint64_t inflight_requests = 0;
+  uint64_t inflight_requests = 0;   // all of the lane's streams
+  uint64_t open_streams = 0;
+  uint64_t max_streams = 1;
   std::vector<LaneFailure> failures;  // kinds seen at least once
   uint64_t failing_attempts = 0;      // failed attempts in a row now; 0: working (or idle)
 };

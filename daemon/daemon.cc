@@ -119,6 +119,18 @@ int64_t NowUs() {
 // Run() builds the modules before the loop runs, then runs it; from
 // StartServing() on, every entry point (signals, control commands, lane and
 // spool callbacks) runs on the loop and checks it (ZB_CHECK_ON_LOOP).
+// What a lane drains with: a change of any of it replaces the lane on reload.
+struct LaneSettings {
+  DrainConfig drain;
+  StreamQuotaConfig quota;
+  uint32_t max_streams = RouteConfig{}.max_streams;
+
+  bool operator==(const LaneSettings&) const = default;
+};
+static_assert(kMaxStreamsPerRoute <= kMaxStreamLabels, "every stream of a lane has its own metric series");
+
+LaneSettings SettingsOf(const RouteConfig& r) { return LaneSettings{r.drain, r.stream_quota, r.max_streams}; }
+
 class Daemon {
  public:
   Daemon(const DaemonConfig& config, std::string config_path)
@@ -184,7 +196,7 @@ class Daemon {
       if (spool_->LaneDestination(lane) != dest.Encode()) {
         ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(lane, dest.Encode()));
       }
-      AddLane(lane, r.name, dest, r.drain, r.stream_quota, /*configured=*/true);
+      AddLane(lane, r.name, dest, SettingsOf(r), /*configured=*/true);
       route_lane_[r.name] = lane;
     }
     AdoptUnconfiguredLanes();
@@ -353,8 +365,10 @@ class Daemon {
 
   // `name`: the spool lane; `route`: the route it serves (metrics and logs
   // say the lane).
-  void AddLane(const std::string& name, const std::string& route, const Destination& dest, const DrainConfig& drain,
-               const StreamQuotaConfig& quota, bool configured) {
+  void AddLane(const std::string& name, const std::string& route, const Destination& dest,
+               const LaneSettings& settings, bool configured) {
+    const DrainConfig& drain = settings.drain;
+    const StreamQuotaConfig& quota = settings.quota;
     auto& factory = factories_[name];
     if (factory == nullptr) {
       GrpcTargetOptions target;
@@ -387,13 +401,15 @@ class Daemon {
     lane.max_consecutive_dead_letters = drain.max_consecutive_dead_letters;
     lane.stream_quota = StreamQuota{.rows_per_second = quota.rows_per_second, .bytes_per_second = quota.bytes_per_second};
     lane.failure_log_interval = std::chrono::milliseconds(drain.failure_log_interval_ms);
+    lane.max_streams = settings.max_streams;
+    lane.stream_idle_close = std::chrono::milliseconds(drain.stream_idle_close_ms);
     lane.endpoint = endpoint_.Target();
     lane.explain_connect_failure = [this](const PostFn& on, std::function<void(ConnectExplanation)> done) {
       ExplainConnectFailure(on, std::move(done));
     };
     metrics_->DeclareRoute(name);
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
-    lane_info_[name] = LaneInfo{route, dest, drain, quota, configured};
+    lane_info_[name] = LaneInfo{route, dest, settings, configured};
   }
 
   // Why the endpoint cannot be reached, in plain words (a lane asks once per
@@ -438,8 +454,10 @@ class Daemon {
       }
       spdlog::info("route \"{}\" is no longer configured: draining its {} spooled records to {}", name,
                    spool_->Stats(name).records, dest->Describe());
-      AddLane(name, name.substr(0, name.find('@')), *dest, config_.drain, config_.zerobus.stream_quota,
-              /*configured=*/false);
+      LaneSettings settings;
+      settings.drain = config_.drain;
+      settings.quota = config_.zerobus.stream_quota;
+      AddLane(name, name.substr(0, name.find('@')), *dest, settings, /*configured=*/false);
     }
   }
 
@@ -517,7 +535,7 @@ class Daemon {
       current_lanes.insert(lane);
       const bool was_route = route_lane_.count(r.name) > 0;
       auto info = lane_info_.find(lane);
-      if (info != lane_info_.end() && info->second.drain == r.drain && info->second.quota == r.stream_quota) {
+      if (info != lane_info_.end() && info->second.settings == SettingsOf(r)) {
         if (!was_route) added.push_back(r.name);
         else if (route_lane_[r.name] != lane) changed.push_back(r.name);
         info->second.configured = true;
@@ -535,7 +553,7 @@ class Daemon {
         lanes_[lane]->Abort();
       }
       (was_route ? changed : added).push_back(r.name);
-      AddLane(lane, r.name, d, r.drain, r.stream_quota, /*configured=*/true);
+      AddLane(lane, r.name, d, SettingsOf(r), /*configured=*/true);
       lanes_[lane]->Start();
     }
     for (auto& [name, info] : lane_info_) {
@@ -770,6 +788,8 @@ class Daemon {
       l.spooled = s.records;
       l.bytes = s.bytes;
       l.inflight_requests = lane->inflight_requests();
+      l.open_streams = lane->open_streams();
+      l.max_streams = lane_info_[name].settings.max_streams;
       for (FailureKind kind : kFailureKinds) {
         const FailureTally& t = lane->health().tally(kind);
         if (t.count == 0) continue;
@@ -788,8 +808,7 @@ class Daemon {
   struct LaneInfo {
     std::string route;  // the route it serves (or served)
     Destination dest;
-    DrainConfig drain;
-    StreamQuotaConfig quota;
+    LaneSettings settings;
     bool configured = true;
   };
   struct DropLog {

@@ -934,7 +934,8 @@ class Loader {
     StrictMap map(node, path,
                   {"max_inflight_requests", "max_batch_records", "max_batch_bytes", "linger_ms", "ack_timeout_ms",
                    "create_timeout_ms", "backoff_initial_ms", "backoff_max_ms", "max_close_grace_ms",
-                   "rotation_drain_ms", "parked_retry_ms", "max_consecutive_dead_letters", "failure_log_interval_ms"},
+                   "rotation_drain_ms", "parked_retry_ms", "max_consecutive_dead_letters", "failure_log_interval_ms",
+                   "stream_idle_close_ms"},
                   problems_);
     if (!map.valid()) return;
     constexpr uint64_t kU32Max = std::numeric_limits<uint32_t>::max();
@@ -956,6 +957,7 @@ class Loader {
     read_u32("ack_timeout_ms", 100, 3'600'000, &drain->ack_timeout_ms);
     read_u32("create_timeout_ms", 100, 600'000, &drain->create_timeout_ms);
     read_u32("max_close_grace_ms", 0, 600'000, &drain->max_close_grace_ms);
+    read_u32("stream_idle_close_ms", 100, 3'600'000, &drain->stream_idle_close_ms);
     read_u32("rotation_drain_ms", 0, 60'000, &drain->rotation_drain_ms);
     read_u32("parked_retry_ms", 100, 86'400'000, &drain->parked_retry_ms);
     read_u32("max_consecutive_dead_letters", 1, 1'000'000'000, &drain->max_consecutive_dead_letters);
@@ -1018,7 +1020,8 @@ class Loader {
   // Returns the name's node when the route has a valid name (so it takes
   // part in the uniqueness check).
   std::optional<YAML::Node> LoadRoute(const YAML::Node& node, const std::string& path, RouteConfig* route) {
-    StrictMap map(node, path, {"name", "table", "format", "schema", "allow", "drain", "stream_quota"}, problems_);
+    StrictMap map(node, path, {"name", "table", "format", "schema", "allow", "drain", "stream_quota", "max_streams"},
+                  problems_);
     if (!map.valid()) return std::nullopt;
     std::optional<YAML::Node> name_node;
     if (const YAML::Node* n = map.Find("name")) {
@@ -1073,6 +1076,11 @@ class Loader {
     if (const YAML::Node* n = map.Find("drain")) LoadDrain(*n, map.Path("drain"), &route->drain);
     if (const YAML::Node* n = map.Find("stream_quota")) {
       LoadStreamQuota(*n, map.Path("stream_quota"), &route->stream_quota);
+    }
+    if (const YAML::Node* n = map.Find("max_streams")) {
+      if (auto v = ReadUint(*n, map.Path("max_streams"), 1, kMaxStreamsPerRoute, problems_)) {
+        route->max_streams = static_cast<uint32_t>(*v);
+      }
     }
     return name_node;
   }

@@ -108,6 +108,7 @@ struct DrainConfig {
   uint32_t parked_retry_ms = 600'000;      // a parked lane tries again by itself
   uint32_t max_consecutive_dead_letters = 100;  // then the table is suspect: park
   uint32_t failure_log_interval_ms = 120'000;   // heartbeat line of a route that keeps failing
+  uint32_t stream_idle_close_ms = 30'000;  // a lane's extra stream with nothing in flight this long closes
 
   bool operator==(const DrainConfig&) const = default;
 };
@@ -122,6 +123,7 @@ struct RouteConfig {
   std::vector<uint32_t> allow_gids;
   DrainConfig drain;
   StreamQuotaConfig stream_quota;  // zerobus.stream_quota, with the route's own keys on top
+  uint32_t max_streams = 4;  // streams the lane may hold open to its table at once (1: one ordered stream)
 
   bool operator==(const RouteConfig&) const = default;
 };
@@ -143,6 +145,8 @@ struct DaemonConfig {
 // Hard limit of the service for one request (sum of record bytes) minus the
 // SDK's safety margin.
 inline constexpr uint64_t kMaxRequestBytes = 10 * 1024 * 1024 - 64 * 1024;
+// routes[].max_streams is at most this.
+inline constexpr uint32_t kMaxStreamsPerRoute = 64;
 // The smallest intake.max_buffered_bytes: two of the largest frames (16 MiB).
 inline constexpr uint64_t kMinIntakeBufferedBytes = 32ull << 20;
 // The deepest intake.max_json_depth.

@@ -1,5 +1,7 @@
 #include "drain/drain_lane.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/loop_post.h"
 #include "common/loop_thread.h"
@@ -72,6 +74,15 @@ std::string OperatorHint(absl::StatusCode code) {
 
 }  // namespace
 
+DrainLane::Slot::Slot(asio::io_context& loop, uint32_t index)
+    : index(index),
+      retry_timer(loop),
+      create_timer(loop),
+      ack_timer(loop),
+      grace_timer(loop),
+      pace_timer(loop),
+      idle_timer(loop) {}
+
 DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Spool& spool,
                      IngestStreamFactory& streams, TokenSource& tokens, Metrics& metrics)
     : loop_(loop),
@@ -83,151 +94,224 @@ DrainLane::DrainLane(asio::io_context& loop, const DrainLaneOptions& options, Sp
       route_metrics_(metrics.Route(options.route)),
       backoff_(options.backoff),
       health_(options.failure_log_interval),
-      retry_timer_(loop),
-      create_timer_(loop),
-      ack_timer_(loop),
-      grace_timer_(loop),
-      linger_timer_(loop),
-      pace_timer_(loop) {
-  if (options_.stream_quota) pacer_.emplace(*options_.stream_quota, MonotonicClock::now());
+      park_timer_(loop),
+      linger_timer_(loop) {
+  const uint32_t n = std::clamp<uint32_t>(options_.max_streams, 1, kMaxStreamLabels);
+  for (uint32_t i = 0; i < n; ++i) {
+    slots_.push_back(std::make_unique<Slot>(loop, i));
+    if (options_.stream_quota) slots_.back()->pacer.emplace(*options_.stream_quota, MonotonicClock::now());
+  }
   metrics_.LaneParked(options_.route, false);  // a lane replaced on reload starts afresh
   // Watch first, then read where the lane ends: nothing made durable in
   // between is missed.
   durable_watch_ = spool_.WatchDurable(options_.route, PostTo(loop), [this](SeqNo last_seq) { OnAppended(last_seq); });
   const LaneStats stats = spool_.Stats(options_.route);
-  acked_seq_ = stats.deleted_up_to;
-  next_read_seq_ = acked_seq_ + 1;
+  cursor_ = LaneCursor(stats.deleted_up_to);
   durable_seq_ = stats.next_seq - 1;
+  PublishGauges();
 }
 
 DrainLane::~DrainLane() {
   durable_watch_.reset();
-  stream_.reset();
+  for (auto& s : slots_) s->stream.reset();
+}
+
+LaneState DrainLane::state() const {
+  ZB_CHECK_ON_LOOP(loop_);
+  switch (mode_) {
+    case Mode::kParked: return LaneState::kParked;
+    case Mode::kDeadLettering: return LaneState::kDeadLettering;
+    case Mode::kStopping: return LaneState::kStopping;
+    case Mode::kStopped: return LaneState::kStopped;
+    case Mode::kRunning: break;
+  }
+  // The busiest stream's: the first found in this order.
+  constexpr std::pair<StreamState, LaneState> kOrder[] = {
+      {StreamState::kStreaming, LaneState::kStreaming}, {StreamState::kClosing, LaneState::kStreaming},
+      {StreamState::kRotating, LaneState::kRotating},   {StreamState::kDraining, LaneState::kDraining},
+      {StreamState::kConnecting, LaneState::kConnecting}, {StreamState::kBackoff, LaneState::kBackoff},
+  };
+  for (const auto& [stream_state, lane_state] : kOrder) {
+    for (const auto& s : slots_) {
+      if (s->state == stream_state) return lane_state;
+    }
+  }
+  return LaneState::kIdle;
+}
+
+size_t DrainLane::inflight_requests() const {
+  ZB_CHECK_ON_LOOP(loop_);
+  return InflightRequests();
+}
+
+size_t DrainLane::open_streams() const {
+  ZB_CHECK_ON_LOOP(loop_);
+  return OpenStreams();
+}
+
+size_t DrainLane::InflightRequests() const {
+  size_t n = 0;
+  for (const auto& s : slots_) n += s->window.size();
+  return n;
+}
+
+size_t DrainLane::OpenStreams() const {
+  size_t n = 0;
+  for (const auto& s : slots_) n += Open(*s) ? 1 : 0;
+  return n;
+}
+
+bool DrainLane::busy_for_test() const {
+  ZB_CHECK_ON_LOOP(loop_);
+  return read_in_flight_ || linger_armed_ || paced_for_test();
+}
+
+bool DrainLane::paced_for_test() const {
+  ZB_CHECK_ON_LOOP(loop_);
+  for (const auto& s : slots_) {
+    if (s->paced) return true;
+  }
+  return false;
 }
 
 void DrainLane::Start() {
   ZB_CHECK_ON_LOOP(loop_);
-  if (state_ == LaneState::kIdle && HasRecords()) Connect();
+  Wake();
+}
+
+void DrainLane::Wake() {
+  if (!Running() || !HasRecords()) return;
+  for (const auto& s : slots_) {
+    if (s->state != StreamState::kClosed) return;  // open, or on its way
+  }
+  Connect(*slots_[0]);
 }
 
 void DrainLane::OnAppended(SeqNo last_seq) {
   ZB_CHECK_ON_LOOP(loop_);
   durable_seq_ = std::max(durable_seq_, last_seq);
-  if (state_ == LaneState::kIdle) Connect();
-  else if (state_ == LaneState::kStreaming) Pump();
+  Wake();
+  Pump();
 }
 
 bool DrainLane::Resume() {
   ZB_CHECK_ON_LOOP(loop_);
-  if (state_ == LaneState::kParked) {
+  if (mode_ == Mode::kParked) {
     spdlog::info("route {}: resuming (was parked: {})", options_.route, parked_reason_);
     metrics_.LaneParked(options_.route, false);
     parked_reason_.clear();
     auth_retry_used_ = false;
     consecutive_dead_letters_ = 0;
-  } else if (Stuck()) {
+  } else if (Running() && std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) { return Stuck(*s); })) {
     spdlog::info("route {}: resuming: dropping its connection ({}) and reconnecting now on a new one",
-                 options_.route, LaneStateName(state_));
-    const uint64_t resent = TearDown();
+                 options_.route, LaneStateName(state()));
+    const uint64_t resent = TearDownAll();
     if (resent > 0) route_metrics_.ResentRecords(resent);
   } else {
     return false;
   }
   streams_.ResetConnection();
   backoff_.Reset();
-  retry_timer_.cancel();
-  state_ = LaneState::kIdle;
-  if (HasRecords()) Connect();
+  park_timer_.cancel();
+  mode_ = Mode::kRunning;
+  Wake();
   return true;
 }
 
-bool DrainLane::Stuck() const {
+bool DrainLane::Stuck(const Slot& s) const {
   // ACKs come every few hundred ms while requests are in flight; this long
   // without any server message is not a slow server but a stuck one.
   constexpr auto kSilence = std::chrono::seconds(5);
   const auto now = MonotonicClock::now();
-  switch (state_) {
-    case LaneState::kBackoff:
+  switch (s.state) {
+    case StreamState::kBackoff:
       return true;
-    case LaneState::kConnecting:
-      return now - connect_started_ > kSilence;
-    case LaneState::kStreaming:
-    case LaneState::kRotating:
+    case StreamState::kConnecting:
+      return now - s.connect_started > kSilence;
+    case StreamState::kStreaming:
+    case StreamState::kRotating:
       // Silent since the server last spoke or since the oldest request in
       // flight went out, whichever is later (an idle stream that just got
       // records is not stuck).
-      return !window_.empty() && now - std::max(last_server_message_, window_started_) > kSilence;
+      return !s.window.empty() && now - std::max(s.last_server_message, s.window_started) > kSilence;
     default:
       return false;
   }
 }
 
-void DrainLane::NewGeneration() {
-  ++gen_;  // events and reads of the previous stream are dropped from now on
-  read_in_flight_ = false;
-  linger_armed_ = false;
-  linger_expired_ = false;
-  linger_timer_.cancel();
-  paced_.reset();  // read again from acked_seq_ + 1 on the next stream
-  pace_timer_.cancel();
+void DrainLane::NewGeneration(Slot& s) {
+  ++s.gen;  // events and reads of the previous call are dropped from now on
+  s.paced.reset();  // given back by TearDown; read again
+  s.pace_timer.cancel();
+  s.idle_timer.cancel();
 }
 
-void DrainLane::Connect() {
+void DrainLane::Connect(Slot& s) {
   // Records may have left without an ACK (drop_oldest): start after them.
-  acked_seq_ = std::max(acked_seq_, spool_.Stats(options_.route).deleted_up_to);
-  if (!HasRecords()) {
-    state_ = LaneState::kIdle;
-    EndOutage("idle (nothing to send)");  // a failure with nothing at stake is not an ongoing outage
+  cursor_.SkipTo(spool_.Stats(options_.route).deleted_up_to);
+  // The first stream opens while anything is unacked; another only while
+  // records wait to be sent.
+  const bool needed = s.index == 0 ? HasRecords() : cursor_.waiting(durable_seq_) > 0;
+  if (!needed || !Running()) {
+    s.state = StreamState::kClosed;
+    if (OpenStreams() == 0 && !HasRecords()) {
+      EndOutage("idle (nothing to send)");  // a failure with nothing at stake is not an ongoing outage
+    }
+    PublishGauges();
     return;
   }
-  state_ = LaneState::kConnecting;
-  connect_started_ = MonotonicClock::now();
-  NewGeneration();
-  const uint64_t gen = gen_;
+  s.state = StreamState::kConnecting;
+  s.connect_started = MonotonicClock::now();
+  NewGeneration(s);
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
   // The whole open (token + create reply) is bounded by create_timeout.
-  create_timer_.expires_after(options_.create_timeout);
-  create_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+  s.create_timer.expires_after(options_.create_timeout);
+  s.create_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
-    if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kConnecting) return;
+    if (ec || !self || slot->gen != gen || slot->state != StreamState::kConnecting) return;
     const auto ms = self->options_.create_timeout.count();
-    if (self->stream_ == nullptr) {
-      self->Fail(absl::DeadlineExceededError(absl::StrCat("no OAuth token within create_timeout_ms (", ms, " ms)")),
+    if (slot->stream == nullptr) {
+      self->Fail(*slot,
+                 absl::DeadlineExceededError(absl::StrCat("no OAuth token within create_timeout_ms (", ms, " ms)")),
                  FailureKind::kToken);
-    } else if (!self->stream_->response_started()) {
+    } else if (!slot->stream->response_started()) {
       // Not even response headers: the connection is dead or the endpoint
       // does not answer. A new connection is made for the next attempt.
-      self->Fail(absl::DeadlineExceededError(absl::StrCat("no answer from ", self->options_.endpoint,
+      self->Fail(*slot,
+                 absl::DeadlineExceededError(absl::StrCat("no answer from ", self->options_.endpoint,
                                                           " within create_timeout_ms (", ms,
                                                           " ms): the connection looks dead")),
                  FailureKind::kConnect);
     } else {
-      self->Fail(absl::DeadlineExceededError(
+      self->Fail(*slot,
+                 absl::DeadlineExceededError(
                      absl::StrCat("stream creation timed out: no create_stream_response within ", ms, " ms")),
                  FailureKind::kStream);
     }
   });
   tokens_.GetToken(
       options_.table,
-      [weak, gen](absl::StatusOr<std::string> token) {
-        if (auto self = weak.lock()) self->OnToken(gen, std::move(token));
+      [weak, slot, gen](absl::StatusOr<std::string> token) {
+        if (auto self = weak.lock()) self->OnToken(*slot, gen, std::move(token));
       },
       PostTo(loop_));
 }
 
-void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
+void DrainLane::OnToken(Slot& s, uint64_t gen, absl::StatusOr<std::string> token) {
   ZB_CHECK_ON_LOOP(loop_);
-  if (gen != gen_ || state_ != LaneState::kConnecting) return;
+  if (gen != s.gen || s.state != StreamState::kConnecting) return;
   if (!token.ok()) {
     metrics_.TokenFetchFailure(options_.route, options_.table);
-    create_timer_.cancel();
+    s.create_timer.cancel();
     const absl::Status& status = token.status();
     if (absl::IsUnavailable(status) || absl::IsCancelled(status)) {
       // The endpoint is down, slow, or answered something unusable: a
       // service fault, retried.
       const auto delay = backoff_.Next();
       ReportFailure(FailureKind::kToken, status, absl::StrCat("retrying in ", delay.count(), " ms"));
-      ScheduleReconnect(delay);
+      ScheduleReconnect(s, delay);
       return;
     }
     CountFailure(FailureKind::kToken, status);
@@ -241,41 +325,41 @@ void DrainLane::OnToken(uint64_t gen, absl::StatusOr<std::string> token) {
   params.proto = options_.proto;
   params.descriptor_proto = options_.descriptor_proto;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  window_.Reset();
-  next_read_seq_ = acked_seq_ + 1;
-  stream_ = streams_.Open(params, [weak, gen](StreamEvent ev) {
-    if (auto self = weak.lock()) self->OnStreamEvent(gen, std::move(ev));
+  Slot* slot = &s;
+  s.window.Reset();
+  s.stream = streams_.Open(params, [weak, slot, gen](StreamEvent ev) {
+    if (auto self = weak.lock()) self->OnStreamEvent(*slot, gen, std::move(ev));
   });
 }
 
-void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
+void DrainLane::OnStreamEvent(Slot& s, uint64_t gen, StreamEvent ev) {
   ZB_CHECK_ON_LOOP(loop_);
-  if (gen != gen_) return;
+  if (gen != s.gen) return;
   if (ev.kind == StreamEvent::Kind::kCreated || ev.kind == StreamEvent::Kind::kAck ||
       ev.kind == StreamEvent::Kind::kCloseSignal) {
-    last_server_message_ = MonotonicClock::now();
+    s.last_server_message = MonotonicClock::now();
   }
-  if (ev.kind != StreamEvent::Kind::kWriteDone && !window_.empty()) ArmAckTimer();
+  if (ev.kind != StreamEvent::Kind::kWriteDone && !s.window.empty()) ArmAckTimer(s);
   switch (ev.kind) {
     case StreamEvent::Kind::kCreated:
-      if (state_ != LaneState::kConnecting) {
-        Fail(absl::InternalError("unexpected second create_stream_response"));
+      if (s.state != StreamState::kConnecting) {
+        Fail(s, absl::InternalError("unexpected second create_stream_response"));
         return;
       }
-      OnCreated(ev.text);
+      OnCreated(s, ev.text);
       return;
     case StreamEvent::Kind::kAck:
-      if (state_ == LaneState::kConnecting) {
-        Fail(absl::InternalError("ACK before create_stream_response"));
+      if (s.state == StreamState::kConnecting) {
+        Fail(s, absl::InternalError("ACK before create_stream_response"));
         return;
       }
-      OnAck(ev.offset);
+      OnAck(s, ev.offset);
       return;
     case StreamEvent::Kind::kCloseSignal:
-      OnCloseSignal(ev.grace);
+      OnCloseSignal(s, ev.grace);
       return;
     case StreamEvent::Kind::kProtocolError:
-      Fail(absl::InternalError(absl::StrCat("protocol error from server: ", ev.text)));
+      Fail(s, absl::InternalError(absl::StrCat("protocol error from server: ", ev.text)));
       return;
     case StreamEvent::Kind::kWriteDone:
       if (ev.ok) Pump();  // room in the stream's queue
@@ -283,15 +367,23 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
     case StreamEvent::Kind::kReadClosed:
       return;  // kDone follows with the reason
     case StreamEvent::Kind::kDone:
-      if (state_ == LaneState::kStopping) {
-        FinishStop();
+      if (mode_ == Mode::kStopping) {
+        TearDown(s);
+        MaybeFinishStop();
         return;
       }
-      if (state_ == LaneState::kRotating || state_ == LaneState::kDraining) {
-        FinishRotation();  // the rotation's close (6002 or OK) is routine
+      if (s.state == StreamState::kRotating || s.state == StreamState::kDraining) {
+        FinishRotation(s);  // the rotation's close (6002 or OK) is routine
         return;
       }
-      Fail(ev.status.ok() ? absl::UnavailableError("stream closed by server without errors") : ev.status,
+      if (s.state == StreamState::kClosing && s.window.empty()) {
+        // Closed for idleness: routine, whatever the server's last word.
+        TearDown(s);
+        spdlog::debug("route {}: stream {} (#{}) closed: idle", options_.route, s.stream_id, s.index);
+        Pump();
+        return;
+      }
+      Fail(s, ev.status.ok() ? absl::UnavailableError("stream closed by server without errors") : ev.status,
            ev.link == StreamEvent::Link::kTlsFailed       ? FailureKind::kTls
            : ev.link == StreamEvent::Link::kConnectFailed ? FailureKind::kConnect
                                                           : FailureKind::kStream);
@@ -299,42 +391,78 @@ void DrainLane::OnStreamEvent(uint64_t gen, StreamEvent ev) {
   }
 }
 
-void DrainLane::OnCreated(const std::string& stream_id) {
-  create_timer_.cancel();
-  state_ = LaneState::kStreaming;
-  stream_id_ = stream_id;
+void DrainLane::OnCreated(Slot& s, const std::string& stream_id) {
+  s.create_timer.cancel();
+  s.state = StreamState::kStreaming;
+  s.stream_id = stream_id;
+  s.last_sent = MonotonicClock::now();
   metrics_.StreamOpened(options_.route);
-  spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled{})", options_.route,
-               stream_id, options_.table, next_read_seq_, durable_seq_ - acked_seq_,
-               isolation_.active ? ", isolating a refused record" : "");
+  if (slots_.size() == 1) {
+    spdlog::info("route {}: stream {} open to {} (resuming at seq {}, {} records spooled{})", options_.route,
+                 stream_id, options_.table, cursor_.done_up_to() + 1, Spooled(),
+                 isolation_.active ? ", isolating a refused record" : "");
+  } else {
+    spdlog::info("route {}: stream {} (#{}, {} of at most {} open) open to {} ({} records spooled, {} waiting{})",
+                 options_.route, stream_id, s.index, OpenStreams(), slots_.size(), options_.table, Spooled(),
+                 cursor_.waiting(durable_seq_), isolation_.active ? ", isolating a refused record" : "");
+  }
+  PublishGauges();
+  ArmIdleTimer(s);
   Pump();
 }
 
-void DrainLane::Pump() {
-  if (state_ != LaneState::kStreaming || stream_ == nullptr || read_in_flight_ || paced_) return;
-  // While isolating a refused record, one request at a time, no larger than
-  // the isolation's batch and not past its range.
+DrainLane::Slot* DrainLane::ReadyStream(bool* held) {
+  *held = false;
+  // While isolating a refused record, one request at a time.
   const uint32_t max_inflight = isolation_.active ? 1 : options_.max_inflight_requests;
-  if (window_.size() >= max_inflight || next_read_seq_ > durable_seq_) return;
-  if (stream_->queued_writes() >= kMaxQueuedRequests) return;  // kWriteDone pumps again
-  uint32_t max_records = options_.max_batch_records;
-  if (isolation_.active && next_read_seq_ <= isolation_.until) {
-    max_records = static_cast<uint32_t>(std::min<uint64_t>(isolation_.batch, isolation_.until - next_read_seq_ + 1));
+  // The lowest-numbered stream first: the others are there for what it
+  // cannot carry, and go idle (and close) when it can.
+  for (auto& slot : slots_) {
+    Slot& s = *slot;
+    if (s.state == StreamState::kRotating || s.state == StreamState::kDraining) {
+      *held = true;  // cannot send until it is replaced
+      continue;
+    }
+    if (s.state != StreamState::kStreaming || s.stream == nullptr) continue;
+    if (s.paced || s.window.size() >= max_inflight) {
+      *held = true;
+      continue;
+    }
+    if (s.stream->queued_writes() >= kMaxQueuedRequests) continue;  // kWriteDone pumps again
+    return &s;
   }
+  return nullptr;
+}
+
+void DrainLane::Pump() {
+  if (!Running() || read_in_flight_) return;
+  const std::optional<LaneCursor::Span> span = cursor_.Next(durable_seq_);
+  if (!span) return;
+  bool held = false;
+  Slot* ready = ReadyStream(&held);
+  if (ready == nullptr) {
+    if (held) MaybeOpenStream();
+    return;
+  }
+  Slot& s = *ready;
+  uint32_t max_records = options_.max_batch_records;
+  if (isolation_.active && span->first <= isolation_.until) {
+    max_records = static_cast<uint32_t>(std::min<uint64_t>(isolation_.batch, isolation_.until - span->first + 1));
+  }
+  if (span->resend) max_records = static_cast<uint32_t>(std::min<uint64_t>(max_records, span->last - span->first + 1));
   // No request larger than the pace's buckets: one would trip the quota.
-  if (pacer_) max_records = static_cast<uint32_t>(std::min<uint64_t>(max_records, pacer_->max_rows()));
-  const uint64_t available = durable_seq_ - next_read_seq_ + 1;
-  if (!isolation_.active && available < max_records && !window_.empty() && options_.linger.count() > 0 &&
+  if (s.pacer) max_records = static_cast<uint32_t>(std::min<uint64_t>(max_records, s.pacer->max_rows()));
+  const uint64_t available = cursor_.waiting(durable_seq_);
+  if (!isolation_.active && available < max_records && InflightRequests() > 0 && options_.linger.count() > 0 &&
       !linger_expired_) {
     // Requests are in flight anyway: wait briefly for a fuller batch.
     if (!linger_armed_) {
       linger_armed_ = true;
-      const uint64_t gen = gen_;
       std::weak_ptr<DrainLane> weak = weak_from_this();
       linger_timer_.expires_after(options_.linger);
-      linger_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+      linger_timer_.async_wait([weak](const boost::system::error_code& ec) {
         auto self = weak.lock();
-        if (ec || !self || self->gen_ != gen) return;
+        if (ec || !self || !self->linger_armed_) return;
         self->linger_armed_ = false;
         self->linger_expired_ = true;
         self->Pump();
@@ -350,41 +478,83 @@ void DrainLane::Pump() {
   // The read runs on the spool's reader thread: a cold backlog read must not
   // stall the loop (intake and other lanes).
   read_in_flight_ = true;
-  const uint64_t gen = gen_;
+  const uint64_t read_id = ++read_id_;
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
   // max_batch_bytes bounds the request as encoded (its records, their
   // framing and the envelope), so no request passes the service's limit.
   uint64_t request_budget = options_.max_batch_bytes;
-  if (pacer_) request_budget = std::min(request_budget, pacer_->max_bytes());
+  if (s.pacer) request_budget = std::min(request_budget, s.pacer->max_bytes());
   // (A record larger than the budget still goes, alone.)
   const uint64_t record_budget = request_budget - std::min(request_budget, kRequestEnvelopeBytes);
   spool_.ReadFromAsync(
-      options_.route, next_read_seq_, max_records, record_budget, kRecordFramingBytes,
-      [weak, gen](absl::StatusOr<std::vector<SpoolRecord>> records) {
-        if (auto self = weak.lock()) self->OnRead(gen, std::move(records));
+      options_.route, span->first, max_records, record_budget, kRecordFramingBytes,
+      [weak, read_id, slot, gen, span = *span](absl::StatusOr<std::vector<SpoolRecord>> records) {
+        if (auto self = weak.lock()) self->OnRead(read_id, *slot, gen, span, std::move(records));
       },
       PostTo(loop_));
 }
 
-void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> records) {
+void DrainLane::MaybeOpenStream() {
+  // One stream opens at a time, none while one fails or while a refused
+  // record is isolated (one request at a time then).
+  if (isolation_.active) return;
+  Slot* closed = nullptr;
+  uint64_t carried = 0;  // what the open streams send in the next half second, about
+  for (auto& slot : slots_) {
+    Slot& s = *slot;
+    if (s.state == StreamState::kConnecting || s.state == StreamState::kBackoff) return;
+    if (s.state == StreamState::kClosed) {
+      if (closed == nullptr) closed = &s;
+      continue;
+    }
+    if (!s.pacer) {
+      carried += options_.max_batch_records;
+      continue;
+    }
+    // Half a second at its pace, in rows, or in bytes at the size of the
+    // records read last, whichever is fewer.
+    const uint64_t by_bytes = s.pacer->max_bytes() / std::max<uint64_t>(1, record_bytes_estimate_);
+    carried += std::max<uint64_t>(1, std::min(s.pacer->max_rows(), by_bytes));
+  }
+  if (closed == nullptr || cursor_.waiting(durable_seq_) <= carried) return;
+  spdlog::debug("route {}: opening stream #{}: {} records wait and every open stream is at its pace or window",
+                options_.route, closed->index, cursor_.waiting(durable_seq_));
+  Connect(*closed);
+}
+
+void DrainLane::OnRead(uint64_t read_id, Slot& s, uint64_t gen, LaneCursor::Span span,
+                       absl::StatusOr<std::vector<SpoolRecord>> records) {
   ZB_CHECK_ON_LOOP(loop_);
-  if (gen != gen_) return;  // read for a stream that is gone
+  if (read_id != read_id_) return;  // a TearDownAll dropped it
   read_in_flight_ = false;
-  if (state_ != LaneState::kStreaming || stream_ == nullptr) return;  // rotating or stopping: send nothing new
+  if (gen != s.gen || s.state != StreamState::kStreaming || s.stream == nullptr || !Running()) {
+    // That stream ended or stops sending: nothing was taken; another reads.
+    Pump();
+    return;
+  }
   if (!records.ok()) {
     if (!absl::IsDataLoss(records.status())) {
-      Fail(absl::UnavailableError(absl::StrCat("spool read: ", records.status().message())));  // retried
+      Fail(s, absl::UnavailableError(absl::StrCat("spool read: ", records.status().message())));  // retried
       return;
     }
     // A damaged record cannot be sent and must not be skipped silently
     // (architecture.md invariant 9): the lane parks, other lanes go on.
-    const SeqNo at = next_read_seq_;
-    TearDown();
-    Park(absl::StrCat("cannot read the spool at seq ", at, ": ", records.status().message(),
+    TearDownAll();
+    Park(absl::StrCat("cannot read the spool at seq ", span.first, ": ", records.status().message(),
                       "; the spool is damaged (check it with `zerobusctl spool verify`)"));
     return;
   }
-  if (records->empty()) return;
+  // A span given back ends where it ends; what follows is another's.
+  while (!records->empty() && records->back().seq > span.last) records->pop_back();
+  if (records->empty()) {
+    // Nothing left of that span: gone from the spool meanwhile (dropped,
+    // dead-lettered). Fresh reads past the end return nothing either.
+    if (span.resend) cursor_.Done(span.first, span.last);
+    Pump();
+    return;
+  }
   ReadBatch batch;
   batch.payloads.reserve(records->size());
   for (auto& r : *records) {
@@ -393,74 +563,92 @@ void DrainLane::OnRead(uint64_t gen, absl::StatusOr<std::vector<SpoolRecord>> re
   }
   batch.first = records->front().seq;
   batch.last = records->back().seq;
+  record_bytes_estimate_ = batch.bytes / batch.payloads.size() + kRecordFramingBytes;
   batch.oldest_append_us = records->front().append_time_us;
-  next_read_seq_ = batch.last + 1;
+  // Seqs before the first record read are gone from the spool.
+  if (batch.first > span.first) cursor_.Done(span.first, batch.first - 1);
+  cursor_.Take(batch.first, batch.last);
   durable_seq_ = std::max(durable_seq_, batch.last);
-  SendPaced(std::move(batch));
+  SendPaced(s, std::move(batch));
 }
 
-void DrainLane::SendPaced(ReadBatch batch) {
-  if (pacer_) {
+void DrainLane::SendPaced(Slot& s, ReadBatch batch) {
+  if (s.pacer) {
     // What the service counts: the rows, and the request as encoded (at
     // most this much; see kRequestEnvelopeBytes).
     const uint64_t rows = batch.payloads.size();
     const uint64_t request_bytes = kRequestEnvelopeBytes + batch.bytes + rows * kRecordFramingBytes;
-    const MonotonicClock::duration wait = pacer_->Delay(rows, request_bytes, MonotonicClock::now());
+    const MonotonicClock::duration wait = s.pacer->Delay(rows, request_bytes, MonotonicClock::now());
     if (wait > MonotonicClock::duration::zero()) {
       route_metrics_.PacedSeconds(std::chrono::duration<double>(wait).count());
-      paced_ = std::move(batch);
-      const uint64_t gen = gen_;
+      s.paced = std::move(batch);
+      const uint64_t gen = s.gen;
+      Slot* slot = &s;
       std::weak_ptr<DrainLane> weak = weak_from_this();
-      pace_timer_.expires_after(wait);
-      pace_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+      s.pace_timer.expires_after(wait);
+      s.pace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
         auto self = weak.lock();
-        if (ec || !self || self->gen_ != gen || !self->paced_) return;
-        // Rotating or stopping: it is not sent; the next stream reads it
-        // again (NewGeneration).
-        if (self->state_ != LaneState::kStreaming || self->stream_ == nullptr) return;
-        ReadBatch held = std::move(*self->paced_);
-        self->paced_.reset();
-        self->SendPaced(std::move(held));
+        if (ec || !self || slot->gen != gen || !slot->paced) return;
+        // Rotating or stopping: it is not sent; it goes back to the lane
+        // when the call ends (TearDown).
+        if (slot->state != StreamState::kStreaming || slot->stream == nullptr || !self->Running()) return;
+        ReadBatch held = std::move(*slot->paced);
+        slot->paced.reset();
+        self->SendPaced(*slot, std::move(held));
       });
+      Pump();  // another stream may take the next read
       return;
     }
   }
-  Send(std::move(batch));
+  Send(s, std::move(batch));
 }
 
-void DrainLane::Send(ReadBatch batch) {
-  const int64_t offset = window_.Add(batch.first, batch.last, static_cast<uint32_t>(batch.payloads.size()),
-                                     batch.bytes, batch.oldest_append_us);
-  stream_->Write(offset, std::move(batch.payloads));
-  if (window_.size() == 1) {
-    window_started_ = MonotonicClock::now();
-    ArmAckTimer();
+void DrainLane::Send(Slot& s, ReadBatch batch) {
+  const int64_t offset = s.window.Add(batch.first, batch.last, static_cast<uint32_t>(batch.payloads.size()),
+                                      batch.bytes, batch.oldest_append_us);
+  s.stream->Write(offset, std::move(batch.payloads));
+  s.last_sent = MonotonicClock::now();
+  if (s.window.size() == 1) {
+    s.window_started = s.last_sent;
+    ArmAckTimer(s);
   }
   PublishGauges();
   Pump();
 }
 
-void DrainLane::OnAck(int64_t offset) {
-  auto acked = window_.Ack(offset);
+void DrainLane::OnAck(Slot& s, int64_t offset) {
+  auto acked = s.window.Ack(offset);
   if (!acked.ok()) {
-    spdlog::error("route {}: stream {}: {}; reopening the stream", options_.route, stream_id_,
+    spdlog::error("route {}: stream {}: {}; reopening the stream", options_.route, s.stream_id,
                   std::string(acked.status().message()));
-    Fail(absl::InternalError(std::string(acked.status().message())));
+    Fail(s, absl::InternalError(std::string(acked.status().message())));
     return;
   }
   if (acked->records > 0) {
-    acked_seq_ = std::max(acked_seq_, acked->last_seq);
-    spool_.DeleteUpToAsync(options_.route, acked_seq_, [route = options_.route](absl::Status s) {
-      if (!s.ok()) spdlog::error("route {}: spool delete failed: {}", route, s.ToString());
-    });
+    // Each request's span is deleted: adjacent ones as one range.
+    const auto on_deleted = [route = options_.route](absl::Status st) {
+      if (!st.ok()) spdlog::error("route {}: spool delete failed: {}", route, st.ToString());
+    };
+    std::optional<std::pair<SeqNo, SeqNo>> range;
+    for (const auto& r : acked->requests) {
+      cursor_.Done(r.first_seq, r.last_seq);
+      if (range && r.first_seq == range->second + 1) {
+        range->second = r.last_seq;
+        continue;
+      }
+      if (range) spool_.DeleteRangeAsync(options_.route, range->first, range->second, on_deleted);
+      range.emplace(r.first_seq, r.last_seq);
+    }
+    if (range) spool_.DeleteRangeAsync(options_.route, range->first, range->second, on_deleted);
     route_metrics_.AckedRecords(acked->records);
+    route_metrics_.StreamAckedRecords(s.index, acked->records);
     const int64_t now = NowUs();
     for (const auto& r : acked->requests) metrics_.AckLatency(static_cast<double>(now - r.oldest_append_us) / 1e6);
     backoff_.Reset();
     EndOutage("recovered");  // records are delivered: not just a stream that opened
     auth_retry_used_ = false;  // the credentials work: a later refusal gets its fresh-token retry again
     consecutive_dead_letters_ = 0;
-    if (isolation_.active && acked_seq_ >= isolation_.until) {
+    if (isolation_.active && cursor_.done_up_to() >= isolation_.until) {
       spdlog::info("route {}: isolation done: every record up to seq {} is delivered or dead-lettered",
                    options_.route, isolation_.until);
       isolation_ = Isolation{};
@@ -469,117 +657,173 @@ void DrainLane::OnAck(int64_t offset) {
       isolation_.batch = std::min(isolation_.batch * 2, options_.max_batch_records);
     }
   }
-  if (window_.empty()) ack_timer_.cancel();
+  if (s.window.empty()) {
+    s.ack_timer.cancel();
+    ArmIdleTimer(s);
+  }
   PublishGauges();
-  if (state_ == LaneState::kRotating && window_.empty()) {
-    BeginRotationDrain();  // everything in flight is acked: replace the stream now
+  if (mode_ == Mode::kStopping) {
+    if (s.window.empty()) CloseForStop(s);
     return;
   }
-  if (state_ == LaneState::kDraining && window_.empty()) {
-    FinishRotation();
+  if (s.state == StreamState::kRotating && s.window.empty()) {
+    BeginRotationDrain(s);  // everything in flight is acked: replace the stream now
     return;
   }
-  if (state_ == LaneState::kStopping && window_.empty()) {
-    CloseForStop();
+  if (s.state == StreamState::kDraining && s.window.empty()) {
+    FinishRotation(s);
     return;
   }
   Pump();
 }
 
-void DrainLane::OnCloseSignal(std::chrono::milliseconds grace) {
-  if (state_ != LaneState::kStreaming) return;
+void DrainLane::ArmIdleTimer(Slot& s) {
+  if (slots_.size() == 1) return;  // the one stream stays open
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
+  std::weak_ptr<DrainLane> weak = weak_from_this();
+  s.idle_timer.expires_after(options_.stream_idle_close);
+  s.idle_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || slot->gen != gen || !self->Running()) return;
+    if (slot->state != StreamState::kStreaming || !slot->window.empty() || slot->paced) return;
+    const auto idle = MonotonicClock::now() - slot->last_sent;
+    if (idle < self->options_.stream_idle_close) {
+      self->ArmIdleTimer(*slot);  // sent meanwhile: look again later
+      return;
+    }
+    // Another stream stays open (records that come go there at once).
+    const bool another = std::any_of(self->slots_.begin(), self->slots_.end(), [&](const auto& o) {
+      return o.get() != slot && o->state == StreamState::kStreaming;
+    });
+    if (!another) return;  // an ACK that empties its window looks again
+    spdlog::debug("route {}: stream {} (#{}) idle for {} ms: closing it", self->options_.route, slot->stream_id,
+                  slot->index, self->options_.stream_idle_close.count());
+    slot->state = StreamState::kClosing;
+    slot->stream->WritesDone();  // kDone follows
+    self->PublishGauges();
+  });
+}
+
+void DrainLane::OnCloseSignal(Slot& s, std::chrono::milliseconds grace) {
+  if (s.state != StreamState::kStreaming) return;
   metrics_.StreamRotation(options_.route);
   const auto wait = std::min(grace, options_.max_close_grace);
   spdlog::info("route {}: stream {} rotating (server grace {} ms, {} requests in flight)", options_.route,
-               stream_id_, grace.count(), window_.size());
-  if (window_.empty() || wait.count() == 0) {
-    BeginRotationDrain();
+               s.stream_id, grace.count(), s.window.size());
+  if (s.window.empty() || wait.count() == 0) {
+    BeginRotationDrain(s);
     return;
   }
-  state_ = LaneState::kRotating;  // stop sending; keep applying ACKs
-  const uint64_t gen = gen_;
+  s.state = StreamState::kRotating;  // stop sending; keep applying ACKs
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  grace_timer_.expires_after(wait);
-  grace_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+  s.grace_timer.expires_after(wait);
+  s.grace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
-    if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kRotating) return;
-    self->BeginRotationDrain();
+    if (ec || !self || slot->gen != gen || slot->state != StreamState::kRotating) return;
+    self->BeginRotationDrain(*slot);
   });
 }
 
-void DrainLane::BeginRotationDrain() {
+void DrainLane::BeginRotationDrain(Slot& s) {
   // Half-close (END_STREAM before any cancel), then take late ACKs for a
   // moment: each one saves a duplicate.
-  if (window_.empty()) {
-    if (stream_) stream_->WritesDone();
-    FinishRotation();
+  if (s.window.empty()) {
+    if (s.stream) s.stream->WritesDone();
+    FinishRotation(s);
     return;
   }
-  state_ = LaneState::kDraining;
-  if (stream_) stream_->WritesDone();
-  const uint64_t gen = gen_;
+  s.state = StreamState::kDraining;
+  if (s.stream) s.stream->WritesDone();
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  grace_timer_.expires_after(options_.rotation_drain);
-  grace_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+  s.grace_timer.expires_after(options_.rotation_drain);
+  s.grace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
-    if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kDraining) return;
-    self->FinishRotation();
+    if (ec || !self || slot->gen != gen || slot->state != StreamState::kDraining) return;
+    self->FinishRotation(*slot);
   });
 }
 
-void DrainLane::FinishRotation() {
+void DrainLane::FinishRotation(Slot& s) {
   // A rotation is routine: no failure is counted and the new stream opens at
   // once, resending whatever was not acked (at-least-once).
-  const uint64_t resent = TearDown();
+  const uint64_t resent = TearDown(s);
   if (resent > 0) {
     route_metrics_.ResentRecords(resent);
     spdlog::info("route {}: {} records of the rotated stream were not acked; resending them", options_.route, resent);
   }
-  state_ = LaneState::kIdle;
-  Connect();
+  Connect(s);
+  Pump();
 }
 
-uint64_t DrainLane::TearDown() {
-  const uint64_t inflight = window_.records();
-  create_timer_.cancel();
-  ack_timer_.cancel();
-  grace_timer_.cancel();
-  if (stream_) stream_->Cancel();
-  stream_.reset();
-  NewGeneration();
-  window_.Reset();
-  next_read_seq_ = acked_seq_ + 1;
+uint64_t DrainLane::TearDown(Slot& s) {
+  uint64_t resent = 0;
+  // What was sent and not acked, or read and held for the pace, goes back.
+  for (const InflightRequest& r : s.window.requests()) {
+    cursor_.GiveBack(r.first_seq, r.last_seq);
+    resent += r.records;
+  }
+  if (s.paced) cursor_.GiveBack(s.paced->first, s.paced->last);
+  s.create_timer.cancel();
+  s.ack_timer.cancel();
+  s.grace_timer.cancel();
+  s.retry_timer.cancel();
+  if (s.stream) s.stream->Cancel();
+  s.stream.reset();
+  NewGeneration(s);
+  s.window.Reset();
+  s.state = StreamState::kClosed;
   PublishGauges();
-  return inflight;
+  return resent;
 }
 
-void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
-  if (state_ == LaneState::kStopping) {
-    FinishStop();
+uint64_t DrainLane::TearDownAll() {
+  uint64_t resent = 0;
+  for (auto& s : slots_) resent += TearDown(*s);
+  ++read_id_;  // a read under way is dropped: nothing of it was taken
+  read_in_flight_ = false;
+  linger_armed_ = false;
+  linger_expired_ = false;
+  linger_timer_.cancel();
+  return resent;
+}
+
+void DrainLane::Fail(Slot& s, const absl::Status& status, FailureKind kind) {
+  if (mode_ == Mode::kStopping) {
+    TearDown(s);
+    MaybeFinishStop();
     return;
   }
-  if (state_ == LaneState::kStopped) return;
+  if (!Running()) {
+    TearDown(s);
+    return;
+  }
   // Whether create_stream was answered: a refusal after that with requests
   // in flight is about records, before it about the table.
-  const bool created = state_ == LaneState::kStreaming || state_ == LaneState::kRotating ||
-                       state_ == LaneState::kDraining;
-  const InflightRequest oldest = window_.empty() ? InflightRequest{} : window_.front();
-  const size_t requests_in_flight = window_.size();
-  // A batch held for the pace was read, not sent.
-  const SeqNo last_sent = paced_ ? paced_->first - 1 : next_read_seq_ - 1;
-  const uint64_t resent = TearDown();
+  const bool created = Open(s);
+  const InflightRequest oldest = s.window.empty() ? InflightRequest{} : s.window.front();
+  const size_t requests_in_flight = s.window.size();
+  const uint64_t resent = TearDown(s);
   if (resent > 0) route_metrics_.ResentRecords(resent);
   const absl::StatusCode code = status.code();
   metrics_.StreamFailure(options_.route, StatusCodeName(code));
   // Only a stream's: at create time it is not about the stream's pace.
-  if (code == absl::StatusCode::kResourceExhausted && pacer_ && created) {
-    // The real quota is below the configured one (or another client shares
-    // it): slower from now on, the pace coming back a little every second.
-    pacer_->Throttled(MonotonicClock::now());
-    spdlog::warn("route {}: Zerobus ended the stream for its quota ({}); pacing at {:.0f}% of {} rows/s and {} "
-                 "bytes/s (zerobus.stream_quota) from now",
-                 options_.route, status.ToString(), pacer_->pace() * 100, options_.stream_quota->rows_per_second,
-                 options_.stream_quota->bytes_per_second);
+  if (code == absl::StatusCode::kResourceExhausted && created) {
+    metrics_.QuotaTrip(options_.route);
+    if (s.pacer) {
+      // The real quota is below the configured one (or another client
+      // shares it): this stream goes slower from now on, its pace coming
+      // back a little every second.
+      s.pacer->Throttled(MonotonicClock::now());
+      spdlog::warn("route {}: Zerobus ended stream #{} for its quota ({}); pacing it at {:.0f}% of {} rows/s and "
+                   "{} bytes/s (zerobus.stream_quota) from now",
+                   options_.route, s.index, status.ToString(), s.pacer->pace() * 100,
+                   options_.stream_quota->rows_per_second, options_.stream_quota->bytes_per_second);
+    }
   }
   // A connection that failed, or went silent (our own timeouts), is not
   // used again: the next attempt dials a new one.
@@ -590,11 +834,14 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
   if (code == absl::StatusCode::kUnauthenticated || code == absl::StatusCode::kPermissionDenied) {
     tokens_.Invalidate(options_.table);
     CountFailure(kind, status);
+    // The token is the table's: every stream's is refused too.
+    const uint64_t others = TearDownAll();
+    if (others > 0) route_metrics_.ResentRecords(others);
     if (!auth_retry_used_) {
       auth_retry_used_ = true;
       spdlog::warn("route {}: Zerobus refused the token for {} ({}); retrying once with a fresh token",
                    options_.route, options_.table, status.ToString());
-      ScheduleReconnect(options_.backoff.min_delay);
+      ScheduleReconnect(*slots_[0], options_.backoff.min_delay);
       return;
     }
     Park(absl::StrCat("Zerobus refused a fresh token for table ", options_.table, ": ", status.ToString(), "; ",
@@ -602,11 +849,17 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
     return;
   }
   if (code == absl::StatusCode::kInvalidArgument && created && requests_in_flight > 0) {
+    // One stream finds the refused record; the others' spans go back.
+    const SeqNo last_sent = cursor_.last_taken();
+    const uint64_t others = TearDownAll();
+    if (others > 0) route_metrics_.ResentRecords(others);
     Isolate(status, oldest, requests_in_flight, last_sent);
     return;
   }
   if (!IsRetryable(code)) {
     CountFailure(kind, status);
+    const uint64_t others = TearDownAll();
+    if (others > 0) route_metrics_.ResentRecords(others);
     Park(absl::StrCat("Zerobus refused the stream for table ", options_.table, ": ", status.ToString(), "; ",
                       OperatorHint(code)));
     return;
@@ -615,9 +868,9 @@ void DrainLane::Fail(const absl::Status& status, FailureKind kind) {
   ReportFailure(kind, status,
                 absl::StrCat(resent > 0 ? absl::StrCat(resent, " records will be resent; ") : std::string(),
                              "reconnecting in ", delay.count(), " ms"));
-  ScheduleReconnect(delay);
+  ScheduleReconnect(s, delay);
+  Pump();  // the other streams take what it gave back
 }
-
 void DrainLane::EndOutage(const char* how) {
   if (!health_.failing()) return;
   const auto outage = MonotonicClock::now() - health_.outage_start();
@@ -650,7 +903,7 @@ void DrainLane::ReportFailure(FailureKind kind, const absl::Status& status, cons
       spdlog::warn("route {}: still failing: {} attempts over {}, the last a {} failure: {}; {} records spooled; {}",
                    options_.route, attempt, DurationWords(MonotonicClock::now() - health_.outage_start()),
                    FailureKindName(kind), tally.explanation.empty() ? status.ToString() : tally.explanation,
-                   durable_seq_ - acked_seq_, next);
+                   Spooled(), next);
       break;
     case RouteHealth::Report::kQuiet:
       spdlog::debug("route {}: {} failure (attempt {}): {}; {}", options_.route, FailureKindName(kind), attempt,
@@ -699,12 +952,12 @@ void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldes
     isolation_.failures = 0;
     spdlog::warn("route {}: Zerobus refused a request ({}); finding the refused record(s) among seqs {}..{} by "
                  "sending smaller requests, one at a time",
-                 options_.route, status.ToString(), acked_seq_ + 1, last_sent);
+                 options_.route, status.ToString(), cursor_.done_up_to() + 1, last_sent);
   }
   ++isolation_.failures;
   if (!refused_request_known || oldest.records > 1) {
     isolation_.batch = refused_request_known ? oldest.records / 2 : std::max<uint32_t>(1, oldest.records);
-    ScheduleReconnect(options_.backoff.min_delay);
+    ScheduleReconnect(*slots_[0], options_.backoff.min_delay);
     return;
   }
   // The one request in flight, of one record, was refused: that record goes
@@ -716,43 +969,45 @@ void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldes
   info.message = std::string(status.message());
   info.attempts = isolation_.failures;
   info.first_failure_us = isolation_.first_failure_us;
-  state_ = LaneState::kDeadLettering;
-  // Everything before it is acked; make sure the spool has let it go (a
-  // delete that failed earlier is issued again, in order before the move).
-  if (seq > 1) spool_.DeleteUpToAsync(options_.route, seq - 1, nullptr);
+  mode_ = Mode::kDeadLettering;
+  // What is acked below it: make sure the spool has let it go (a delete
+  // that failed earlier is issued again, in order before the move).
+  const SeqNo acked_below = std::min(cursor_.done_up_to(), seq - 1);
+  if (acked_below > 0) spool_.DeleteUpToAsync(options_.route, acked_below, nullptr);
   std::weak_ptr<DrainLane> weak = weak_from_this();
   spool_.dead_letters().MoveAsync(
       options_.route, seq, std::move(info),
-      [weak, seq](absl::Status s) {
-        if (auto self = weak.lock()) self->OnDeadLettered(seq, s);
+      [weak, seq](absl::Status st) {
+        if (auto self = weak.lock()) self->OnDeadLettered(seq, st);
       },
       PostTo(loop_));
 }
 
 void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
   ZB_CHECK_ON_LOOP(loop_);
-  if (state_ != LaneState::kDeadLettering) return;  // stopped meanwhile
+  if (mode_ != Mode::kDeadLettering) return;  // stopped meanwhile
+  mode_ = Mode::kRunning;
   const bool already_gone = absl::IsNotFound(status);  // dropped by policy meanwhile: nothing moved
   if (!status.ok() && !already_gone) {
     // The record stays at the head of the lane; it is found again.
     const auto delay = backoff_.Next();
     spdlog::error("route {}: cannot move seq {} to the dead-letter store: {}; retrying in {} ms", options_.route,
                   seq, status.ToString(), delay.count());
-    ScheduleReconnect(delay);
+    ScheduleReconnect(*slots_[0], delay);
     return;
   }
-  acked_seq_ = std::max(acked_seq_, seq);
+  cursor_.Done(seq, seq);
   if (!already_gone) {
     metrics_.DeadLetterRecords(options_.route, 1);
     ++consecutive_dead_letters_;
+    spdlog::error("route {}: record seq {} moved to the dead-letter store: Zerobus refused it for {} "
+                  "(see `zerobusctl dlq list --route {}`)",
+                  options_.route, seq, options_.table, options_.route);
   }
-  if (!already_gone) spdlog::error("route {}: record seq {} moved to the dead-letter store: Zerobus refused it for {} "
-                "(see `zerobusctl dlq list --route {}`)",
-                options_.route, seq, options_.table, options_.route);
   isolation_.failures = 0;
   isolation_.first_failure_us = NowUs();
   isolation_.batch = 2;
-  if (acked_seq_ >= isolation_.until) isolation_ = Isolation{};
+  if (cursor_.done_up_to() >= isolation_.until) isolation_ = Isolation{};
   if (consecutive_dead_letters_ >= options_.max_consecutive_dead_letters) {
     Park(absl::StrCat(consecutive_dead_letters_, " records in a row were refused by table ", options_.table,
                       " with nothing accepted between them: the table, not the records, looks wrong; ",
@@ -760,89 +1015,110 @@ void DrainLane::OnDeadLettered(SeqNo seq, const absl::Status& status) {
                       ". The dead-lettered records can be replayed with `zerobusctl dlq replay`"));
     return;
   }
-  state_ = LaneState::kIdle;
-  ScheduleReconnect(options_.backoff.min_delay);
+  ScheduleReconnect(*slots_[0], options_.backoff.min_delay);
 }
 
 void DrainLane::Park(const std::string& reason) {
-  state_ = LaneState::kParked;
+  TearDownAll();
+  mode_ = Mode::kParked;
   parked_reason_ = reason;
   isolation_ = Isolation{};
   metrics_.LaneParked(options_.route, true);
   spdlog::error("route {}: parked: {}. Its records stay spooled ({} now); it tries again in {} s, or at once on "
                 "SIGHUP (systemctl reload zerobusd)",
-                options_.route, reason, durable_seq_ - acked_seq_,
+                options_.route, reason, Spooled(),
                 std::chrono::duration_cast<std::chrono::seconds>(options_.parked_retry).count());
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  retry_timer_.expires_after(options_.parked_retry);
-  retry_timer_.async_wait([weak](const boost::system::error_code& ec) {
+  park_timer_.expires_after(options_.parked_retry);
+  park_timer_.async_wait([weak](const boost::system::error_code& ec) {
     auto self = weak.lock();
     if (ec || !self) return;
     self->Resume();
   });
 }
 
-void DrainLane::ScheduleReconnect(std::chrono::milliseconds delay) {
-  state_ = LaneState::kBackoff;
-  const uint64_t gen = gen_;
+void DrainLane::ScheduleReconnect(Slot& s, std::chrono::milliseconds delay) {
+  s.state = StreamState::kBackoff;
+  PublishGauges();
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  retry_timer_.expires_after(delay);
-  retry_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+  s.retry_timer.expires_after(delay);
+  s.retry_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
-    if (ec || !self || self->gen_ != gen || self->state_ != LaneState::kBackoff) return;
-    self->state_ = LaneState::kIdle;
-    self->Connect();
+    if (ec || !self || slot->gen != gen || slot->state != StreamState::kBackoff) return;
+    self->Connect(*slot);
   });
 }
 
-void DrainLane::ArmAckTimer() {
-  const uint64_t gen = gen_;
+void DrainLane::ArmAckTimer(Slot& s) {
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
-  ack_timer_.expires_after(options_.ack_timeout);
-  ack_timer_.async_wait([weak, gen](const boost::system::error_code& ec) {
+  s.ack_timer.expires_after(options_.ack_timeout);
+  s.ack_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
     auto self = weak.lock();
-    if (ec || !self || self->gen_ != gen || self->window_.empty()) return;
-    self->Fail(absl::DeadlineExceededError("server ack timeout: no message from the server while requests were "
-                                           "in flight"));
+    if (ec || !self || slot->gen != gen || slot->window.empty()) return;
+    self->Fail(*slot, absl::DeadlineExceededError("server ack timeout: no message from the server while requests "
+                                                  "were in flight"));
   });
 }
 
 void DrainLane::Stop(std::function<void()> done) {
   ZB_CHECK_ON_LOOP(loop_);
   stop_done_ = std::move(done);
-  const LaneState previous = state_;
-  state_ = LaneState::kStopping;
-  retry_timer_.cancel();
-  create_timer_.cancel();
-  grace_timer_.cancel();
-  if (stream_ == nullptr || previous == LaneState::kConnecting || previous == LaneState::kBackoff ||
-      previous == LaneState::kIdle || previous == LaneState::kParked || previous == LaneState::kDeadLettering) {
+  const Mode previous = mode_;
+  mode_ = Mode::kStopping;
+  park_timer_.cancel();
+  linger_timer_.cancel();
+  linger_armed_ = false;
+  if (previous != Mode::kRunning) {
     FinishStop();
     return;
   }
-  if (window_.empty()) CloseForStop();
-  // else: OnAck closes once the window drains (or Abort at the deadline).
+  for (auto& slot : slots_) {
+    Slot& s = *slot;
+    s.retry_timer.cancel();
+    s.create_timer.cancel();
+    s.grace_timer.cancel();
+    s.idle_timer.cancel();
+    if (s.stream == nullptr || !Open(s)) {
+      TearDown(s);  // connecting or waiting: nothing in flight
+    } else if (s.window.empty()) {
+      CloseForStop(s);
+    }
+    // else: OnAck closes it once its window drains (or Abort at the deadline).
+  }
+  MaybeFinishStop();
 }
 
-void DrainLane::CloseForStop() {
-  if (stream_) stream_->WritesDone();  // kDone follows once the server ends the call
+void DrainLane::CloseForStop(Slot& s) {
+  if (s.state == StreamState::kClosing || s.stream == nullptr) return;
+  // (A draining rotation has half-closed already.)
+  if (s.state != StreamState::kDraining) s.stream->WritesDone();  // kDone follows once the server ends the call
+  s.state = StreamState::kClosing;
+}
+
+void DrainLane::MaybeFinishStop() {
+  if (mode_ != Mode::kStopping) return;
+  for (const auto& s : slots_) {
+    if (s->state != StreamState::kClosed) return;
+  }
+  FinishStop();
 }
 
 void DrainLane::Abort() {
   ZB_CHECK_ON_LOOP(loop_);
-  if (state_ == LaneState::kStopped) return;
-  state_ = LaneState::kStopping;
+  if (mode_ == Mode::kStopped) return;
+  mode_ = Mode::kStopping;
   FinishStop();
 }
 
 void DrainLane::FinishStop() {
-  if (state_ == LaneState::kStopped) return;
-  state_ = LaneState::kStopped;
-  ack_timer_.cancel();
-  retry_timer_.cancel();
-  if (stream_) stream_->Cancel();
-  stream_.reset();
-  NewGeneration();
+  if (mode_ == Mode::kStopped) return;
+  mode_ = Mode::kStopped;
+  TearDownAll();
+  park_timer_.cancel();
   PublishGauges();
   if (stop_done_) {
     auto done = std::move(stop_done_);
@@ -851,6 +1127,13 @@ void DrainLane::FinishStop() {
   }
 }
 
-void DrainLane::PublishGauges() { route_metrics_.InflightRequests(window_.size()); }
+void DrainLane::PublishGauges() {
+  route_metrics_.InflightRequests(InflightRequests());
+  const size_t open = OpenStreams();
+  if (open != open_streams_published_) {
+    open_streams_published_ = open;
+    metrics_.OpenStreams(options_.route, open);
+  }
+}
 
 }  // namespace zb

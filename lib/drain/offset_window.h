@@ -43,6 +43,8 @@ class OffsetWindow {
   // The oldest unacked request. REQUIRES: !empty().
   const InflightRequest& front() const { return inflight_.front(); }
   bool empty() const { return inflight_.empty(); }
+  // The unacked requests, oldest first.
+  const std::deque<InflightRequest>& requests() const { return inflight_; }
   uint64_t records() const { return records_; }
   int64_t last_acked() const { return last_acked_; }
   int64_t next_offset() const { return next_offset_; }

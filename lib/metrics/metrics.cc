@@ -53,14 +53,16 @@ class PrometheusRouteMetrics final : public RouteMetrics {
  public:
   PrometheusRouteMetrics(const std::string& route, prometheus::Family<prometheus::Counter>& intake_records,
                          prometheus::Counter& intake_bytes, prometheus::Counter& acked, prometheus::Gauge& inflight,
-                         prometheus::Counter& resent, prometheus::Counter& paced)
+                         prometheus::Counter& resent, prometheus::Counter& paced,
+                         prometheus::Family<prometheus::Counter>& stream_acked)
       : route_(route),
         intake_records_(intake_records),
         intake_bytes_(intake_bytes),
         acked_(acked),
         inflight_(inflight),
         resent_(resent),
-        paced_(paced) {}
+        paced_(paced),
+        stream_acked_(stream_acked) {}
 
   void IntakeRecords(IntakeResult result, uint64_t n) override {
     std::atomic<prometheus::Counter*>& slot = by_result_[static_cast<size_t>(result)];
@@ -76,6 +78,16 @@ class PrometheusRouteMetrics final : public RouteMetrics {
   void InflightRequests(uint64_t n) override { inflight_.Set(static_cast<double>(n)); }
   void ResentRecords(uint64_t n) override { resent_.Increment(static_cast<double>(n)); }
   void PacedSeconds(double seconds) override { paced_.Increment(seconds); }
+  void StreamAckedRecords(uint32_t stream, uint64_t n) override {
+    stream = std::min(stream, kMaxStreamLabels - 1);
+    std::atomic<prometheus::Counter*>& slot = by_stream_[stream];
+    prometheus::Counter* counter = slot.load(std::memory_order_acquire);
+    if (counter == nullptr) {  // first use: the family's lock, once per stream
+      counter = &stream_acked_.Add({{"route", route_}, {"stream", std::to_string(stream)}});
+      slot.store(counter, std::memory_order_release);
+    }
+    counter->Increment(static_cast<double>(n));
+  }
 
  private:
   const std::string route_;
@@ -86,6 +98,8 @@ class PrometheusRouteMetrics final : public RouteMetrics {
   prometheus::Gauge& inflight_;
   prometheus::Counter& resent_;
   prometheus::Counter& paced_;
+  prometheus::Family<prometheus::Counter>& stream_acked_;
+  std::array<std::atomic<prometheus::Counter*>, kMaxStreamLabels> by_stream_{};
 };
 
 class PrometheusMetrics final : public Metrics {
@@ -167,6 +181,19 @@ class PrometheusMetrics final : public Metrics {
                    .Name("zerobusd_paced_seconds_total")
                    .Help("Seconds requests waited to stay under the service's per-stream quota, by route")
                    .Register(*registry_)),
+        stream_acked_(prometheus::BuildCounter()
+                          .Name("zerobusd_stream_acked_records_total")
+                          .Help("Records acked, by route and stream (the lane's stream number, 0 up to "
+                                "routes[].max_streams - 1): rate() is each stream's rows per second")
+                          .Register(*registry_)),
+        open_streams_(prometheus::BuildGauge()
+                          .Name("zerobusd_open_streams")
+                          .Help("Streams a route's lane holds open to its table now, by route")
+                          .Register(*registry_)),
+        quota_trips_(prometheus::BuildCounter()
+                         .Name("zerobusd_quota_trips_total")
+                         .Help("Streams the service ended for its per-stream quota (RESOURCE_EXHAUSTED), by route")
+                         .Register(*registry_)),
         dropped_(prometheus::BuildCounter()
                      .Name("zerobusd_dropped_records_total")
                      .Help("Records removed without an ACK by an explicit policy, by route and reason")
@@ -216,7 +243,8 @@ class PrometheusMetrics final : public Metrics {
     if (!slot) {
       slot = std::make_unique<PrometheusRouteMetrics>(
           route, intake_records_, Get(intake_bytes_, {{"route", route}}), Get(acked_, {{"route", route}}),
-          Get(inflight_, {{"route", route}}), Get(resent_, {{"route", route}}), Get(paced_, {{"route", route}}));
+          Get(inflight_, {{"route", route}}), Get(resent_, {{"route", route}}), Get(paced_, {{"route", route}}),
+          stream_acked_);
     }
     return *slot;
   }
@@ -239,6 +267,10 @@ class PrometheusMetrics final : public Metrics {
     Get(stream_failures_, {{"route", route}, {"code", code}}).Increment();
   }
   void StreamRotation(const std::string& route) override { Get(rotations_, {{"route", route}}).Increment(); }
+  void OpenStreams(const std::string& route, uint64_t n) override {
+    Get(open_streams_, {{"route", route}}).Set(static_cast<double>(n));
+  }
+  void QuotaTrip(const std::string& route) override { Get(quota_trips_, {{"route", route}}).Increment(); }
   void InflightRequests(const std::string& route, uint64_t n) override { Route(route).InflightRequests(n); }
   void DeadLetterRecords(const std::string& route, uint64_t n) override {
     Get(dead_letters_, {{"route", route}}).Increment(static_cast<double>(n));
@@ -286,6 +318,8 @@ class PrometheusMetrics final : public Metrics {
     Get(parked_, {{"route", route}});
     Get(resent_, {{"route", route}});
     Get(paced_, {{"route", route}});
+    Get(open_streams_, {{"route", route}});
+    Get(quota_trips_, {{"route", route}});
     for (const char* kind : {"token", "connect", "tls", "stream"}) {
       Get(route_failures_, {{"route", route}, {"kind", kind}});
       Get(route_last_failure_, {{"route", route}, {"kind", kind}});
@@ -337,6 +371,9 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>& parked_;
   prometheus::Family<prometheus::Counter>& resent_;
   prometheus::Family<prometheus::Counter>& paced_;
+  prometheus::Family<prometheus::Counter>& stream_acked_;
+  prometheus::Family<prometheus::Gauge>& open_streams_;
+  prometheus::Family<prometheus::Counter>& quota_trips_;
   prometheus::Family<prometheus::Counter>& dropped_;
   prometheus::Gauge& dlq_records_;
   prometheus::Gauge& dlq_bytes_;

@@ -29,7 +29,15 @@ class RouteMetrics {
   virtual void ResentRecords(uint64_t n) = 0;
   // Time a request waited for the per-stream quota's pace.
   virtual void PacedSeconds(double seconds) = 0;
+  // Records acked on the lane's stream number `stream` (0 .. kMaxStreamLabels
+  // - 1; higher numbers count under the last): rate() of it is that
+  // stream's rows per second.
+  virtual void StreamAckedRecords(uint32_t stream, uint64_t n) = 0;
 };
+
+// Streams of one lane that get a series of their own in
+// zerobusd_stream_acked_records_total (routes[].max_streams is at most this).
+inline constexpr uint32_t kMaxStreamLabels = 64;
 
 // Thread-safe: every method may be called from any thread (counters are
 // atomic; per-route series are created on first use under a lock).
@@ -53,6 +61,11 @@ class Metrics {
   // `code`: the gRPC status code name, e.g. "UNAVAILABLE".
   virtual void StreamFailure(const std::string& route, const std::string& code) = 0;
   virtual void StreamRotation(const std::string& route) = 0;
+  // Streams the route's lane holds open now (created and not yet ended).
+  virtual void OpenStreams(const std::string& route, uint64_t n) = 0;
+  // The service ended one of the route's streams for its quota
+  // (RESOURCE_EXHAUSTED after the stream was created).
+  virtual void QuotaTrip(const std::string& route) = 0;
   virtual void InflightRequests(const std::string& route, uint64_t n) = 0;
   virtual void DeadLetterRecords(const std::string& route, uint64_t n) = 0;
   // A failed OAuth token fetch for `route`'s table.

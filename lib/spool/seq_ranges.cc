@@ -19,6 +19,28 @@ void SeqRanges::Add(SeqNo first, SeqNo last) {
   ranges_[first] = last;
 }
 
+void SeqRanges::Remove(SeqNo first, SeqNo last) {
+  // The ranges that start at or before last and end at or after first go;
+  // what they held outside [first, last] comes back.
+  std::optional<std::pair<SeqNo, SeqNo>> below, above;
+  auto it = ranges_.upper_bound(last);
+  while (it != ranges_.begin()) {
+    auto prev = std::prev(it);
+    if (prev->second < first) break;
+    if (prev->second > last) above.emplace(last + 1, prev->second);
+    if (prev->first < first) below.emplace(prev->first, first - 1);
+    it = ranges_.erase(prev);
+  }
+  if (below) ranges_[below->first] = below->second;
+  if (above) ranges_[above->first] = above->second;
+}
+
+uint64_t SeqRanges::size() const {
+  uint64_t n = 0;
+  for (const auto& [first, last] : ranges_) n += last - first + 1;
+  return n;
+}
+
 std::optional<SeqNo> SeqRanges::EndOfRangeHolding(SeqNo seq) const {
   auto it = ranges_.upper_bound(seq);
   if (it == ranges_.begin() || std::prev(it)->second < seq) return std::nullopt;

@@ -19,12 +19,20 @@ class SeqRanges {
   // touch it become one.
   void Add(SeqNo first, SeqNo last);
 
+  // Takes [first, last] (REQUIRES first <= last) out of every range; a range
+  // it splits becomes two.
+  void Remove(SeqNo first, SeqNo last);
+
   // The last seq of the range holding `seq`, if one does.
   std::optional<SeqNo> EndOfRangeHolding(SeqNo seq) const;
   bool Contains(SeqNo seq) const { return EndOfRangeHolding(seq).has_value(); }
 
   // The parts of [first, last] no range covers, in order.
   std::vector<std::pair<SeqNo, SeqNo>> Uncovered(SeqNo first, SeqNo last) const;
+
+  bool empty() const { return ranges_.empty(); }
+  // How many seqs the ranges hold.
+  uint64_t size() const;
 
   // first -> last, in order.
   const std::map<SeqNo, SeqNo>& ranges() const { return ranges_; }

@@ -3,6 +3,11 @@
 // accepted ("ok N") must reach the dev server; duplicates are allowed only
 // for requests in flight at a crash, so they are bounded by the window.
 //
+// It runs with one stream per lane and with several (routes[].max_streams,
+// a low stream_quota so the backlog opens them): crashes then catch spans
+// acked out of order, and the restarted daemon must resend exactly the
+// unacked ones.
+//
 // ZEROBUSD_CRASH_ROUNDS sets the rounds (default 20; a soak run uses more),
 // ZEROBUSD_CRASH_SEED the random seed (printed, so a failure can be replayed).
 
@@ -126,7 +131,16 @@ class Producer {
   std::thread thread_;
 };
 
-TEST(CrashTest, KillNineAtRandomMomentsNeverLosesAnAcknowledgedRecord) {
+struct CrashCase {
+  const char* name;
+  int max_streams;
+  int rows_per_second;  // per stream; 0: unlimited
+};
+
+class CrashTest : public ::testing::TestWithParam<CrashCase> {};
+
+TEST_P(CrashTest, KillNineAtRandomMomentsNeverLosesAnAcknowledgedRecord) {
+  const CrashCase c = GetParam();
   const int rounds = EnvInt("ZEROBUSD_CRASH_ROUNDS", 20);
   const int seed = EnvInt("ZEROBUSD_CRASH_SEED", static_cast<int>(std::random_device{}() % 100000));
   std::printf("crash loop: %d rounds, seed %d (ZEROBUSD_CRASH_SEED replays it)\n", rounds, seed);
@@ -139,6 +153,11 @@ TEST(CrashTest, KillNineAtRandomMomentsNeverLosesAnAcknowledgedRecord) {
   o.http_port = server.http_port();
   o.extra_yaml = absl::StrCat("drain:\n  backoff_initial_ms: 20\n  backoff_max_ms: 200\n  max_inflight_requests: ",
                               kInflightRequests, "\n  max_batch_records: ", kBatchRecords, "\n");
+  o.routes_yaml = absl::StrCat("routes:\n  - name: readings\n    table: ", kTable, "\n    max_streams: ", c.max_streams,
+                               "\n");
+  if (c.rows_per_second > 0) {
+    o.zerobus_yaml = absl::StrCat("  stream_quota: {rows_per_second: ", c.rows_per_second, "}\n");
+  }
   Daemon daemon(dir.path(), o);
   Producer producer(daemon.socket());
   for (int round = 0; round < rounds; ++round) {
@@ -167,10 +186,17 @@ TEST(CrashTest, KillNineAtRandomMomentsNeverLosesAnAcknowledgedRecord) {
   const size_t duplicates = rows.size() - std::set<std::string>(rows.begin(), rows.end()).size();
   std::printf("crash loop: %zu records acknowledged, %zu rows, %zu duplicates, %llu sent in all\n", acked.size(),
               rows.size(), duplicates, static_cast<unsigned long long>(producer.sent_count()));
-  EXPECT_LE(duplicates, static_cast<size_t>(rounds + 1) * kInflightRequests * kBatchRecords)
+  EXPECT_LE(duplicates, static_cast<size_t>(rounds + 1) * c.max_streams * kInflightRequests * kBatchRecords)
       << "duplicates come only from requests in flight at a crash";
   EXPECT_EQ(server.Stat("violations"), 0);
+  if (c.max_streams > 1) {
+    EXPECT_GE(server.TableStat(kTable, "max_open_streams"), 2) << "several streams were open";
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(Streams, CrashTest,
+                         ::testing::Values(CrashCase{"OneStream", 1, 0}, CrashCase{"SeveralStreams", 4, 3000}),
+                         [](const ::testing::TestParamInfo<CrashCase>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace zb::testing

@@ -70,7 +70,7 @@ TEST_F(QuotaTest, AQuotaSetTooHighTripsThenThePaceComesDownAndNothingIsLost) {
   EXPECT_GE(daemon_->Metric("zerobusd_stream_failures_total", "code=\"RESOURCE_EXHAUSTED\",route=\"readings\"")
                 .value_or(0),
             1);
-  EXPECT_NE(daemon_->log().find("pacing at 50%"), std::string::npos) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("pacing it at 50%"), std::string::npos) << daemon_->log();
   const Delivery d = CheckDelivery(*server_, kTable, "t", kRecords);
   EXPECT_EQ(d.missing, 0) << d.first_missing;
 }

@@ -697,6 +697,33 @@ TEST_F(ConfigTest, StreamQuotaDefaultsAndRouteOverrides) {
   EXPECT_THAT(past, HasSubstr("zerobus.stream_quota.bytes_per_second: must be between 1KiB and 1TiB"));
 }
 
+TEST_F(ConfigTest, MaxStreamsDefaultsToFourAndIsCheckedAtItsLimits) {
+  Yaml y;
+  auto config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->routes[0].max_streams, 4u);
+  EXPECT_EQ(config->routes[0].drain.stream_idle_close_ms, 30'000u);
+  y.routes =
+      "routes:\n"
+      "  - name: a\n    table: a.b.c\n    max_streams: 1\n"
+      "  - name: b\n    table: a.b.d\n    max_streams: 64\n    drain: {stream_idle_close_ms: 100}\n";
+  config = Load(y);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->routes[0].max_streams, 1u);
+  EXPECT_EQ(config->routes[1].max_streams, 64u);
+  EXPECT_EQ(config->routes[1].drain.stream_idle_close_ms, 100u);
+  y.routes =
+      "routes:\n"
+      "  - name: a\n    table: a.b.c\n    max_streams: 0\n"
+      "  - name: b\n    table: a.b.d\n    max_streams: 65\n    drain: {stream_idle_close_ms: 99}\n"
+      "  - name: c\n    table: a.b.e\n    max_streams: many\n";
+  const std::string message = Error(Load(y));
+  EXPECT_THAT(message, HasSubstr("routes[0].max_streams: must be an integer in [1, 64], got 0"));
+  EXPECT_THAT(message, HasSubstr("routes[1].max_streams: must be an integer in [1, 64], got 65"));
+  EXPECT_THAT(message, HasSubstr("routes[1].drain.stream_idle_close_ms: must be an integer in [100, 3600000], got 99"));
+  EXPECT_THAT(message, HasSubstr("routes[2].max_streams: must be an integer in [1, 64]"));
+}
+
 TEST_F(ConfigTest, EndpointAndWorkspaceId) {
   Yaml y;
   y.zerobus = ZerobusSection("6051921418418893.zerobus.us-west-2.cloud.databricks.com:443",

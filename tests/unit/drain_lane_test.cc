@@ -459,6 +459,163 @@ TEST_F(DrainLaneTest, ARecordLargerThanThePacesBucketsGoesAloneOnceTheyAreFull) 
   EXPECT_EQ(call(0)->writes[1].second.size(), 1u);
 }
 
+// Several streams: a lane whose first stream is held by its pace, with more
+// records waiting than it carries, opens another. The pace here is one
+// byte a second, so every request is one record and the next waits for
+// about half a minute on the lane's clock: only the test moves it on
+// (Step), however slow the machine.
+class MultiStreamLaneTest : public DrainLaneTest {
+ protected:
+  static constexpr std::chrono::seconds kPaceStep{40};
+
+  // 30 records, at most two streams. Leaves stream 0 with seq 1 in flight
+  // and seq 2 held for the pace, stream 1 with seq 3 in flight (and seq 4
+  // held once its read is back).
+  void OpenTwoStreams() {
+    MakeLane(/*max_inflight=*/16, /*max_batch=*/8, [&](DrainLaneOptions& o) {
+      o.stream_quota = StreamQuota{.rows_per_second = 1'000'000, .bytes_per_second = 1};
+      o.max_streams = 2;
+      o.stream_idle_close = std::chrono::seconds(10);
+      o.ack_timeout = std::chrono::hours(1);
+      o.create_timeout = std::chrono::hours(1);
+    });
+    Append(30);
+    ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+    Emit(call(0), StreamEvent::Kind::kCreated);
+    // Held by its pace with 28 records waiting, more than it carries: a
+    // second stream opens.
+    ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+    ASSERT_EQ(call(0)->writes.size(), 1u);
+    EXPECT_EQ(call(0)->writes[0].second, std::vector<std::string>{"{\"i\":0}"});
+    Emit(call(1), StreamEvent::Kind::kCreated);
+    ASSERT_TRUE(RunUntil([&] { return call(1)->writes.size() == 1; }));
+    EXPECT_EQ(call(1)->writes[0].first, 0) << "each stream has its own wire offsets";
+    EXPECT_EQ(call(1)->writes[0].second, std::vector<std::string>{"{\"i\":2}"}) << "seq 2 is held by stream 0";
+    EXPECT_EQ(OnLoop([&] { return lane_->open_streams(); }), 2u);
+  }
+
+  // Lets one pace step pass on the lane's clock.
+  void Step() {
+    MonotonicClock::AdvanceForTest(kPaceStep);
+    WakeTimersForTest(loop_);
+  }
+
+  bool SpoolHolds(uint64_t records, SeqNo deleted_up_to) {
+    return RunUntil([&] {
+      const LaneStats st = spool_->Stats("r");
+      return st.records == records && st.deleted_up_to == deleted_up_to;
+    });
+  }
+
+  std::vector<std::string> Ids(const std::shared_ptr<FakeCall>& c) {
+    std::vector<std::string> all;
+    for (const auto& w : c->writes) all.insert(all.end(), w.second.begin(), w.second.end());
+    return all;
+  }
+};
+
+TEST_F(MultiStreamLaneTest, EachStreamsAckDeletesExactlyItsSpanInWhateverOrderTheAcksCome) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  EXPECT_EQ(Metric("zerobusd_open_streams"), 2);
+  EXPECT_EQ(streams_.calls.size(), 2u) << "max_streams: 2";
+  Emit(call(1), StreamEvent::Kind::kAck, 0);  // seq 3, before seq 1
+  ASSERT_TRUE(SpoolHolds(29, 0)) << spool_->Stats("r").records;
+  EXPECT_EQ(OnLoop([&] { return lane_->acked_seq(); }), 0u) << "seq 1 and 2 are not acked yet";
+  Emit(call(0), StreamEvent::Kind::kAck, 0);  // seq 1: the lowest gap closes up to it
+  ASSERT_TRUE(SpoolHolds(28, 1)) << spool_->Stats("r").deleted_up_to;
+  EXPECT_EQ(OnLoop([&] { return lane_->acked_seq(); }), 1u);
+  EXPECT_EQ(Metric("zerobusd_stream_acked_records_total", "route=\"r\",stream=\"0\""), 1);
+  EXPECT_EQ(Metric("zerobusd_stream_acked_records_total", "route=\"r\",stream=\"1\""), 1);
+  EXPECT_EQ(Metric("zerobusd_acked_records_total"), 2);
+}
+
+TEST_F(MultiStreamLaneTest, AFailedStreamsSpansGoBackAndAnotherStreamResendsThemFirst) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  // Stream 1 fails with seq 3 in flight (and seq 4 held, or on its way).
+  EmitDone(call(1), absl::UnavailableError("connection reset"));
+  EXPECT_EQ(Metric("zerobusd_resent_records_total"), 1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));  // it reconnects (never created here)
+  EXPECT_EQ(State(), LaneState::kStreaming) << "the other stream goes on";
+  // Stream 0 sends its held seq 2, then what stream 1 gave back, lowest
+  // first, then fresh records.
+  for (size_t writes = 2; writes <= 5; ++writes) {
+    Step();
+    ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == writes; })) << writes;
+  }
+  EXPECT_EQ(Ids(call(0)), (std::vector<std::string>{"{\"i\":0}", "{\"i\":1}", "{\"i\":2}", "{\"i\":3}", "{\"i\":4}"}));
+  Emit(call(0), StreamEvent::Kind::kAck, 4);
+  ASSERT_TRUE(SpoolHolds(25, 5));
+}
+
+TEST_F(MultiStreamLaneTest, AcksOutOfOrderSurviveARestartAndOnlyUnackedSpansAreSentAgain) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  Emit(call(1), StreamEvent::Kind::kAck, 0);  // seq 3 acked; 1 and 2 not
+  ASSERT_TRUE(SpoolHolds(29, 0));
+  OnLoop([&] { lane_.reset(); });  // the daemon died
+  MakeLane(/*max_inflight=*/4, /*max_batch=*/100);  // one stream, no quota
+  OnLoop([&] { lane_->Start(); });
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));
+  Emit(call(2), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle());
+  const std::vector<std::string> sent = Ids(call(2));
+  ASSERT_EQ(sent.size(), 29u);
+  EXPECT_EQ(sent[1], "{\"i\":1}");
+  EXPECT_EQ(sent[2], "{\"i\":3}") << "seq 3 was acked before the crash: not sent again";
+  Emit(call(2), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(SpoolHolds(0, 30));
+}
+
+TEST_F(MultiStreamLaneTest, AnIdleExtraStreamClosesWithoutAFailureAndTheOtherStaysOpen) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  // Everything goes out, a record per stream per step, and is acked.
+  for (int i = 0; i < 40 && TotalWritten(call(0)) + TotalWritten(call(1)) < 30; ++i) {
+    Step();
+    const size_t before = TotalWritten(call(0)) + TotalWritten(call(1));
+    RunUntil([&] { return TotalWritten(call(0)) + TotalWritten(call(1)) > before; });
+  }
+  ASSERT_EQ(TotalWritten(call(0)) + TotalWritten(call(1)), 30u);
+  Emit(call(0), StreamEvent::Kind::kAck, static_cast<int64_t>(call(0)->writes.size()) - 1);
+  Emit(call(1), StreamEvent::Kind::kAck, static_cast<int64_t>(call(1)->writes.size()) - 1);
+  ASSERT_TRUE(SpoolHolds(0, 30));
+  EXPECT_FALSE(call(0)->writes_done || call(1)->writes_done) << "not idle long enough yet";
+  MonotonicClock::AdvanceForTest(std::chrono::seconds(11));
+  WakeTimersForTest(loop_);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes_done || call(1)->writes_done; }));
+  const auto closing = call(0)->writes_done ? call(0) : call(1);
+  const auto staying = call(0)->writes_done ? call(1) : call(0);
+  EXPECT_FALSE(staying->writes_done) << "the last open stream stays";
+  EmitDone(closing, absl::OkStatus());
+  EXPECT_EQ(OnLoop([&] { return lane_->open_streams(); }), 1u);
+  EXPECT_EQ(Metric("zerobusd_open_streams"), 1);
+  EXPECT_FALSE(Health().failing());
+  EXPECT_EQ(Metric("zerobusd_stream_failures_total", "code=\"OK\",route=\"r\""), -1) << "no failure counted";
+  EXPECT_EQ(State(), LaneState::kStreaming);
+  Step();  // the pace has room again
+  Append(1);  // a new record goes on the open stream
+  ASSERT_TRUE(RunUntil([&] { return Ids(staying).back() == "{\"i\":30}"; }));
+}
+
+TEST_F(MultiStreamLaneTest, StopWaitsForEveryStreamsAcks) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  bool stopped = false;
+  OnLoop([&] { lane_->Stop([&] { stopped = true; }); });
+  EXPECT_FALSE(stopped);
+  Emit(call(0), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes_done; }));
+  EXPECT_FALSE(call(1)->writes_done) << "stream 1 still waits for its ACK";
+  EmitDone(call(0), absl::OkStatus());
+  EXPECT_FALSE(stopped);
+  Emit(call(1), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(RunUntil([&] { return call(1)->writes_done; }));
+  EmitDone(call(1), absl::OkStatus());
+  EXPECT_TRUE(stopped);
+  Step();
+  loop_.restart();
+  loop_.poll();
+  EXPECT_EQ(call(0)->writes.size(), 1u) << "nothing held for the pace was sent";
+  ASSERT_TRUE(SpoolHolds(28, 1));
+}
+
 TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {
   MakeLane(4, 1);
   Append(2);

@@ -159,6 +159,26 @@ TEST(SeqRangesTest, RangesThatOverlapOrTouchBecomeOne) {
   EXPECT_EQ(ranges.ranges(), (std::map<SeqNo, SeqNo>{{1, 100}}));
 }
 
+TEST(SeqRangesTest, RemoveSplitsTrimsAndDropsRanges) {
+  SeqRanges ranges;
+  ranges.Add(10, 20);
+  ranges.Add(30, 40);
+  ranges.Add(50, 60);
+  ranges.Remove(15, 16);  // splits one
+  EXPECT_EQ(ranges.ranges(), (std::map<SeqNo, SeqNo>{{10, 14}, {17, 20}, {30, 40}, {50, 60}}));
+  ranges.Remove(19, 55);  // trims two ends, drops one whole
+  EXPECT_EQ(ranges.ranges(), (std::map<SeqNo, SeqNo>{{10, 14}, {17, 18}, {56, 60}}));
+  ranges.Remove(1, 9);  // nothing there
+  ranges.Remove(61, 100);
+  EXPECT_EQ(ranges.size(), 5u + 2u + 5u);
+  ranges.Remove(10, 10);  // the first seq of a range
+  ranges.Remove(60, 60);  // the last
+  EXPECT_EQ(ranges.ranges(), (std::map<SeqNo, SeqNo>{{11, 14}, {17, 18}, {56, 59}}));
+  ranges.Remove(0, ~SeqNo{0});
+  EXPECT_TRUE(ranges.empty());
+  EXPECT_EQ(ranges.size(), 0u);
+}
+
 TEST(SeqRangesTest, TheTopOfTheSeqSpaceDoesNotWrapAround) {
   const SeqNo top = ~SeqNo{0};
   SeqRanges ranges;

@@ -105,6 +105,12 @@ std::string StringOf(const rapidjson::Value& v, const char* key) {
 
 // The failures a lane has seen, one line per kind, and why it is parked.
 void PrintLaneDetail(const rapidjson::Value& lane) {
+  if (lane.HasMember("max_streams") && lane["max_streams"].IsUint64() && lane.HasMember("open_streams") &&
+      lane["open_streams"].IsUint64()) {
+    std::printf("  streams: %llu open of at most %llu (routes[].max_streams), lane %s\n",
+                static_cast<unsigned long long>(lane["open_streams"].GetUint64()),
+                static_cast<unsigned long long>(lane["max_streams"].GetUint64()), StringOf(lane, "state").c_str());
+  }
   if (lane.HasMember("failing_attempts") && lane["failing_attempts"].IsUint64() &&
       lane["failing_attempts"].GetUint64() > 0) {
     std::printf("  FAILING: %llu attempts in a row\n",
@@ -200,10 +206,14 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
       if (auto it = s.find("zerobusd_stream_failures_total"); it != s.end()) {
         for (const auto& [labels, v] : it->second) if (Label(labels, "route") == r) failures += v;
       }
-      std::printf(", accepted %.0f, acked %.0f, in flight %.0f requests, streams opened %.0f, streams failed %.0f",
+      std::printf(", accepted %.0f, acked %.0f, in flight %.0f requests, streams open %.0f, streams opened %.0f, "
+                  "streams failed %.0f",
                   value("zerobusd_intake_records_total", "result=\"accepted\"," + l),
                   value("zerobusd_acked_records_total", l), value("zerobusd_inflight_requests", l),
-                  value("zerobusd_stream_opens_total", l), failures);
+                  value("zerobusd_open_streams", l), value("zerobusd_stream_opens_total", l), failures);
+      if (const double trips = value("zerobusd_quota_trips_total", l); trips > 0) {
+        std::printf(", quota trips %.0f", trips);
+      }
       // Failed attempts by kind, with how long ago the last one was.
       std::string by_kind;
       for (const char* kind : {"token", "connect", "tls", "stream"}) {

@@ -1,0 +1,254 @@
+// Several streams per table (routes[].max_streams), end to end against the
+// dev server: a lane opens streams when one stream's pace cannot carry its
+// backlog, each stream's ACKs delete exactly its spans, and faults on one
+// stream (aborts, rotations, token expiry, refused records) lose nothing
+// while the others go on. One saturated table does not hold back another.
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "harness.h"
+
+namespace zb::testing {
+namespace {
+
+constexpr char kTable[] = "main.edge.readings";
+
+// Short timers so faults play out in seconds; extra streams close after
+// half a second with nothing in flight.
+constexpr char kFastDrain[] =
+    "drain:\n"
+    "  backoff_initial_ms: 20\n"
+    "  backoff_max_ms: 200\n"
+    "  ack_timeout_ms: 2000\n"
+    "  create_timeout_ms: 2000\n"
+    "  max_batch_records: 100\n"
+    "  max_inflight_requests: 8\n"
+    "  max_close_grace_ms: 2000\n"
+    "  rotation_drain_ms: 200\n"
+    "  stream_idle_close_ms: 500\n";
+
+class StreamsTest : public ::testing::Test {
+ protected:
+  // The dev server with `server_flags` (and a fault script unless empty);
+  // the daemon's "readings" route with `max_streams`, paced at
+  // `rows_per_second` per stream.
+  void Start(const std::string& faults, std::vector<std::string> server_flags = {}, int max_streams = 4,
+             int rows_per_second = 1000) {
+    if (!faults.empty()) {
+      server_flags.push_back("--faults");
+      server_flags.push_back(faults);
+    }
+    server_ = std::make_unique<DevServer>(dir_.path(), 0, 0, server_flags);
+    ASSERT_TRUE(server_->Start()) << server_->log();
+    DaemonOptions o;
+    o.grpc_port = server_->grpc_port();
+    o.http_port = server_->http_port();
+    o.extra_yaml = kFastDrain;
+    o.zerobus_yaml = absl::StrCat("  stream_quota: {rows_per_second: ", rows_per_second, "}\n");
+    o.routes_yaml = absl::StrCat("routes:\n  - name: readings\n    table: ", kTable, "\n    max_streams: ", max_streams,
+                                 "\n");
+    daemon_ = std::make_unique<Daemon>(dir_.path(), o);
+    ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  }
+
+  void Send(const std::string& prefix, int n, const std::string& route = "readings") {
+    const std::string file = dir_.Sub(prefix + ".ndjson");
+    WriteRecords(file, prefix, n);
+    RunResult sent = SendFile(daemon_->socket(), route, file);
+    ASSERT_EQ(sent.exit_code, 0) << sent.output;
+  }
+
+  // Waits until every record arrived and the spool is empty; returns the
+  // delivery.
+  Delivery ExpectAllDelivered(const std::string& prefix, int n) {
+    Delivery d;
+    const bool arrived = WaitFor(
+        [&] {
+          d = CheckDelivery(*server_, kTable, prefix, n);
+          return d.missing == 0;
+        },
+        std::chrono::seconds(90));
+    EXPECT_TRUE(arrived) << d.missing << " records missing, e.g. " << d.first_missing << "\n"
+                         << daemon_->log().substr(0, 6000);
+    EXPECT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
+                        std::chrono::seconds(30)))
+        << daemon_->log().substr(0, 4000);
+    EXPECT_EQ(server_->Stat("violations"), 0) << *server_->Stats();
+    return d;
+  }
+
+  double Metric(const std::string& name, const std::string& labels = "") {
+    return daemon_->Metric(name, labels).value_or(-1);
+  }
+  double Failures(const std::string& code) {
+    return daemon_->Metric("zerobusd_stream_failures_total", "code=\"" + code + "\",route=\"readings\"").value_or(0);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<DevServer> server_;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+// The service's timing (ACKs 150 ms after each request) and a quota per
+// stream above the daemon's pace: the backlog opens more streams, none
+// trips the quota, every stream carries rows, and once the backlog is gone
+// the extra streams close.
+TEST_F(StreamsTest, ABacklogOpensStreamsThatStayUnderTheQuotaAndCloseWhenIdle) {
+  ASSERT_NO_FATAL_FAILURE(
+      Start("", {"--ack-latency-ms", "150", "--stream-quota-rows", "1500"}, /*max_streams=*/4, /*rows=*/1000));
+  constexpr int kRecords = 12000;  // 12 s on one stream
+  Send("m", kRecords);
+  const Delivery d = ExpectAllDelivered("m", kRecords);
+  EXPECT_EQ(d.duplicates, 0);
+  EXPECT_EQ(server_->TableStat(kTable, "quota_trips"), 0);
+  EXPECT_EQ(Metric("zerobusd_quota_trips_total", "route=\"readings\""), 0);
+  EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 3) << daemon_->log().substr(0, 4000);
+  EXPECT_LE(server_->TableStat(kTable, "max_open_streams"), 4);
+  for (const char* stream : {"0", "1", "2"}) {
+    EXPECT_GT(Metric("zerobusd_stream_acked_records_total", absl::StrCat("route=\"readings\",stream=\"", stream, "\"")),
+              0)
+        << "stream " << stream;
+  }
+  ASSERT_TRUE(WaitFor([&] { return server_->TableStat(kTable, "open_streams") == 1; }, std::chrono::seconds(10)))
+      << "the extra streams close once idle";
+  EXPECT_TRUE(WaitFor([&] { return Metric("zerobusd_open_streams", "route=\"readings\"") == 1; },
+                      std::chrono::seconds(5)));
+  const RunResult status = daemon_->Ctl({"status", "--metrics", absl::StrCat("127.0.0.1:", daemon_->metrics_port())});
+  EXPECT_NE(status.output.find("streams: 1 open of at most 4"), std::string::npos) << status.output;
+}
+
+// max_streams: 1 keeps one stream, in seq order, whatever the backlog.
+TEST_F(StreamsTest, MaxStreamsOneKeepsOneOrderedStream) {
+  ASSERT_NO_FATAL_FAILURE(
+      Start("", {"--ack-latency-ms", "150", "--stream-quota-rows", "3000"}, /*max_streams=*/1, /*rows=*/2000));
+  constexpr int kRecords = 4000;
+  Send("o", kRecords);
+  ExpectAllDelivered("o", kRecords);
+  EXPECT_EQ(server_->TableStat(kTable, "max_open_streams"), 1);
+  const std::vector<std::string> rows = server_->Rows(kTable);
+  ASSERT_EQ(rows.size(), static_cast<size_t>(kRecords));
+  for (int i = 0; i < kRecords; ++i) {
+    ASSERT_NE(rows[i].find(absl::StrCat("\"o-", i, "\"")), std::string::npos) << "row " << i << ": " << rows[i];
+  }
+}
+
+// Streams aborted midway, one with rows stored but never acked: their spans
+// go back to the lane and the other streams resend them.
+TEST_F(StreamsTest, AbortedStreamsGiveTheirSpansBackAndNothingIsLost) {
+  ASSERT_NO_FATAL_FAILURE(Start(R"({"default":{"streams":[{},
+      {"abort_after_requests":3,"keep_unacked":true,"ack_interval_ms":60000},
+      {},{"abort_after_ms":500,"abort_code":"ABORTED"}]}})"));
+  constexpr int kRecords = 6000;
+  Send("a", kRecords);
+  const Delivery d = ExpectAllDelivered("a", kRecords);
+  EXPECT_LE(d.duplicates, 3 * 100) << "only the requests the server kept and never acked come twice";
+  EXPECT_GE(Metric("zerobusd_resent_records_total", "route=\"readings\""), 1);
+  EXPECT_GE(Failures("UNAVAILABLE") + Failures("ABORTED"), 1);
+  EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 2);
+}
+
+// Every stream rotates after 400 ms: routine, on each stream by itself.
+TEST_F(StreamsTest, EachStreamRotatesByItselfWithoutAFailureOrADuplicate) {
+  ASSERT_NO_FATAL_FAILURE(Start(R"({"default":{"then":{"close_after_ms":400,"close_grace_ms":300,"close_code":"OK"}}})"));
+  constexpr int kRecords = 6000;
+  Send("r", kRecords);
+  const Delivery d = ExpectAllDelivered("r", kRecords);
+  EXPECT_EQ(d.duplicates, 0);
+  EXPECT_GE(Metric("zerobusd_stream_rotations_total", "route=\"readings\""), 3);
+  EXPECT_EQ(Failures("UNAVAILABLE"), 0);
+  EXPECT_EQ(Failures("OK"), 0);
+  EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 2);
+}
+
+// Tokens live 2 s and streams rotate: later streams need fresh tokens, and
+// one stream's token is refused once (every stream reconnects with a fresh
+// one).
+TEST_F(StreamsTest, TokensExpireAndAreRefusedWhileSeveralStreamsRun) {
+  ASSERT_NO_FATAL_FAILURE(Start(R"({"default":{"streams":[{},{"create_error":"UNAUTHENTICATED"}],
+      "then":{"close_after_ms":700,"close_grace_ms":200,"close_code":"OK"}}})",
+                                {"--token-ttl-s", "2"}));
+  constexpr int kRecords = 8000;
+  Send("t", kRecords);
+  ExpectAllDelivered("t", kRecords);
+  EXPECT_GE(server_->Stat("tokens_issued"), 2);
+  EXPECT_EQ(Failures("UNAUTHENTICATED"), 1) << daemon_->log().substr(0, 4000);
+  EXPECT_EQ(Metric("zerobusd_lane_parked", "route=\"readings\""), 0);
+  EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 2);
+}
+
+// Refused records among several streams: every stream ends, one finds the
+// records, and exactly those go to the dead-letter store.
+TEST_F(StreamsTest, RefusedRecordsAreFoundAndDeadLetteredWhileSeveralStreamsRun) {
+  ASSERT_NO_FATAL_FAILURE(Start(R"({"default":{"poison":"POISON"}})"));
+  constexpr int kRecords = 6000;
+  const std::string file = dir_.Sub("p.ndjson");
+  WriteRecords(file, "p", kRecords);
+  std::vector<std::string> lines = ReadLines(file);
+  lines[4500] = R"({"id":"p-4500","seq":4500,"payload":"POISON"})";
+  lines[5800] = R"({"id":"p-5800","seq":5800,"payload":"POISON"})";
+  std::string text;
+  for (const auto& l : lines) text += l + "\n";
+  WriteFile(file, text);
+  ASSERT_EQ(SendFile(daemon_->socket(), "readings", file).exit_code, 0);
+  Delivery d;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        d = CheckDelivery(*server_, kTable, "p", kRecords);
+        return d.missing == 2;
+      },
+      std::chrono::seconds(90)))
+      << d.missing << "\n" << daemon_->log().substr(0, 6000);
+  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
+                      std::chrono::seconds(30)));
+  EXPECT_EQ(Metric("zerobusd_dead_letter_records_total", "route=\"readings\""), 2);
+  EXPECT_EQ(d.first_missing, "p-4500");
+  EXPECT_EQ(RowIds(server_->Rows(kTable)).count("p-5800"), 0u);
+  for (const char* id : {"1", "2"}) {
+    const RunResult shown = daemon_->Ctl({"dlq", "show", id});
+    EXPECT_NE(shown.output.find("POISON"), std::string::npos) << shown.output;
+  }
+  EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 2);
+}
+
+// peers.md #11: one table saturated at its quota with a long backlog; a
+// second table's records go through at once, while the first keeps its
+// pace.
+TEST_F(StreamsTest, ATableSaturatedAtItsQuotaDoesNotHoldBackAnother) {
+  server_ = std::make_unique<DevServer>(dir_.path());
+  ASSERT_TRUE(server_->Start()) << server_->log();
+  DaemonOptions o;
+  o.grpc_port = server_->grpc_port();
+  o.http_port = server_->http_port();
+  o.extra_yaml = kFastDrain;
+  o.routes_yaml =
+      "routes:\n"
+      "  - name: flood\n    table: main.edge.flood\n    max_streams: 2\n"
+      "    stream_quota: {rows_per_second: 1000}\n"
+      "  - name: readings\n    table: main.edge.readings\n";
+  daemon_ = std::make_unique<Daemon>(dir_.path(), o);
+  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  constexpr int kFlood = 40000;  // 20 s at its pace
+  Send("f", kFlood, "flood");
+  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_paced_seconds_total", "route=\"flood\"") > 0; },
+                      std::chrono::seconds(10)));
+  const auto start = std::chrono::steady_clock::now();
+  Send("b", 2000, "readings");
+  ASSERT_TRUE(WaitFor([&] { return CheckDelivery(*server_, kTable, "b", 2000).missing == 0; },
+                      std::chrono::seconds(30)));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double flood_spooled = Metric("zerobusd_spool_records", "route=\"flood\"");
+  std::printf("fairness: the second table's 2000 records landed in %.2f s; the flooded one still holds %.0f\n",
+              seconds, flood_spooled);
+  EXPECT_GT(flood_spooled, kFlood / 2) << "the second table got through while the first was far from done";
+  const double acked_before = Metric("zerobusd_acked_records_total", "route=\"flood\"");
+  EXPECT_TRUE(WaitFor([&] { return Metric("zerobusd_acked_records_total", "route=\"flood\"") > acked_before + 500; },
+                      std::chrono::seconds(10)))
+      << "and the flooded table keeps its pace";
+  EXPECT_EQ(server_->TableStat("main.edge.flood", "max_open_streams"), 2);
+}
+
+}  // namespace
+}  // namespace zb::testing
