@@ -9,6 +9,9 @@ PKGS=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libsystemd-dev
   libcurl4-openssl-dev rapidjson-dev libsimdjson-dev libbenchmark-dev
   python3 curl socat procps openssl
+  # The SDK interoperability test runs the official SDK's Node addon
+  # (fetched by scripts/setup-sdk.sh).
+  nodejs
   # The sanitizer build and the fuzz targets (scripts/test.sh, scripts/fuzz.sh):
   # clang, its sanitizer + libFuzzer runtimes, llvm-symbolizer for stacks.
   clang-14 libclang-rt-14-dev llvm-14

@@ -25,6 +25,7 @@ end_phase() {
 }
 
 bash scripts/setup-deps.sh
+bash scripts/setup-sdk.sh
 end_phase setup
 
 SAN_BUILD_DIR="${ZEROBUSD_SAN_BUILD_DIR:-build-asan}"

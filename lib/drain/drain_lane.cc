@@ -181,10 +181,15 @@ void DrainLane::Start() {
 
 void DrainLane::Wake() {
   if (!Running() || !HasRecords()) return;
+  Slot* closed = nullptr;
   for (const auto& s : slots_) {
-    if (s->state != StreamState::kClosed) return;  // open, or on its way
+    if (s->state == StreamState::kClosed) {
+      if (closed == nullptr) closed = s.get();
+    } else if (s->state != StreamState::kClosing) {
+      return;  // open, or on its way
+    }
   }
-  Connect(*slots_[0]);
+  if (closed != nullptr) Connect(*closed);
 }
 
 void DrainLane::OnAppended(SeqNo last_seq) {
@@ -202,11 +207,27 @@ bool DrainLane::Resume() {
     parked_reason_.clear();
     auth_retry_used_ = false;
     consecutive_dead_letters_ = 0;
-  } else if (Running() && std::any_of(slots_.begin(), slots_.end(), [&](const auto& s) { return Stuck(*s); })) {
-    spdlog::info("route {}: resuming: dropping its connection ({}) and reconnecting now on a new one",
-                 options_.route, LaneStateName(state()));
-    const uint64_t resent = TearDownAll();
+  } else if (Running()) {
+    // Only the streams that fail or are stuck are rebuilt: the others work.
+    std::vector<Slot*> stuck;
+    for (auto& slot : slots_) {
+      if (Stuck(*slot)) stuck.push_back(slot.get());
+    }
+    if (stuck.empty()) return false;
+    spdlog::info("route {}: resuming: dropping {} stuck stream(s) of {} ({}) and reconnecting them now on a new "
+                 "connection",
+                 options_.route, stuck.size(), slots_.size(), LaneStateName(state()));
+    streams_.ResetConnection();
+    backoff_.Reset();
+    uint64_t resent = 0;
+    for (Slot* s : stuck) resent += TearDown(*s);
     if (resent > 0) route_metrics_.ResentRecords(resent);
+    for (Slot* s : stuck) {
+      if (s->state == StreamState::kClosed) Connect(*s);
+    }
+    Wake();
+    Pump();
+    return true;
   } else {
     return false;
   }
@@ -380,6 +401,7 @@ void DrainLane::OnStreamEvent(Slot& s, uint64_t gen, StreamEvent ev) {
         // Closed for idleness: routine, whatever the server's last word.
         TearDown(s);
         spdlog::debug("route {}: stream {} (#{}) closed: idle", options_.route, s.stream_id, s.index);
+        Wake();  // records that came meanwhile may need a stream
         Pump();
         return;
       }
@@ -490,8 +512,8 @@ void DrainLane::Pump() {
   const uint64_t record_budget = request_budget - std::min(request_budget, kRequestEnvelopeBytes);
   spool_.ReadFromAsync(
       options_.route, span->first, max_records, record_budget, kRecordFramingBytes,
-      [weak, read_id, slot, gen, span = *span](absl::StatusOr<std::vector<SpoolRecord>> records) {
-        if (auto self = weak.lock()) self->OnRead(read_id, *slot, gen, span, std::move(records));
+      [weak, read_id, slot, gen, span = *span, durable = durable_seq_](absl::StatusOr<std::vector<SpoolRecord>> records) {
+        if (auto self = weak.lock()) self->OnRead(read_id, *slot, gen, span, durable, std::move(records));
       },
       PostTo(loop_));
 }
@@ -524,7 +546,7 @@ void DrainLane::MaybeOpenStream() {
   Connect(*closed);
 }
 
-void DrainLane::OnRead(uint64_t read_id, Slot& s, uint64_t gen, LaneCursor::Span span,
+void DrainLane::OnRead(uint64_t read_id, Slot& s, uint64_t gen, LaneCursor::Span span, SeqNo durable_at_read,
                        absl::StatusOr<std::vector<SpoolRecord>> records) {
   ZB_CHECK_ON_LOOP(loop_);
   if (read_id != read_id_) return;  // a TearDownAll dropped it
@@ -550,8 +572,9 @@ void DrainLane::OnRead(uint64_t read_id, Slot& s, uint64_t gen, LaneCursor::Span
   while (!records->empty() && records->back().seq > span.last) records->pop_back();
   if (records->empty()) {
     // Nothing left of that span: gone from the spool meanwhile (dropped,
-    // dead-lettered). Fresh reads past the end return nothing either.
-    if (span.resend) cursor_.Done(span.first, span.last);
+    // dead-lettered). A fresh read that finds nothing saw every record that
+    // was durable when it was issued gone (drop_oldest).
+    cursor_.Done(span.first, span.resend ? span.last : durable_at_read);
     Pump();
     return;
   }
@@ -702,11 +725,21 @@ void DrainLane::ArmIdleTimer(Slot& s) {
     slot->state = StreamState::kClosing;
     slot->stream->WritesDone();  // kDone follows
     self->PublishGauges();
+    // A server that never ends the half-closed call does not keep it.
+    slot->grace_timer.expires_after(self->options_.max_close_grace);
+    slot->grace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
+      auto lane = weak.lock();
+      if (ec || !lane || slot->gen != gen || slot->state != StreamState::kClosing || !lane->Running()) return;
+      lane->TearDown(*slot);
+      lane->Wake();
+      lane->Pump();
+    });
   });
 }
 
 void DrainLane::OnCloseSignal(Slot& s, std::chrono::milliseconds grace) {
-  if (s.state != StreamState::kStreaming) return;
+  // Stopping: the stream closes once its ACKs are in anyway.
+  if (s.state != StreamState::kStreaming || !Running()) return;
   metrics_.StreamRotation(options_.route);
   const auto wait = std::min(grace, options_.max_close_grace);
   spdlog::info("route {}: stream {} rotating (server grace {} ms, {} requests in flight)", options_.route,
@@ -749,6 +782,11 @@ void DrainLane::BeginRotationDrain(Slot& s) {
 }
 
 void DrainLane::FinishRotation(Slot& s) {
+  if (mode_ == Mode::kStopping) {
+    TearDown(s);
+    MaybeFinishStop();
+    return;
+  }
   // A rotation is routine: no failure is counted and the new stream opens at
   // once, resending whatever was not acked (at-least-once).
   const uint64_t resent = TearDown(s);

@@ -161,10 +161,11 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // durable (Spool::WatchDurable, on the loop).
   void Start();
   // The operator says go (SIGHUP, `zerobusctl resume`): a parked lane tries
-  // again now; a lane that is failing or stuck (a stream reconnecting, or
-  // streaming with requests the server has not answered for a while) drops
-  // its streams and connection and reconnects now on a new one. A lane that
-  // works is left alone. Returns whether the lane was parked or rebuilt.
+  // again now; the streams of a lane that fail or are stuck (reconnecting,
+  // or with requests the server has not answered for a while) are dropped
+  // and reconnect now on a new connection, while its working streams go on.
+  // A lane that works is left alone. Returns whether the lane was parked or
+  // any stream rebuilt.
   bool Resume();
   // Stops sending, waits for every stream's in-flight ACKs, half-closes;
   // `done` runs once every stream is closed or Abort() is called. Unacked
@@ -279,7 +280,8 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // an open stream is held by its pace or a full window.
   Slot* ReadyStream(bool* held);
   void MaybeOpenStream();
-  void OnRead(uint64_t read_id, Slot& s, uint64_t gen, LaneCursor::Span span,
+  // `durable_at_read`: the lane's durable end when the read was issued.
+  void OnRead(uint64_t read_id, Slot& s, uint64_t gen, LaneCursor::Span span, SeqNo durable_at_read,
               absl::StatusOr<std::vector<SpoolRecord>> records);
   // Sends `batch` on `s` now if its pace allows, else holds it in s.paced
   // until it does.

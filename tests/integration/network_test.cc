@@ -137,7 +137,7 @@ TEST_F(NetworkTest, ResumeRebuildsARouteStuckOnAFrozenConnection) {
                       std::chrono::seconds(20)))
       << daemon_->log();
   EXPECT_EQ(WaitDelivered("stuck", 100, std::chrono::seconds(15)).missing, 0) << daemon_->log();
-  EXPECT_NE(daemon_->log().find("dropping its connection"), std::string::npos);
+  EXPECT_NE(daemon_->log().find("and reconnecting them now on a new connection"), std::string::npos);
 
   // SIGHUP does the same.
   proxy.FreezeExisting();

@@ -595,6 +595,64 @@ TEST_F(MultiStreamLaneTest, AnIdleExtraStreamClosesWithoutAFailureAndTheOtherSta
   ASSERT_TRUE(RunUntil([&] { return Ids(staying).back() == "{\"i\":30}"; }));
 }
 
+TEST_F(MultiStreamLaneTest, AnExtraStreamWhoseServerNeverEndsItsCloseIsDroppedAfterTheGrace) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  for (int i = 0; i < 40 && TotalWritten(call(0)) + TotalWritten(call(1)) < 30; ++i) {
+    Step();
+    const size_t before = TotalWritten(call(0)) + TotalWritten(call(1));
+    RunUntil([&] { return TotalWritten(call(0)) + TotalWritten(call(1)) > before; });
+  }
+  Emit(call(0), StreamEvent::Kind::kAck, static_cast<int64_t>(call(0)->writes.size()) - 1);
+  Emit(call(1), StreamEvent::Kind::kAck, static_cast<int64_t>(call(1)->writes.size()) - 1);
+  MonotonicClock::AdvanceForTest(std::chrono::seconds(11));
+  WakeTimersForTest(loop_);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes_done || call(1)->writes_done; }));
+  const auto closing = call(0)->writes_done ? call(0) : call(1);
+  // The server never ends the half-closed call: after max_close_grace it is
+  // cancelled, and records that come go to a stream all the same.
+  MonotonicClock::AdvanceForTest(std::chrono::seconds(11));
+  WakeTimersForTest(loop_);
+  ASSERT_TRUE(RunUntil([&] { return closing->cancelled; }));
+  EXPECT_EQ(OnLoop([&] { return lane_->open_streams(); }), 1u);
+  EXPECT_FALSE(Health().failing());
+}
+
+TEST_F(MultiStreamLaneTest, ResumeRebuildsOnlyTheStuckStreamAndLeavesTheWorkingOneAlone) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  EmitDone(call(1), absl::UnavailableError("connection reset"));
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 3; }));  // reconnecting, never answered
+  MonotonicClock::AdvanceForTest(std::chrono::seconds(6));  // 6 s connecting: stuck
+  WakeTimersForTest(loop_);
+  Emit(call(0), StreamEvent::Kind::kAck, 0);  // stream 0 works
+  const int resets = streams_.connection_resets;
+  EXPECT_TRUE(OnLoop([&] { return lane_->Resume(); }));
+  EXPECT_GT(streams_.connection_resets, resets) << "a new connection for the rebuilt stream";
+  EXPECT_TRUE(call(2)->cancelled);
+  EXPECT_FALSE(call(0)->cancelled) << "the working stream is left alone";
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 4; }));
+  EXPECT_EQ(Metric("zerobusd_resent_records_total"), 1) << "only the failed stream's record";
+}
+
+TEST_F(MultiStreamLaneTest, ACloseSignalWhileStoppingDoesNotHoldTheStopUp) {
+  ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
+  bool stopped = false;
+  OnLoop([&] { lane_->Stop([&] { stopped = true; }); });
+  StreamEvent close;
+  close.kind = StreamEvent::Kind::kCloseSignal;
+  close.grace = std::chrono::milliseconds(1);
+  Deliver(call(0), close);
+  Deliver(call(1), close);
+  MonotonicClock::AdvanceForTest(std::chrono::seconds(1));
+  WakeTimersForTest(loop_);
+  Emit(call(0), StreamEvent::Kind::kAck, 0);
+  Emit(call(1), StreamEvent::Kind::kAck, 0);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes_done && call(1)->writes_done; }));
+  EmitDone(call(0), absl::OkStatus());
+  EmitDone(call(1), absl::UnavailableError("Stream timeout reached. Error Code: 6002"));
+  EXPECT_TRUE(stopped);
+  EXPECT_EQ(streams_.calls.size(), 2u) << "no stream reopens while stopping";
+}
+
 TEST_F(MultiStreamLaneTest, StopWaitsForEveryStreamsAcks) {
   ASSERT_NO_FATAL_FAILURE(OpenTwoStreams());
   bool stopped = false;
@@ -614,6 +672,23 @@ TEST_F(MultiStreamLaneTest, StopWaitsForEveryStreamsAcks) {
   loop_.poll();
   EXPECT_EQ(call(0)->writes.size(), 1u) << "nothing held for the pace was sent";
   ASSERT_TRUE(SpoolHolds(28, 1));
+}
+
+// Records that leave the spool under the lane (drop_oldest) before it reads
+// them: the read finds nothing, the lane counts them done and does not read
+// again and again.
+TEST_F(DrainLaneTest, RecordsDroppedBeforeTheLaneReadsThemAreSkippedWithoutSpinning) {
+  MakeLane(4, 10);
+  Append(10);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  ASSERT_TRUE(spool_->DeleteUpTo("r", 10).ok());  // gone before the stream is open
+  Emit(call(0), StreamEvent::Kind::kCreated);
+  ASSERT_TRUE(Settle()) << "no read loop";
+  EXPECT_TRUE(call(0)->writes.empty());
+  EXPECT_EQ(OnLoop([&] { return lane_->acked_seq(); }), 10u);
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return call(0)->writes.size() == 1; }));
+  EXPECT_EQ(call(0)->writes[0].second, std::vector<std::string>{"{\"i\":10}"});
 }
 
 TEST_F(DrainLaneTest, StopWaitsForInflightAcksThenHalfCloses) {

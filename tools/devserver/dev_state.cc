@@ -109,13 +109,14 @@ void DevState::StreamOpened() {
   ++streams_opened_;
 }
 
-void DevState::StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk) {
+void DevState::StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk,
+                             const std::string& user_agent) {
   std::lock_guard<std::mutex> lock(mu_);
   ++streams_created_;
   ++table_streams_[table];
   uint64_t& open = ++table_open_streams_[table];
   table_max_open_streams_[table] = std::max(table_max_open_streams_[table], open);
-  recent_streams_.emplace_back(stream_id, sdk);
+  recent_streams_.push_back(RecentStream{stream_id, sdk, user_agent});
   if (recent_streams_.size() > 20) recent_streams_.pop_front();
 }
 
@@ -199,12 +200,14 @@ std::string DevState::StatsJson() {
   w.EndObject();
   w.Key("recent_streams");
   w.StartArray();
-  for (const auto& [id, sdk] : recent_streams_) {
+  for (const auto& r : recent_streams_) {
     w.StartObject();
     w.Key("stream_id");
-    w.String(id.c_str());
+    w.String(r.stream_id.c_str());
     w.Key("x_zerobus_sdk");
-    w.String(sdk.c_str());
+    w.String(r.sdk.c_str());
+    w.Key("user_agent");
+    w.String(r.user_agent.c_str());
     w.EndObject();
   }
   w.EndArray();

@@ -74,7 +74,10 @@ class DevState {
 
   // Counters.
   void StreamOpened();
-  void StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk);
+  // `sdk`: the x-zerobus-sdk header; `user_agent`: the user-agent header
+  // (some SDKs name themselves only there).
+  void StreamCreated(const std::string& table, const std::string& stream_id, const std::string& sdk,
+                     const std::string& user_agent);
   // A created stream of `table` ended.
   void StreamEnded(const std::string& table);
   // A stream of `table` went past its quota.
@@ -101,7 +104,10 @@ class DevState {
   std::map<std::string, uint64_t> table_records_, table_streams_, table_open_streams_, table_max_open_streams_,
       table_quota_trips_;
   std::deque<std::string> last_violations_;
-  std::deque<std::pair<std::string, std::string>> recent_streams_;  // stream id, x-zerobus-sdk
+  struct RecentStream {
+    std::string stream_id, sdk, user_agent;
+  };
+  std::deque<RecentStream> recent_streams_;
   uint64_t largest_request_bytes_ = 0;
   uint64_t streams_opened_ = 0, streams_created_ = 0, violations_ = 0, records_ = 0, requests_ = 0,
            acks_ = 0, close_signals_ = 0, tokens_issued_ = 0, tokens_rejected_ = 0,

@@ -306,7 +306,7 @@ void StreamReactor::HandleCreate(const pb::EphemeralStreamRequest& req) {
   created_ = true;
   created_at_ = Clock::now();
   last_ack_ = created_at_;
-  state_.StreamCreated(table_, stream_id_, Header(ctx_, "x-zerobus-sdk"));
+  state_.StreamCreated(table_, stream_id_, Header(ctx_, "x-zerobus-sdk"), Header(ctx_, "user-agent"));
   if (faults_.create_delay_ms > 0) {
     state_.FaultInjected("create_delay_ms on " + table_);
     create_reply_due_ = true;
@@ -447,9 +447,13 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
   const Clock::time_point now = Clock::now();
   const auto& o = state_.options();
   if (!TakeQuota(rows.size(), request_bytes, now)) {
-    // As the service: the stream ends; what was acked is stored, what was
-    // not is dropped (the client sends it again).
+    // The quota limits what is admitted: the requests before this one were
+    // within it, so they are stored and acked (at once, latency or not)
+    // before the stream ends; this one and any after it are dropped (the
+    // client sends them again). A client that resends everything unacked
+    // at once still progresses by a quota's worth per stream.
     state_.QuotaExceeded(table_);
+    if (received_offset_ > acked_offset_) CommitAndAck();
     Fail(grpc::StatusCode::RESOURCE_EXHAUSTED,
          "Stream quota exceeded: at most " + std::to_string(o.stream_quota_rows) + " rows and " +
              std::to_string(o.stream_quota_bytes) + " bytes per second per stream (request " +
