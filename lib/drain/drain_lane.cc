@@ -267,6 +267,19 @@ void DrainLane::NewGeneration(Slot& s) {
   s.idle_timer.cancel();
 }
 
+template <typename Fire>
+void DrainLane::OnSlotTimer(Slot& s, MonotonicTimer& timer, MonotonicClock::duration after, Fire fire) {
+  const uint64_t gen = s.gen;
+  Slot* slot = &s;
+  std::weak_ptr<DrainLane> weak = weak_from_this();
+  timer.expires_after(after);
+  timer.async_wait([weak, slot, gen, fire = std::move(fire)](const boost::system::error_code& ec) {
+    auto self = weak.lock();
+    if (ec || !self || slot->gen != gen) return;
+    fire(*self, *slot);
+  });
+}
+
 void DrainLane::Connect(Slot& s) {
   // Records may have left without an ACK (drop_oldest): start after them.
   cursor_.SkipTo(spool_.Stats(options_.route).deleted_up_to);
@@ -288,28 +301,25 @@ void DrainLane::Connect(Slot& s) {
   Slot* slot = &s;
   std::weak_ptr<DrainLane> weak = weak_from_this();
   // The whole open (token + create reply) is bounded by create_timeout.
-  s.create_timer.expires_after(options_.create_timeout);
-  s.create_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-    auto self = weak.lock();
-    if (ec || !self || slot->gen != gen || slot->state != StreamState::kConnecting) return;
-    const auto ms = self->options_.create_timeout.count();
-    if (slot->stream == nullptr) {
-      self->Fail(*slot,
-                 absl::DeadlineExceededError(absl::StrCat("no OAuth token within create_timeout_ms (", ms, " ms)")),
-                 FailureKind::kToken);
-    } else if (!slot->stream->response_started()) {
+  OnSlotTimer(s, s.create_timer, options_.create_timeout, [](DrainLane& self, Slot& slot) {
+    if (slot.state != StreamState::kConnecting) return;
+    const auto ms = self.options_.create_timeout.count();
+    if (slot.stream == nullptr) {
+      self.Fail(slot, absl::DeadlineExceededError(absl::StrCat("no OAuth token within create_timeout_ms (", ms, " ms)")),
+                FailureKind::kToken);
+    } else if (!slot.stream->response_started()) {
       // Not even response headers: the connection is dead or the endpoint
       // does not answer. A new connection is made for the next attempt.
-      self->Fail(*slot,
-                 absl::DeadlineExceededError(absl::StrCat("no answer from ", self->options_.endpoint,
-                                                          " within create_timeout_ms (", ms,
-                                                          " ms): the connection looks dead")),
-                 FailureKind::kConnect);
+      self.Fail(slot,
+                absl::DeadlineExceededError(absl::StrCat("no answer from ", self.options_.endpoint,
+                                                         " within create_timeout_ms (", ms,
+                                                         " ms): the connection looks dead")),
+                FailureKind::kConnect);
     } else {
-      self->Fail(*slot,
-                 absl::DeadlineExceededError(
-                     absl::StrCat("stream creation timed out: no create_stream_response within ", ms, " ms")),
-                 FailureKind::kStream);
+      self.Fail(slot,
+                absl::DeadlineExceededError(
+                    absl::StrCat("stream creation timed out: no create_stream_response within ", ms, " ms")),
+                FailureKind::kStream);
     }
   });
   tokens_.GetToken(
@@ -605,19 +615,13 @@ void DrainLane::SendPaced(Slot& s, ReadBatch batch) {
     if (wait > MonotonicClock::duration::zero()) {
       route_metrics_.PacedSeconds(std::chrono::duration<double>(wait).count());
       s.paced = std::move(batch);
-      const uint64_t gen = s.gen;
-      Slot* slot = &s;
-      std::weak_ptr<DrainLane> weak = weak_from_this();
-      s.pace_timer.expires_after(wait);
-      s.pace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-        auto self = weak.lock();
-        if (ec || !self || slot->gen != gen || !slot->paced) return;
+      OnSlotTimer(s, s.pace_timer, wait, [](DrainLane& self, Slot& slot) {
         // Rotating or stopping: it is not sent; it goes back to the lane
         // when the call ends (TearDown).
-        if (slot->state != StreamState::kStreaming || slot->stream == nullptr || !self->Running()) return;
-        ReadBatch held = std::move(*slot->paced);
-        slot->paced.reset();
-        self->SendPaced(*slot, std::move(held));
+        if (!slot.paced || slot.state != StreamState::kStreaming || slot.stream == nullptr || !self.Running()) return;
+        ReadBatch held = std::move(*slot.paced);
+        slot.paced.reset();
+        self.SendPaced(slot, std::move(held));
       });
       Pump();  // another stream may take the next read
       return;
@@ -702,37 +706,28 @@ void DrainLane::OnAck(Slot& s, int64_t offset) {
 
 void DrainLane::ArmIdleTimer(Slot& s) {
   if (slots_.size() == 1) return;  // the one stream stays open
-  const uint64_t gen = s.gen;
-  Slot* slot = &s;
-  std::weak_ptr<DrainLane> weak = weak_from_this();
-  s.idle_timer.expires_after(options_.stream_idle_close);
-  s.idle_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-    auto self = weak.lock();
-    if (ec || !self || slot->gen != gen || !self->Running()) return;
-    if (slot->state != StreamState::kStreaming || !slot->window.empty() || slot->paced) return;
-    const auto idle = MonotonicClock::now() - slot->last_sent;
-    if (idle < self->options_.stream_idle_close) {
-      self->ArmIdleTimer(*slot);  // sent meanwhile: look again later
+  OnSlotTimer(s, s.idle_timer, options_.stream_idle_close, [](DrainLane& self, Slot& slot) {
+    if (!self.Running() || slot.state != StreamState::kStreaming || !slot.window.empty() || slot.paced) return;
+    if (MonotonicClock::now() - slot.last_sent < self.options_.stream_idle_close) {
+      self.ArmIdleTimer(slot);  // sent meanwhile: look again later
       return;
     }
     // Another stream stays open (records that come go there at once).
-    const bool another = std::any_of(self->slots_.begin(), self->slots_.end(), [&](const auto& o) {
-      return o.get() != slot && o->state == StreamState::kStreaming;
+    const bool another = std::any_of(self.slots_.begin(), self.slots_.end(), [&](const auto& o) {
+      return o.get() != &slot && o->state == StreamState::kStreaming;
     });
     if (!another) return;  // an ACK that empties its window looks again
-    spdlog::debug("route {}: stream {} (#{}) idle for {} ms: closing it", self->options_.route, slot->stream_id,
-                  slot->index, self->options_.stream_idle_close.count());
-    slot->state = StreamState::kClosing;
-    slot->stream->WritesDone();  // kDone follows
-    self->PublishGauges();
+    spdlog::debug("route {}: stream {} (#{}) idle for {} ms: closing it", self.options_.route, slot.stream_id,
+                  slot.index, self.options_.stream_idle_close.count());
+    slot.state = StreamState::kClosing;
+    slot.stream->WritesDone();  // kDone follows
+    self.PublishGauges();
     // A server that never ends the half-closed call does not keep it.
-    slot->grace_timer.expires_after(self->options_.max_close_grace);
-    slot->grace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-      auto lane = weak.lock();
-      if (ec || !lane || slot->gen != gen || slot->state != StreamState::kClosing || !lane->Running()) return;
-      lane->TearDown(*slot);
-      lane->Wake();
-      lane->Pump();
+    self.OnSlotTimer(slot, slot.grace_timer, self.options_.max_close_grace, [](DrainLane& lane, Slot& closing) {
+      if (closing.state != StreamState::kClosing || !lane.Running()) return;
+      lane.TearDown(closing);
+      lane.Wake();
+      lane.Pump();
     });
   });
 }
@@ -749,14 +744,8 @@ void DrainLane::OnCloseSignal(Slot& s, std::chrono::milliseconds grace) {
     return;
   }
   s.state = StreamState::kRotating;  // stop sending; keep applying ACKs
-  const uint64_t gen = s.gen;
-  Slot* slot = &s;
-  std::weak_ptr<DrainLane> weak = weak_from_this();
-  s.grace_timer.expires_after(wait);
-  s.grace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-    auto self = weak.lock();
-    if (ec || !self || slot->gen != gen || slot->state != StreamState::kRotating) return;
-    self->BeginRotationDrain(*slot);
+  OnSlotTimer(s, s.grace_timer, wait, [](DrainLane& self, Slot& slot) {
+    if (slot.state == StreamState::kRotating) self.BeginRotationDrain(slot);
   });
 }
 
@@ -770,14 +759,8 @@ void DrainLane::BeginRotationDrain(Slot& s) {
   }
   s.state = StreamState::kDraining;
   if (s.stream) s.stream->WritesDone();
-  const uint64_t gen = s.gen;
-  Slot* slot = &s;
-  std::weak_ptr<DrainLane> weak = weak_from_this();
-  s.grace_timer.expires_after(options_.rotation_drain);
-  s.grace_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-    auto self = weak.lock();
-    if (ec || !self || slot->gen != gen || slot->state != StreamState::kDraining) return;
-    self->FinishRotation(*slot);
+  OnSlotTimer(s, s.grace_timer, options_.rotation_drain, [](DrainLane& self, Slot& slot) {
+    if (slot.state == StreamState::kDraining) self.FinishRotation(slot);
   });
 }
 
@@ -1078,27 +1061,16 @@ void DrainLane::Park(const std::string& reason) {
 void DrainLane::ScheduleReconnect(Slot& s, std::chrono::milliseconds delay) {
   s.state = StreamState::kBackoff;
   PublishGauges();
-  const uint64_t gen = s.gen;
-  Slot* slot = &s;
-  std::weak_ptr<DrainLane> weak = weak_from_this();
-  s.retry_timer.expires_after(delay);
-  s.retry_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-    auto self = weak.lock();
-    if (ec || !self || slot->gen != gen || slot->state != StreamState::kBackoff) return;
-    self->Connect(*slot);
+  OnSlotTimer(s, s.retry_timer, delay, [](DrainLane& self, Slot& slot) {
+    if (slot.state == StreamState::kBackoff) self.Connect(slot);
   });
 }
 
 void DrainLane::ArmAckTimer(Slot& s) {
-  const uint64_t gen = s.gen;
-  Slot* slot = &s;
-  std::weak_ptr<DrainLane> weak = weak_from_this();
-  s.ack_timer.expires_after(options_.ack_timeout);
-  s.ack_timer.async_wait([weak, slot, gen](const boost::system::error_code& ec) {
-    auto self = weak.lock();
-    if (ec || !self || slot->gen != gen || slot->window.empty()) return;
-    self->Fail(*slot, absl::DeadlineExceededError("server ack timeout: no message from the server while requests "
-                                                  "were in flight"));
+  OnSlotTimer(s, s.ack_timer, options_.ack_timeout, [](DrainLane& self, Slot& slot) {
+    if (slot.window.empty()) return;
+    self.Fail(slot, absl::DeadlineExceededError("server ack timeout: no message from the server while requests "
+                                                "were in flight"));
   });
 }
 

@@ -310,6 +310,11 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   void OnDeadLettered(SeqNo seq, const absl::Status& status);
   void Park(const std::string& reason);
   void ScheduleReconnect(Slot& s, std::chrono::milliseconds delay);
+  // Runs fire(*this, s) on the loop once `timer` (one of s's) expires after
+  // `after`, unless it is cancelled or re-armed, the lane is gone, or `s`
+  // has begun another call meanwhile (its gen moved).
+  template <typename Fire>
+  void OnSlotTimer(Slot& s, MonotonicTimer& timer, MonotonicClock::duration after, Fire fire);
   void ArmAckTimer(Slot& s);
   void ArmIdleTimer(Slot& s);
   void CloseForStop(Slot& s);

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "route_fixture.h"
 
 namespace zb::testing {
 namespace {
@@ -27,70 +28,20 @@ constexpr char kFastDrain[] =
     "  rotation_drain_ms: 200\n"
     "  parked_retry_ms: 600000\n";
 
-class ResilienceTest : public ::testing::Test {
+class ResilienceTest : public RouteTest {
  protected:
   // Starts the dev server with `faults` (a fault script, or "") and the
   // daemon against it.
   void Start(const std::string& faults, std::vector<std::string> server_flags = {},
              const std::string& drain_yaml = kFastDrain) {
-    if (!faults.empty()) {
-      server_flags.push_back("--faults");
-      server_flags.push_back(faults);
-    }
-    server_ = std::make_unique<DevServer>(dir_.path(), 0, 0, server_flags);
-    ASSERT_TRUE(server_->Start()) << server_->log();
-    DaemonOptions o;
-    o.grpc_port = server_->grpc_port();
-    o.http_port = server_->http_port();
-    o.extra_yaml = drain_yaml;
-    daemon_ = std::make_unique<Daemon>(dir_.path(), o);
-    ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+    StartBoth(faults, std::move(server_flags), DaemonOptions{.extra_yaml = drain_yaml});
   }
-
-  // Sends kRecords records with ids <prefix>-i; all must be accepted.
-  void Send(const std::string& prefix, int n = kRecords) {
-    const std::string file = dir_.Sub(prefix + ".ndjson");
-    WriteRecords(file, prefix, n);
-    RunResult sent = SendFile(daemon_->socket(), "readings", file);
-    ASSERT_EQ(sent.exit_code, 0) << sent.output;
-  }
-
-  // Waits until every record arrived and the spool is empty.
-  void ExpectAllDelivered(const std::string& prefix, int n = kRecords, int max_duplicates = -1) {
-    Delivery d;
-    const bool arrived = WaitFor(
-        [&] {
-          d = CheckDelivery(*server_, kTable, prefix, n);
-          return d.missing == 0;
-        },
-        std::chrono::seconds(60));
-    ASSERT_TRUE(arrived) << d.missing << " records missing, e.g. " << d.first_missing << "\n"
-                         << daemon_->log().substr(0, 6000);
-    ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
-                        std::chrono::seconds(30)))
-        << daemon_->log().substr(0, 4000);
-    if (max_duplicates >= 0) {
-      EXPECT_LE(d.duplicates, max_duplicates);
-    }
-    EXPECT_EQ(server_->Stat("violations"), 0) << *server_->Stats();
-  }
-
-  double Metric(const std::string& name, const std::string& labels = "") {
-    return daemon_->Metric(name, labels).value_or(-1);
-  }
-  double Failures(const std::string& code) {
-    return daemon_->Metric("zerobusd_stream_failures_total", "code=\"" + code + "\",route=\"readings\"").value_or(0);
-  }
-
-  TempDir dir_;
-  std::unique_ptr<DevServer> server_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 TEST_F(ResilienceTest, StreamCreationFailsSeveralTimesThenSucceeds) {
   Start(R"({"default":{"streams":[{"create_error":"UNAVAILABLE"},{"create_error":"INTERNAL"},
                                   {"create_error":"UNAVAILABLE"},{"create_delay_ms":300}]}})");
-  Send("c");
+  Send("c", kRecords);
   ExpectAllDelivered("c", kRecords, /*max_duplicates=*/0);
   EXPECT_EQ(Failures("UNAVAILABLE"), 2);
   EXPECT_EQ(Failures("INTERNAL"), 1);
@@ -101,7 +52,7 @@ TEST_F(ResilienceTest, AStreamAbortedMidwayLosesItsUnackedRequestsOnTheServerNot
   // stored-but-unacked rows: the daemon must send them again.
   Start(R"({"default":{"streams":[{"abort_after_requests":5,"ack_interval_ms":1000},
                                   {"abort_after_ms":400,"ack_interval_ms":1000,"abort_code":"ABORTED"}]}})");
-  Send("a");
+  Send("a", kRecords);
   ExpectAllDelivered("a", kRecords, /*max_duplicates=*/0);
   EXPECT_GE(server_->Stat("rows_discarded"), 1);
   EXPECT_GE(Metric("zerobusd_resent_records_total", "route=\"readings\""), 1);
@@ -110,28 +61,28 @@ TEST_F(ResilienceTest, AStreamAbortedMidwayLosesItsUnackedRequestsOnTheServerNot
 
 TEST_F(ResilienceTest, AnAbortAfterStoringButBeforeAckingDuplicatesBoundedByTheWindow) {
   Start(R"({"default":{"streams":[{"abort_after_requests":6,"keep_unacked":true,"ack_interval_ms":60000}]}})");
-  Send("k");
+  Send("k", kRecords);
   // The first stream stored 6 requests of up to 100 records it never acked.
   ExpectAllDelivered("k", kRecords, /*max_duplicates=*/6 * 100);
 }
 
 TEST_F(ResilienceTest, WithheldAcksTripTheLackOfAckWatchdog) {
   Start(R"({"default":{"streams":[{"withhold_acks":true}]}})");
-  Send("w");
+  Send("w", kRecords);
   ExpectAllDelivered("w", kRecords, /*max_duplicates=*/8 * 100);
   EXPECT_EQ(Failures("DEADLINE_EXCEEDED"), 1) << "the 1 s ack timeout fired once";
 }
 
 TEST_F(ResilienceTest, AcksWithheldForAWhileThenResumingNeedNoReconnect) {
   Start(R"({"default":{"then":{"withhold_acks_ms":600}}})");
-  Send("h");
+  Send("h", kRecords);
   ExpectAllDelivered("h", kRecords, /*max_duplicates=*/0);
   EXPECT_EQ(Metric("zerobusd_stream_opens_total", "route=\"readings\""), 1);
 }
 
 TEST_F(ResilienceTest, DelayedCoalescedAndDuplicatedAcksAreTakenInStride) {
   Start(R"({"default":{"then":{"ack_delay_ms":150,"ack_interval_ms":400,"duplicate_acks":true}}})");
-  Send("d");
+  Send("d", kRecords);
   ExpectAllDelivered("d", kRecords, /*max_duplicates=*/0);
   EXPECT_EQ(Metric("zerobusd_stream_opens_total", "route=\"readings\""), 1) << "no reconnect was needed";
 }
@@ -141,7 +92,7 @@ TEST_F(ResilienceTest, InvalidAcksAreProtocolErrorsThatReopenTheStream) {
                                   {"overshoot_ack_after":2,"ack_interval_ms":0},
                                   {"missing_ack_field_after":2,"ack_interval_ms":0},
                                   {"unexpected_payload_after":2}]}})");
-  Send("v");
+  Send("v", kRecords);
   ExpectAllDelivered("v", kRecords, /*max_duplicates=*/4 * 8 * 100);
   EXPECT_EQ(Failures("INTERNAL"), 4) << daemon_->log().substr(0, 4000);
   EXPECT_EQ(Metric("zerobusd_acked_records_total", "route=\"readings\""), kRecords)
@@ -151,7 +102,7 @@ TEST_F(ResilienceTest, InvalidAcksAreProtocolErrorsThatReopenTheStream) {
 TEST_F(ResilienceTest, CloseStreamSignalRotatesWithoutCountingAFailure) {
   Start(R"({"default":{"streams":[{"close_after_requests":4,"close_grace_ms":500},
                                   {"close_after_ms":300,"close_grace_ms":300,"close_code":"OK"}]}})");
-  Send("r");
+  Send("r", kRecords);
   ExpectAllDelivered("r", kRecords, /*max_duplicates=*/0);
   ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_stream_rotations_total", "route=\"readings\"") == 2; },
                       std::chrono::seconds(10)));
@@ -164,7 +115,7 @@ TEST_F(ResilienceTest, ResourceExhaustedThrottlingIsRetried) {
   Start(R"({"default":{"streams":[{"create_error":"RESOURCE_EXHAUSTED","create_message":"Too many streams"},
                                   {"abort_after_requests":3,"abort_code":"RESOURCE_EXHAUSTED"},
                                   {"create_error":"RESOURCE_EXHAUSTED"}]}})");
-  Send("t");
+  Send("t", kRecords);
   ExpectAllDelivered("t", kRecords, /*max_duplicates=*/3 * 100);
   EXPECT_EQ(Failures("RESOURCE_EXHAUSTED"), 3);
 }
@@ -191,7 +142,7 @@ TEST_F(ResilienceTest, ShortLivedTokensAreRefreshedBeforeTheyExpire) {
 
 TEST_F(ResilienceTest, TokenEndpointOutagesAreRetriedAndARefusalParksUntilSighup) {
   Start(R"({"token":{"responses":[{"status":503},{"status":429},{"status":500},{"status":401}]}})");
-  Send("o");
+  Send("o", kRecords);
   // 503, 429 and 500 are retried; 401 is the operator's business.
   ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_lane_parked", "route=\"readings\"") == 1; },
                       std::chrono::seconds(20)))
@@ -231,24 +182,17 @@ TEST_F(ResilienceTest, AnExpiredOrRevokedTokenGetsOneFreshRetryThenParks) {
 }
 
 TEST_F(ResilienceTest, TableLevelRefusalParksTheRouteAndOtherRoutesKeepFlowing) {
-  server_ = std::make_unique<DevServer>(
-      dir_.path(), 0, 0,
-      std::vector<std::string>{"--faults", R"({"tables":{"main.edge.gone":{"then":{"create_error":"NOT_FOUND",
-          "create_message":"Table main.edge.gone does not exist"}}}})"});
-  ASSERT_TRUE(server_->Start()) << server_->log();
   DaemonOptions o;
-  o.grpc_port = server_->grpc_port();
-  o.http_port = server_->http_port();
   o.extra_yaml = kFastDrain;
   o.routes_yaml =
       "routes:\n  - name: readings\n    table: main.edge.readings\n"
       "  - name: gone\n    table: main.edge.gone\n";
-  daemon_ = std::make_unique<Daemon>(dir_.path(), o);
-  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
-  WriteRecords(dir_.Sub("g.ndjson"), "g", 500);
-  ASSERT_EQ(SendFile(daemon_->socket(), "gone", dir_.Sub("g.ndjson")).exit_code, 0);
-  Send("ok");
-  ExpectAllDelivered("ok");
+  ASSERT_NO_FATAL_FAILURE(StartBoth(R"({"tables":{"main.edge.gone":{"then":{"create_error":"NOT_FOUND",
+      "create_message":"Table main.edge.gone does not exist"}}}})",
+                                    {}, std::move(o)));
+  Send("g", 500, "gone");
+  Send("ok", kRecords);
+  ExpectAllDelivered("ok", kRecords);
   ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_lane_parked", "route=\"gone\"") == 1; },
                       std::chrono::seconds(20)));
   EXPECT_EQ(Metric("zerobusd_spool_records", "route=\"gone\""), 500);

@@ -4,12 +4,14 @@
 // stream (aborts, rotations, token expiry, refused records) lose nothing
 // while the others go on. One saturated table does not hold back another.
 
+#include <csignal>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "route_fixture.h"
 
 namespace zb::testing {
 namespace {
@@ -30,66 +32,20 @@ constexpr char kFastDrain[] =
     "  rotation_drain_ms: 200\n"
     "  stream_idle_close_ms: 500\n";
 
-class StreamsTest : public ::testing::Test {
+class StreamsTest : public RouteTest {
  protected:
   // The dev server with `server_flags` (and a fault script unless empty);
   // the daemon's "readings" route with `max_streams`, paced at
   // `rows_per_second` per stream.
   void Start(const std::string& faults, std::vector<std::string> server_flags = {}, int max_streams = 4,
              int rows_per_second = 1000) {
-    if (!faults.empty()) {
-      server_flags.push_back("--faults");
-      server_flags.push_back(faults);
-    }
-    server_ = std::make_unique<DevServer>(dir_.path(), 0, 0, server_flags);
-    ASSERT_TRUE(server_->Start()) << server_->log();
     DaemonOptions o;
-    o.grpc_port = server_->grpc_port();
-    o.http_port = server_->http_port();
     o.extra_yaml = kFastDrain;
     o.zerobus_yaml = absl::StrCat("  stream_quota: {rows_per_second: ", rows_per_second, "}\n");
     o.routes_yaml = absl::StrCat("routes:\n  - name: readings\n    table: ", kTable, "\n    max_streams: ", max_streams,
                                  "\n");
-    daemon_ = std::make_unique<Daemon>(dir_.path(), o);
-    ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+    StartBoth(faults, std::move(server_flags), std::move(o));
   }
-
-  void Send(const std::string& prefix, int n, const std::string& route = "readings") {
-    const std::string file = dir_.Sub(prefix + ".ndjson");
-    WriteRecords(file, prefix, n);
-    RunResult sent = SendFile(daemon_->socket(), route, file);
-    ASSERT_EQ(sent.exit_code, 0) << sent.output;
-  }
-
-  // Waits until every record arrived and the spool is empty; returns the
-  // delivery.
-  Delivery ExpectAllDelivered(const std::string& prefix, int n) {
-    Delivery d;
-    const bool arrived = WaitFor(
-        [&] {
-          d = CheckDelivery(*server_, kTable, prefix, n);
-          return d.missing == 0;
-        },
-        std::chrono::seconds(90));
-    EXPECT_TRUE(arrived) << d.missing << " records missing, e.g. " << d.first_missing << "\n"
-                         << daemon_->log().substr(0, 6000);
-    EXPECT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
-                        std::chrono::seconds(30)))
-        << daemon_->log().substr(0, 4000);
-    EXPECT_EQ(server_->Stat("violations"), 0) << *server_->Stats();
-    return d;
-  }
-
-  double Metric(const std::string& name, const std::string& labels = "") {
-    return daemon_->Metric(name, labels).value_or(-1);
-  }
-  double Failures(const std::string& code) {
-    return daemon_->Metric("zerobusd_stream_failures_total", "code=\"" + code + "\",route=\"readings\"").value_or(0);
-  }
-
-  TempDir dir_;
-  std::unique_ptr<DevServer> server_;
-  std::unique_ptr<Daemon> daemon_;
 };
 
 // The service's timing (ACKs 150 ms after each request) and a quota per
@@ -101,8 +57,7 @@ TEST_F(StreamsTest, ABacklogOpensStreamsThatStayUnderTheQuotaAndCloseWhenIdle) {
       Start("", {"--ack-latency-ms", "150", "--stream-quota-rows", "1500"}, /*max_streams=*/4, /*rows=*/1000));
   constexpr int kRecords = 12000;  // 12 s on one stream
   Send("m", kRecords);
-  const Delivery d = ExpectAllDelivered("m", kRecords);
-  EXPECT_EQ(d.duplicates, 0);
+  ExpectAllDelivered("m", kRecords, /*max_duplicates=*/0);
   EXPECT_EQ(server_->TableStat(kTable, "quota_trips"), 0);
   EXPECT_EQ(Metric("zerobusd_quota_trips_total", "route=\"readings\""), 0);
   EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 3) << daemon_->log().substr(0, 4000);
@@ -126,13 +81,30 @@ TEST_F(StreamsTest, MaxStreamsOneKeepsOneOrderedStream) {
       Start("", {"--ack-latency-ms", "150", "--stream-quota-rows", "3000"}, /*max_streams=*/1, /*rows=*/2000));
   constexpr int kRecords = 4000;
   Send("o", kRecords);
-  ExpectAllDelivered("o", kRecords);
+  ExpectAllDelivered("o", kRecords, /*max_duplicates=*/0);
   EXPECT_EQ(server_->TableStat(kTable, "max_open_streams"), 1);
   const std::vector<std::string> rows = server_->Rows(kTable);
   ASSERT_EQ(rows.size(), static_cast<size_t>(kRecords));
   for (int i = 0; i < kRecords; ++i) {
     ASSERT_NE(rows[i].find(absl::StrCat("\"o-", i, "\"")), std::string::npos) << "row " << i << ": " << rows[i];
   }
+}
+
+// A reload that changes max_streams mid-drain replaces the lane: what was
+// in flight on its streams is sent again by the new one, nothing is lost.
+TEST_F(StreamsTest, AReloadThatChangesMaxStreamsMidDrainLosesNothing) {
+  ASSERT_NO_FATAL_FAILURE(Start("", {"--ack-latency-ms", "150"}, /*max_streams=*/4, /*rows=*/1000));
+  constexpr int kRecords = 8000;
+  Send("h", kRecords);
+  ASSERT_TRUE(WaitFor([&] { return server_->TableStat(kTable, "open_streams") >= 2; }, std::chrono::seconds(20)));
+  daemon_->SetRoutes(absl::StrCat("routes:\n  - name: readings\n    table: ", kTable, "\n    max_streams: 1\n"));
+  daemon_->process()->Signal(SIGHUP);
+  ASSERT_TRUE(WaitFor([&] { return daemon_->log().find("configuration reloaded") != std::string::npos; },
+                      std::chrono::seconds(10)));
+  ExpectAllDelivered("h", kRecords);
+  EXPECT_EQ(Metric("zerobusd_open_streams", "route=\"readings\""), 1);
+  const std::string status = daemon_->Control(R"({"cmd":"status"})");
+  EXPECT_NE(status.find("\"max_streams\":1"), std::string::npos) << status;
 }
 
 // Streams aborted midway, one with rows stored but never acked: their spans
@@ -143,8 +115,8 @@ TEST_F(StreamsTest, AbortedStreamsGiveTheirSpansBackAndNothingIsLost) {
       {},{"abort_after_ms":500,"abort_code":"ABORTED"}]}})"));
   constexpr int kRecords = 6000;
   Send("a", kRecords);
-  const Delivery d = ExpectAllDelivered("a", kRecords);
-  EXPECT_LE(d.duplicates, 3 * 100) << "only the requests the server kept and never acked come twice";
+  // Only the requests the server kept and never acked come twice.
+  ExpectAllDelivered("a", kRecords, /*max_duplicates=*/3 * 100);
   EXPECT_GE(Metric("zerobusd_resent_records_total", "route=\"readings\""), 1);
   EXPECT_GE(Failures("UNAVAILABLE") + Failures("ABORTED"), 1);
   EXPECT_GE(server_->TableStat(kTable, "max_open_streams"), 2);
@@ -155,8 +127,7 @@ TEST_F(StreamsTest, EachStreamRotatesByItselfWithoutAFailureOrADuplicate) {
   ASSERT_NO_FATAL_FAILURE(Start(R"({"default":{"then":{"close_after_ms":400,"close_grace_ms":300,"close_code":"OK"}}})"));
   constexpr int kRecords = 6000;
   Send("r", kRecords);
-  const Delivery d = ExpectAllDelivered("r", kRecords);
-  EXPECT_EQ(d.duplicates, 0);
+  ExpectAllDelivered("r", kRecords, /*max_duplicates=*/0);
   EXPECT_GE(Metric("zerobusd_stream_rotations_total", "route=\"readings\""), 3);
   EXPECT_EQ(Failures("UNAVAILABLE"), 0);
   EXPECT_EQ(Failures("OK"), 0);
@@ -172,7 +143,7 @@ TEST_F(StreamsTest, TokensExpireAndAreRefusedWhileSeveralStreamsRun) {
                                 {"--token-ttl-s", "2"}));
   constexpr int kRecords = 8000;
   Send("t", kRecords);
-  ExpectAllDelivered("t", kRecords);
+  ExpectAllDelivered("t", kRecords, /*max_duplicates=*/-1);
   EXPECT_GE(server_->Stat("tokens_issued"), 2);
   EXPECT_EQ(Failures("UNAUTHENTICATED"), 1) << daemon_->log().substr(0, 4000);
   EXPECT_EQ(Metric("zerobusd_lane_parked", "route=\"readings\""), 0);
@@ -217,19 +188,14 @@ TEST_F(StreamsTest, RefusedRecordsAreFoundAndDeadLetteredWhileSeveralStreamsRun)
 // second table's records go through at once, while the first keeps its
 // pace.
 TEST_F(StreamsTest, ATableSaturatedAtItsQuotaDoesNotHoldBackAnother) {
-  server_ = std::make_unique<DevServer>(dir_.path());
-  ASSERT_TRUE(server_->Start()) << server_->log();
   DaemonOptions o;
-  o.grpc_port = server_->grpc_port();
-  o.http_port = server_->http_port();
   o.extra_yaml = kFastDrain;
   o.routes_yaml =
       "routes:\n"
       "  - name: flood\n    table: main.edge.flood\n    max_streams: 2\n"
       "    stream_quota: {rows_per_second: 1000}\n"
       "  - name: readings\n    table: main.edge.readings\n";
-  daemon_ = std::make_unique<Daemon>(dir_.path(), o);
-  ASSERT_TRUE(daemon_->Start()) << daemon_->log();
+  ASSERT_NO_FATAL_FAILURE(StartBoth("", {}, std::move(o)));
   constexpr int kFlood = 40000;  // 20 s at its pace
   Send("f", kFlood, "flood");
   ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_paced_seconds_total", "route=\"flood\"") > 0; },
