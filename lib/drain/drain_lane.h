@@ -74,12 +74,13 @@ struct ConnectExplanation {
   std::string text;
 };
 
-// Requests a lane hands to its stream ahead of the one gRPC is writing. The
-// lane reads no more from the spool while this many wait: what a route holds
-// in memory to send is at most this many plus one requests of
-// max_batch_bytes, while max_inflight_requests counts the requests on the
-// wire and at the server too. Two keep the transport busy: when a write
-// ends, the next is ready and the lane reads a new one.
+// Requests a lane hands to one stream ahead of the one gRPC is writing. A
+// stream takes no read while this many wait (or while a batch waits for its
+// pace): what a stream holds in memory to send is at most this many plus
+// one requests of max_batch_bytes, and a lane has max_streams streams, while
+// max_inflight_requests counts the requests on the wire and at the server
+// too. Two keep the transport busy: when a write ends, the next is ready
+// and the lane reads a new one.
 inline constexpr size_t kMaxQueuedRequests = 2;
 
 struct DrainLaneOptions {

@@ -53,6 +53,9 @@ class LaneCursor {
   uint64_t waiting(SeqNo durable) const;
   // Seqs taken and not yet done or given back.
   uint64_t out() const;
+  // Ranges the cursor remembers (done above done_up_to, given back): its
+  // memory.
+  size_t ranges_held() const { return done_.ranges().size() + given_back_.ranges().size(); }
 
  private:
   void Advance();

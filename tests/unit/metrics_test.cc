@@ -170,6 +170,36 @@ TEST(MetricsTest, RouteHandlesUpdateTheSameSeriesAsTheByNameMethods) {
   EXPECT_EQ(MetricValue(text, "zerobusd_inflight_requests", "route=\"r\"").value_or(-1), 9);
 }
 
+// Streams of a lane: open now and quota trips exist at zero for every
+// declared route; each stream number has its own acked series, up to
+// kMaxStreamLabels, past which numbers count under the last.
+TEST(MetricsTest, StreamSeriesPerRouteAndPerStreamUpToTheLabelCap) {
+  auto m = MakePrometheusMetrics();
+  m->DeclareRoute("r");
+  using zb::testing::MetricValue;
+  std::string text = m->Exposition();
+  EXPECT_EQ(MetricValue(text, "zerobusd_open_streams", "route=\"r\"").value_or(-1), 0);
+  EXPECT_EQ(MetricValue(text, "zerobusd_quota_trips_total", "route=\"r\"").value_or(-1), 0);
+  m->OpenStreams("r", 3);
+  m->QuotaTrip("r");
+  RouteMetrics& route = m->Route("r");
+  route.StreamAckedRecords(0, 5);
+  route.StreamAckedRecords(kMaxStreamLabels - 1, 1);
+  route.StreamAckedRecords(kMaxStreamLabels, 2);  // past the cap
+  route.StreamAckedRecords(1'000'000, 4);
+  text = m->Exposition();
+  EXPECT_EQ(MetricValue(text, "zerobusd_open_streams", "route=\"r\"").value_or(-1), 3);
+  EXPECT_EQ(MetricValue(text, "zerobusd_quota_trips_total", "route=\"r\"").value_or(-1), 1);
+  EXPECT_EQ(MetricValue(text, "zerobusd_stream_acked_records_total", "route=\"r\",stream=\"0\"").value_or(-1), 5);
+  EXPECT_EQ(MetricValue(text, "zerobusd_stream_acked_records_total",
+                        "route=\"r\",stream=\"" + std::to_string(kMaxStreamLabels - 1) + "\"")
+                .value_or(-1),
+            7);
+  EXPECT_FALSE(MetricValue(text, "zerobusd_stream_acked_records_total",
+                           "route=\"r\",stream=\"" + std::to_string(kMaxStreamLabels) + "\"")
+                   .ok());
+}
+
 TEST(MetricsTest, RefreshHookRunsBeforeEveryScrape) {
   auto m = MakePrometheusMetrics();
   m->DeclareRoute("r");
