@@ -15,6 +15,7 @@
 #include "rapidjson/error/en.h"
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
+#include "schema/descriptor_names.h"
 #include "simdjson.h"
 
 namespace zb {
@@ -46,19 +47,6 @@ class CollectingErrors final : public google::protobuf::compiler::MultiFileError
  private:
   std::string text_;
 };
-
-// Rewrites ".pkg.Msg.Inner" type references into names relative to the
-// message, so the DescriptorProto resolves without the file's package (the
-// server wraps it in a package-less file).
-void StripPackage(google::protobuf::DescriptorProto* message, const std::string& package) {
-  const std::string prefix = package.empty() ? "." : absl::StrCat(".", package, ".");
-  for (auto& field : *message->mutable_field()) {
-    if (field.has_type_name() && absl::StartsWith(field.type_name(), prefix)) {
-      field.set_type_name(field.type_name().substr(prefix.size()));
-    }
-  }
-  for (auto& nested : *message->mutable_nested_type()) StripPackage(&nested, package);
-}
 
 absl::Status CheckSelfContained(const google::protobuf::Descriptor* root, const google::protobuf::Descriptor* d) {
   for (int i = 0; i < d->field_count(); ++i) {

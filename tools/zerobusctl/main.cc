@@ -30,8 +30,9 @@ void Usage(FILE* out) {
                "        safe while the daemon runs); exits 1 when it is damaged\n"
                "  dlq list|show|replay|purge [--control PATH | --config FILE] ...\n"
                "        records Zerobus refused (see `zerobusctl dlq --help`)\n"
-               "  gen-proto\n"
-               "        not available in this version\n");
+               "  gen-proto --from-json FILE [--message NAME]\n"
+               "        the proto2 schema of a Unity Catalog table's Zerobus record, from\n"
+               "        the table's REST answer (GET /api/2.1/unity-catalog/tables/NAME)\n");
 }
 
 }  // namespace
@@ -55,10 +56,7 @@ int main(int argc, char** argv) {
     Usage(stdout);
     return 0;
   }
-  if (verb == "gen-proto") {
-    std::fprintf(stderr, "zerobusctl: \"%s\" is not available in this version\n", verb.c_str());
-    return 2;
-  }
+  if (verb == "gen-proto") return zb::ctl::GenProto(args);
   std::fprintf(stderr, "zerobusctl: unknown verb \"%s\"\n", verb.c_str());
   Usage(stderr);
   return 2;
