@@ -214,6 +214,20 @@ TEST_F(DevServerTest, CreateStreamIsValidatedLikeTheService) {
       {"token of another table", [&] { return CreateJson("main.edge.other"); }, token, "main.edge.other",
        absl::StatusCode::kPermissionDenied, "minted for table main.edge.readings"},
   };
+  // A metadata token (no resource: what the schema tools mint for Unity
+  // Catalog) cannot write, as the service.
+  auto metadata = HttpRequest(server_->http_port(), "POST", "/oidc/v1/token", kGoodTokenHeaders,
+                              "grant_type=client_credentials&scope=all-apis");
+  ASSERT_TRUE(metadata.ok());
+  ASSERT_EQ(metadata->status, 200) << metadata->body;
+  const std::string key = "\"access_token\":\"";
+  const size_t at = metadata->body.find(key) + key.size();
+  const std::string metadata_token = metadata->body.substr(at, metadata->body.find('"', at) - at);
+  auto with_metadata = Open(metadata_token);
+  auto refused = Create(with_metadata.get(), CreateJson());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+  EXPECT_NE(refused.status().message().find("metadata token"), std::string::npos) << refused.status();
   for (const Case& c : cases) {
     auto call = Open(c.token, c.header_table);
     auto r = Create(call.get(), c.create());

@@ -34,7 +34,20 @@ std::string DevState::CheckToken(const std::string& token, const std::string& ta
   auto it = tokens_.find(token);
   if (it == tokens_.end()) return "unknown token";
   if (std::chrono::steady_clock::now() >= it->second.expires) return "token expired";
+  if (it->second.table.empty()) return "a metadata token (minted without resource) cannot write to tables";
   if (it->second.table != table) return "token was minted for table " + it->second.table + ", not " + table;
+  return "";
+}
+
+std::string DevState::CheckMetadataToken(const std::string& token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tokens_.find(token);
+  if (it == tokens_.end()) return "unknown token";
+  if (std::chrono::steady_clock::now() >= it->second.expires) return "token expired";
+  if (!it->second.table.empty()) {
+    return "a Zerobus ingest token (minted for table " + it->second.table +
+           ") cannot read Unity Catalog: mint one with scope all-apis and no resource";
+  }
   return "";
 }
 

@@ -42,6 +42,9 @@ struct DevOptions {
   std::string tls_cert, tls_key;
   std::string log_level = "info";
   std::string faults;                 // fault script: a file, or inline JSON starting with '{'
+  // Unity Catalog tables served at GET /api/2.1/unity-catalog/tables/<name>:
+  // DIR/<name>.json is the answer. Empty: none.
+  std::string tables_dir;
 };
 
 class DevState {
@@ -51,9 +54,13 @@ class DevState {
   const DevOptions& options() const { return options_; }
 
   // Tokens.
+  // An ingest token for `table`, or (table "") a metadata token for the
+  // Unity Catalog API; each is good for only its own use, as the service's.
   std::string IssueToken(const std::string& table, int ttl_s);
   // "" when `token` may write to `table`, else the reason.
   std::string CheckToken(const std::string& token, const std::string& table);
+  // "" when `token` may read Unity Catalog, else the reason.
+  std::string CheckMetadataToken(const std::string& token);
   void TokenRejected();
   // A token request answered with a scripted body (fault `body`/`body_bytes`);
   // bytes of such bodies the client's socket accepted (counted as they go, so

@@ -9,8 +9,12 @@
 #include <boost/beast/core/detail/base64.hpp>
 #include <boost/beast/http.hpp>
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstring>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -61,6 +65,36 @@ std::map<std::string, std::string> ParseForm(const std::string& body) {
     pos = amp + 1;
   }
   return out;
+}
+
+// A token endpoint's answer with `token`.
+TokenAnswer TokenJson(const std::string& token, int ttl_s) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("access_token");
+  w.String(token.c_str());
+  w.Key("token_type");
+  w.String("Bearer");
+  w.Key("expires_in");
+  w.Int(ttl_s);
+  w.Key("scope");
+  w.String("all-apis");
+  w.EndObject();
+  return TokenAnswer{200, buf.GetString()};
+}
+
+// Unity Catalog's error body: {"error_code": ..., "message": ...}.
+std::string UcErrorJson(const std::string& code, const std::string& message) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("error_code");
+  w.String(code.c_str());
+  w.Key("message");
+  w.String(message.c_str());
+  w.EndObject();
+  return buf.GetString();
 }
 
 std::string ErrorJson(const std::string& error, const std::string& description) {
@@ -246,6 +280,11 @@ class BeastEndpoint final : public HttpEndpoint {
         // Such replies have no body (and Beast refuses to send one).
         const unsigned status = answer.status;
         if (status >= 200 && status != 204 && status != 304) res.body() = std::move(answer.body);
+      } else if (target.rfind(kUcTablesPath, 0) == 0 && req.method() == http::verb::get) {
+        auto [status, body] = HandleTableRequest(state_, target.substr(std::strlen(kUcTablesPath)),
+                                                 std::string(req[http::field::authorization]));
+        res.result(static_cast<http::status>(status));
+        res.body() = std::move(body);
       } else if (target == "/faults" && req.method() == http::verb::post) {
         // Replaces the fault script (cursors start over).
         auto script = FaultScript::Parse(req.body());
@@ -293,6 +332,32 @@ class BeastEndpoint final : public HttpEndpoint {
 };
 
 }  // namespace
+
+std::pair<int, std::string> HandleTableRequest(DevState& state, const std::string& name,
+                                               const std::string& authorization) {
+  const DevOptions& o = state.options();
+  if (authorization.rfind("Bearer ", 0) != 0) {
+    return {401, UcErrorJson("UNAUTHENTICATED", "missing Authorization: Bearer <token>")};
+  }
+  if (std::string why = state.CheckMetadataToken(authorization.substr(7)); !why.empty()) {
+    return {why.find("ingest token") != std::string::npos ? 403 : 401,
+            UcErrorJson(why.find("ingest token") != std::string::npos ? "PERMISSION_DENIED" : "UNAUTHENTICATED", why)};
+  }
+  // catalog.schema.table, nothing that could leave the folder.
+  const bool valid = !name.empty() && name.size() <= 255 && std::count(name.begin(), name.end(), '.') == 2 &&
+                     std::all_of(name.begin(), name.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+                     }) &&
+                     name.find("..") == std::string::npos && name.front() != '.' && name.back() != '.';
+  if (!valid) return {400, UcErrorJson("INVALID_PARAMETER_VALUE", "not a table name: " + name)};
+  std::ifstream in(o.tables_dir + "/" + name + ".json", std::ios::binary);
+  if (o.tables_dir.empty() || !in) {
+    return {404, UcErrorJson("TABLE_DOES_NOT_EXIST", "Table '" + name + "' does not exist.")};
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return {200, text.str()};
+}
 
 TokenAnswer HandleTokenRequest(DevState& state, const std::string& authorization, const std::string& content_type,
                                const std::string& body) {
@@ -354,6 +419,11 @@ TokenAnswer HandleTokenRequest(DevState& state, const std::string& authorization
     return reject(400, "unsupported_grant_type", "grant_type must be client_credentials");
   }
   if (form["scope"] != "all-apis") return reject(400, "invalid_scope", "scope must be all-apis");
+  if (form.count("resource") == 0) {
+    // A metadata token, for the Unity Catalog API (what the schema tools
+    // mint): it cannot write to Zerobus.
+    return TokenJson(state.IssueToken("", ttl_s), ttl_s);
+  }
   const std::string prefix = "api://databricks/workspaces/";
   const std::string suffix = "/zerobusDirectWriteApi";
   const std::string& resource = form["resource"];
@@ -372,20 +442,7 @@ TokenAnswer HandleTokenRequest(DevState& state, const std::string& authorization
   std::string error;
   const std::string table = TableFromDetails(form["authorization_details"], &error);
   if (table.empty()) return reject(400, "invalid_request", error);
-  const std::string token = state.IssueToken(table, ttl_s);
-  rapidjson::StringBuffer buf;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  w.StartObject();
-  w.Key("access_token");
-  w.String(token.c_str());
-  w.Key("token_type");
-  w.String("Bearer");
-  w.Key("expires_in");
-  w.Int(ttl_s);
-  w.Key("scope");
-  w.String("all-apis");
-  w.EndObject();
-  return TokenAnswer{200, buf.GetString()};
+  return TokenJson(state.IssueToken(table, ttl_s), ttl_s);
 }
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> StartHttpEndpoint(const std::string& listen, DevState& state) {

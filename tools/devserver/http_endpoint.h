@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "tools/devserver/dev_state.h"
@@ -38,5 +39,12 @@ struct TokenAnswer {
 // for tests.
 TokenAnswer HandleTokenRequest(DevState& state, const std::string& authorization, const std::string& content_type,
                                const std::string& body);
+
+// GET /api/2.1/unity-catalog/tables/<name>, as Unity Catalog answers it:
+// the status and the body (the table from DevOptions::tables_dir, or
+// {"error_code", "message"}). Only a metadata token may read it.
+inline constexpr char kUcTablesPath[] = "/api/2.1/unity-catalog/tables/";
+std::pair<int, std::string> HandleTableRequest(DevState& state, const std::string& name,
+                                               const std::string& authorization);
 
 }  // namespace zb::devserver

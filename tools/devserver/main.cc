@@ -75,6 +75,8 @@ int main(int argc, char** argv) {
   flags["--tls-cert"] = {"PEM certificate: serve gRPC over TLS", str(&o.tls_cert), true, ""};
   flags["--tls-key"] = {"PEM private key for --tls-cert", str(&o.tls_key), true, ""};
   flags["--log-level"] = {"trace|debug|info|warn|error", str(&o.log_level), true, o.log_level};
+  flags["--tables"] = {"serve GET /api/2.1/unity-catalog/tables/NAME from DIR/NAME.json (metadata tokens only)",
+                       str(&o.tables_dir), true, ""};
   flags["--faults"] = {"fault script: a JSON file, or inline JSON starting with '{' (docs/devserver.md)",
                        str(&o.faults), true, ""};
 

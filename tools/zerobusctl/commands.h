@@ -28,9 +28,9 @@ std::string ControlCall(const std::string& socket_path, const std::string& reque
 int Resume(const std::vector<std::string>& args);
 // dlq list|show|replay|purge: the dead-letter store via the control socket.
 int Dlq(const std::vector<std::string>& args);
-// gen-proto --from-json FILE [--message NAME]: the .proto of a Unity
-// Catalog table's Zerobus record, on stdout; 1 (every bad column named)
-// when the table cannot be sent.
+// gen-proto --from-json FILE | --config FILE TABLE [--message NAME]: the
+// .proto of a Unity Catalog table's Zerobus record, on stdout; 1 (every bad
+// column named) when the table cannot be sent or cannot be read.
 int GenProto(const std::vector<std::string>& args);
 // spool verify --path DIR: checks a spool offline (read-only; safe while
 // the daemon runs); 0 when sound.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/uc_tables.h"
 #include "schema/uc_schema.h"
 #include "tools/zerobusctl/commands.h"
 
@@ -15,18 +16,25 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: zerobusctl gen-proto --from-json FILE [--message NAME]\n"
-    "  FILE (or - for stdin): the JSON answer of\n"
-    "  GET /api/2.1/unity-catalog/tables/{catalog.schema.table}\n"
-    "  prints the proto2 schema of the table's Zerobus record; NAME is the\n"
-    "  message's name (default: the table's name)\n";
+    "       zerobusctl gen-proto --config FILE TABLE [--message NAME]\n"
+    "  prints the proto2 schema of a table's Zerobus record, from the table's\n"
+    "  Unity Catalog answer (GET /api/2.1/unity-catalog/tables/TABLE): read\n"
+    "  from FILE (- for stdin), or fetched from zerobus.workspace_url with the\n"
+    "  config's credentials (a metadata token: the service principal needs\n"
+    "  USE CATALOG, USE SCHEMA and SELECT on the table). NAME is the message's\n"
+    "  name (default: the table's name)\n";
 
 }  // namespace
 
 int GenProto(const std::vector<std::string>& args) {
-  std::string from_json, message;
+  std::string from_json, message, config_path, table_name;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "--from-json" && i + 1 < args.size()) {
       from_json = args[++i];
+    } else if (args[i] == "--config" && i + 1 < args.size()) {
+      config_path = args[++i];
+    } else if (!config_path.empty() && table_name.empty() && !args[i].empty() && args[i][0] != '-') {
+      table_name = args[i];
     } else if (args[i] == "--message" && i + 1 < args.size()) {
       message = args[++i];
     } else if (args[i] == "--help" || args[i] == "-h") {
@@ -37,12 +45,29 @@ int GenProto(const std::vector<std::string>& args) {
       return 2;
     }
   }
-  if (from_json.empty()) {
-    std::fprintf(stderr, "zerobusctl gen-proto: --from-json FILE is required\n%s", kUsage);
+  if (from_json.empty() == config_path.empty() || (!config_path.empty() && table_name.empty())) {
+    std::fprintf(stderr, "zerobusctl gen-proto: give either --from-json FILE or --config FILE TABLE\n%s", kUsage);
     return 2;
   }
   std::stringstream text;
-  if (from_json == "-") {
+  std::string source = from_json;
+  if (!config_path.empty()) {
+    std::optional<DaemonConfig> config = LoadDaemonConfig(config_path);
+    if (!config) return 2;
+    UcFetchOptions fetch;
+    fetch.workspace_url = config->zerobus.workspace_url;
+    fetch.client_id = config->zerobus.client_id;
+    fetch.client_secret = config->zerobus.client_secret;
+    fetch.ca_file = config->zerobus.ca_file;
+    fetch.user_agent = "zerobusctl";
+    absl::StatusOr<std::string> answer = FetchUcTableJson(fetch, table_name);
+    if (!answer.ok()) {
+      std::fprintf(stderr, "zerobusctl gen-proto: %s\n", std::string(answer.status().message()).c_str());
+      return 1;
+    }
+    text << *answer;
+    source = table_name;
+  } else if (from_json == "-") {
     text << std::cin.rdbuf();
   } else {
     std::ifstream in(from_json, std::ios::binary);
@@ -54,7 +79,7 @@ int GenProto(const std::vector<std::string>& args) {
   }
   absl::StatusOr<UcTable> table = ParseUcTable(text.str());
   if (!table.ok()) {
-    std::fprintf(stderr, "zerobusctl gen-proto: %s: %s\n", from_json.c_str(),
+    std::fprintf(stderr, "zerobusctl gen-proto: %s: %s\n", source.c_str(),
                  std::string(table.status().message()).c_str());
     return 1;
   }

@@ -30,9 +30,10 @@ void Usage(FILE* out) {
                "        safe while the daemon runs); exits 1 when it is damaged\n"
                "  dlq list|show|replay|purge [--control PATH | --config FILE] ...\n"
                "        records Zerobus refused (see `zerobusctl dlq --help`)\n"
-               "  gen-proto --from-json FILE [--message NAME]\n"
+               "  gen-proto --from-json FILE | --config FILE TABLE [--message NAME]\n"
                "        the proto2 schema of a Unity Catalog table's Zerobus record, from\n"
-               "        the table's REST answer (GET /api/2.1/unity-catalog/tables/NAME)\n");
+               "        the table's REST answer (GET /api/2.1/unity-catalog/tables/NAME),\n"
+               "        read from FILE or fetched with the config's credentials\n");
 }
 
 }  // namespace
