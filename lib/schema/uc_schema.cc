@@ -205,7 +205,10 @@ class TypeParser {
         if (t.precision < 1 || t.precision > 38 || t.scale > t.precision) {
           return Error("DECIMAL(p,s) needs 1 <= p <= 38 and s <= p");
         }
-      } else if (!args->empty() && name != "varchar") {
+      } else if (name == "varchar") {
+        if (args->size() > 1) return Error("VARCHAR takes one length");
+        if (args->size() == 1) t.max_length = (*args)[0];
+      } else if (!args->empty()) {
         return Error(absl::StrCat(absl::AsciiStrToUpper(name), " takes no arguments"));
       }
     } else {

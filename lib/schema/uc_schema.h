@@ -62,6 +62,7 @@ struct UcType {
   struct Field;
   Kind kind = Kind::kUnsupported;
   int precision = 10, scale = 0;  // kDecimal
+  int max_length = 0;             // kString from VARCHAR(n): n (0: none)
   std::unique_ptr<UcType> element, key, value;
   std::vector<Field> fields;
   std::string text;  // as written, for messages

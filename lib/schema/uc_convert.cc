@@ -1,0 +1,433 @@
+#include "schema/uc_convert.h"
+
+#include <cfloat>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <variant>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/dynamic_message.h"
+#include "google/protobuf/message.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+#include "schema/record_codec.h"
+
+namespace zb {
+namespace {
+
+namespace pb = google::protobuf;
+using Value = rapidjson::Value;
+using Scalar = std::variant<int32_t, int64_t, float, double, bool, std::string>;
+
+// A column or struct field, with the JSON that holds its value twice: as
+// parsed (kinds, strings, doubles) and with numbers kept as their text (for
+// DECIMAL and VARIANT, which must not lose digits).
+struct Member {
+  const std::string* name;
+  const UcType* type;
+  bool nullable;
+};
+
+absl::Status FieldError(const std::string& path, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("field ", path, ": ", what));
+}
+
+// What the producer sent, in a word, for messages.
+const char* Kind(const Value& v) {
+  if (v.IsNull()) return "null";
+  if (v.IsBool()) return "a boolean";
+  if (v.IsString()) return "a string";
+  if (v.IsNumber()) return v.IsInt64() || v.IsUint64() ? "an integer" : "a number";
+  if (v.IsArray()) return "an array";
+  return "an object";
+}
+
+absl::string_view Text(const Value& v) { return absl::string_view(v.GetString(), v.GetStringLength()); }
+
+// Decimal text with exactly `scale` fraction digits and at most
+// `precision` digits in all, from "-12.5", "1e3", "0.120": never rounded.
+absl::StatusOr<std::string> DecimalText(absl::string_view in, int precision, int scale) {
+  absl::string_view s = in;
+  bool negative = false;
+  if (!s.empty() && (s[0] == '-' || s[0] == '+')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  std::string digits;
+  int point = -1;  // digits before the point
+  size_t i = 0;
+  for (; i < s.size() && (absl::ascii_isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.'); ++i) {
+    if (s[i] == '.') {
+      if (point >= 0) return absl::InvalidArgumentError("two decimal points");
+      point = static_cast<int>(digits.size());
+    } else {
+      digits += s[i];
+    }
+  }
+  if (digits.empty()) return absl::InvalidArgumentError("no digits");
+  if (point < 0) point = static_cast<int>(digits.size());
+  if (i < s.size()) {
+    if (s[i] != 'e' && s[i] != 'E') return absl::InvalidArgumentError("not a decimal number");
+    int exponent = 0;
+    absl::string_view e = s.substr(i + 1);
+    if (!e.empty() && e[0] == '+') e.remove_prefix(1);
+    if (e.empty() || e.size() > 6 || !absl::SimpleAtoi(e, &exponent) || exponent < -1000 || exponent > 1000) {
+      return absl::InvalidArgumentError("a bad exponent");
+    }
+    point += exponent;
+  }
+  // Shift the point into the digits: leading or trailing zeros as needed.
+  if (point < 0) {
+    digits.insert(0, static_cast<size_t>(-point), '0');
+    point = 0;
+  }
+  if (point > static_cast<int>(digits.size())) digits.append(static_cast<size_t>(point) - digits.size(), '0');
+  std::string whole = digits.substr(0, static_cast<size_t>(point));
+  std::string fraction = digits.substr(static_cast<size_t>(point));
+  while (fraction.size() > static_cast<size_t>(scale)) {
+    if (fraction.back() != '0') {
+      return absl::InvalidArgumentError(absl::StrCat("has more than ", scale, " fraction digits (DECIMAL(", precision,
+                                                     ",", scale, ") is never rounded)"));
+    }
+    fraction.pop_back();
+  }
+  fraction.append(static_cast<size_t>(scale) - fraction.size(), '0');
+  const size_t first = whole.find_first_not_of('0');
+  whole = first == std::string::npos ? "" : whole.substr(first);
+  if (static_cast<int>(whole.size()) > precision - scale) {
+    return absl::InvalidArgumentError(absl::StrCat("does not fit DECIMAL(", precision, ",", scale, "): at most ",
+                                                   precision - scale, " digits before the point"));
+  }
+  const bool zero = whole.empty() && fraction.find_first_not_of('0') == std::string::npos;
+  return absl::StrCat(negative && !zero ? "-" : "", whole.empty() ? "0" : whole, scale > 0 ? "." : "", fraction);
+}
+
+// VARIANT: the value as JSON text, numbers as the producer wrote them.
+void VariantText(const Value& v, const Value& raw, rapidjson::Writer<rapidjson::StringBuffer>* w) {
+  if (v.IsObject()) {
+    w->StartObject();
+    for (auto it = v.MemberBegin(), r = raw.MemberBegin(); it != v.MemberEnd(); ++it, ++r) {
+      w->Key(it->name.GetString(), it->name.GetStringLength());
+      VariantText(it->value, r->value, w);
+    }
+    w->EndObject();
+  } else if (v.IsArray()) {
+    w->StartArray();
+    for (rapidjson::SizeType i = 0; i < v.Size(); ++i) VariantText(v[i], raw[i], w);
+    w->EndArray();
+  } else if (v.IsNumber()) {
+    w->RawValue(raw.GetString(), raw.GetStringLength(), rapidjson::kNumberType);
+  } else {
+    v.Accept(*w);
+  }
+}
+
+class Converter final : public TableRecordConverter {
+ public:
+  Converter(UcTable table, std::vector<UcType> types, TableProto proto, int max_json_depth)
+      : table_(std::move(table)), types_(std::move(types)), proto_(std::move(proto)), max_depth_(max_json_depth) {}
+
+  absl::Status Init() {
+    pb::FileDescriptorProto file;
+    file.set_name("table.proto");
+    if (!file.add_message_type()->ParseFromString(proto_.descriptor_proto)) {
+      return absl::InternalError("the table's descriptor does not parse");
+    }
+    const pb::FileDescriptor* built = pool_.BuildFile(file);
+    if (built == nullptr) return absl::InternalError("the table's descriptor does not build");
+    root_ = built->message_type(0);
+    factory_.GetPrototype(root_);  // made now: Convert only reads it
+    for (size_t i = 0; i < table_.columns.size(); ++i) {
+      members_.push_back(Member{&table_.columns[i].name, &types_[i], table_.columns[i].nullable});
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::string> Convert(absl::string_view json) const override {
+    if (absl::Status s = ValidateJsonObject(json, max_depth_); !s.ok()) return s;
+    rapidjson::Document doc, raw;
+    doc.Parse(json.data(), json.size());
+    raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
+    if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
+      return absl::InvalidArgumentError("not a JSON object");
+    }
+    std::unique_ptr<pb::Message> msg(factory_.GetPrototype(root_)->New());
+    if (absl::Status s = Fill(msg.get(), members_, doc, raw, ""); !s.ok()) return s;
+    return msg->SerializeAsString();
+  }
+
+  const std::string& descriptor_proto() const override { return proto_.descriptor_proto; }
+
+ private:
+  absl::Status Fill(pb::Message* m, const std::vector<Member>& members, const Value& obj, const Value& raw,
+                    const std::string& path) const {
+    if (!obj.IsObject()) return FieldError(path, absl::StrCat("expected an object (STRUCT), got ", Kind(obj)));
+    std::map<absl::string_view, size_t> index;
+    for (size_t i = 0; i < members.size(); ++i) index[*members[i].name] = i;
+    std::vector<std::pair<const Value*, const Value*>> values(members.size(), {nullptr, nullptr});
+    for (auto it = obj.MemberBegin(), r = raw.MemberBegin(); it != obj.MemberEnd(); ++it, ++r) {
+      auto found = index.find(Text(it->name));
+      const std::string at = path.empty() ? std::string(Text(it->name)) : absl::StrCat(path, ".", Text(it->name));
+      if (found == index.end()) return FieldError(at, "the table has no such column");
+      values[found->second] = {&it->value, &r->value};
+    }
+    const pb::Descriptor* d = m->GetDescriptor();
+    for (size_t i = 0; i < members.size(); ++i) {
+      const Member& member = members[i];
+      const std::string at = path.empty() ? *member.name : absl::StrCat(path, ".", *member.name);
+      const auto [v, rv] = values[i];
+      if (v == nullptr || v->IsNull()) {
+        if (!member.nullable) {
+          return FieldError(at, absl::StrCat("the column is NOT NULL but the record has ",
+                                             v == nullptr ? "no value" : "null"));
+        }
+        continue;
+      }
+      const pb::FieldDescriptor* f = d->FindFieldByName(*member.name);
+      if (f == nullptr) return FieldError(at, "no such field in the table's message");
+      if (absl::Status s = Set(m, f, *member.type, *v, *rv, at); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // Sets (or adds, on a repeated field) one value of column type `t`.
+  absl::Status Set(pb::Message* m, const pb::FieldDescriptor* f, const UcType& t, const Value& v, const Value& raw,
+                   const std::string& at) const {
+    const pb::Reflection* r = m->GetReflection();
+    switch (t.kind) {
+      case UcType::Kind::kStruct: {
+        if (!v.IsObject()) return FieldError(at, absl::StrCat("expected an object (STRUCT), got ", Kind(v)));
+        pb::Message* sub = f->is_repeated() ? r->AddMessage(m, f) : r->MutableMessage(m, f);
+        std::vector<Member> members;
+        for (const UcType::Field& field : t.fields) members.push_back(Member{&field.name, &field.type, field.nullable});
+        return Fill(sub, members, v, raw, at);
+      }
+      case UcType::Kind::kArray: {
+        if (!v.IsArray()) return FieldError(at, absl::StrCat("expected an array (ARRAY), got ", Kind(v)));
+        for (rapidjson::SizeType i = 0; i < v.Size(); ++i) {
+          const std::string item = absl::StrCat(at, "[", i, "]");
+          if (v[i].IsNull()) return FieldError(item, "an ARRAY cannot carry null elements to Zerobus");
+          if (absl::Status s = Set(m, f, *t.element, v[i], raw[i], item); !s.ok()) return s;
+        }
+        return absl::OkStatus();
+      }
+      case UcType::Kind::kMap: {
+        if (!v.IsObject()) return FieldError(at, absl::StrCat("expected an object (MAP), got ", Kind(v)));
+        const pb::Descriptor* entry_type = f->message_type();
+        for (auto it = v.MemberBegin(), rit = raw.MemberBegin(); it != v.MemberEnd(); ++it, ++rit) {
+          const std::string item = absl::StrCat(at, "[\"", Text(it->name), "\"]");
+          if (it->value.IsNull()) return FieldError(item, "a MAP cannot carry null values to Zerobus");
+          pb::Message* entry = r->AddMessage(m, f);
+          absl::StatusOr<Scalar> key = KeyFromText(*t.key, Text(it->name), item);
+          if (!key.ok()) return key.status();
+          Put(entry, entry_type->field(0), std::move(*key));
+          if (absl::Status s = Set(entry, entry_type->field(1), *t.value, it->value, rit->value, item); !s.ok()) {
+            return s;
+          }
+        }
+        return absl::OkStatus();
+      }
+      default: {
+        absl::StatusOr<Scalar> s = ScalarOf(t, v, raw, at);
+        if (!s.ok()) return s.status();
+        Put(m, f, std::move(*s));
+        return absl::OkStatus();
+      }
+    }
+  }
+
+  // A MAP key arrives as a JSON object's member name: text.
+  absl::StatusOr<Scalar> KeyFromText(const UcType& t, absl::string_view text, const std::string& at) const {
+    Value as_string(rapidjson::StringRef(text.data(), text.size()));
+    switch (t.kind) {
+      case UcType::Kind::kByte:
+      case UcType::Kind::kShort:
+      case UcType::Kind::kInt:
+      case UcType::Kind::kLong: {
+        int64_t n = 0;
+        if (!absl::SimpleAtoi(text, &n)) return FieldError(at, "the key is not an integer");
+        Value number(n);
+        return ScalarOf(t, number, as_string, at);
+      }
+      case UcType::Kind::kBoolean:
+        if (text != "true" && text != "false") return FieldError(at, "the key is not true or false");
+        return Scalar(text == "true");
+      case UcType::Kind::kDecimal:
+        return ScalarOf(t, as_string, as_string, at);
+      default:
+        return ScalarOf(t, as_string, as_string, at);
+    }
+  }
+
+  static void Put(pb::Message* m, const pb::FieldDescriptor* f, Scalar value) {
+    const pb::Reflection* r = m->GetReflection();
+    const bool rep = f->is_repeated();
+    std::visit(
+        [&](auto&& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, int32_t>) {
+            rep ? r->AddInt32(m, f, x) : r->SetInt32(m, f, x);
+          } else if constexpr (std::is_same_v<T, int64_t>) {
+            rep ? r->AddInt64(m, f, x) : r->SetInt64(m, f, x);
+          } else if constexpr (std::is_same_v<T, float>) {
+            rep ? r->AddFloat(m, f, x) : r->SetFloat(m, f, x);
+          } else if constexpr (std::is_same_v<T, double>) {
+            rep ? r->AddDouble(m, f, x) : r->SetDouble(m, f, x);
+          } else if constexpr (std::is_same_v<T, bool>) {
+            rep ? r->AddBool(m, f, x) : r->SetBool(m, f, x);
+          } else {
+            rep ? r->AddString(m, f, std::move(x)) : r->SetString(m, f, std::move(x));
+          }
+        },
+        std::move(value));
+  }
+
+  absl::StatusOr<Scalar> ScalarOf(const UcType& t, const Value& v, const Value& raw, const std::string& at) const {
+    using K = UcType::Kind;
+    auto integer = [&](int64_t lo, int64_t hi, const char* type) -> absl::StatusOr<int64_t> {
+      if (!v.IsInt64() || v.GetInt64() < lo || v.GetInt64() > hi) {
+        return FieldError(at, absl::StrCat("expected an integer in [", lo, ", ", hi, "] (", type, "), got ",
+                                           v.IsNumber() ? absl::StrCat(Text(raw)) : Kind(v)));
+      }
+      return v.GetInt64();
+    };
+    switch (t.kind) {
+      case K::kByte: {
+        auto n = integer(-128, 127, "TINYINT");
+        if (!n.ok()) return n.status();
+        return Scalar(static_cast<int32_t>(*n));
+      }
+      case K::kShort: {
+        auto n = integer(-32768, 32767, "SMALLINT");
+        if (!n.ok()) return n.status();
+        return Scalar(static_cast<int32_t>(*n));
+      }
+      case K::kInt: {
+        auto n = integer(std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max(), "INT");
+        if (!n.ok()) return n.status();
+        return Scalar(static_cast<int32_t>(*n));
+      }
+      case K::kLong: {
+        auto n = integer(std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), "BIGINT");
+        if (!n.ok()) return n.status();
+        return Scalar(*n);
+      }
+      case K::kFloat:
+        if (!v.IsNumber() || v.GetDouble() > FLT_MAX || v.GetDouble() < -FLT_MAX) {
+          return FieldError(at, absl::StrCat("expected a number within FLOAT's range, got ", Kind(v)));
+        }
+        return Scalar(static_cast<float>(v.GetDouble()));
+      case K::kDouble:
+        if (!v.IsNumber()) return FieldError(at, absl::StrCat("expected a number (DOUBLE), got ", Kind(v)));
+        return Scalar(v.GetDouble());
+      case K::kBoolean:
+        if (!v.IsBool()) return FieldError(at, absl::StrCat("expected true or false (BOOLEAN), got ", Kind(v)));
+        return Scalar(v.GetBool());
+      case K::kString: {
+        if (!v.IsString()) return FieldError(at, absl::StrCat("expected a string, got ", Kind(v)));
+        if (t.max_length > 0) {
+          size_t chars = 0;
+          for (char c : Text(v)) chars += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+          if (chars > static_cast<size_t>(t.max_length)) {
+            return FieldError(at, absl::StrCat("longer than VARCHAR(", t.max_length, "): ", chars, " characters"));
+          }
+        }
+        return Scalar(std::string(Text(v)));
+      }
+      case K::kBinary: {
+        std::string bytes;
+        if (!v.IsString() || !absl::Base64Unescape(Text(v), &bytes)) {
+          return FieldError(at, absl::StrCat("expected base64 text (BINARY), got ", Kind(v)));
+        }
+        return Scalar(std::move(bytes));
+      }
+      case K::kDate: {
+        if (v.IsInt64()) {
+          auto n = integer(std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max(), "DATE days");
+          if (!n.ok()) return n.status();
+          return Scalar(static_cast<int32_t>(*n));
+        }
+        absl::CivilDay day;
+        if (!v.IsString() || Text(v).size() != 10 || !absl::ParseCivilTime(Text(v), &day) ||
+            absl::FormatCivilTime(day) != Text(v)) {
+          return FieldError(at, absl::StrCat("expected a date as YYYY-MM-DD or integer days since 1970-01-01, got ",
+                                             v.IsString() ? absl::StrCat("\"", Text(v), "\"") : Kind(v)));
+        }
+        return Scalar(static_cast<int32_t>(day - absl::CivilDay(1970, 1, 1)));
+      }
+      case K::kTimestamp:
+      case K::kTimestampNtz: {
+        if (v.IsInt64()) return Scalar(v.GetInt64());
+        const bool ntz = t.kind == K::kTimestampNtz;
+        absl::Time time;
+        std::string error;
+        const bool parsed =
+            v.IsString() && (ntz ? absl::ParseTime("%Y-%m-%d%ET%H:%M:%E*S", Text(v), absl::UTCTimeZone(), &time, &error)
+                                 : absl::ParseTime(absl::RFC3339_full, Text(v), &time, &error));
+        if (!parsed) {
+          return FieldError(at, absl::StrCat(
+                                    ntz ? "expected a wall-clock time as YYYY-MM-DDTHH:MM:SS[.ffffff] (no offset: "
+                                          "TIMESTAMP_NTZ) or integer microseconds, got "
+                                        : "expected an RFC 3339 time with its offset (2026-12-01T10:00:00Z) or "
+                                          "integer microseconds since the epoch (TIMESTAMP), got ",
+                                    v.IsString() ? absl::StrCat("\"", Text(v), "\"") : Kind(v)));
+        }
+        return Scalar(absl::ToUnixMicros(time));
+      }
+      case K::kDecimal: {
+        if (!v.IsNumber() && !v.IsString()) {
+          return FieldError(at, absl::StrCat("expected a number or a decimal string, got ", Kind(v)));
+        }
+        absl::StatusOr<std::string> text = DecimalText(Text(raw), t.precision, t.scale);
+        if (!text.ok()) return FieldError(at, absl::StrCat("\"", Text(raw), "\" ", text.status().message()));
+        return Scalar(std::move(*text));
+      }
+      case K::kVariant: {
+        rapidjson::StringBuffer buf;
+        rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+        VariantText(v, raw, &w);
+        return Scalar(std::string(buf.GetString(), buf.GetSize()));
+      }
+      default:
+        return FieldError(at, absl::StrCat(t.text, " cannot be sent"));
+    }
+  }
+
+  UcTable table_;
+  std::vector<UcType> types_;
+  TableProto proto_;
+  int max_depth_;
+  pb::DescriptorPool pool_;
+  const pb::Descriptor* root_ = nullptr;
+  // Thread-safe once the prototype exists (made in Make).
+  mutable pb::DynamicMessageFactory factory_{&pool_};
+  std::vector<Member> members_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,
+                                                                              int max_json_depth) {
+  absl::StatusOr<TableProto> proto = TableToProto(table);
+  if (!proto.ok()) return proto.status();
+  std::vector<UcType> types;
+  for (const UcColumn& c : table.columns) {
+    absl::StatusOr<UcType> t = ParseUcType(c.type_text);
+    if (!t.ok()) return t.status();
+    types.push_back(std::move(*t));
+  }
+  auto converter = std::make_unique<Converter>(table, std::move(types), std::move(*proto), max_json_depth);
+  if (absl::Status s = converter->Init(); !s.ok()) return s;
+  return std::unique_ptr<TableRecordConverter>(std::move(converter));
+}
+
+}  // namespace zb
