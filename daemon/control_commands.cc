@@ -122,6 +122,7 @@ std::string RenderDeadLetters(const std::vector<DeadLetter>& entries, bool paylo
     Str(w, "table", e.info.table);
     Str(w, "code", e.info.code);
     Str(w, "message", e.info.message);
+    if (!e.info.reason.empty()) Str(w, "reason", e.info.reason);
     U64(w, "attempts", e.info.attempts);
     I64(w, "append_time_us", e.append_time_us);
     I64(w, "first_failure_us", e.info.first_failure_us);

@@ -813,7 +813,13 @@ uint64_t DrainLane::TearDownAll() {
   return resent;
 }
 
-void DrainLane::Fail(Slot& s, const absl::Status& status, FailureKind kind) {
+void DrainLane::Fail(Slot& s, const absl::Status& failure, FailureKind kind) {
+  // The server's structured reason (ErrorInfo) joins the words, so every
+  // log line, park reason and dead letter shows which check failed.
+  const std::string reason = ServerErrorReason(failure);
+  const absl::Status status =
+      reason.empty() ? absl::Status(failure.code(), failure.message())
+                     : absl::Status(failure.code(), absl::StrCat(failure.message(), " [", reason, "]"));
   if (mode_ == Mode::kStopping) {
     TearDown(s);
     MaybeFinishStop();
@@ -874,7 +880,7 @@ void DrainLane::Fail(Slot& s, const absl::Status& status, FailureKind kind) {
     const SeqNo last_sent = cursor_.last_taken();
     const uint64_t others = TearDownAll();
     if (others > 0) route_metrics_.ResentRecords(others);
-    Isolate(status, oldest, requests_in_flight, last_sent);
+    Isolate(status, reason, oldest, requests_in_flight, last_sent);
     return;
   }
   if (!IsRetryable(code)) {
@@ -961,8 +967,8 @@ void DrainLane::OnExplained(FailureKind kind, const std::string& status_text, Co
                 options_.route, options_.endpoint, explained.text, status_text);
 }
 
-void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight,
-                        SeqNo last_sent) {
+void DrainLane::Isolate(const absl::Status& status, const std::string& reason, const InflightRequest& oldest,
+                        size_t requests_in_flight, SeqNo last_sent) {
   // Which request the server refused is known only when one was in flight,
   // as while isolating; otherwise the oldest is resent alone first.
   const bool refused_request_known = isolation_.active && requests_in_flight == 1;
@@ -988,6 +994,7 @@ void DrainLane::Isolate(const absl::Status& status, const InflightRequest& oldes
   info.table = options_.table;
   info.code = StatusCodeName(status.code());
   info.message = std::string(status.message());
+  info.reason = reason;
   info.attempts = isolation_.failures;
   info.first_failure_us = isolation_.first_failure_us;
   mode_ = Mode::kDeadLettering;

@@ -307,7 +307,9 @@ class DrainLane : public std::enable_shared_from_this<DrainLane> {
   // Ends the current outage, if any, saying `how` ("recovered").
   void EndOutage(const char* how);
   bool Stuck(const Slot& s) const;
-  void Isolate(const absl::Status& status, const InflightRequest& oldest, size_t requests_in_flight, SeqNo last_sent);
+  // `reason`: the server's structured reason in words (ServerErrorReason).
+  void Isolate(const absl::Status& status, const std::string& reason, const InflightRequest& oldest,
+               size_t requests_in_flight, SeqNo last_sent);
   void OnDeadLettered(SeqNo seq, const absl::Status& status);
   void Park(const std::string& reason);
   void ScheduleReconnect(Slot& s, std::chrono::milliseconds delay);

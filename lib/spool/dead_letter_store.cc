@@ -40,6 +40,7 @@ absl::StatusOr<std::vector<DeadLetter>> DeadLetterStore::List(const DeadLetterFi
     d.info.table = entry.table();
     d.info.code = entry.code();
     d.info.message = entry.message();
+    d.info.reason = entry.reason();
     d.info.attempts = entry.attempts();
     d.info.first_failure_us = entry.first_failure_us();
     d.append_time_us = entry.append_time_us();
@@ -65,6 +66,7 @@ void DeadLetterStore::Add(rocksdb::WriteBatch* batch, DeadLetterMeta* meta, cons
   entry.set_table(info.table);
   entry.set_code(info.code);
   entry.set_message(info.message);
+  entry.set_reason(info.reason);
   entry.set_attempts(info.attempts);
   entry.set_append_time_us(append_time_us);
   entry.set_first_failure_us(info.first_failure_us);

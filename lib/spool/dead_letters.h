@@ -26,6 +26,7 @@ struct DeadLetterInfo {
   std::string table;
   std::string code;            // gRPC status code name, e.g. "INVALID_ARGUMENT"
   std::string message;         // the server's message
+  std::string reason;          // its structured reason (ErrorInfo) in words, "" when none
   uint32_t attempts = 0;       // failed sends that included the record
   int64_t first_failure_us = 0;
 };

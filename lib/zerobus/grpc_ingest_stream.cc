@@ -1,6 +1,8 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <map>
+#include <optional>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -12,10 +14,25 @@
 #include "grpcpp/grpcpp.h"
 #include "spdlog/spdlog.h"
 #include "zerobus/ingest_stream.h"
+#include "rpc_status.pb.h"
 #include "zerobus_service.grpc.pb.h"
 
 namespace zb {
 namespace {
+
+// The google.rpc.ErrorInfo of a call's status details (the
+// grpc-status-details-bin trailer), kept on `status` as a payload.
+void AttachErrorInfo(const std::string& details, absl::Status* status) {
+  if (details.empty() || status->ok()) return;
+  zerobusd::rpc::Status parsed;
+  if (!parsed.ParseFromString(details)) return;
+  for (const auto& any : parsed.details()) {
+    if (absl::EndsWith(any.type_url(), "/google.rpc.ErrorInfo")) {
+      status->SetPayload(kErrorInfoPayload, absl::Cord(any.value()));
+      return;
+    }
+  }
+}
 
 namespace pb = ::databricks::zerobus;
 using Post = std::function<void(std::function<void()>)>;
@@ -133,6 +150,7 @@ class Reactor final : public grpc::ClientBidiReactor<pb::EphemeralStreamRequest,
     ev.kind = StreamEvent::Kind::kDone;
     ev.status = redactor_.RedactStatus(
         absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
+    AttachErrorInfo(status.error_details(), &ev.status);
     ev.link = LinkOf(ev.status);
     Deliver(std::move(ev));
     delete this;
@@ -380,6 +398,26 @@ class GrpcStreamFactory final : public IngestStreamFactory {
 
 std::unique_ptr<IngestStreamFactory> MakeGrpcStreamFactory(const GrpcTargetOptions& options, Post post) {
   return std::make_unique<GrpcStreamFactory>(options, std::move(post));
+}
+
+std::string ServerErrorReason(const absl::Status& status) {
+  const auto payload = status.GetPayload(kErrorInfoPayload);
+  if (!payload) return "";
+  zerobusd::rpc::ErrorInfo info;
+  if (!info.ParseFromString(std::string(*payload)) || info.reason().empty()) return "";
+  // Metadata in key order, so the words are the same every time.
+  std::map<std::string, std::string> sorted(info.metadata().begin(), info.metadata().end());
+  std::string words = info.reason();
+  if (!sorted.empty()) {
+    words += " (";
+    bool first = true;
+    for (const auto& [k, v] : sorted) {
+      absl::StrAppend(&words, first ? "" : ", ", k, ": ", v);
+      first = false;
+    }
+    words += ")";
+  }
+  return words;
 }
 
 std::string StatusCodeName(absl::StatusCode code) {

@@ -119,6 +119,13 @@ struct GrpcTargetOptions {
 std::unique_ptr<IngestStreamFactory> MakeGrpcStreamFactory(const GrpcTargetOptions& options,
                                                            std::function<void(std::function<void()>)> post);
 
+// The payload key under which a stream's final status carries the server's
+// google.rpc.ErrorInfo (serialized), when the server gave one.
+inline constexpr char kErrorInfoPayload[] = "type.googleapis.com/google.rpc.ErrorInfo";
+// The server's structured reason in words, "" when it gave none:
+// "SCHEMA_VALIDATION_FAILED (causes: FIELD_NOT_IN_TABLE, error_code: 8001)".
+std::string ServerErrorReason(const absl::Status& status);
+
 // gRPC status code name, e.g. "UNAVAILABLE".
 std::string StatusCodeName(absl::StatusCode code);
 // The SDK's classification: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED,

@@ -242,6 +242,11 @@ TEST_F(ResilienceTest, APoisonRecordIsDeadLetteredTheRestFlowsAndReplayDeliversI
   ASSERT_EQ(show.exit_code, 0) << show.output;
   EXPECT_NE(show.output.find("\"id\":\"p-1234\""), std::string::npos) << show.output;
   EXPECT_NE(show.output.find("injected poison record"), std::string::npos) << show.output;
+  // The server's structured reason (google.rpc.ErrorInfo) reached the dead
+  // letter, so the operator sees which check failed.
+  EXPECT_NE(show.output.find("reason:         SCHEMA_VALIDATION_FAILED (causes: TYPE_INCOMPATIBLE, error_code: 4000)"),
+            std::string::npos)
+      << show.output;
   EXPECT_NE(show.output.find("table:          main.edge.readings"), std::string::npos) << show.output;
 
   // The table is fixed; the operator replays the dead letter.

@@ -13,6 +13,7 @@
 #include "../fakes/fakes.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "rpc_status.pb.h"
 #include "spool/dead_letters.h"
 #include "testutil.h"
 
@@ -751,6 +752,26 @@ TEST_F(DrainLaneTest, TableLevelRefusalParksWithoutRetryingUntilResumed) {
   EXPECT_EQ(streams_.calls.size(), 1u);
   OnLoop([&] { lane_->Resume(); });
   ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 2; }));
+}
+
+// A refusal with the server's structured reason (google.rpc.ErrorInfo):
+// the park reason says which check failed.
+TEST_F(DrainLaneTest, AParkReasonCarriesTheServersStructuredReason) {
+  MakeLane();
+  Append(1);
+  ASSERT_TRUE(RunUntil([&] { return streams_.calls.size() == 1; }));
+  zerobusd::rpc::ErrorInfo info;
+  info.set_reason("SCHEMA_VALIDATION_FAILED");
+  (*info.mutable_metadata())["causes"] = "FIELD_NOT_IN_TABLE";
+  (*info.mutable_metadata())["error_code"] = "8001";
+  absl::Status refusal = absl::InvalidArgumentError("descriptor does not match the table");
+  refusal.SetPayload(kErrorInfoPayload, absl::Cord(info.SerializeAsString()));
+  EmitDone(call(0), refusal);  // at create: about the table
+  ASSERT_TRUE(RunUntil([&] { return lane_->state() == LaneState::kParked; }));
+  EXPECT_NE(ParkedReason().find("[SCHEMA_VALIDATION_FAILED (causes: FIELD_NOT_IN_TABLE, error_code: 8001)]"),
+            std::string::npos)
+      << ParkedReason();
+  EXPECT_EQ(ServerErrorReason(absl::InvalidArgumentError("plain")), "") << "no reason without ErrorInfo";
 }
 
 TEST_F(DrainLaneTest, TokenEndpointRefusalParksTheLane) {

@@ -50,7 +50,9 @@ class UcConvertTest : public ::testing::Test {
     auto bytes = converter_->Convert(json);
     EXPECT_TRUE(bytes.ok()) << bytes.status() << "\n" << json;
     std::unique_ptr<pb::Message> m(factory_.GetPrototype(root_)->New());
-    if (bytes.ok()) EXPECT_TRUE(m->ParseFromString(*bytes));
+    if (bytes.ok()) {
+      EXPECT_TRUE(m->ParseFromString(*bytes));
+    }
     return m;
   }
 

@@ -148,7 +148,9 @@ TEST(UcSchemaTest, TextThatIsNoTypeIsAnErrorThatSaysWhere) {
                           "struct<a int>", "int(3)", "array<>", "int junk", "struct<`a:int>"}) {
     auto t = ParseUcType(bad);
     EXPECT_FALSE(t.ok()) << bad;
-    if (!t.ok()) EXPECT_THAT(std::string(t.status().message()), HasSubstr("bad type")) << bad;
+    if (!t.ok()) {
+      EXPECT_THAT(std::string(t.status().message()), HasSubstr("bad type")) << bad;
+    }
   }
   // At the depth limit, and one past it.
   std::string deep = "int";

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -17,6 +18,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "spdlog/spdlog.h"
+#include "rpc_status.pb.h"
 #include "tools/devserver/bounded_json.h"
 
 namespace zb::devserver {
@@ -88,7 +90,10 @@ class StreamReactor final
  private:
   void HandleCreate(const pb::EphemeralStreamRequest& req);
   void HandleIngest(const pb::EphemeralStreamRequest& req);
-  void Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued = false);
+  // `reason` not empty: the status carries a google.rpc.ErrorInfo with it
+  // and `metadata` (as the service's schema refusals do).
+  void Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued = false,
+            const std::string& reason = "", const std::map<std::string, std::string>& metadata = {});
   // Stores the pending rows of requests up to `up_to` (all by default) and
   // generates the ACK covering them.
   void CommitAndAck(int64_t up_to = INT64_MAX);
@@ -440,7 +445,8 @@ void StreamReactor::HandleIngest(const pb::EphemeralStreamRequest& req) {
       Fail(grpc::StatusCode::INVALID_ARGUMENT,
            "Record " + std::to_string(i) + " of request " + std::to_string(offset) +
                " failed schema validation: injected poison record. Error Code: 4000, Error State: 0.",
-           false, /*keep_queued=*/true);
+           false, /*keep_queued=*/true, "SCHEMA_VALIDATION_FAILED",
+           {{"causes", "TYPE_INCOMPATIBLE"}, {"error_code", "4000"}});
       return;
     }
   }
@@ -675,7 +681,8 @@ void StreamReactor::OnWriteDone(bool ok) {
   PumpWrites();
 }
 
-void StreamReactor::Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued) {
+void StreamReactor::Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued,
+                         const std::string& reason, const std::map<std::string, std::string>& metadata) {
   if (violation) state_.Violation(message);
   spdlog::info("stream {} on {}: ending with {}: {}", stream_id_.empty() ? "(not created)" : stream_id_, table_,
                static_cast<int>(code), message);
@@ -683,7 +690,21 @@ void StreamReactor::Fail(grpc::StatusCode code, const std::string& message, bool
   DiscardPending();
   delayed_.clear();
   if (!keep_queued) queue_.clear();  // nothing more after an error, not even pending ACKs
-  final_status_ = grpc::Status(code, message);
+  if (reason.empty()) {
+    final_status_ = grpc::Status(code, message);
+  } else {
+    zerobusd::rpc::ErrorInfo info;
+    info.set_reason(reason);
+    info.set_domain("zerobus.databricks.com");
+    for (const auto& [k, v] : metadata) (*info.mutable_metadata())[k] = v;
+    zerobusd::rpc::Status details;
+    details.set_code(static_cast<int>(code));
+    details.set_message(message);
+    google::protobuf::Any* any = details.add_details();
+    any->set_type_url("type.googleapis.com/google.rpc.ErrorInfo");
+    any->set_value(info.SerializeAsString());
+    final_status_ = grpc::Status(code, message, details.SerializeAsString());
+  }
   PumpWrites();
 }
 

@@ -252,6 +252,9 @@ int Dlq(const std::vector<std::string>& args) {
                 static_cast<unsigned long long>(e["seq"].GetUint64()));
     std::printf("table:          %s\n", e["table"].GetString());
     std::printf("refused with:   %s: %s\n", e["code"].GetString(), e["message"].GetString());
+    if (e.HasMember("reason") && e["reason"].IsString()) {
+      std::printf("reason:         %s\n", e["reason"].GetString());  // the server's ErrorInfo
+    }
     std::printf("attempts:       %llu\n", static_cast<unsigned long long>(e["attempts"].GetUint64()));
     std::printf("spooled at:     %s\n", FormatTime(e["append_time_us"].GetInt64()).c_str());
     std::printf("first failure:  %s\n", FormatTime(e["first_failure_us"].GetInt64()).c_str());
