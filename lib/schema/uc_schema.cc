@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "schema/descriptor_names.h"
@@ -478,7 +480,102 @@ class MessageBuilder {
   pb::SourceCodeInfo* comments_;
 };
 
+// The nested message `type_name` names inside `root` (names relative to
+// the root message, with or without a leading '.').
+const pb::DescriptorProto* Resolve(const pb::DescriptorProto& root, absl::string_view type_name) {
+  absl::ConsumePrefix(&type_name, ".");
+  std::vector<std::string> parts = absl::StrSplit(type_name, '.');
+  if (parts.empty() || parts[0] != root.name()) return nullptr;
+  const pb::DescriptorProto* at = &root;
+  for (size_t i = 1; i < parts.size() && at != nullptr; ++i) {
+    const pb::DescriptorProto* next = nullptr;
+    for (const auto& nested : at->nested_type()) {
+      if (nested.name() == parts[i]) next = &nested;
+    }
+    at = next;
+  }
+  return at;
+}
+
+const char* TypeWord(const pb::FieldDescriptorProto& f) {
+  if (f.type() == pb::FieldDescriptorProto::TYPE_MESSAGE) return "message";
+  return pb::FieldDescriptor::TypeName(static_cast<pb::FieldDescriptor::Type>(f.type()));
+}
+
+// Whether `got` (in `got_root`) has the shape `want` (in `want_root`):
+// the same type and repeatedness, and for messages the same fields.
+bool SameShape(const pb::FieldDescriptorProto& got, const pb::DescriptorProto& got_root,
+               const pb::FieldDescriptorProto& want, const pb::DescriptorProto& want_root, int depth) {
+  if (got.type() != want.type() ||
+      (got.label() == pb::FieldDescriptorProto::LABEL_REPEATED) !=
+          (want.label() == pb::FieldDescriptorProto::LABEL_REPEATED)) {
+    return false;
+  }
+  if (want.type() != pb::FieldDescriptorProto::TYPE_MESSAGE) return true;
+  if (depth > kMaxUcTypeDepth) return false;
+  const pb::DescriptorProto* g = Resolve(got_root, got.type_name());
+  const pb::DescriptorProto* w = Resolve(want_root, want.type_name());
+  if (g == nullptr || w == nullptr || g->field_size() != w->field_size()) return false;
+  for (int i = 0; i < w->field_size(); ++i) {
+    if (g->field(i).name() != w->field(i).name() ||
+        !SameShape(g->field(i), got_root, w->field(i), want_root, depth + 1)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
+
+std::optional<SchemaMismatch> CheckMessageAgainstTable(const UcTable& table, const std::string& descriptor_proto) {
+  pb::DescriptorProto got;
+  if (!got.ParseFromString(descriptor_proto)) {
+    return SchemaMismatch{"TYPE_INCOMPATIBLE", "descriptor_proto is not a DescriptorProto"};
+  }
+  absl::StatusOr<TableProto> expected = TableToProto(table, got.name().empty() ? "" : got.name());
+  if (!expected.ok()) return std::nullopt;
+  pb::DescriptorProto want;
+  if (!want.ParseFromString(expected->descriptor_proto)) return std::nullopt;
+  std::map<std::string, int> column_index;
+  for (int i = 0; i < want.field_size(); ++i) column_index[want.field(i).name()] = i;
+  std::set<std::string> present;
+  int last = -1;
+  for (const auto& f : got.field()) {
+    auto it = column_index.find(f.name());
+    if (it == column_index.end()) {
+      return SchemaMismatch{"FIELD_NOT_IN_TABLE",
+                            absl::StrCat("field ", f.name(), " has no column in table ", table.full_name)};
+    }
+    if (it->second < last) {
+      return SchemaMismatch{"FIELD_OUT_OF_ORDER", absl::StrCat("field ", f.name(), " comes after column ",
+                                                               want.field(last).name(), " in the message but before "
+                                                               "it in table ", table.full_name)};
+    }
+    last = it->second;
+    present.insert(f.name());
+    const pb::FieldDescriptorProto& w = want.field(it->second);
+    const std::string& type_text = table.columns[static_cast<size_t>(it->second)].type_text;
+    if (!SameShape(f, got, w, want, 0)) {
+      return SchemaMismatch{"TYPE_INCOMPATIBLE",
+                            absl::StrCat("field ", f.name(), " (", TypeWord(f),
+                                         f.label() == pb::FieldDescriptorProto::LABEL_REPEATED ? ", repeated" : "",
+                                         ") cannot carry column ", f.name(), " (", type_text, "), which needs ",
+                                         TypeWord(w),
+                                         w.label() == pb::FieldDescriptorProto::LABEL_REPEATED ? ", repeated" : "")};
+    }
+    if (w.label() == pb::FieldDescriptorProto::LABEL_REQUIRED && f.label() != pb::FieldDescriptorProto::LABEL_REQUIRED) {
+      return SchemaMismatch{"TYPE_INCOMPATIBLE", absl::StrCat("column ", f.name(),
+                                                              " is NOT NULL: its field must be required")};
+    }
+  }
+  for (const auto& w : want.field()) {
+    if (w.label() == pb::FieldDescriptorProto::LABEL_REQUIRED && present.count(w.name()) == 0) {
+      return SchemaMismatch{"MISSING_REQUIRED_COLUMN", absl::StrCat("column ", w.name(), " of table ",
+                                                                    table.full_name, " is NOT NULL and has no field")};
+    }
+  }
+  return std::nullopt;
+}
 
 absl::StatusOr<UcTable> ParseUcTable(absl::string_view json) {
   if (json.size() > kMaxUcTableJsonBytes) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,5 +94,22 @@ struct TableProto {
 // name proto does not allow, MAP keys that are not scalars, ARRAY of ARRAY
 // or MAP, ...) is listed by name in one InvalidArgumentError.
 absl::StatusOr<TableProto> TableToProto(const UcTable& table, const std::string& message_name = "");
+
+// Why a stream's record message does not fit its table, as the service
+// says it (ErrorInfo SCHEMA_VALIDATION_FAILED): `cause` is one of
+// FIELD_NOT_IN_TABLE, MISSING_REQUIRED_COLUMN, FIELD_OUT_OF_ORDER,
+// TYPE_INCOMPATIBLE.
+struct SchemaMismatch {
+  std::string cause;
+  std::string message;
+};
+
+// Checks a create_stream descriptor against `table` the way the service
+// does: every field names a column, in the table's column order; every NOT
+// NULL column is there, as a required field; each field's type (and
+// ARRAY, MAP, STRUCT shape) is what TableToProto makes of its column.
+// Nullable columns may be left out. nullopt: it fits (or the table has
+// columns no message can carry, so there is nothing to compare with).
+std::optional<SchemaMismatch> CheckMessageAgainstTable(const UcTable& table, const std::string& descriptor_proto);
 
 }  // namespace zb

@@ -4,10 +4,13 @@
 // token endpoint) and inject the faults its script asks for.
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <boost/asio/connect.hpp>
@@ -17,11 +20,13 @@
 #include <boost/asio/write.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "rpc_status.pb.h"
 #include "zerobus_service.grpc.pb.h"
 
 namespace zb::testing {
@@ -127,7 +132,21 @@ class DevServerTest : public ::testing::Test {
     while (call->rw->Read(&ignored)) {
     }
     grpc::Status s = call->rw->Finish();
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    // A google.rpc.ErrorInfo in the details is appended as
+    // " [REASON causes=... error_code=...]", for the tests to read.
+    std::string message = s.error_message();
+    zerobusd::rpc::Status details;
+    if (!s.error_details().empty() && details.ParseFromString(s.error_details())) {
+      for (const auto& any : details.details()) {
+        zerobusd::rpc::ErrorInfo info;
+        if (!absl::EndsWith(any.type_url(), "/google.rpc.ErrorInfo") || !info.ParseFromString(any.value())) continue;
+        std::map<std::string, std::string> sorted(info.metadata().begin(), info.metadata().end());
+        absl::StrAppend(&message, " [", info.reason());
+        for (const auto& [k, v] : sorted) absl::StrAppend(&message, " ", k, "=", v);
+        absl::StrAppend(&message, "]");
+      }
+    }
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), message);
   }
 
   // Reads until an ACK of `offset` arrives; returns every ACK value seen.
@@ -235,6 +254,76 @@ TEST_F(DevServerTest, CreateStreamIsValidatedLikeTheService) {
     EXPECT_EQ(r.status().code(), c.code) << c.what << ": " << r.status();
     EXPECT_NE(r.status().message().find(c.message), std::string::npos) << c.what << ": " << r.status();
   }
+}
+
+// With --tables, a PROTO stream's message must fit the table, as the
+// service checks it at create_stream: refused with INVALID_ARGUMENT and a
+// google.rpc.ErrorInfo (SCHEMA_VALIDATION_FAILED and its cause).
+TEST_F(DevServerTest, AProtoStreamsMessageMustFitTheTable) {
+  ASSERT_EQ(std::system(("mkdir -p " + dir_.Sub("tables")).c_str()), 0);
+  WriteFile(dir_.Sub(absl::StrCat("tables/", kTable, ".json")),
+            absl::StrCat(R"({"full_name":")", kTable, R"(","columns":[
+                {"name":"ts","type_text":"timestamp","nullable":false},
+                {"name":"device","type_text":"string","nullable":true},
+                {"name":"tags","type_text":"array<string>","nullable":true}]})"));
+  StartServer({"--tables", dir_.Sub("tables")});
+  const std::string token = Token();
+  // Builds a descriptor: fields (name, type, label) in order.
+  using F = google::protobuf::FieldDescriptorProto;
+  auto descriptor = [](std::vector<std::tuple<std::string, F::Type, F::Label>> fields) {
+    google::protobuf::DescriptorProto d;
+    d.set_name("Reading");
+    int n = 1;
+    for (const auto& [name, type, label] : fields) {
+      F* f = d.add_field();
+      f->set_name(name);
+      f->set_number(n++);
+      f->set_type(type);
+      f->set_label(label);
+    }
+    return d.SerializeAsString();
+  };
+  auto create = [&](const std::string& d) {
+    pb::EphemeralStreamRequest req = CreateJson();
+    req.mutable_create_stream()->set_record_type(pb::PROTO);
+    req.mutable_create_stream()->set_descriptor_proto(d);
+    auto call = Open(token);
+    return Create(call.get(), req);
+  };
+  const auto kReq = F::LABEL_REQUIRED, kOpt = F::LABEL_OPTIONAL, kRep = F::LABEL_REPEATED;
+  EXPECT_TRUE(create(descriptor({{"ts", F::TYPE_INT64, kReq}, {"device", F::TYPE_STRING, kOpt},
+                                 {"tags", F::TYPE_STRING, kRep}})).ok());
+  EXPECT_TRUE(create(descriptor({{"ts", F::TYPE_INT64, kReq}})).ok()) << "nullable columns may be left out";
+  struct Case {
+    const char* what;
+    std::string descriptor;
+    const char* cause;
+    const char* words;
+  };
+  const std::vector<Case> cases = {
+      {"unknown field", descriptor({{"ts", F::TYPE_INT64, kReq}, {"color", F::TYPE_STRING, kOpt}}),
+       "FIELD_NOT_IN_TABLE", "field color has no column"},
+      {"order", descriptor({{"device", F::TYPE_STRING, kOpt}, {"ts", F::TYPE_INT64, kReq}}), "FIELD_OUT_OF_ORDER",
+       "field ts comes after column device"},
+      {"type", descriptor({{"ts", F::TYPE_STRING, kReq}}), "TYPE_INCOMPATIBLE", "cannot carry column ts (timestamp)"},
+      {"not repeated", descriptor({{"ts", F::TYPE_INT64, kReq}, {"tags", F::TYPE_STRING, kOpt}}), "TYPE_INCOMPATIBLE",
+       "which needs string, repeated"},
+      {"NOT NULL optional", descriptor({{"ts", F::TYPE_INT64, kOpt}}), "TYPE_INCOMPATIBLE",
+       "column ts is NOT NULL: its field must be required"},
+      {"NOT NULL missing", descriptor({{"device", F::TYPE_STRING, kOpt}}), "MISSING_REQUIRED_COLUMN",
+       "column ts of table main.edge.readings is NOT NULL and has no field"},
+  };
+  for (const Case& c : cases) {
+    auto r = create(c.descriptor);
+    ASSERT_FALSE(r.ok()) << c.what;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.what;
+    const std::string m(r.status().message());
+    EXPECT_NE(m.find(c.words), std::string::npos) << c.what << ": " << m;
+    EXPECT_NE(m.find(absl::StrCat("[SCHEMA_VALIDATION_FAILED causes=", c.cause, " error_code=8001]")),
+              std::string::npos)
+        << c.what << ": " << m;
+  }
+  EXPECT_EQ(server_->Stat("violations"), 0) << "a schema refusal is the table's verdict, not a protocol violation";
 }
 
 TEST_F(DevServerTest, WireOffsetsMustRunFromZeroOnEveryCall) {

@@ -188,6 +188,28 @@ TEST(UcSchemaTest, TheRestAnswerIsCheckedAndSaysWhatIsWrong) {
   EXPECT_TRUE(t->columns[1].nullable) << "nullable when not said";
 }
 
+// What the service checks at create_stream: the generated message fits its
+// table, nested shapes included; a STRUCT field of another type does not.
+TEST(UcSchemaTest, TheGeneratedMessageFitsItsTableAndAChangedNestedFieldDoesNot) {
+  auto table = ParseUcTable(DataFile("every_type.json"));
+  ASSERT_TRUE(table.ok()) << table.status();
+  auto proto = TableToProto(*table, "Reading");
+  ASSERT_TRUE(proto.ok()) << proto.status();
+  EXPECT_FALSE(CheckMessageAgainstTable(*table, proto->descriptor_proto).has_value());
+  pb::DescriptorProto d = Descriptor(*proto);
+  for (auto& nested : *d.mutable_nested_type()) {
+    if (nested.name() != "DeviceInfo") continue;
+    for (auto& nested2 : *nested.mutable_nested_type()) {
+      nested2.mutable_field(0)->set_type(pb::FieldDescriptorProto::TYPE_INT64);  // firmware.major: int32 -> int64
+    }
+  }
+  auto mismatch = CheckMessageAgainstTable(*table, d.SerializeAsString());
+  ASSERT_TRUE(mismatch.has_value());
+  EXPECT_EQ(mismatch->cause, "TYPE_INCOMPATIBLE");
+  EXPECT_THAT(mismatch->message, HasSubstr("cannot carry column device_info"));
+  EXPECT_TRUE(CheckMessageAgainstTable(*table, "\xff not a descriptor").has_value());
+}
+
 TEST(UcSchemaTest, AMessageNameMustBeAProtoName) {
   auto t = Table({UcColumn{"a", "int", true}});
   EXPECT_TRUE(TableToProto(t, "Good_Name1").ok());

@@ -4,6 +4,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <fstream>
+#include <optional>
+#include <sstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -19,6 +22,7 @@
 #include "rapidjson/writer.h"
 #include "spdlog/spdlog.h"
 #include "rpc_status.pb.h"
+#include "schema/uc_schema.h"
 #include "tools/devserver/bounded_json.h"
 
 namespace zb::devserver {
@@ -92,6 +96,9 @@ class StreamReactor final
   void HandleIngest(const pb::EphemeralStreamRequest& req);
   // `reason` not empty: the status carries a google.rpc.ErrorInfo with it
   // and `metadata` (as the service's schema refusals do).
+  // Whether a PROTO stream's message fits `table` as DevOptions::tables_dir
+  // describes it.
+  std::optional<SchemaMismatch> CheckAgainstTable(const std::string& table, const std::string& descriptor_proto);
   void Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued = false,
             const std::string& reason = "", const std::map<std::string, std::string>& metadata = {});
   // Stores the pending rows of requests up to `up_to` (all by default) and
@@ -299,6 +306,15 @@ void StreamReactor::HandleCreate(const pb::EphemeralStreamRequest& req) {
       return;
     }
     schema_->descriptor = fd->message_type(0);
+    // As the service: the message must fit the table (--tables), else the
+    // stream is refused with the reason, before it is created.
+    if (std::optional<SchemaMismatch> mismatch = CheckAgainstTable(c.table_name(), c.descriptor_proto())) {
+      Fail(grpc::StatusCode::INVALID_ARGUMENT,
+           "The descriptor does not match table " + c.table_name() + ": " + mismatch->message +
+               ". Error Code: 8001, Error State: 0.",
+           false, false, "SCHEMA_VALIDATION_FAILED", {{"causes", mismatch->cause}, {"error_code", "8001"}});
+      return;
+    }
   }
   table_ = c.table_name();
   if (faults_.create_error) {
@@ -679,6 +695,22 @@ void StreamReactor::OnWriteDone(bool ok) {
     if (final_status_.ok()) final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "write failed");
   }
   PumpWrites();
+}
+
+std::optional<SchemaMismatch> StreamReactor::CheckAgainstTable(const std::string& table,
+                                                               const std::string& descriptor_proto) {
+  const std::string& dir = state_.options().tables_dir;
+  if (dir.empty()) return std::nullopt;
+  std::ifstream in(dir + "/" + table + ".json", std::ios::binary);
+  if (!in) return std::nullopt;  // a table the server does not describe is not checked
+  std::stringstream text;
+  text << in.rdbuf();
+  absl::StatusOr<UcTable> parsed = ParseUcTable(text.str());
+  if (!parsed.ok()) {
+    spdlog::warn("tables: {}.json: {}", table, parsed.status().ToString());
+    return std::nullopt;
+  }
+  return CheckMessageAgainstTable(*parsed, descriptor_proto);
 }
 
 void StreamReactor::Fail(grpc::StatusCode code, const std::string& message, bool violation, bool keep_queued,
