@@ -3,24 +3,16 @@
 // on stderr, and clear errors for bad input.
 
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "schema/uc_schema.h"
 
 namespace zb::testing {
 namespace {
 
 std::string Data(const std::string& name) { return std::string(ZEROBUSD_SOURCE_DIR) + "/tests/data/uc/" + name; }
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 RunResult GenProto(std::vector<std::string> args, const std::string& stdin_path = "") {
   args.insert(args.begin(), {BinDir() + "/zerobusctl", "gen-proto"});
@@ -30,7 +22,7 @@ RunResult GenProto(std::vector<std::string> args, const std::string& stdin_path 
 TEST(GenProtoTest, PrintsTheTablesProtoFromItsUnityCatalogAnswer) {
   const RunResult r = GenProto({"--from-json", Data("every_type.json")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(r.output, Read(Data("every_type.proto")));
+  EXPECT_EQ(r.output, ReadFileOrEmpty(Data("every_type.proto")));
   const RunResult named = GenProto({"--from-json", "-", "--message", "Reading"}, Data("every_type.json"));
   ASSERT_EQ(named.exit_code, 0) << named.output;
   EXPECT_NE(named.output.find("message Reading {"), std::string::npos) << named.output;
@@ -64,6 +56,16 @@ TEST(GenProtoTest, BadInputGetsAClearError) {
   EXPECT_NE(r.output.find("not a proto message name"), std::string::npos) << r.output;
   r = GenProto({"--bogus"});
   EXPECT_EQ(r.exit_code, 2);
+  // At the size limit: 8 MiB is read (and found not to be a table), one
+  // byte more is refused for its size.
+  WriteFile(dir.Sub("limit.json"), std::string(kMaxUcTableJsonBytes, ' '));
+  r = GenProto({"--from-json", dir.Sub("limit.json")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("is not JSON"), std::string::npos) << r.output.substr(0, 300);
+  WriteFile(dir.Sub("huge.json"), std::string(kMaxUcTableJsonBytes + 1, ' '));
+  r = GenProto({"--from-json", dir.Sub("huge.json")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("more than the 8388608 it may be"), std::string::npos) << r.output.substr(0, 300);
 }
 
 // Online: the dev server serves Unity Catalog tables (--tables) to a
@@ -71,14 +73,14 @@ TEST(GenProtoTest, BadInputGetsAClearError) {
 TEST(GenProtoTest, FetchesTheTableFromUnityCatalogWithTheConfigsCredentials) {
   TempDir dir;
   ASSERT_EQ(std::system(("mkdir -p " + dir.Sub("tables")).c_str()), 0);
-  WriteFile(dir.Sub("tables/main.edge.every_type.json"), Read(Data("every_type.json")));
+  WriteFile(dir.Sub("tables/main.edge.every_type.json"), ReadFileOrEmpty(Data("every_type.json")));
   DevServer server(dir.path(), 0, 0, {"--tables", dir.Sub("tables")});
   ASSERT_TRUE(server.Start()) << server.log();
   Daemon daemon(dir.path(), DaemonOptions{.grpc_port = server.grpc_port(), .http_port = server.http_port()});
   daemon.WriteConfig();
   RunResult r = GenProto({"--config", daemon.config_path(), "main.edge.every_type"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(r.output, Read(Data("every_type.proto")));
+  EXPECT_EQ(r.output, ReadFileOrEmpty(Data("every_type.proto")));
   // A table Unity Catalog does not have, and a name that is no table name.
   r = GenProto({"--config", daemon.config_path(), "main.edge.missing"});
   EXPECT_EQ(r.exit_code, 1);
@@ -87,7 +89,7 @@ TEST(GenProtoTest, FetchesTheTableFromUnityCatalogWithTheConfigsCredentials) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("must be catalog.schema.table"), std::string::npos) << r.output;
   // The wrong credentials say so, and never show the secret.
-  std::string config = Read(daemon.config_path());
+  std::string config = ReadFileOrEmpty(daemon.config_path());
   ASSERT_NE(config.find("dev-secret"), std::string::npos) << config;
   config.replace(config.find("dev-secret"), 10, "wrong-secret");
   WriteFile(dir.Sub("wrong.yaml"), config);
@@ -140,7 +142,9 @@ TEST(GenProtoTest, TheDevServerKeepsMetadataAndIngestTokensApart) {
   EXPECT_EQ(get("/api/2.1/unity-catalog/tables/main.edge.t", "made-up")->status, 401);
   EXPECT_EQ(get("/api/2.1/unity-catalog/tables/main.edge.nope", metadata)->status, 404);
   // Nothing outside the folder: names that are no table names.
-  for (const char* bad : {"../secret", "main.edge", "main..t", "a.b.c.d", "main.edge.t%2F..%2F"}) {
+  const std::string too_long = "main.edge." + std::string(250, 't');  // 260 characters
+  for (const std::string& bad : std::vector<std::string>{"../secret", "main.edge", "main..t", "a.b.c.d",
+                                                         "main.edge.t%2F..%2F", too_long}) {
     auto r = get(std::string("/api/2.1/unity-catalog/tables/") + bad, metadata);
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->status, 400) << bad;

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "harness.h"
 
@@ -61,6 +62,36 @@ class RouteTest : public ::testing::Test {
       EXPECT_LE(d.duplicates, max_duplicates);
     }
     EXPECT_EQ(server_->Stat("violations"), 0) << *server_->Stats();
+  }
+
+  // Sends `n` records with ids <prefix>-0 .. to "readings", those at
+  // `poisoned` carrying "POISON" (what the dev server's poison fault
+  // refuses); waits until all the others landed and the spool is empty.
+  // Returns the delivery (missing: the poisoned ones).
+  Delivery SendWithPoisonAndWait(const std::string& prefix, int n, const std::vector<int>& poisoned) {
+    const std::string file = dir_.Sub(prefix + ".ndjson");
+    WriteRecords(file, prefix, n);
+    std::vector<std::string> lines = ReadLines(file);
+    for (int i : poisoned) {
+      lines[static_cast<size_t>(i)] =
+          absl::StrCat(R"({"id":")", prefix, "-", i, R"(","seq":)", i, R"(,"payload":"POISON"})");
+    }
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    WriteFile(file, text);
+    Delivery d;
+    RunResult sent = SendFile(daemon_->socket(), "readings", file);
+    EXPECT_EQ(sent.exit_code, 0) << sent.output;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          d = CheckDelivery(*server_, "main.edge.readings", prefix, n);
+          return d.missing == static_cast<int>(poisoned.size());
+        },
+        std::chrono::seconds(90)))
+        << d.missing << "\n" << daemon_->log().substr(0, 6000);
+    EXPECT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
+                        std::chrono::seconds(30)));
+    return d;
   }
 
   // A metric of the daemon; -1 when it cannot be read.

@@ -154,26 +154,8 @@ TEST_F(StreamsTest, TokensExpireAndAreRefusedWhileSeveralStreamsRun) {
 // records, and exactly those go to the dead-letter store.
 TEST_F(StreamsTest, RefusedRecordsAreFoundAndDeadLetteredWhileSeveralStreamsRun) {
   ASSERT_NO_FATAL_FAILURE(Start(R"({"default":{"poison":"POISON"}})"));
-  constexpr int kRecords = 6000;
-  const std::string file = dir_.Sub("p.ndjson");
-  WriteRecords(file, "p", kRecords);
-  std::vector<std::string> lines = ReadLines(file);
-  lines[4500] = R"({"id":"p-4500","seq":4500,"payload":"POISON"})";
-  lines[5800] = R"({"id":"p-5800","seq":5800,"payload":"POISON"})";
-  std::string text;
-  for (const auto& l : lines) text += l + "\n";
-  WriteFile(file, text);
-  ASSERT_EQ(SendFile(daemon_->socket(), "readings", file).exit_code, 0);
-  Delivery d;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        d = CheckDelivery(*server_, kTable, "p", kRecords);
-        return d.missing == 2;
-      },
-      std::chrono::seconds(90)))
-      << d.missing << "\n" << daemon_->log().substr(0, 6000);
-  ASSERT_TRUE(WaitFor([&] { return Metric("zerobusd_spool_records", "route=\"readings\"") == 0; },
-                      std::chrono::seconds(30)));
+  const Delivery d = SendWithPoisonAndWait("p", 6000, {4500, 5800});
+  ASSERT_EQ(d.missing, 2);
   EXPECT_EQ(Metric("zerobusd_dead_letter_records_total", "route=\"readings\""), 2);
   EXPECT_EQ(d.first_missing, "p-4500");
   EXPECT_EQ(RowIds(server_->Rows(kTable)).count("p-5800"), 0u);

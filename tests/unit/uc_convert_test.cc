@@ -6,9 +6,6 @@
 
 #include "schema/uc_convert.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -16,6 +13,7 @@
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
 #include "gtest/gtest.h"
+#include "testutil.h"
 
 namespace zb {
 namespace {
@@ -24,10 +22,7 @@ using ::testing::HasSubstr;
 namespace pb = google::protobuf;
 
 std::string DataFile(const std::string& name) {
-  std::ifstream in(std::string(ZEROBUSD_SOURCE_DIR) + "/tests/data/uc/" + name, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return zb::testing::ReadFileOrEmpty(std::string(ZEROBUSD_SOURCE_DIR) + "/tests/data/uc/" + name);
 }
 
 // The every_type table's converter, and a decoder for what it makes.

@@ -4,9 +4,6 @@
 
 #include "schema/uc_schema.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.pb.h"
@@ -21,10 +18,7 @@ using ::testing::HasSubstr;
 namespace pb = google::protobuf;
 
 std::string DataFile(const std::string& name) {
-  std::ifstream in(std::string(ZEROBUSD_SOURCE_DIR) + "/tests/data/uc/" + name, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return zb::testing::ReadFileOrEmpty(std::string(ZEROBUSD_SOURCE_DIR) + "/tests/data/uc/" + name);
 }
 
 UcTable Table(std::vector<UcColumn> columns) {

@@ -67,15 +67,22 @@ int GenProto(const std::vector<std::string>& args) {
     }
     text << *answer;
     source = table_name;
-  } else if (from_json == "-") {
-    text << std::cin.rdbuf();
   } else {
-    std::ifstream in(from_json, std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "zerobusctl gen-proto: cannot read %s\n", from_json.c_str());
-      return 1;
+    // No more than a table's description may be (and one byte to tell):
+    // a wrong file of gigabytes is refused, not read whole.
+    std::ifstream file;
+    if (from_json != "-") {
+      file.open(from_json, std::ios::binary);
+      if (!file) {
+        std::fprintf(stderr, "zerobusctl gen-proto: cannot read %s\n", from_json.c_str());
+        return 1;
+      }
     }
-    text << in.rdbuf();
+    std::istream& in = from_json == "-" ? std::cin : file;
+    std::string buf(kMaxUcTableJsonBytes + 1, '\0');
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    buf.resize(static_cast<size_t>(in.gcount()));
+    text << buf;
   }
   absl::StatusOr<UcTable> table = ParseUcTable(text.str());
   if (!table.ok()) {
