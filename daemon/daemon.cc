@@ -23,7 +23,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "auth/token_source.h"
+#include "auth/uc_tables.h"
 #include "common/endpoint.h"
 #include "common/loop_post.h"
 #include "common/loop_thread.h"
@@ -36,6 +38,7 @@
 #include "intake/intake_server.h"
 #include "metrics/metrics.h"
 #include "schema/record_codec.h"
+#include "schema/table_schema_reader.h"
 #include "spdlog/spdlog.h"
 #include "spool.pb.h"
 #include "spool/dead_letters.h"
@@ -49,11 +52,33 @@ namespace {
 namespace asio = boost::asio;
 using Codecs = std::map<std::string, std::shared_ptr<const RecordCodec>>;
 
-absl::StatusOr<Codecs> MakeCodecs(const DaemonConfig& config) {
+// A table of from_table routes, as last read from Unity Catalog (or, at a
+// start without it, as the spool last recorded it).
+struct KnownTable {
+  std::shared_ptr<const TableSchema> schema;
+  int64_t read_unix_us = 0;
+};
+using KnownTables = std::map<std::string, KnownTable>;  // by table, as the routes name it
+
+// The codec of a from_table route: its table's, or one that refuses every
+// record (retryably) while the table was never read.
+std::shared_ptr<const RecordCodec> TableRouteCodec(const RouteConfig& r, const KnownTables& tables,
+                                                   const absl::Status& last_error) {
+  if (auto t = tables.find(r.table); t != tables.end()) return t->second.schema->codec;
+  return MakeRefusingCodec(absl::UnavailableError(absl::StrCat(
+      "route ", r.name, " takes no records yet: the columns of ", r.table, " have not been read from Unity Catalog",
+      last_error.ok() ? std::string() : absl::StrCat(" (", last_error.message(), ")"), "; zerobusd keeps trying")));
+}
+
+absl::StatusOr<Codecs> MakeCodecs(const DaemonConfig& config, const KnownTables& tables = {}) {
   Codecs codecs;
   std::vector<std::string> problems;
   for (size_t i = 0; i < config.routes.size(); ++i) {
     const RouteConfig& r = config.routes[i];
+    if (r.schema_from_table) {
+      codecs[r.name] = TableRouteCodec(r, tables, absl::OkStatus());
+      continue;
+    }
     if (r.format == RecordFormat::kJson) {
       codecs[r.name] = MakeJsonCodec(static_cast<int>(config.intake.max_json_depth));
       continue;
@@ -69,30 +94,52 @@ absl::StatusOr<Codecs> MakeCodecs(const DaemonConfig& config) {
   return codecs;
 }
 
-// Where a lane sends its records: what the spool keeps per lane.
+// Where a lane sends its records: what the spool keeps per lane. A lane is
+// its table, record type and message (descriptor): the bytes it holds were
+// encoded for exactly that message, and are only ever sent with it.
 struct Destination {
   std::string table;
   bool proto = false;
   std::string descriptor_proto;
+  // from_table routes: the table description the message was made from and
+  // when it was read (not part of what the lane is).
+  std::string uc_table_json;
+  int64_t uc_table_read_unix_us = 0;
 
-  bool operator==(const Destination&) const = default;
+  bool operator==(const Destination& o) const {
+    return table == o.table && proto == o.proto && descriptor_proto == o.descriptor_proto;
+  }
   std::string Encode() const {
     ::zerobusd::spool::LaneDestination d;
     d.set_table(table);
     d.set_proto(proto);
     d.set_descriptor_proto(descriptor_proto);
+    d.set_uc_table_json(uc_table_json);
+    d.set_uc_table_read_unix_us(uc_table_read_unix_us);
     return d.SerializeAsString();
   }
   static std::optional<Destination> Decode(const std::string& bytes) {
     ::zerobusd::spool::LaneDestination d;
     if (bytes.empty() || !d.ParseFromString(bytes) || d.table().empty()) return std::nullopt;
-    return Destination{d.table(), d.proto(), d.descriptor_proto()};
+    return Destination{d.table(), d.proto(), d.descriptor_proto(), d.uc_table_json(), d.uc_table_read_unix_us()};
   }
   std::string Describe() const { return absl::StrCat(table, " (", proto ? "proto" : "json", ")"); }
 };
 
-Destination DestinationOf(const RouteConfig& r, const RecordCodec& codec) {
-  return Destination{r.table, r.format == RecordFormat::kProto, codec.descriptor_proto()};
+// None: a from_table route whose table was never read (it has no lane yet).
+std::optional<Destination> DestinationOf(const RouteConfig& r, const RecordCodec& codec, const KnownTables& tables) {
+  if (!r.schema_from_table) return Destination{r.table, r.format == RecordFormat::kProto, codec.descriptor_proto()};
+  auto t = tables.find(r.table);
+  if (t == tables.end()) return std::nullopt;
+  return Destination{r.table, true, t->second.schema->codec->descriptor_proto(), t->second.schema->table_json,
+                     t->second.read_unix_us};
+}
+
+bool SameColumns(const UcTable& a, const UcTable& b) {
+  return a.columns.size() == b.columns.size() &&
+         std::equal(a.columns.begin(), a.columns.end(), b.columns.begin(), [](const UcColumn& x, const UcColumn& y) {
+           return x.name == y.name && x.type_text == y.type_text && x.nullable == y.nullable;
+         });
 }
 
 // Config keys a SIGHUP cannot change in a running daemon.
@@ -169,6 +216,19 @@ class Daemon {
       spdlog::info("stop requested during start-up: exiting before serving; the spool is intact");
       return absl::OkStatus();
     }
+    UcFetchOptions uc;
+    uc.workspace_url = config_.zerobus.workspace_url;
+    uc.client_id = config_.zerobus.client_id;
+    uc.client_secret = config_.zerobus.client_secret;
+    uc.ca_file = config_.zerobus.ca_file;
+    uc.timeout = std::chrono::seconds(10);
+    uc.user_agent = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
+    table_reader_ = std::make_unique<TableSchemaReader>(
+        [uc](const std::string& table) { return FetchUcTableJson(uc, table); },
+        static_cast<int>(config_.intake.max_json_depth));
+    ReadTablesAtStart();
+    ZB_ASSIGN_OR_RETURN(codecs_, MakeCodecs(config_, known_tables_));
+    UpdateTableRouteCodecs();
     for (const auto& r : config_.routes) metrics_->DeclareRoute(r.name);
     // Spool gauges are computed at scrape time, on the scraping thread.
     metrics_->SetRefreshHook([this] { PublishSpoolGauges(); });
@@ -191,12 +251,13 @@ class Daemon {
     prober_ = MakeConnectionProber();
 
     for (const auto& r : config_.routes) {
-      const Destination dest = DestinationOf(r, *codecs_[r.name]);
-      const std::string lane = LaneFor(r.name, dest);
-      if (spool_->LaneDestination(lane) != dest.Encode()) {
-        ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(lane, dest.Encode()));
+      const std::optional<Destination> dest = DestinationOf(r, *codecs_[r.name], known_tables_);
+      if (!dest) continue;  // its table was never read: it gets a lane once it is
+      const std::string lane = LaneFor(r.name, *dest);
+      if (spool_->LaneDestination(lane) != dest->Encode()) {
+        ZB_RETURN_IF_ERROR(spool_->SetLaneDestination(lane, dest->Encode()));
       }
-      AddLane(lane, r.name, dest, SettingsOf(r), /*configured=*/true);
+      AddLane(lane, r.name, *dest, SettingsOf(r), /*configured=*/true);
       route_lane_[r.name] = lane;
     }
     AdoptUnconfiguredLanes();
@@ -263,6 +324,9 @@ class Daemon {
     ZB_CHECK_ON_LOOP(loop_);
     if (stopping_) return;  // a SIGTERM came first: Shutdown() stops what was built
     for (auto& [name, lane] : lanes_) lane->Start();
+    for (const auto& r : config_.routes) {
+      if (r.schema_from_table && known_tables_.count(r.table) == 0) RetryTableLater(r.table, r.drain);
+    }
     Tick();
     ready_ = true;
     sd_notify(0, "READY=1");
@@ -407,9 +471,238 @@ class Daemon {
     lane.explain_connect_failure = [this](const PostFn& on, std::function<void(ConnectExplanation)> done) {
       ExplainConnectFailure(on, std::move(done));
     };
+    lane.on_stream_open = [this, route] { OnStreamOpen(route); };
     metrics_->DeclareRoute(name);
     lanes_[name] = std::make_shared<DrainLane>(loop_, lane, *spool_, *factory, *tokens_, *metrics_);
     lane_info_[name] = LaneInfo{route, dest, settings, configured};
+  }
+
+  // ------------------------------------------------- tables (from_table)
+
+  // Reads the tables of from_table routes (concurrently, blocking: before
+  // the loop runs). A table Unity Catalog does not answer for is taken as
+  // the spool last recorded it; one never recorded leaves its routes
+  // refusing records until a later read succeeds (StartServing retries).
+  void ReadTablesAtStart() {
+    std::set<std::string> tables;
+    for (const auto& r : config_.routes) {
+      if (r.schema_from_table) tables.insert(r.table);
+    }
+    if (tables.empty()) return;
+    spdlog::info("reading the columns of {} from Unity Catalog at {}", absl::StrJoin(tables, ", "),
+                 config_.zerobus.workspace_url);
+    for (auto& [table, result] : table_reader_->ReadNow(tables)) {
+      table_reads_[table].finished = std::chrono::steady_clock::now();
+      if (result.ok()) {
+        known_tables_[table] = KnownTable{*result, NowUs()};
+        spdlog::info("table {}: {} columns read from Unity Catalog", table, (*result)->table.columns.size());
+        continue;
+      }
+      table_reads_[table].last_error = result.status();
+      if (std::optional<KnownTable> stored = StoredTable(table)) {
+        known_tables_[table] = *stored;
+        spdlog::warn("table {}: cannot read its columns from Unity Catalog ({}); converting records by its {} "
+                     "columns as read at {}, until a stream open reads them again",
+                     table, result.status().ToString(), stored->schema->table.columns.size(),
+                     absl::FormatTime(absl::FromUnixMicros(stored->read_unix_us), absl::UTCTimeZone()));
+        continue;
+      }
+      spdlog::error("table {}: cannot read its columns from Unity Catalog ({}), and the spool has no earlier "
+                    "reading: its route(s) refuse records until a read succeeds (retried with backoff)",
+                    table, result.status().ToString());
+    }
+  }
+
+  // The table as most recently read, among the lanes the spool recorded.
+  std::optional<KnownTable> StoredTable(const std::string& table) {
+    std::optional<Destination> newest;
+    for (const std::string& lane : spool_->Lanes()) {
+      std::optional<Destination> d = Destination::Decode(spool_->LaneDestination(lane));
+      if (!d || d->table != table || d->uc_table_json.empty()) continue;
+      if (!newest || d->uc_table_read_unix_us > newest->uc_table_read_unix_us) newest = std::move(d);
+    }
+    if (!newest) return std::nullopt;
+    auto schema =
+        MakeTableSchema(table, newest->uc_table_json, static_cast<int>(config_.intake.max_json_depth));
+    if (!schema.ok()) {
+      spdlog::error("table {}: the description the spool recorded does not build: {}", table,
+                    schema.status().ToString());
+      return std::nullopt;
+    }
+    return KnownTable{*schema, newest->uc_table_read_unix_us};
+  }
+
+  // The codecs of `config`'s from_table routes whose table was never read
+  // say the latest reason.
+  void UpdateTableRouteCodecs(const DaemonConfig& config) {
+    for (const auto& r : config.routes) {
+      if (!r.schema_from_table || known_tables_.count(r.table) > 0) continue;
+      auto read = table_reads_.find(r.table);
+      codecs_[r.name] = TableRouteCodec(r, known_tables_, read != table_reads_.end() ? read->second.last_error
+                                                                                      : absl::OkStatus());
+    }
+  }
+  void UpdateTableRouteCodecs() { UpdateTableRouteCodecs(config_); }
+
+  // A lane of `route` opens a stream: a from_table route reads its table
+  // again, so a rotation picks up ALTER TABLE. The open goes on with the
+  // lane's own message: the records it holds were encoded for that one.
+  void OnStreamOpen(const std::string& route) {
+    ZB_CHECK_ON_LOOP(loop_);
+    const RouteConfig* r = config_.FindRoute(route);
+    if (r == nullptr || !r->schema_from_table) return;
+    ReadTableSoon(r->table);
+  }
+
+  // Reconnects during an outage come in quick succession: a table is read
+  // once a second at most, and every request is followed by a read that
+  // starts after it (a read already under way may have started too early).
+  void ReadTableSoon(const std::string& table) {
+    ZB_CHECK_ON_LOOP(loop_);
+    TableRead& read = table_reads_[table];
+    if (read.reading) {
+      read.again = true;
+      return;
+    }
+    const auto next = read.finished + std::chrono::seconds(1);
+    if (std::chrono::steady_clock::now() >= next) {
+      ReadTable(table);
+      return;
+    }
+    if (read.read_soon_armed) return;
+    read.read_soon_armed = true;
+    if (!read.read_soon) read.read_soon = std::make_unique<asio::steady_timer>(loop_);
+    read.read_soon->expires_at(next);
+    read.read_soon->async_wait([this, table](const boost::system::error_code& ec) {
+      if (ec) return;
+      table_reads_[table].read_soon_armed = false;
+      ReadTable(table);
+    });
+  }
+
+  void ReadTable(const std::string& table) {
+    ZB_CHECK_ON_LOOP(loop_);
+    TableRead& read = table_reads_[table];
+    if (read.reading || stopping_) return;
+    read.reading = true;
+    table_reader_->Read(table, PostTo(std::weak_ptr<asio::io_context>(loop_ptr_)),
+                        [this, table](absl::StatusOr<std::shared_ptr<const TableSchema>> result) {
+                          OnTableRead(table, std::move(result));
+                        });
+  }
+
+  void OnTableRead(const std::string& table, absl::StatusOr<std::shared_ptr<const TableSchema>> result) {
+    ZB_CHECK_ON_LOOP(loop_);
+    TableRead& read = table_reads_[table];
+    read.reading = false;
+    read.finished = std::chrono::steady_clock::now();
+    if (stopping_) return;
+    if (read.again) {
+      read.again = false;
+      ReadTableSoon(table);
+    }
+    auto known = known_tables_.find(table);
+    if (!result.ok()) {
+      const bool new_reason = result.status() != read.last_error;
+      read.last_error = result.status();
+      if (known != known_tables_.end()) {
+        if (new_reason) {
+          spdlog::warn("table {}: cannot read its columns from Unity Catalog ({}); records are still converted by "
+                       "its columns as read before",
+                       table, result.status().ToString());
+        }
+        return;
+      }
+      if (new_reason) {
+        spdlog::error("table {}: cannot read its columns from Unity Catalog ({}); its route(s) refuse records "
+                      "until a read succeeds",
+                      table, result.status().ToString());
+      }
+      UpdateTableRouteCodecs();
+      intake_->SetRoutes(IntakeRoutes(config_));
+      const RouteConfig* r = FirstRouteOf(table);
+      if (r != nullptr) RetryTableLater(table, r->drain);
+      return;
+    }
+    read.last_error = absl::OkStatus();
+    read.backoff = nullptr;  // the next failure starts from the initial delay
+    if (read.retry) read.retry->cancel();
+    if (known != known_tables_.end() && SameColumns(known->second.schema->table, (*result)->table)) return;
+    const bool first = known == known_tables_.end();
+    known_tables_[table] = KnownTable{*result, NowUs()};
+    ApplyTable(table, first);
+  }
+
+  const RouteConfig* FirstRouteOf(const std::string& table) const {
+    for (const auto& r : config_.routes) {
+      if (r.schema_from_table && r.table == table) return &r;
+    }
+    return nullptr;
+  }
+
+  // While a table was never read: tries again after the route's drain
+  // backoff.
+  void RetryTableLater(const std::string& table, const DrainConfig& drain) {
+    ZB_CHECK_ON_LOOP(loop_);
+    TableRead& read = table_reads_[table];
+    if (!read.backoff) {
+      BackoffOptions options;
+      options.initial = std::chrono::milliseconds(drain.backoff_initial_ms);
+      options.max = std::chrono::milliseconds(drain.backoff_max_ms);
+      read.backoff = std::make_unique<Backoff>(options);
+    }
+    if (!read.retry) read.retry = std::make_unique<asio::steady_timer>(loop_);
+    read.retry->expires_after(read.backoff->Next());
+    read.retry->async_wait([this, table](const boost::system::error_code& ec) {
+      if (!ec && !stopping_ && known_tables_.count(table) == 0) ReadTable(table);
+    });
+  }
+
+  // The table's columns changed (or were read for the first time): every
+  // from_table route of it converts by the new columns from now on, into a
+  // lane of its own for the new message. Lanes of earlier messages keep
+  // draining what they hold with the message it was encoded for.
+  void ApplyTable(const std::string& table, bool first) {
+    ZB_CHECK_ON_LOOP(loop_);
+    const KnownTable& known = known_tables_.at(table);
+    for (const auto& r : config_.routes) {
+      if (!r.schema_from_table || r.table != table) continue;
+      const Destination dest = *DestinationOf(r, *known.schema->codec, known_tables_);
+      const std::string lane = LaneFor(r.name, dest);
+      if (spool_->LaneDestination(lane) != dest.Encode()) {
+        // Queued ahead of any append to the lane (intake switches below).
+        spool_->SetLaneDestinationAsync(lane, dest.Encode(), [lane](absl::Status st) {
+          if (!st.ok()) spdlog::error("lane {}: cannot record its destination: {}", lane, st.ToString());
+        });
+      }
+      auto info = lane_info_.find(lane);
+      if (info != lane_info_.end() && info->second.settings == SettingsOf(r)) {
+        info->second.configured = true;
+        info->second.dest = dest;
+      } else {
+        if (info != lane_info_.end()) lanes_[lane]->Abort();  // adopted with other settings: replaced
+        AddLane(lane, r.name, dest, SettingsOf(r), /*configured=*/true);
+        lanes_[lane]->Start();
+      }
+      codecs_[r.name] = known.schema->codec;
+      auto previous = route_lane_.find(r.name);
+      if (previous == route_lane_.end()) {
+        spdlog::info("route {}: table {} read ({} columns): taking records, into lane {}", r.name, table,
+                     known.schema->table.columns.size(), lane);
+      } else if (previous->second != lane) {
+        lane_info_[previous->second].configured = false;
+        spdlog::info("route {}: the columns of {} changed ({} now): new records are converted by them into lane {}; "
+                     "the {} records lane {} holds still drain with the message they were encoded for",
+                     r.name, table, known.schema->table.columns.size(), lane,
+                     spool_->Stats(previous->second).records, previous->second);
+      } else if (!first) {
+        spdlog::info("route {}: the columns of {} changed, its message did not: records are converted by the new "
+                     "columns into the same lane {}",
+                     r.name, table, lane);
+      }
+      route_lane_[r.name] = lane;
+    }
+    intake_->SetRoutes(IntakeRoutes(config_));
   }
 
   // Why the endpoint cannot be reached, in plain words (a lane asks once per
@@ -466,7 +759,9 @@ class Daemon {
     for (const auto& r : config.routes) {
       IntakeRoute ir;
       ir.name = r.name;
-      ir.lane = route_lane_.at(r.name);
+      // A from_table route whose table was never read has no lane; its
+      // codec refuses every record.
+      if (auto lane = route_lane_.find(r.name); lane != route_lane_.end()) ir.lane = lane->second;
       ir.codec = codecs.at(r.name);
       ir.allow_uids = r.allow_uids;
       ir.allow_gids = r.allow_gids;
@@ -516,7 +811,7 @@ class Daemon {
     auto loaded = LoadConfigFile(config_path_);
     if (!loaded.ok()) return loaded.status();
     DaemonConfig next = std::move(*loaded);
-    auto codecs = MakeCodecs(next);
+    auto codecs = MakeCodecs(next, known_tables_);
     if (!codecs.ok()) return codecs.status();
     const std::vector<std::string> restart_only = RestartOnlyChanges(config_, next);
     if (!restart_only.empty()) {
@@ -524,12 +819,18 @@ class Daemon {
                                                         " take effect only on restart; nothing was applied"));
     }
     std::swap(codecs_, *codecs);
+    UpdateTableRouteCodecs(next);
     // Apply: every check passed.
     std::vector<std::string> added, removed, changed;
     std::set<std::string> current_lanes;
     std::map<std::string, std::string> next_route_lane;
     for (const auto& r : next.routes) {
-      const Destination d = DestinationOf(r, *codecs_[r.name]);
+      const std::optional<Destination> dest = DestinationOf(r, *codecs_[r.name], known_tables_);
+      if (!dest) {  // a table never read: the route gets its lane once it is
+        if (config_.FindRoute(r.name) == nullptr) added.push_back(r.name);
+        continue;
+      }
+      const Destination& d = *dest;
       const std::string lane = LaneFor(r.name, d);
       next_route_lane[r.name] = lane;
       current_lanes.insert(lane);
@@ -570,6 +871,9 @@ class Daemon {
     route_lane_ = std::move(next_route_lane);
     intake_->SetRoutes(IntakeRoutes(next));
     config_ = std::move(next);
+    for (const auto& r : config_.routes) {
+      if (r.schema_from_table && known_tables_.count(r.table) == 0) ReadTable(r.table);
+    }
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
     RouteGrpcLoggingToSpdlog();  // gRPC's verbosity follows the new level
     spdlog::info("SIGHUP: configuration reloaded: {} route(s); added [{}], removed [{}], changed [{}]",
@@ -811,6 +1115,17 @@ class Daemon {
     LaneSettings settings;
     bool configured = true;
   };
+  // Reading one from_table table (loop state).
+  struct TableRead {
+    bool reading = false;
+    std::chrono::steady_clock::time_point finished;  // the last read's end
+    absl::Status last_error;                         // of the last read (OK: it succeeded)
+    std::unique_ptr<Backoff> backoff;                // retries while the table was never read
+    std::unique_ptr<asio::steady_timer> retry;
+    std::unique_ptr<asio::steady_timer> read_soon;   // a stream open's read, held back to the 1 s spacing
+    bool read_soon_armed = false;
+    bool again = false;  // asked for while a read was under way
+  };
   struct DropLog {
     uint64_t records = 0;  // dropped and not yet logged
     uint64_t bytes = 0;
@@ -829,6 +1144,9 @@ class Daemon {
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<TokenSource> tokens_;
   std::unique_ptr<ConnectionProber> prober_;
+  std::unique_ptr<TableSchemaReader> table_reader_;
+  KnownTables known_tables_;
+  std::map<std::string, TableRead> table_reads_;  // by table
   std::map<std::string, std::unique_ptr<IngestStreamFactory>> factories_;
   std::map<std::string, std::shared_ptr<DrainLane>> lanes_;
   std::map<std::string, LaneInfo> lane_info_;         // by lane

@@ -1066,7 +1066,7 @@ class Loader {
         if (schema) {
           LoadSchema(*schema, map.Path("schema"), route);
         } else {
-          problems_.Add(node, map.Path("schema"), "required for format: proto (proto_file and message)");
+          problems_.Add(node, map.Path("schema"), "required for format: proto (proto_file and message, or from_table: true)");
         }
       } else if (schema) {
         problems_.Add(*schema, map.Path("schema"), "only allowed with format: proto");
@@ -1085,16 +1085,31 @@ class Loader {
     return name_node;
   }
 
+  // Either a .proto file and its message, or `from_table: true`: the
+  // table's columns read from Unity Catalog at run time.
   void LoadSchema(const YAML::Node& node, const std::string& path, RouteConfig* route) {
-    StrictMap map(node, path, {"proto_file", "message"}, problems_);
+    StrictMap map(node, path, {"proto_file", "message", "from_table"}, problems_);
     if (!map.valid()) return;
+    if (const YAML::Node* n = map.Find("from_table")) {
+      if (auto v = ReadBool(*n, map.Path("from_table"), problems_)) route->schema_from_table = *v;
+      if (route->schema_from_table) {
+        for (const char* key : {"proto_file", "message"}) {
+          if (const YAML::Node* other = map.Find(key)) {
+            problems_.Add(*other, map.Path(key),
+                          "not allowed with from_table: true (the table's columns are the schema)");
+          }
+        }
+        return;
+      }
+    }
+    const char* required = "required (or from_table: true to read the table's columns from Unity Catalog)";
     if (const YAML::Node* n = map.Find("proto_file")) {
       if (auto v = ReadNonEmptyString(*n, map.Path("proto_file"), problems_)) {
         route->proto_file = ResolvePath(*v);
         CheckReadable(*n, map.Path("proto_file"), route->proto_file);
       }
     } else {
-      problems_.Add(node, map.Path("proto_file"), "required");
+      problems_.Add(node, map.Path("proto_file"), required);
     }
     if (const YAML::Node* n = map.Find("message")) {
       if (auto v = ReadNonEmptyString(*n, map.Path("message"), problems_)) {
@@ -1107,7 +1122,7 @@ class Loader {
         }
       }
     } else {
-      problems_.Add(node, map.Path("message"), "required");
+      problems_.Add(node, map.Path("message"), required);
     }
   }
 

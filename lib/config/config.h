@@ -119,6 +119,9 @@ struct RouteConfig {
   RecordFormat format = RecordFormat::kJson;
   std::string proto_file;  // proto routes
   std::string message;     // proto routes: message name (may be package-qualified)
+  // Proto routes: the table's columns, read from Unity Catalog at start and
+  // at every stream open, are the schema (no proto_file or message).
+  bool schema_from_table = false;
   std::vector<uint32_t> allow_uids;  // empty and allow_gids empty: everyone who can open the socket
   std::vector<uint32_t> allow_gids;
   DrainConfig drain;

@@ -296,6 +296,7 @@ void DrainLane::Connect(Slot& s) {
   }
   s.state = StreamState::kConnecting;
   s.connect_started = MonotonicClock::now();
+  if (options_.on_stream_open) options_.on_stream_open();
   NewGeneration(s);
   const uint64_t gen = s.gen;
   Slot* slot = &s;

@@ -131,6 +131,10 @@ struct DrainLaneOptions {
   // lane's loop: queued there, never inline, never on another thread). Asked
   // when the failure's kind changes and at each heartbeat, not per attempt.
   std::function<void(const PostFn& on, std::function<void(ConnectExplanation)> done)> explain_connect_failure;
+  // Optional. Told on the loop at every stream open, before the token is
+  // asked for (a route whose schema is its table reads the table again);
+  // the open does not wait for what it does.
+  std::function<void()> on_stream_open;
 };
 
 // The lane's state: its own while parked, dead-lettering or stopping, else

@@ -834,7 +834,8 @@ void Session::HandleLine(absl::string_view line) {
   auto payload = r->codec->FromJson(line.substr(start));
   if (!payload.ok()) {
     AppendReject(&chunk_rejects_, line_no_, payload.status().message());
-    server_->metrics().IntakeRecords(route, IntakeResult::kInvalid, 1);
+    server_->metrics().IntakeRecords(
+        route, absl::IsUnavailable(payload.status()) ? IntakeResult::kSchemaUnknown : IntakeResult::kInvalid, 1);
     return;
   }
   // The limit holds for what is spooled and sent: protobuf may be several
@@ -960,6 +961,20 @@ void Session::HandleFrame(const intake::ClientFrame& frame, size_t frame_bytes) 
       return;
     }
     auto payload = route->codec->FromWire(rec);
+    if (!payload.ok() && absl::IsUnavailable(payload.status())) {
+      // The route cannot judge records yet (its table's columns are not
+      // known): nothing is wrong with the batch; it may come again.
+      intake::ServerFrame f;
+      auto* n = f.mutable_nack();
+      n->set_seq(batch.seq());
+      n->set_reason(intake::BUSY);
+      n->set_message(std::string(payload.status().message()));
+      n->set_retry_after_ms(1000);
+      n->set_record_index(-1);
+      reply_frame(f);
+      server_->metrics().IntakeRecords(batch.route(), IntakeResult::kSchemaUnknown, batch.records_size());
+      return;
+    }
     if (!payload.ok()) {
       nack(batch.seq(), intake::INVALID_RECORD, absl::StrCat("record ", i, ": ", payload.status().message()), i);
       server_->metrics().IntakeRecords(batch.route(), IntakeResult::kInvalid, batch.records_size());

@@ -45,6 +45,7 @@ const char* ResultLabel(IntakeResult r) {
     case IntakeResult::kNotAllowed: return "not_allowed";
     case IntakeResult::kSpoolFull: return "spool_full";
     case IntakeResult::kSpoolError: return "spool_error";
+    case IntakeResult::kSchemaUnknown: return "schema_unknown";
   }
   return "unknown";
 }
@@ -92,7 +93,7 @@ class PrometheusRouteMetrics final : public RouteMetrics {
  private:
   const std::string route_;
   prometheus::Family<prometheus::Counter>& intake_records_;
-  std::array<std::atomic<prometheus::Counter*>, static_cast<size_t>(IntakeResult::kSpoolError) + 1> by_result_{};
+  std::array<std::atomic<prometheus::Counter*>, static_cast<size_t>(IntakeResult::kSchemaUnknown) + 1> by_result_{};
   prometheus::Counter& intake_bytes_;
   prometheus::Counter& acked_;
   prometheus::Gauge& inflight_;

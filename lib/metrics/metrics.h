@@ -14,7 +14,18 @@
 namespace zb {
 
 // Outcome label of zerobusd_intake_records_total{result}.
-enum class IntakeResult { kAccepted, kInvalid, kUnknownRoute, kTooLarge, kNotAllowed, kSpoolFull, kSpoolError };
+// kSchemaUnknown: the route's schema is its table, whose columns could not
+// be read yet (the record was not judged; the producer may retry).
+enum class IntakeResult {
+  kAccepted,
+  kInvalid,
+  kUnknownRoute,
+  kTooLarge,
+  kNotAllowed,
+  kSpoolFull,
+  kSpoolError,
+  kSchemaUnknown,
+};
 
 // One route's hot-path series, resolved once: an update is one atomic add,
 // with no label map built and no family lock taken (those happen the first

@@ -75,6 +75,19 @@ absl::Status CheckSelfContained(const google::protobuf::Descriptor* root, const 
   return absl::OkStatus();
 }
 
+class RefusingCodec final : public RecordCodec {
+ public:
+  explicit RefusingCodec(absl::Status why) : why_(std::move(why)) {}
+  bool is_proto() const override { return true; }
+  absl::StatusOr<std::string> FromJson(absl::string_view) const override { return why_; }
+  absl::StatusOr<std::string> FromWire(absl::string_view) const override { return why_; }
+  const std::string& descriptor_proto() const override { return empty_; }
+
+ private:
+  const absl::Status why_;
+  const std::string empty_;
+};
+
 class ProtoCodec final : public RecordCodec {
  public:
   ProtoCodec(std::unique_ptr<google::protobuf::compiler::DiskSourceTree> tree,
@@ -264,6 +277,10 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& p
   std::string serialized = dp.SerializeAsString();
   return std::unique_ptr<RecordCodec>(
       new ProtoCodec(std::move(tree), std::move(errors), std::move(importer), d, std::move(serialized), max_json_depth));
+}
+
+std::unique_ptr<RecordCodec> MakeRefusingCodec(absl::Status why) {
+  return std::make_unique<RefusingCodec>(std::move(why));
 }
 
 }  // namespace zb

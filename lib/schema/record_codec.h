@@ -50,6 +50,10 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& p
                                                             const std::string& message,
                                                             int max_json_depth = kDefaultMaxJsonDepth);
 
+// Refuses every record with `why` (an UnavailableError): a route that
+// cannot judge records yet, such as one whose table was never read.
+std::unique_ptr<RecordCodec> MakeRefusingCodec(absl::Status why);
+
 // Checks `json` is exactly one JSON object (no trailing data, no NUL byte,
 // valid UTF-8) nested at most `max_depth` levels. Iterative: safe on any input.
 absl::Status ValidateJsonObject(absl::string_view json, int max_depth = kDefaultMaxJsonDepth);

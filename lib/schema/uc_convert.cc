@@ -167,6 +167,20 @@ class Converter final : public TableRecordConverter {
 
   const std::string& descriptor_proto() const override { return proto_.descriptor_proto; }
 
+  // Bytes a producer encoded itself: they must be the table's message.
+  absl::Status CheckWire(absl::string_view bytes) const {
+    std::unique_ptr<pb::Message> msg(factory_.GetPrototype(root_)->New());
+    if (!msg->ParsePartialFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::InvalidArgumentError(absl::StrCat("not a valid serialized ", root_->name(), " (the message of ",
+                                                     table_.full_name, ")"));
+    }
+    if (!msg->IsInitialized()) {
+      return absl::InvalidArgumentError(absl::StrCat("NOT NULL column(s) of ", table_.full_name,
+                                                     " missing: ", msg->InitializationErrorString()));
+    }
+    return absl::OkStatus();
+  }
+
  private:
   absl::Status Fill(pb::Message* m, const std::vector<Member>& members, const Value& obj, const Value& raw,
                     const std::string& path) const {
@@ -413,10 +427,22 @@ class Converter final : public TableRecordConverter {
   std::vector<Member> members_;
 };
 
-}  // namespace
+class TableCodec final : public RecordCodec {
+ public:
+  explicit TableCodec(std::unique_ptr<Converter> converter) : converter_(std::move(converter)) {}
+  bool is_proto() const override { return true; }
+  absl::StatusOr<std::string> FromJson(absl::string_view json) const override { return converter_->Convert(json); }
+  absl::StatusOr<std::string> FromWire(absl::string_view bytes) const override {
+    if (absl::Status s = converter_->CheckWire(bytes); !s.ok()) return s;
+    return std::string(bytes);
+  }
+  const std::string& descriptor_proto() const override { return converter_->descriptor_proto(); }
 
-absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,
-                                                                              int max_json_depth) {
+ private:
+  std::unique_ptr<Converter> converter_;
+};
+
+absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, int max_json_depth) {
   absl::StatusOr<TableProto> proto = TableToProto(table);
   if (!proto.ok()) return proto.status();
   std::vector<UcType> types;
@@ -427,7 +453,22 @@ absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(c
   }
   auto converter = std::make_unique<Converter>(table, std::move(types), std::move(*proto), max_json_depth);
   if (absl::Status s = converter->Init(); !s.ok()) return s;
-  return std::unique_ptr<TableRecordConverter>(std::move(converter));
+  return converter;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth) {
+  absl::StatusOr<std::unique_ptr<Converter>> converter = MakeConverter(table, max_json_depth);
+  if (!converter.ok()) return converter.status();
+  return std::unique_ptr<RecordCodec>(std::make_unique<TableCodec>(std::move(*converter)));
+}
+
+absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,
+                                                                              int max_json_depth) {
+  absl::StatusOr<std::unique_ptr<Converter>> converter = MakeConverter(table, max_json_depth);
+  if (!converter.ok()) return converter.status();
+  return std::unique_ptr<TableRecordConverter>(std::move(*converter));
 }
 
 }  // namespace zb

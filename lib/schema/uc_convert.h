@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "schema/record_codec.h"
 #include "schema/uc_schema.h"
 
 namespace zb {
@@ -43,5 +44,10 @@ class TableRecordConverter {
 // walked.
 absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,
                                                                               int max_json_depth);
+
+// The codec of a route whose schema is its table (schema.from_table): JSON
+// records are converted as above; records in wire form (framed mode) must
+// parse as the table's message with every NOT NULL column set.
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth);
 
 }  // namespace zb

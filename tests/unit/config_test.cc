@@ -788,6 +788,35 @@ TEST_F(ConfigTest, ProtoAndJsonSchemaRules) {
   EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema: must be a mapping, got a scalar"));
 }
 
+TEST_F(ConfigTest, SchemaFromTableTakesTheTablesColumnsInsteadOfAProtoFile) {
+  TempDir dir;
+  WriteFile(dir.Sub("r.proto"), "syntax = \"proto3\";\n");
+  Yaml y;
+  y.routes = "routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema: {from_table: true}\n";
+  auto loaded = Load(y);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->routes[0].schema_from_table);
+  EXPECT_TRUE(loaded->routes[0].proto_file.empty());
+
+  // Not both: the table's columns are the schema.
+  y.routes = absl::StrCat("routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema:\n",
+                          "      from_table: true\n      proto_file: ", dir.Sub("r.proto"), "\n      message: M\n");
+  std::string message = Error(Load(y));
+  EXPECT_THAT(message, HasSubstr("test.yaml:12: routes[0].schema.proto_file: not allowed with from_table: true"));
+  EXPECT_THAT(message, HasSubstr("test.yaml:13: routes[0].schema.message: not allowed with from_table: true"));
+
+  // from_table: false is the .proto way, which then needs its keys.
+  y.routes = "routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema: {from_table: false}\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema.proto_file: required (or from_table: true"));
+
+  y.routes = "routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema: {from_table: yes please}\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema.from_table: must be true or false"));
+
+  // A JSON route spools JSON: no schema, from the table or otherwise.
+  y.routes = "routes:\n  - name: j\n    table: a.b.c\n    schema: {from_table: true}\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema: only allowed with format: proto"));
+}
+
 TEST_F(ConfigTest, UnreadableProtoFile) {
   if (geteuid() == 0) GTEST_SKIP() << "root reads any file";
   TempDir dir;

@@ -194,5 +194,38 @@ TEST_F(UcConvertTest, HostileRecordsAreRefusedWithTheFieldAndTheReason) {
   EXPECT_FALSE(Refusal(With(absl::StrCat(R"("extra":)", deep))).empty()) << "deeper than the route allows";
 }
 
+// A from_table route's codec: JSON is converted as above; a framed record
+// already in wire form must be the table's message, NOT NULL columns set.
+TEST_F(UcConvertTest, TheTableCodecConvertsJsonAndChecksWireRecords) {
+  auto table = ParseUcTable(DataFile("every_type.json"));
+  ASSERT_TRUE(table.ok());
+  auto codec = MakeTableCodec(*table, 64);
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  EXPECT_TRUE((*codec)->is_proto());
+  EXPECT_EQ((*codec)->descriptor_proto(), converter_->descriptor_proto());
+  auto from_json = (*codec)->FromJson(With(R"("day":"2024-02-29")"));
+  ASSERT_TRUE(from_json.ok()) << from_json.status();
+  EXPECT_EQ(*from_json, *converter_->Convert(With(R"("day":"2024-02-29")")));
+  EXPECT_THAT((*codec)->FromJson(With(R"("nope":1)")).status().message(), HasSubstr("field nope"));
+
+  auto wire = (*codec)->FromWire(*from_json);
+  ASSERT_TRUE(wire.ok()) << wire.status();
+  EXPECT_EQ(*wire, *from_json);
+  EXPECT_THAT((*codec)->FromWire("\xff\xff\xff").status().message(), HasSubstr("not a valid serialized every_type"));
+  // A message with id only: count, name and ts are NOT NULL.
+  std::unique_ptr<pb::Message> m(factory_.GetPrototype(root_)->New());
+  m->GetReflection()->SetInt64(m.get(), F("id"), 7);
+  const std::string partial = m->SerializePartialAsString();
+  EXPECT_THAT((*codec)->FromWire(partial).status().message(),
+              HasSubstr("NOT NULL column(s) of main.edge.every_type missing"));
+}
+
+TEST(RefusingCodecTest, RefusesEveryRecordRetryably) {
+  auto codec = MakeRefusingCodec(absl::UnavailableError("route t takes no records yet"));
+  EXPECT_TRUE(absl::IsUnavailable(codec->FromJson("{}").status()));
+  EXPECT_TRUE(absl::IsUnavailable(codec->FromWire("x").status()));
+  EXPECT_EQ(codec->FromJson("{}").status().message(), "route t takes no records yet");
+}
+
 }  // namespace
 }  // namespace zb
