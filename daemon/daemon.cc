@@ -223,9 +223,29 @@ class Daemon {
     uc.ca_file = config_.zerobus.ca_file;
     uc.timeout = std::chrono::seconds(10);
     uc.user_agent = absl::StrCat("zerobusd/", ZEROBUSD_VERSION);
+    // A record naming a column the table did not have when it was read:
+    // perhaps ALTER TABLE added it, so the table is read again (at most
+    // every 10 s, whatever producers send), without waiting for a stream
+    // open. Called where records are converted; the read starts on the loop.
+    auto next_allowed_ms = std::make_shared<std::atomic<int64_t>>(0);
+    std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
+    unknown_column_hook_ = [weak_loop, next_allowed_ms, this](const std::string& table) {
+      const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+      int64_t next = next_allowed_ms->load();
+      if (now_ms < next || !next_allowed_ms->compare_exchange_strong(next, now_ms + 10'000)) return;
+      if (auto loop = weak_loop.lock()) {
+        asio::post(*loop, [this, table] {
+          if (stopping_ || FirstRouteOf(table) == nullptr) return;
+          spdlog::info("table {}: a record names a column it did not have when read; reading it again", table);
+          ReadTableSoon(table);
+        });
+      }
+    };
     table_reader_ = std::make_unique<TableSchemaReader>(
         [uc](const std::string& table) { return FetchUcTableJson(uc, table); },
-        static_cast<int>(config_.intake.max_json_depth));
+        static_cast<int>(config_.intake.max_json_depth), unknown_column_hook_);
     ReadTablesAtStart();
     ZB_ASSIGN_OR_RETURN(codecs_, MakeCodecs(config_, known_tables_));
     UpdateTableRouteCodecs();
@@ -522,8 +542,8 @@ class Daemon {
       if (!newest || d->uc_table_read_unix_us > newest->uc_table_read_unix_us) newest = std::move(d);
     }
     if (!newest) return std::nullopt;
-    auto schema =
-        MakeTableSchema(table, newest->uc_table_json, static_cast<int>(config_.intake.max_json_depth));
+    auto schema = MakeTableSchema(table, newest->uc_table_json, static_cast<int>(config_.intake.max_json_depth),
+                                  unknown_column_hook_);
     if (!schema.ok()) {
       spdlog::error("table {}: the description the spool recorded does not build: {}", table,
                     schema.status().ToString());
@@ -1144,6 +1164,7 @@ class Daemon {
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<TokenSource> tokens_;
   std::unique_ptr<ConnectionProber> prober_;
+  UnknownColumnHook unknown_column_hook_;
   std::unique_ptr<TableSchemaReader> table_reader_;
   KnownTables known_tables_;
   std::map<std::string, TableRead> table_reads_;  // by table

@@ -10,7 +10,8 @@
 namespace zb {
 
 absl::StatusOr<std::shared_ptr<const TableSchema>> MakeTableSchema(const std::string& full_name,
-                                                                   std::string table_json, int max_json_depth) {
+                                                                   std::string table_json, int max_json_depth,
+                                                                   const UnknownColumnHook& on_unknown_column) {
   absl::StatusOr<UcTable> table = ParseUcTable(table_json);
   if (!table.ok()) {
     return absl::InvalidArgumentError(
@@ -22,7 +23,9 @@ absl::StatusOr<std::shared_ptr<const TableSchema>> MakeTableSchema(const std::st
     return absl::InvalidArgumentError(
         absl::StrCat("Unity Catalog's answer about ", full_name, " describes ", table->full_name));
   }
-  absl::StatusOr<std::unique_ptr<RecordCodec>> codec = MakeTableCodec(*table, max_json_depth);
+  std::function<void()> hook;
+  if (on_unknown_column) hook = [on_unknown_column, full_name] { on_unknown_column(full_name); };
+  absl::StatusOr<std::unique_ptr<RecordCodec>> codec = MakeTableCodec(*table, max_json_depth, std::move(hook));
   if (!codec.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the columns of ", full_name, " cannot be sent: ", codec.status().message()));
@@ -37,6 +40,7 @@ absl::StatusOr<std::shared_ptr<const TableSchema>> MakeTableSchema(const std::st
 struct TableSchemaReader::Shared {
   UcTableFetch fetch;
   int max_json_depth;
+  UnknownColumnHook on_unknown_column;
   std::mutex mu;
   // Tables being read, and who waits for each answer. Guarded by mu.
   std::map<std::string, std::vector<Done>> waiting;
@@ -44,13 +48,15 @@ struct TableSchemaReader::Shared {
   absl::StatusOr<std::shared_ptr<const TableSchema>> ReadOne(const std::string& full_name) const {
     absl::StatusOr<std::string> json = fetch(full_name);
     if (!json.ok()) return json.status();
-    return MakeTableSchema(full_name, std::move(*json), max_json_depth);
+    return MakeTableSchema(full_name, std::move(*json), max_json_depth, on_unknown_column);
   }
 };
 
-TableSchemaReader::TableSchemaReader(UcTableFetch fetch, int max_json_depth) : shared_(std::make_shared<Shared>()) {
+TableSchemaReader::TableSchemaReader(UcTableFetch fetch, int max_json_depth, UnknownColumnHook on_unknown_column)
+    : shared_(std::make_shared<Shared>()) {
   shared_->fetch = std::move(fetch);
   shared_->max_json_depth = max_json_depth;
+  shared_->on_unknown_column = std::move(on_unknown_column);
 }
 
 // The threads under way hold `shared_` (and so the fetch function) until

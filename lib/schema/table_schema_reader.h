@@ -30,8 +30,11 @@ struct TableSchema {
 // Parses `table_json` and builds the codec (CPU only). An answer about
 // another table than `full_name`, or with a column no stream can carry, is
 // an InvalidArgumentError saying so.
+// `on_unknown_column` as MakeTableCodec's, told the table's name.
+using UnknownColumnHook = std::function<void(const std::string& full_name)>;
 absl::StatusOr<std::shared_ptr<const TableSchema>> MakeTableSchema(const std::string& full_name,
-                                                                   std::string table_json, int max_json_depth);
+                                                                   std::string table_json, int max_json_depth,
+                                                                   const UnknownColumnHook& on_unknown_column = nullptr);
 
 // Unity Catalog's JSON answer about a table. Blocking; called on the
 // reader's threads, never on the caller's.
@@ -47,7 +50,9 @@ class TableSchemaReader {
  public:
   using Done = std::function<void(absl::StatusOr<std::shared_ptr<const TableSchema>>)>;
 
-  TableSchemaReader(UcTableFetch fetch, int max_json_depth);
+  // The codecs it makes call `on_unknown_column` (optional) as
+  // MakeTableCodec says.
+  TableSchemaReader(UcTableFetch fetch, int max_json_depth, UnknownColumnHook on_unknown_column = nullptr);
   ~TableSchemaReader();
 
   // Blocking, for start-up: reads every table at once (concurrently) and

@@ -2,11 +2,13 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <variant>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -191,7 +193,11 @@ class Converter final : public TableRecordConverter {
     for (auto it = obj.MemberBegin(), r = raw.MemberBegin(); it != obj.MemberEnd(); ++it, ++r) {
       auto found = index.find(Text(it->name));
       const std::string at = path.empty() ? std::string(Text(it->name)) : absl::StrCat(path, ".", Text(it->name));
-      if (found == index.end()) return FieldError(at, "the table has no such column");
+      if (found == index.end()) {
+        absl::Status s = FieldError(at, "the table has no such column");
+        s.SetPayload(kUnknownColumnPayload, absl::Cord(at));
+        return s;
+      }
       values[found->second] = {&it->value, &r->value};
     }
     const pb::Descriptor* d = m->GetDescriptor();
@@ -429,9 +435,14 @@ class Converter final : public TableRecordConverter {
 
 class TableCodec final : public RecordCodec {
  public:
-  explicit TableCodec(std::unique_ptr<Converter> converter) : converter_(std::move(converter)) {}
+  TableCodec(std::unique_ptr<Converter> converter, std::function<void()> on_unknown_column)
+      : converter_(std::move(converter)), on_unknown_column_(std::move(on_unknown_column)) {}
   bool is_proto() const override { return true; }
-  absl::StatusOr<std::string> FromJson(absl::string_view json) const override { return converter_->Convert(json); }
+  absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
+    absl::StatusOr<std::string> record = converter_->Convert(json);
+    if (!record.ok() && on_unknown_column_ && record.status().GetPayload(kUnknownColumnPayload)) on_unknown_column_();
+    return record;
+  }
   absl::StatusOr<std::string> FromWire(absl::string_view bytes) const override {
     if (absl::Status s = converter_->CheckWire(bytes); !s.ok()) return s;
     return std::string(bytes);
@@ -440,6 +451,7 @@ class TableCodec final : public RecordCodec {
 
  private:
   std::unique_ptr<Converter> converter_;
+  const std::function<void()> on_unknown_column_;
 };
 
 absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, int max_json_depth) {
@@ -458,10 +470,11 @@ absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, i
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth) {
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth,
+                                                            std::function<void()> on_unknown_column) {
   absl::StatusOr<std::unique_ptr<Converter>> converter = MakeConverter(table, max_json_depth);
   if (!converter.ok()) return converter.status();
-  return std::unique_ptr<RecordCodec>(std::make_unique<TableCodec>(std::move(*converter)));
+  return std::unique_ptr<RecordCodec>(std::make_unique<TableCodec>(std::move(*converter), std::move(on_unknown_column)));
 }
 
 absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,

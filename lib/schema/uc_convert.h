@@ -19,6 +19,7 @@
 //
 // Immutable once made; Convert is thread-safe.
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -45,9 +46,17 @@ class TableRecordConverter {
 absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,
                                                                               int max_json_depth);
 
+// A refusal for a key the table has no column for carries this payload (the
+// field's path): the table may have gained the column since it was read.
+inline constexpr char kUnknownColumnPayload[] = "type.zerobusd/schema.UnknownColumn";
+
 // The codec of a route whose schema is its table (schema.from_table): JSON
 // records are converted as above; records in wire form (framed mode) must
 // parse as the table's message with every NOT NULL column set.
-absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth);
+// `on_unknown_column` (optional) is called, on the converting thread, when
+// a record is refused for a key the table has no column for; it must be
+// cheap and thread-safe.
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth,
+                                                            std::function<void()> on_unknown_column = nullptr);
 
 }  // namespace zb

@@ -6,6 +6,8 @@
 // Catalog is away at start, and a table that cannot be read keeps its route
 // refusing (retryably) until it can.
 
+#include <signal.h>
+
 #include <cstdlib>
 #include <string>
 
@@ -177,8 +179,28 @@ TEST(FromTableTest, ATableAlteredBetweenStreamsKeepsOldRecordsWithTheirMessage) 
   const std::string status = daemon->Control(R"({"cmd":"status"})");
   EXPECT_NE(status.find(R"("lane":"typed@2","route":"typed")"), std::string::npos) << status;
 
+  // ALTER TABLE ADD COLUMN while the stream stays open: the first record
+  // naming the new column is refused, and makes the daemon read the table
+  // again; it is taken once the read is in.
+  WriteFile(table_file, R"({"full_name":"main.edge.t","columns":[)"
+                        R"({"name":"id","type_text":"string","nullable":false},)"
+                        R"({"name":"site","type_text":"string","nullable":true},)"
+                        R"({"name":"ts","type_text":"timestamp","nullable":true},)"
+                        R"j({"name":"price","type_text":"decimal(10,2)","nullable":true},)j"
+                        R"({"name":"note","type_text":"string","nullable":true}]})");
+  const RunResult refused = send("e.ndjson", R"({"id":"e","note":"new"})"
+                                             "\n");
+  EXPECT_NE(refused.output.find("line 1: field note: the table has no such column"), std::string::npos)
+      << refused.output;
+  ASSERT_TRUE(WaitFor([&] { return send("e.ndjson", R"({"id":"e","note":"new"})"
+                                                    "\n").exit_code == 0; },
+                      std::chrono::seconds(30)))
+      << daemon->log();
+  ASSERT_TRUE(WaitFor([&] { return landed("e"); }, std::chrono::seconds(30))) << daemon->log();
+  EXPECT_EQ(Str(RowWithId(*server, "main.edge.t", "e"), "note"), "new");
+
   // A crash, and a start while Unity Catalog is away: the columns last read
-  // (with "site") still convert records.
+  // (with "site" and "note") still convert records.
   daemon->Kill();
   server->Kill();
   daemon = std::make_unique<Daemon>(
@@ -186,7 +208,7 @@ TEST(FromTableTest, ATableAlteredBetweenStreamsKeepsOldRecordsWithTheirMessage) 
   ASSERT_TRUE(daemon->Start()) << daemon->log();
   EXPECT_NE(daemon->log().find("table main.edge.t: cannot read its columns from Unity Catalog"), std::string::npos)
       << daemon->log();
-  const RunResult d = send("d.ndjson", R"({"id":"d","site":"south","ts":0})"
+  const RunResult d = send("d.ndjson", R"({"id":"d","site":"south","note":"n","ts":0})"
                                        "\n");
   ASSERT_EQ(d.exit_code, 0) << d.output;
   server = std::make_unique<DevServer>(dir.path(), grpc_port, http_port,
@@ -231,6 +253,34 @@ TEST(FromTableTest, ARouteWhoseTableCannotBeReadRefusesUntilItCan) {
   ASSERT_TRUE(WaitFor([&] { return RowWithId(server, "main.edge.later", "r-0").IsObject(); },
                       std::chrono::seconds(30)))
       << daemon.log();
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
+}
+
+// A from_table route added by SIGHUP reads its table off the loop and takes
+// records once it has; the routes already running never stop.
+TEST(FromTableTest, ARouteAddedBySighupReadsItsTable) {
+  TempDir dir;
+  ASSERT_EQ(std::system(("mkdir -p " + dir.Sub("tables")).c_str()), 0);
+  WriteFile(dir.Sub("tables/main.edge.added.json"),
+            R"({"full_name":"main.edge.added","columns":[{"name":"id","type_text":"string","nullable":false},)"
+            R"({"name":"day","type_text":"date","nullable":true}]})");
+  DevServer server(dir.path(), 0, 0, {"--tables", dir.Sub("tables")});
+  ASSERT_TRUE(server.Start()) << server.log();
+  const std::string readings = "routes:\n  - name: readings\n    table: main.edge.readings\n";
+  Daemon daemon(dir.path(), {.grpc_port = server.grpc_port(), .http_port = server.http_port(), .routes_yaml = readings});
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  daemon.SetRoutes(FromTableRoute("main.edge.added") + "  - name: readings\n    table: main.edge.readings\n");
+  daemon.process()->Signal(SIGHUP);
+  WriteFile(dir.Sub("r.ndjson"), R"({"id":"r-0","day":"2000-02-29"})"
+                                 "\n");
+  ASSERT_TRUE(WaitFor([&] { return SendFile(daemon.socket(), "typed", dir.Sub("r.ndjson")).exit_code == 0; },
+                      std::chrono::seconds(30)))
+      << daemon.log();
+  ASSERT_TRUE(WaitFor([&] { return RowWithId(server, "main.edge.added", "r-0").IsObject(); },
+                      std::chrono::seconds(30)))
+      << daemon.log();
+  EXPECT_EQ(RowWithId(server, "main.edge.added", "r-0")["day"].GetInt(), 11016) << "2000-02-29";
+  EXPECT_EQ(SendFile(daemon.socket(), "readings", dir.Sub("r.ndjson")).exit_code, 0);
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
 }
 
