@@ -19,6 +19,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -83,7 +84,8 @@ absl::StatusOr<Codecs> MakeCodecs(const DaemonConfig& config, const KnownTables&
       codecs[r.name] = MakeJsonCodec(static_cast<int>(config.intake.max_json_depth));
       continue;
     }
-    auto codec = MakeProtoCodec(r.proto_file, r.message, static_cast<int>(config.intake.max_json_depth));
+    auto codec =
+        MakeProtoCodec(r.proto_file, r.message, static_cast<int>(config.intake.max_json_depth), r.column_types);
     if (!codec.ok()) {
       problems.push_back(absl::StrCat("routes[", i, "].schema: ", codec.status().message()));
       continue;
@@ -227,14 +229,20 @@ class Daemon {
     // perhaps ALTER TABLE added it, so the table is read again (at most
     // every 10 s, whatever producers send), without waiting for a stream
     // open. Called where records are converted; the read starts on the loop.
-    auto next_allowed_ms = std::make_shared<std::atomic<int64_t>>(0);
+    struct NextAllowed {
+      std::mutex mu;
+      std::map<std::string, std::chrono::steady_clock::time_point> by_table;  // guarded by mu
+    };
+    auto next_allowed = std::make_shared<NextAllowed>();
     std::weak_ptr<asio::io_context> weak_loop = loop_ptr_;
-    unknown_column_hook_ = [weak_loop, next_allowed_ms, this](const std::string& table) {
-      const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 std::chrono::steady_clock::now().time_since_epoch())
-                                 .count();
-      int64_t next = next_allowed_ms->load();
-      if (now_ms < next || !next_allowed_ms->compare_exchange_strong(next, now_ms + 10'000)) return;
+    unknown_column_hook_ = [weak_loop, next_allowed, this](const std::string& table) {
+      const auto now = std::chrono::steady_clock::now();
+      {
+        std::lock_guard<std::mutex> lock(next_allowed->mu);
+        auto& next = next_allowed->by_table[table];
+        if (now < next) return;
+        next = now + std::chrono::seconds(10);
+      }
       if (auto loop = weak_loop.lock()) {
         asio::post(*loop, [this, table] {
           if (stopping_ || FirstRouteOf(table) == nullptr) return;
@@ -247,6 +255,11 @@ class Daemon {
         [uc](const std::string& table) { return FetchUcTableJson(uc, table); },
         static_cast<int>(config_.intake.max_json_depth), unknown_column_hook_);
     ReadTablesAtStart();
+    loop_.poll();  // a signal that came during the reads
+    if (stopping_) {
+      spdlog::info("stop requested during start-up: exiting before serving; the spool is intact");
+      return absl::OkStatus();
+    }
     ZB_ASSIGN_OR_RETURN(codecs_, MakeCodecs(config_, known_tables_));
     UpdateTableRouteCodecs();
     for (const auto& r : config_.routes) metrics_->DeclareRoute(r.name);
@@ -514,7 +527,7 @@ class Daemon {
     for (auto& [table, result] : table_reader_->ReadNow(tables)) {
       table_reads_[table].finished = std::chrono::steady_clock::now();
       if (result.ok()) {
-        known_tables_[table] = KnownTable{*result, NowUs()};
+        known_tables_[table] = KnownTable{*result, NextReadStamp()};
         spdlog::info("table {}: {} columns read from Unity Catalog", table, (*result)->table.columns.size());
         continue;
       }
@@ -533,11 +546,24 @@ class Daemon {
     }
   }
 
+  // When a table was read, for ordering readings across restarts: the
+  // wall clock, but always after every reading the spool recorded, so a
+  // clock that went back cannot make an older reading look newer.
+  int64_t NextReadStamp() {
+    if (last_read_stamp_ == 0) {
+      for (const auto& [lane, bytes] : spool_->LaneDestinations()) {
+        if (auto d = Destination::Decode(bytes)) last_read_stamp_ = std::max(last_read_stamp_, d->uc_table_read_unix_us);
+      }
+    }
+    last_read_stamp_ = std::max(NowUs(), last_read_stamp_ + 1);
+    return last_read_stamp_;
+  }
+
   // The table as most recently read, among the lanes the spool recorded.
   std::optional<KnownTable> StoredTable(const std::string& table) {
     std::optional<Destination> newest;
-    for (const std::string& lane : spool_->Lanes()) {
-      std::optional<Destination> d = Destination::Decode(spool_->LaneDestination(lane));
+    for (const auto& [lane, bytes] : spool_->LaneDestinations()) {
+      std::optional<Destination> d = Destination::Decode(bytes);
       if (!d || d->table != table || d->uc_table_json.empty()) continue;
       if (!newest || d->uc_table_read_unix_us > newest->uc_table_read_unix_us) newest = std::move(d);
     }
@@ -625,12 +651,16 @@ class Daemon {
     if (!result.ok()) {
       const bool new_reason = result.status() != read.last_error;
       read.last_error = result.status();
+      const RouteConfig* r = FirstRouteOf(table);
       if (known != known_tables_.end()) {
         if (new_reason) {
           spdlog::warn("table {}: cannot read its columns from Unity Catalog ({}); records are still converted by "
-                       "its columns as read before",
+                       "its columns as read before, and the table is read again until a read succeeds",
                        table, result.status().ToString());
         }
+        // Unity Catalog and Zerobus are apart: a stream may have opened
+        // while Unity Catalog was away, and no open may come for long.
+        if (r != nullptr) RetryTableLater(table, r->drain);
         return;
       }
       if (new_reason) {
@@ -640,7 +670,6 @@ class Daemon {
       }
       UpdateTableRouteCodecs();
       intake_->SetRoutes(IntakeRoutes(config_));
-      const RouteConfig* r = FirstRouteOf(table);
       if (r != nullptr) RetryTableLater(table, r->drain);
       return;
     }
@@ -649,7 +678,7 @@ class Daemon {
     if (read.retry) read.retry->cancel();
     if (known != known_tables_.end() && SameColumns(known->second.schema->table, (*result)->table)) return;
     const bool first = known == known_tables_.end();
-    known_tables_[table] = KnownTable{*result, NowUs()};
+    known_tables_[table] = KnownTable{*result, NextReadStamp()};
     ApplyTable(table, first);
   }
 
@@ -660,7 +689,7 @@ class Daemon {
     return nullptr;
   }
 
-  // While a table was never read: tries again after the route's drain
+  // While reading a table fails: tries again after the route's drain
   // backoff.
   void RetryTableLater(const std::string& table, const DrainConfig& drain) {
     ZB_CHECK_ON_LOOP(loop_);
@@ -674,7 +703,7 @@ class Daemon {
     if (!read.retry) read.retry = std::make_unique<asio::steady_timer>(loop_);
     read.retry->expires_after(read.backoff->Next());
     read.retry->async_wait([this, table](const boost::system::error_code& ec) {
-      if (!ec && !stopping_ && known_tables_.count(table) == 0) ReadTable(table);
+      if (!ec && !stopping_ && !table_reads_[table].last_error.ok()) ReadTable(table);
     });
   }
 
@@ -1167,6 +1196,7 @@ class Daemon {
   UnknownColumnHook unknown_column_hook_;
   std::unique_ptr<TableSchemaReader> table_reader_;
   KnownTables known_tables_;
+  int64_t last_read_stamp_ = 0;  // NextReadStamp's last
   std::map<std::string, TableRead> table_reads_;  // by table
   std::map<std::string, std::unique_ptr<IngestStreamFactory>> factories_;
   std::map<std::string, std::shared_ptr<DrainLane>> lanes_;

@@ -1088,12 +1088,12 @@ class Loader {
   // Either a .proto file and its message, or `from_table: true`: the
   // table's columns read from Unity Catalog at run time.
   void LoadSchema(const YAML::Node& node, const std::string& path, RouteConfig* route) {
-    StrictMap map(node, path, {"proto_file", "message", "from_table"}, problems_);
+    StrictMap map(node, path, {"proto_file", "message", "from_table", "column_types"}, problems_);
     if (!map.valid()) return;
     if (const YAML::Node* n = map.Find("from_table")) {
       if (auto v = ReadBool(*n, map.Path("from_table"), problems_)) route->schema_from_table = *v;
       if (route->schema_from_table) {
-        for (const char* key : {"proto_file", "message"}) {
+        for (const char* key : {"proto_file", "message", "column_types"}) {
           if (const YAML::Node* other = map.Find(key)) {
             problems_.Add(*other, map.Path(key),
                           "not allowed with from_table: true (the table's columns are the schema)");
@@ -1123,6 +1123,25 @@ class Loader {
       }
     } else {
       problems_.Add(node, map.Path("message"), required);
+    }
+    if (const YAML::Node* n = map.Find("column_types")) LoadColumnTypes(*n, map.Path("column_types"), route);
+  }
+
+  // field: type text. The types themselves are checked against the message
+  // when the route's codec is made (zerobusd --check does that too).
+  void LoadColumnTypes(const YAML::Node& node, const std::string& path, RouteConfig* route) {
+    if (!node.IsMap()) {
+      problems_.Add(node, path, "must be a mapping of field name to Unity Catalog type, e.g. {ts: timestamp}");
+      return;
+    }
+    for (const auto& entry : node) {
+      const std::string key = entry.first.IsScalar() ? entry.first.Scalar() : "";
+      const std::string at = absl::StrCat(path, ".", key);
+      if (key.empty()) {
+        problems_.Add(entry.first, path, "keys must be field names");
+        continue;
+      }
+      if (auto v = ReadNonEmptyString(entry.second, at, problems_)) route->column_types.emplace_back(key, *v);
     }
   }
 

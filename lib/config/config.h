@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -122,6 +123,9 @@ struct RouteConfig {
   // Proto routes: the table's columns, read from Unity Catalog at start and
   // at every stream open, are the schema (no proto_file or message).
   bool schema_from_table = false;
+  // Proto routes with a proto_file: fields whose JSON values are converted
+  // by a Unity Catalog column type, as written (field name, type text).
+  std::vector<std::pair<std::string, std::string>> column_types;
   std::vector<uint32_t> allow_uids;  // empty and allow_gids empty: everyone who can open the socket
   std::vector<uint32_t> allow_gids;
   DrainConfig drain;

@@ -16,6 +16,7 @@
 #include "rapidjson/memorystream.h"
 #include "rapidjson/reader.h"
 #include "schema/descriptor_names.h"
+#include "schema/uc_convert.h"
 #include "simdjson.h"
 
 namespace zb {
@@ -107,6 +108,13 @@ class ProtoCodec final : public RecordCodec {
   absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
     // Bounds the depth before protobuf's (recursive) JSON parser sees it.
     if (auto s = ValidateJsonObject(json, max_json_depth_); !s.ok()) return s;
+    std::string rewritten;
+    if (column_types_ != nullptr) {
+      absl::StatusOr<std::string> r = column_types_->Rewrite(json);
+      if (!r.ok()) return r.status();
+      rewritten = std::move(*r);
+      json = rewritten;
+    }
     std::unique_ptr<google::protobuf::Message> msg(prototype_->New());
     google::protobuf::util::JsonParseOptions options;
     options.ignore_unknown_fields = false;
@@ -136,8 +144,11 @@ class ProtoCodec final : public RecordCodec {
 
   const std::string& descriptor_proto() const override { return descriptor_proto_; }
 
+  void set_column_types(std::unique_ptr<ColumnTypeRewriter> rewriter) { column_types_ = std::move(rewriter); }
+
  private:
   const int max_json_depth_;
+  std::unique_ptr<ColumnTypeRewriter> column_types_;  // null: no schema.column_types
   std::unique_ptr<google::protobuf::compiler::DiskSourceTree> tree_;
   std::unique_ptr<CollectingErrors> errors_;
   std::unique_ptr<google::protobuf::compiler::Importer> importer_;
@@ -248,8 +259,9 @@ absl::Status ValidateJsonObject(absl::string_view json, int max_depth) {
 
 std::unique_ptr<RecordCodec> MakeJsonCodec(int max_json_depth) { return std::make_unique<JsonCodec>(max_json_depth); }
 
-absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& proto_file,
-                                                            const std::string& message, int max_json_depth) {
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(
+    const std::string& proto_file, const std::string& message, int max_json_depth,
+    const std::vector<std::pair<std::string, std::string>>& column_types) {
   namespace fs = std::filesystem;
   const fs::path path(proto_file);
   auto tree = std::make_unique<google::protobuf::compiler::DiskSourceTree>();
@@ -275,8 +287,17 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& p
   d->CopyTo(&dp);
   StripPackage(&dp, file->package());
   std::string serialized = dp.SerializeAsString();
-  return std::unique_ptr<RecordCodec>(
-      new ProtoCodec(std::move(tree), std::move(errors), std::move(importer), d, std::move(serialized), max_json_depth));
+  std::unique_ptr<ColumnTypeRewriter> rewriter;
+  if (!column_types.empty()) {
+    absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> made =
+        MakeColumnTypeRewriter(serialized, column_types, max_json_depth);
+    if (!made.ok()) return absl::InvalidArgumentError(absl::StrCat("column_types: ", made.status().message()));
+    rewriter = std::move(*made);
+  }
+  auto codec = std::make_unique<ProtoCodec>(std::move(tree), std::move(errors), std::move(importer), d,
+                                            std::move(serialized), max_json_depth);
+  codec->set_column_types(std::move(rewriter));
+  return std::unique_ptr<RecordCodec>(std::move(codec));
 }
 
 std::unique_ptr<RecordCodec> MakeRefusingCodec(absl::Status why) {

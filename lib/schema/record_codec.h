@@ -7,6 +7,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -46,9 +48,15 @@ std::unique_ptr<RecordCodec> MakeJsonCodec(int max_json_depth = kDefaultMaxJsonD
 // relative to the file's folder) and uses `message` (a simple or
 // package-qualified name). The message must be self-contained: it may use
 // scalars, enums and messages nested inside it, but no other top-level types.
-absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(const std::string& proto_file,
-                                                            const std::string& message,
-                                                            int max_json_depth = kDefaultMaxJsonDepth);
+//
+// `column_types` (schema.column_types): fields whose JSON values are
+// converted by a Unity Catalog column type (uc_convert.h: TIMESTAMP from
+// RFC 3339, DECIMAL as exact text, ...), e.g. {"ts", "timestamp"}; each
+// must name a top-level field of the type gen-proto makes of it. Other
+// fields take protobuf's JSON mapping.
+absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(
+    const std::string& proto_file, const std::string& message, int max_json_depth = kDefaultMaxJsonDepth,
+    const std::vector<std::pair<std::string, std::string>>& column_types = {});
 
 // Refuses every record with `why` (an UnavailableError): a route that
 // cannot judge records yet, such as one whose table was never read.

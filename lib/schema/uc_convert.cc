@@ -5,6 +5,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <set>
 #include <variant>
 
 #include "absl/strings/ascii.h"
@@ -12,12 +13,15 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "google/protobuf/dynamic_message.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/unknown_field_set.h"
+#include "google/protobuf/util/json_util.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -180,7 +184,36 @@ class Converter final : public TableRecordConverter {
       return absl::InvalidArgumentError(absl::StrCat("NOT NULL column(s) of ", table_.full_name,
                                                      " missing: ", msg->InitializationErrorString()));
     }
+    // Fields the table's message does not have: the producer encoded for
+    // another version of the table (its numbers may mean other columns
+    // here), so the record is refused rather than sent half-read.
+    if (const std::string unknown = UnknownFieldPath(*msg, ""); !unknown.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("field number ", unknown, " is not a column of ",
+                                                     table_.full_name, " as last read (encoded for another "
+                                                     "version of the table?)"));
+    }
     return absl::OkStatus();
+  }
+
+  // Where `m` (or a message inside it) carries a field its type does not
+  // declare: "7" or "device_info.4"; "" when nowhere. Recursion is bounded
+  // by the table's nesting, not by the input.
+  static std::string UnknownFieldPath(const pb::Message& m, const std::string& path) {
+    const pb::Reflection* r = m.GetReflection();
+    const pb::UnknownFieldSet& unknown = r->GetUnknownFields(m);
+    if (!unknown.empty()) return absl::StrCat(path, path.empty() ? "" : ".", unknown.field(0).number());
+    std::vector<const pb::FieldDescriptor*> fields;
+    r->ListFields(m, &fields);
+    for (const pb::FieldDescriptor* f : fields) {
+      if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+      const std::string at = absl::StrCat(path, path.empty() ? "" : ".", f->name());
+      const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+      for (int i = 0; i < n; ++i) {
+        const pb::Message& sub = f->is_repeated() ? r->GetRepeatedMessage(m, f, i) : r->GetMessage(m, f);
+        if (std::string found = UnknownFieldPath(sub, at); !found.empty()) return found;
+      }
+    }
+    return "";
   }
 
  private:
@@ -468,7 +501,121 @@ absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, i
   return converter;
 }
 
+class Rewriter final : public ColumnTypeRewriter {
+ public:
+  Rewriter(std::unique_ptr<Converter> converter, std::set<std::string> names)
+      : converter_(std::move(converter)), names_(std::move(names)) {
+    pb::FileDescriptorProto file;
+    file.set_name("typed.proto");
+    file.add_message_type()->ParseFromString(converter_->descriptor_proto());
+    root_ = pool_.BuildFile(file)->message_type(0);
+    factory_.GetPrototype(root_);
+  }
+
+  absl::StatusOr<std::string> Rewrite(absl::string_view json) const override {
+    rapidjson::Document doc, raw;
+    doc.Parse(json.data(), json.size());
+    raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
+    if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
+      return absl::InvalidArgumentError("not a JSON object");
+    }
+    // The named fields, as written, through the table converter...
+    rapidjson::StringBuffer typed_json;
+    {
+      rapidjson::Writer<rapidjson::StringBuffer> w(typed_json);
+      w.StartObject();
+      for (auto it = doc.MemberBegin(), r = raw.MemberBegin(); it != doc.MemberEnd(); ++it, ++r) {
+        if (names_.count(std::string(Text(it->name))) == 0) continue;
+        w.Key(it->name.GetString(), it->name.GetStringLength());
+        VariantText(it->value, r->value, &w);
+      }
+      w.EndObject();
+    }
+    absl::StatusOr<std::string> bytes = converter_->Convert(absl::string_view(typed_json.GetString(), typed_json.GetSize()));
+    if (!bytes.ok()) return bytes.status();
+    // ... and back as protobuf's JSON of the same fields (64-bit integers
+    // as strings, bytes as base64), which the route's message parses.
+    std::unique_ptr<pb::Message> typed(factory_.GetPrototype(root_)->New());
+    if (!typed->ParseFromString(*bytes)) return absl::InternalError("the converted fields do not parse");
+    std::string typed_out;
+    pb::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    if (!pb::util::MessageToJsonString(*typed, &typed_out, options).ok()) {
+      return absl::InternalError("the converted fields do not print as JSON");
+    }
+    rapidjson::Document converted;
+    converted.Parse(typed_out.data(), typed_out.size());
+    if (converted.HasParseError() || !converted.IsObject()) return absl::InternalError("bad converted JSON");
+    rapidjson::StringBuffer out;
+    rapidjson::Writer<rapidjson::StringBuffer> w(out);
+    w.StartObject();
+    for (auto it = doc.MemberBegin(), r = raw.MemberBegin(); it != doc.MemberEnd(); ++it, ++r) {
+      if (names_.count(std::string(Text(it->name))) == 0) {
+        w.Key(it->name.GetString(), it->name.GetStringLength());
+        VariantText(it->value, r->value, &w);
+        continue;
+      }
+      auto c = converted.FindMember(it->name);
+      if (c == converted.MemberEnd()) continue;  // null: the field stays unset
+      w.Key(it->name.GetString(), it->name.GetStringLength());
+      c->value.Accept(w);
+    }
+    w.EndObject();
+    return std::string(out.GetString(), out.GetSize());
+  }
+
+ private:
+  std::unique_ptr<Converter> converter_;
+  const std::set<std::string> names_;
+  pb::DescriptorPool pool_;
+  const pb::Descriptor* root_ = nullptr;
+  mutable pb::DynamicMessageFactory factory_{&pool_};
+};
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
+    const std::string& descriptor_proto, const std::vector<std::pair<std::string, std::string>>& column_types,
+    int max_json_depth) {
+  pb::DescriptorProto message;
+  if (!message.ParseFromString(descriptor_proto)) return absl::InvalidArgumentError("not a DescriptorProto");
+  std::map<std::string, std::string> wanted;
+  std::vector<std::string> problems;
+  for (const auto& [name, type_text] : column_types) {
+    if (!wanted.emplace(name, type_text).second) problems.push_back(absl::StrCat(name, ": named twice"));
+  }
+  // The named fields, in the message's order, as columns of a table...
+  UcTable table;
+  table.full_name = message.name();
+  pb::DescriptorProto named = message;
+  named.clear_field();
+  for (const pb::FieldDescriptorProto& f : message.field()) {
+    auto it = wanted.find(f.name());
+    if (it == wanted.end()) continue;
+    absl::StatusOr<UcType> type = ParseUcType(it->second);
+    if (!type.ok()) {
+      problems.push_back(absl::StrCat(f.name(), ": ", type.status().message()));
+    } else if (type->kind == UcType::Kind::kUnsupported) {
+      problems.push_back(absl::StrCat(f.name(), ": ", it->second, " is not a type Zerobus takes"));
+    }
+    table.columns.push_back(UcColumn{f.name(), it->second, f.label() != pb::FieldDescriptorProto::LABEL_REQUIRED});
+    *named.add_field() = f;
+    wanted.erase(it);
+  }
+  for (const auto& [name, type_text] : wanted) {
+    problems.push_back(absl::StrCat(name, ": message ", message.name(), " has no field of that name"));
+  }
+  if (!problems.empty()) return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
+  // ... whose fields must be what gen-proto makes of those columns.
+  if (std::optional<SchemaMismatch> mismatch = CheckMessageAgainstTable(table, named.SerializeAsString())) {
+    return absl::InvalidArgumentError(absl::StrCat(mismatch->message, " (", mismatch->cause, ")"));
+  }
+  absl::StatusOr<std::unique_ptr<Converter>> converter = MakeConverter(table, max_json_depth);
+  if (!converter.ok()) return converter.status();
+  std::set<std::string> names;
+  for (const UcColumn& c : table.columns) names.insert(c.name);
+  return std::unique_ptr<ColumnTypeRewriter>(std::make_unique<Rewriter>(std::move(*converter), std::move(names)));
+}
 
 absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth,
                                                             std::function<void()> on_unknown_column) {

@@ -22,6 +22,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -58,5 +60,26 @@ inline constexpr char kUnknownColumnPayload[] = "type.zerobusd/schema.UnknownCol
 // cheap and thread-safe.
 absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth,
                                                             std::function<void()> on_unknown_column = nullptr);
+
+// A .proto route whose config names some fields' column types
+// (schema.column_types): a JSON record's named fields are converted as
+// above, into protobuf's JSON form of the route's message; the rest is left
+// as written, for protobuf's JSON mapping. Immutable; thread-safe.
+class ColumnTypeRewriter {
+ public:
+  virtual ~ColumnTypeRewriter() = default;
+  // The record with its named fields rewritten, or the refusal naming the
+  // field. `json` must have passed ValidateJsonObject.
+  virtual absl::StatusOr<std::string> Rewrite(absl::string_view json) const = 0;
+};
+
+// `descriptor_proto`: the route's message, self-contained (what its codec
+// sends). `column_types`: field name and Unity Catalog type text, e.g.
+// {"ts", "timestamp"}. Each must name a top-level field whose type is what
+// gen-proto makes of that column type (TIMESTAMP: int64, DATE: int32,
+// DECIMAL and VARIANT: string, ...); every mismatch is an error naming it.
+absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
+    const std::string& descriptor_proto, const std::vector<std::pair<std::string, std::string>>& column_types,
+    int max_json_depth);
 
 }  // namespace zb

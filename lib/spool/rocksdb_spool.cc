@@ -172,6 +172,11 @@ class RocksDbSpool final : public Spool {
     return it == destinations_.end() ? "" : it->second;
   }
 
+  std::map<std::string, std::string> LaneDestinations() override {
+    absl::MutexLock lock(&stats_mu_);
+    return destinations_;
+  }
+
   DeadLetters& dead_letters() override { return dead_letters_; }
 
   using Spool::ReadFrom;

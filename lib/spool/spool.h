@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -149,6 +150,8 @@ class Spool {
   virtual void SetLaneDestinationAsync(const std::string& lane, std::string destination, DeleteCallback done) = 0;
   // "" when never set.
   virtual std::string LaneDestination(const std::string& lane) = 0;
+  // Every destination set, by lane (also of lanes that never held a record).
+  virtual std::map<std::string, std::string> LaneDestinations() = 0;
 
   // Queues removal of the records of `lane` with first <= seq <= last, in
   // any order relative to other deletes: ranges may arrive out of order

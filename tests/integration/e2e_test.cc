@@ -108,15 +108,23 @@ TEST(EndToEndTest, ProtoRouteConvertsJsonAndTheServerDecodesRows) {
   DaemonOptions options{server.grpc_port(), server.http_port()};
   options.routes_yaml = absl::StrCat("routes:\n  - name: protos\n    table: main.edge.protos\n    format: proto\n",
                                      "    schema:\n      proto_file: ", dir.Sub("reading.proto"),
-                                     "\n      message: Reading\n");
+                                     "\n      message: Reading\n      column_types: {ts: timestamp}\n");
   Daemon daemon(dir.path(), options);
   ASSERT_TRUE(daemon.Start()) << daemon.log();
-  WriteFile(dir.Sub("p.ndjson"), "{\"id\":\"p-0\",\"value\":1.5,\"ts\":17}\n{\"id\":\"p-1\"}\n{\"value\":3}\n");
+  WriteFile(dir.Sub("p.ndjson"), "{\"id\":\"p-0\",\"value\":1.5,\"ts\":17}\n{\"id\":\"p-1\"}\n{\"value\":3}\n"
+                                 "{\"id\":\"p-2\",\"ts\":\"2026-12-01T10:00:00Z\"}\n{\"id\":\"p-3\",\"ts\":\"noon\"}\n");
   RunResult sent = SendFile(daemon.socket(), "protos", dir.Sub("p.ndjson"));
-  EXPECT_NE(sent.output.find("accepted 2 rejected 1"), std::string::npos) << sent.output;
+  EXPECT_NE(sent.output.find("accepted 3 rejected 2"), std::string::npos) << sent.output;
   EXPECT_NE(sent.output.find("line 3: does not match edge.Reading"), std::string::npos) << sent.output;
-  ASSERT_TRUE(WaitFor([&] { return AllIdsArrived(server, "main.edge.protos", "p", 2); }, std::chrono::seconds(30)))
+  EXPECT_NE(sent.output.find("line 5: field ts: "), std::string::npos) << "column_types: ts is a TIMESTAMP\n"
+                                                                       << sent.output;
+  ASSERT_TRUE(WaitFor([&] { return AllIdsArrived(server, "main.edge.protos", "p", 3); }, std::chrono::seconds(30)))
       << server.log();
+  bool converted = false;
+  for (const std::string& row : server.Rows("main.edge.protos")) {
+    if (row.find("\"p-2\"") != std::string::npos) converted = row.find("\"ts\":\"1796119200000000\"") != std::string::npos;
+  }
+  EXPECT_TRUE(converted) << "RFC 3339 converted to microseconds by column_types";
   auto stats = server.Stats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(StatsField(*stats, "violations"), 0) << *stats;

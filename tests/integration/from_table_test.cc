@@ -256,6 +256,38 @@ TEST(FromTableTest, ARouteWhoseTableCannotBeReadRefusesUntilItCan) {
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
 }
 
+// The spool keeps each reading of a table, also of a lane that never held a
+// record: a start while Unity Catalog is away takes it up.
+TEST(FromTableTest, AStartWithoutUnityCatalogTakesUpTheColumnsReadBeforeWithNothingSpooled) {
+  TempDir dir;
+  ASSERT_EQ(std::system(("mkdir -p " + dir.Sub("tables")).c_str()), 0);
+  WriteFile(dir.Sub("tables/main.edge.t.json"),
+            R"({"full_name":"main.edge.t","columns":[{"name":"id","type_text":"string","nullable":false},)"
+            R"({"name":"day","type_text":"date","nullable":true}]})");
+  auto server = std::make_unique<DevServer>(dir.path(), 0, 0, std::vector<std::string>{"--tables", dir.Sub("tables")});
+  ASSERT_TRUE(server->Start()) << server->log();
+  const int grpc_port = server->grpc_port(), http_port = server->http_port();
+  const DaemonOptions options{.grpc_port = grpc_port, .http_port = http_port, .routes_yaml = FromTableRoute("main.edge.t")};
+  auto daemon = std::make_unique<Daemon>(dir.path(), options);
+  ASSERT_TRUE(daemon->Start()) << daemon->log();
+  daemon->Kill();
+  server->Kill();
+  daemon = std::make_unique<Daemon>(dir.path(), options);
+  ASSERT_TRUE(daemon->Start()) << daemon->log();
+  EXPECT_NE(daemon->log().find("converting records by its 2 columns as read at"), std::string::npos) << daemon->log();
+  WriteFile(dir.Sub("r.ndjson"), R"({"id":"r-0","day":"1970-01-02"})"
+                                 "\n");
+  const RunResult sent = SendFile(daemon->socket(), "typed", dir.Sub("r.ndjson"));
+  ASSERT_EQ(sent.exit_code, 0) << sent.output;
+  server = std::make_unique<DevServer>(dir.path(), grpc_port, http_port,
+                                       std::vector<std::string>{"--tables", dir.Sub("tables")});
+  ASSERT_TRUE(server->Start()) << server->log();
+  ASSERT_TRUE(WaitFor([&] { return RowWithId(*server, "main.edge.t", "r-0").IsObject(); }, std::chrono::seconds(30)))
+      << daemon->log();
+  EXPECT_EQ(RowWithId(*server, "main.edge.t", "r-0")["day"].GetInt(), 1);
+  EXPECT_EQ(daemon->Terminate(std::chrono::seconds(15)), 0);
+}
+
 // A from_table route added by SIGHUP reads its table off the loop and takes
 // records once it has; the routes already running never stop.
 TEST(FromTableTest, ARouteAddedBySighupReadsItsTable) {

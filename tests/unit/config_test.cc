@@ -812,6 +812,24 @@ TEST_F(ConfigTest, SchemaFromTableTakesTheTablesColumnsInsteadOfAProtoFile) {
   y.routes = "routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema: {from_table: yes please}\n";
   EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema.from_table: must be true or false"));
 
+  // column_types: with a .proto only, field: type text, kept in order.
+  y.routes = absl::StrCat("routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema:\n",
+                          "      proto_file: ", dir.Sub("r.proto"), "\n      message: M\n",
+                          "      column_types: {ts: timestamp, price: \"decimal(10,2)\"}\n");
+  loaded = Load(y);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->routes[0].column_types,
+            (std::vector<std::pair<std::string, std::string>>{{"ts", "timestamp"}, {"price", "decimal(10,2)"}}));
+  y.routes = "routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema:\n"
+             "      from_table: true\n      column_types: {ts: timestamp}\n";
+  EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema.column_types: not allowed with from_table: true"));
+  y.routes = absl::StrCat("routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema:\n",
+                          "      proto_file: ", dir.Sub("r.proto"), "\n      message: M\n      column_types: [ts]\n");
+  EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema.column_types: must be a mapping of field name"));
+  y.routes = absl::StrCat("routes:\n  - name: p\n    table: a.b.c\n    format: proto\n    schema:\n",
+                          "      proto_file: ", dir.Sub("r.proto"), "\n      message: M\n      column_types: {ts: \"\"}\n");
+  EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema.column_types.ts: "));
+
   // A JSON route spools JSON: no schema, from the table or otherwise.
   y.routes = "routes:\n  - name: j\n    table: a.b.c\n    schema: {from_table: true}\n";
   EXPECT_THAT(Error(Load(y)), HasSubstr("routes[0].schema: only allowed with format: proto"));

@@ -372,6 +372,28 @@ TEST_F(IntakeServerTest, ABlockedFramedProducerThatSaidNoWaitGetsBusy) {
   EXPECT_NE(frames[0].nack().message().find("spool full"), std::string::npos) << frames[0].nack().message();
 }
 
+// A route that cannot judge records yet (its table's columns were never
+// read): framed batches get BUSY with a retry time, lines the reason, and
+// nothing is spooled; counted as schema_unknown, not as invalid.
+TEST_F(IntakeServerTest, ARouteThatCannotJudgeRecordsYetAnswersBusy) {
+  IntakeRoute r = Route("t");
+  r.codec = MakeRefusingCodec(absl::UnavailableError("route t takes no records yet: the columns of a.b.c"));
+  Start({r});
+  intake::ClientFrame batch;
+  batch.mutable_batch()->set_seq(3);
+  batch.mutable_batch()->set_route("t");
+  batch.mutable_batch()->add_records("{}");
+  const auto frames = ParseFrames(Exchange(Frame(batch)));
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(frames[0].nack().seq(), 3u);
+  EXPECT_EQ(frames[0].nack().reason(), intake::BUSY);
+  EXPECT_GT(frames[0].nack().retry_after_ms(), 0u);
+  EXPECT_NE(frames[0].nack().message().find("takes no records yet"), std::string::npos) << frames[0].nack().message();
+  const std::string reply = Exchange("@route t\n{\"id\":1}\n");
+  EXPECT_NE(reply.find("route t takes no records yet"), std::string::npos) << reply;
+  EXPECT_TRUE(Spooled("t").empty());
+}
+
 TEST_F(IntakeServerTest, OversizeFrameIsRefusedAndTheConnectionClosed) {
   Start({Route("a")});
   intake::ClientFrame hello;

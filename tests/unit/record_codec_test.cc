@@ -5,6 +5,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/dynamic_message.h"
 #include "gtest/gtest.h"
 #include "testutil.h"
 
@@ -220,6 +223,92 @@ TEST_F(ProtoCodecTest, ExplainsLoadErrors) {
   auto broken = MakeProtoCodec(dir_.Sub("broken.proto"), "X");
   ASSERT_FALSE(broken.ok());
   EXPECT_NE(broken.status().message().find("broken.proto:2"), std::string::npos) << broken.status();
+}
+
+// schema.column_types: a .proto route's named fields are converted by their
+// Unity Catalog column types (times, days, exact decimals, JSON text), the
+// rest by protobuf's JSON mapping, as written.
+class ColumnTypesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    zb::testing::WriteFile(dir_.Sub("typed.proto"), R"(
+syntax = "proto2";
+package edge;
+message Typed {
+  required string id = 1;
+  optional int64 ts = 2;
+  optional int32 day = 3;
+  optional string price = 4;
+  optional string extra = 5;
+  optional int64 big = 6;
+  optional double ratio = 7;
+  repeated int64 seen = 8;
+  optional bytes blob = 9;
+}
+)");
+  }
+  absl::StatusOr<std::unique_ptr<RecordCodec>> Make(std::vector<std::pair<std::string, std::string>> types) {
+    return MakeProtoCodec(dir_.Sub("typed.proto"), "edge.Typed", 64, types);
+  }
+  // The record decoded as protobuf's text format ("" when refused).
+  std::string Decoded(const RecordCodec& codec, const std::string& json, std::string* refusal = nullptr) {
+    auto bytes = codec.FromJson(json);
+    if (!bytes.ok()) {
+      if (refusal) *refusal = std::string(bytes.status().message());
+      return "";
+    }
+    google::protobuf::DescriptorPool pool;
+    google::protobuf::FileDescriptorProto file;
+    file.set_name("t.proto");
+    file.add_message_type()->ParseFromString(codec.descriptor_proto());
+    const google::protobuf::Descriptor* d = pool.BuildFile(file)->message_type(0);
+    google::protobuf::DynamicMessageFactory factory(&pool);
+    std::unique_ptr<google::protobuf::Message> m(factory.GetPrototype(d)->New());
+    EXPECT_TRUE(m->ParseFromString(*bytes));
+    return m->ShortDebugString();
+  }
+  zb::testing::TempDir dir_;
+};
+
+TEST_F(ColumnTypesTest, NamedFieldsTakeTheirColumnTypeTheRestProtobufJson) {
+  auto codec = Make({{"ts", "timestamp"}, {"day", "date"}, {"price", "decimal(10,2)"}, {"extra", "variant"},
+                     {"seen", "array<timestamp>"}, {"blob", "binary"}});
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  EXPECT_EQ(Decoded(**codec, R"({"id":"a","ts":"2026-12-01T11:00:00.5+01:00","day":"2024-02-29","price":-0.5,)"
+                             R"("extra":{"n":1.10},"big":"9223372036854775807","ratio":1e-3,)"
+                             R"("seen":[0,"1970-01-01T00:00:01Z"],"blob":"AAEC"})"),
+            R"(id: "a" ts: 1796119200500000 day: 19782 price: "-0.50" extra: "{\"n\":1.10}" )"
+            R"(big: 9223372036854775807 ratio: 0.001 seen: 0 seen: 1000000 blob: "\000\001\002")");
+  // Without the named fields, or with null in them: nothing is set.
+  EXPECT_EQ(Decoded(**codec, R"({"id":"b","ts":null,"big":5})"), R"(id: "b" big: 5)");
+  // Each refusal names the field; the rest still goes through protobuf's
+  // JSON rules (and its messages).
+  std::string why;
+  EXPECT_EQ(Decoded(**codec, R"({"id":"c","day":"2023-02-29"})", &why), "");
+  EXPECT_NE(why.find("field day"), std::string::npos) << why;
+  EXPECT_EQ(Decoded(**codec, R"({"id":"c","price":"123456789.1"})", &why), "");
+  EXPECT_NE(why.find("field price"), std::string::npos) << why;
+  EXPECT_EQ(Decoded(**codec, R"({"id":"c","colour":"red"})", &why), "");
+  EXPECT_NE(why.find("does not match edge.Typed"), std::string::npos) << why;
+  EXPECT_EQ(Decoded(**codec, R"({"ts":0})", &why), "");
+  EXPECT_NE(why.find("id"), std::string::npos) << why;
+}
+
+TEST_F(ColumnTypesTest, EveryNameAndTypeMustFitTheMessage) {
+  auto codec = Make({{"ts", "date"}, {"nope", "string"}, {"price", "interval day"}, {"day", "not a type("}});
+  ASSERT_FALSE(codec.ok());
+  const std::string why(codec.status().message());
+  EXPECT_NE(why.find("column_types: "), std::string::npos) << why;
+  EXPECT_NE(why.find("nope: message Typed has no field of that name"), std::string::npos) << why;
+  EXPECT_NE(why.find("price: interval day is not a type Zerobus takes"), std::string::npos) << why;
+  EXPECT_NE(why.find("day: "), std::string::npos) << why;
+  auto mismatch = Make({{"ts", "date"}});
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("field ts"), std::string::npos) << mismatch.status();
+  EXPECT_NE(mismatch.status().message().find("TYPE_INCOMPATIBLE"), std::string::npos) << mismatch.status();
+  auto twice = Make({{"ts", "timestamp"}, {"ts", "timestamp"}});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("ts: named twice"), std::string::npos) << twice.status();
 }
 
 }  // namespace

@@ -70,12 +70,16 @@ class GatedFetch {
 TEST(TableSchemaReaderTest, StartUpReadsEveryTableAtOnceAndSaysWhatWentWrong) {
   GatedFetch gate;
   TableSchemaReader reader(gate.fetch(), 64);
+  bool concurrent = false;
   std::thread release([&] {
-    // Only concurrent reads get here: each is held until all four wait.
-    if (gate.WaitForWaiting(4)) gate.Release();
+    // Each read is held until all four wait: only concurrent reads all get
+    // there. Released either way, so a failure fails rather than hangs.
+    concurrent = gate.WaitForWaiting(4);
+    gate.Release();
   });
   auto results = reader.ReadNow({"main.edge.a", "main.edge.missing", "main.edge.liar", "main.edge.odd"});
   release.join();
+  EXPECT_TRUE(concurrent) << "the four tables were not read at once";
   ASSERT_EQ(results.size(), 4u);
   ASSERT_TRUE(results.at("main.edge.a").ok()) << results.at("main.edge.a").status();
   const TableSchema& a = **results.at("main.edge.a");
@@ -121,7 +125,9 @@ TEST(TableSchemaReaderTest, ATableIsReadOnceAtATimeAndEveryCallerHearsThroughIts
         cv.notify_all();
       });
     }
-    ASSERT_TRUE(gate.WaitForWaiting(1));
+    const bool under_way = gate.WaitForWaiting(1);
+    if (!under_way) gate.Release();  // the detached read must not outlive `gate` blocked
+    ASSERT_TRUE(under_way);
     // The reader goes away with its read under way: the read still ends
     // and answers (the executor decides whether that still matters).
   }

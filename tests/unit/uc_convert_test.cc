@@ -218,6 +218,21 @@ TEST_F(UcConvertTest, TheTableCodecConvertsJsonAndChecksWireRecords) {
   const std::string partial = m->SerializePartialAsString();
   EXPECT_THAT((*codec)->FromWire(partial).status().message(),
               HasSubstr("NOT NULL column(s) of main.edge.every_type missing"));
+  // Encoded for another version of the table: a field number it does not
+  // have, at the top or inside a STRUCT, is refused, never sent half-read.
+  std::unique_ptr<pb::Message> other(m->New());
+  ASSERT_TRUE(other->ParseFromString(*from_json));
+  other->GetReflection()->MutableUnknownFields(other.get())->AddVarint(99, 1);
+  EXPECT_THAT((*codec)->FromWire(other->SerializeAsString()).status().message(),
+              HasSubstr("field number 99 is not a column of main.edge.every_type"));
+  auto with_device = converter_->Convert(With(R"("device_info":{"vendor":"v"})"));
+  ASSERT_TRUE(with_device.ok());
+  other->Clear();
+  ASSERT_TRUE(other->ParseFromString(*with_device));
+  pb::Message* device = other->GetReflection()->MutableMessage(other.get(), F("device_info"));
+  device->GetReflection()->MutableUnknownFields(device)->AddLengthDelimited(9, "x");
+  EXPECT_THAT((*codec)->FromWire(other->SerializeAsString()).status().message(),
+              HasSubstr("field number device_info.9 is not a column"));
 }
 
 TEST(RefusingCodecTest, RefusesEveryRecordRetryably) {
