@@ -179,6 +179,18 @@ std::string RenderStatus(const DaemonStatus& status) {
     w.EndObject();
   }
   w.EndArray();
+  // {"route":..., "table":..., "reason":...}: from_table routes whose
+  // table's columns were never read (they refuse records).
+  w.Key("waiting_routes");
+  w.StartArray();
+  for (const auto& r : status.waiting_routes) {
+    w.StartObject();
+    Str(w, "route", r.route);
+    Str(w, "table", r.table);
+    Str(w, "reason", r.reason);
+    w.EndObject();
+  }
+  w.EndArray();
   w.Key("spool");
   w.StartObject();
   U64(w, "bytes", status.spool_bytes);

@@ -59,9 +59,18 @@ struct LaneStatus {
   uint64_t failing_attempts = 0;      // failed attempts in a row now; 0: working (or idle)
 };
 
+// A route whose schema is its table, while the table was never read: it has
+// no lane yet and refuses records.
+struct WaitingRoute {
+  std::string route;
+  std::string table;
+  std::string reason;  // why the last read failed ("" before the first read ends)
+};
+
 struct DaemonStatus {
   bool ready = false;
   std::vector<LaneStatus> lanes;
+  std::vector<WaitingRoute> waiting_routes;
   uint64_t spool_bytes = 0;
   uint64_t spool_max_bytes = 0;
   bool spool_full = false;

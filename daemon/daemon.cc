@@ -1151,6 +1151,12 @@ class Daemon {
       l.failing_attempts = lane->health().failing() ? lane->health().outage_failures() : 0;
       st.lanes.push_back(std::move(l));
     }
+    for (const auto& r : config_.routes) {
+      if (!r.schema_from_table || known_tables_.count(r.table) > 0) continue;
+      auto read = table_reads_.find(r.table);
+      st.waiting_routes.push_back(
+          WaitingRoute{r.name, r.table, read == table_reads_.end() ? "" : read->second.last_error.ToString()});
+    }
     st.spool_bytes = spool_->TotalBytes();
     st.spool_max_bytes = config_.spool.max_bytes;
     st.spool_full = spool_->full();

@@ -180,3 +180,20 @@ second: document
 """)
 write("config", "syntax_error", "routes:\n  - name: [unclosed\n    table: {a: \n")
 write("config", "scalars_and_tags", "!!map {? [1, 2] : !!binary aGk=, 'q': \"\\u00e9\", |\n  x\n: null}\n")
+
+# uc_record: a JSON record for the every-type table (last byte not 0x01), or
+# wire bytes (last byte 0x01).
+for name, record in [
+    ("every_type", b'{"id":7,"tiny":-128,"small":32767,"count":2147483647,"ratio":1.5,"value":-2.25,"price":12.3,'
+                   b'"name":"n","code":"abc","ok":true,"blob":"AAEC","day":"2024-02-29",'
+                   b'"ts":"2026-12-01T10:00:00.123456Z","local_ts":"2026-12-01T10:00:00.5",'
+                   b'"extra":{"a":[1,2.50,"x"],"big":123456789012345678901234,"n":null},"tags":["a","b"],'
+                   b'"readings":[{"at":5,"v":1.0},{"v":2.0}],"attributes":{"k":"v","k2":""},'
+                   b'"limits":{"3":{"lo":1,"hi":2}},"device_info":{"vendor":"acme","firmware":{"major":1},"ids":[1,2]}}'),
+    ("edges", b'{"id":1,"count":2,"name":"n","ts":"1969-12-31T23:59:59.999999-05:30","price":"-0.5","day":-1}'),
+    ("exponent_and_ntz", b'{"id":1,"count":2,"name":"n","ts":0,"price":"1e3","local_ts":-1,"day":"0001-01-01"}'),
+    ("unknown_column", b'{"id":1,"count":2,"name":"n","ts":0,"nope":1}'),
+]:
+    write("uc_record", name, record + b"\x00")
+write("uc_record", "wire_partial", field(1, 0, varint(7)) + b"\x01")
+write("uc_record", "wire_unknown_field", field(1, 0, varint(7)) + field(99, 0, varint(1)) + b"\x01")

@@ -2,7 +2,7 @@
 # Runs the libFuzzer targets of fuzz/ (ASan + UBSan, clang-14).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # SECONDS per target (default 60); TARGETs among line_decoder frame_decoder
-# json_codec proto_codec config uc_table (default: all). Builds what is needed into
+# json_codec proto_codec config uc_table uc_record (default: all). Builds what is needed into
 # $BUILD_DIR (default build-asan, shared with the sanitizer test build), runs
 # each target on a fresh copy of its seed corpus (fuzz/corpus/TARGET, never
 # written to), prints executions and crashes per target and exits non-zero
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 SECONDS_PER_TARGET="${1:-60}"
 [ $# -gt 0 ] && shift
-ALL=(line_decoder frame_decoder json_codec proto_codec config uc_table)
+ALL=(line_decoder frame_decoder json_codec proto_codec config uc_table uc_record)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 BUILD_DIR="${BUILD_DIR:-build-asan}"

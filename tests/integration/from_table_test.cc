@@ -244,6 +244,9 @@ TEST(FromTableTest, ARouteWhoseTableCannotBeReadRefusesUntilItCan) {
                                                                                               << r.output;
   EXPECT_GE(daemon.Metric("zerobusd_intake_records_total", "result=\"schema_unknown\",route=\"typed\"").value_or(0), 1);
   EXPECT_EQ(SendFile(daemon.socket(), "readings", dir.Sub("r.ndjson")).exit_code, 0) << "other routes serve";
+  const RunResult status = daemon.Ctl({"status", "--metrics", absl::StrCat("127.0.0.1:", daemon.metrics_port())});
+  EXPECT_NE(status.output.find("WAITING for the columns of its table: main.edge.later (NOT_FOUND: "), std::string::npos)
+      << status.output;
 
   WriteFile(dir.Sub("tables/main.edge.later.json"),
             R"({"full_name":"main.edge.later","columns":[{"name":"id","type_text":"string","nullable":false}]})");
@@ -253,6 +256,51 @@ TEST(FromTableTest, ARouteWhoseTableCannotBeReadRefusesUntilItCan) {
   ASSERT_TRUE(WaitFor([&] { return RowWithId(server, "main.edge.later", "r-0").IsObject(); },
                       std::chrono::seconds(30)))
       << daemon.log();
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
+}
+
+// The service rotates every stream after one request; ALTER TABLE inserts a
+// column between two rotations. The next stream open reads it: the record
+// converted before the read goes with its own message, the ones after with
+// the new one.
+TEST(FromTableTest, ATableAlteredBetweenRotationsIsPickedUpAtTheNextOpen) {
+  TempDir dir;
+  ASSERT_EQ(std::system(("mkdir -p " + dir.Sub("tables")).c_str()), 0);
+  const std::string table_file = dir.Sub("tables/main.edge.r.json");
+  WriteFile(table_file, R"({"full_name":"main.edge.r","columns":[{"name":"id","type_text":"string","nullable":false},)"
+                        R"({"name":"day","type_text":"date","nullable":true}]})");
+  DevServer server(dir.path(), 0, 0, {"--tables", dir.Sub("tables")});
+  ASSERT_TRUE(server.Start()) << server.log();
+  ASSERT_TRUE(server.SetFaults(R"({"default":{"then":{"close_after_requests":1,"close_grace_ms":100}}})"));
+  Daemon daemon(dir.path(), {.grpc_port = server.grpc_port(),
+                             .http_port = server.http_port(),
+                             .routes_yaml = FromTableRoute("main.edge.r")});
+  ASSERT_TRUE(daemon.Start()) << daemon.log();
+  auto send = [&](const std::string& record) {
+    WriteFile(dir.Sub("r.ndjson"), record + "\n");
+    return SendFile(daemon.socket(), "typed", dir.Sub("r.ndjson"));
+  };
+  auto landed = [&](const std::string& id) { return RowWithId(server, "main.edge.r", id).IsObject(); };
+  ASSERT_EQ(send(R"({"id":"a","day":"2026-12-01"})").exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return landed("a") && server.Stat("close_signals_sent") >= 1; }, std::chrono::seconds(30)))
+      << daemon.log() << server.Stats().value_or("");
+  WriteFile(table_file, R"({"full_name":"main.edge.r","columns":[{"name":"id","type_text":"string","nullable":false},)"
+                        R"({"name":"site","type_text":"string","nullable":true},)"
+                        R"({"name":"day","type_text":"date","nullable":true}]})");
+  // Converted by the columns known so far; its stream's open reads the new ones.
+  ASSERT_EQ(send(R"({"id":"b","day":"2026-12-02"})").exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return landed("b"); }, std::chrono::seconds(30))) << daemon.log();
+  EXPECT_EQ(RowWithId(server, "main.edge.r", "b")["day"].GetInt(), 20789) << "2026-12-02 under its own message";
+  ASSERT_TRUE(WaitFor([&] { return send(R"({"id":"c","site":"x","day":"2026-12-03"})").exit_code == 0; },
+                      std::chrono::seconds(30)))
+      << daemon.log();
+  ASSERT_TRUE(WaitFor([&] { return landed("c"); }, std::chrono::seconds(30))) << daemon.log();
+  const rapidjson::Document c = RowWithId(server, "main.edge.r", "c");
+  EXPECT_EQ(Str(c, "site"), "x");
+  EXPECT_EQ(c["day"].GetInt(), 20790);
+  EXPECT_NE(daemon.log().find("new records are converted by them into lane typed@2"), std::string::npos)
+      << daemon.log();
+  EXPECT_EQ(server.Stat("violations"), 0) << server.Stats().value_or("");
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
 }
 

@@ -99,6 +99,21 @@ std::map<std::string, const rapidjson::Value*> LanesOf(const rapidjson::Document
   return lanes;
 }
 
+// from_table routes waiting for their table's columns: route -> "TABLE (why)".
+std::map<std::string, std::string> WaitingOf(const rapidjson::Document& doc) {
+  std::map<std::string, std::string> waiting;
+  if (!doc.IsObject() || !doc.HasMember("waiting_routes") || !doc["waiting_routes"].IsArray()) return waiting;
+  for (const auto& w : doc["waiting_routes"].GetArray()) {
+    if (!w.IsObject() || !w.HasMember("route") || !w["route"].IsString()) continue;
+    std::string text = w.HasMember("table") && w["table"].IsString() ? w["table"].GetString() : "";
+    if (w.HasMember("reason") && w["reason"].IsString() && w["reason"].GetStringLength() > 0) {
+      text += std::string(" (") + w["reason"].GetString() + ")";
+    }
+    waiting[w["route"].GetString()] = text;
+  }
+  return waiting;
+}
+
 std::string StringOf(const rapidjson::Value& v, const char* key) {
   return v.HasMember(key) && v[key].IsString() ? v[key].GetString() : "";
 }
@@ -184,6 +199,7 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
   }
   rapidjson::Document control_status;
   std::map<std::string, const rapidjson::Value*> lanes;
+  std::map<std::string, std::string> waiting;
   if (!spool_only) {
     auto [ready_code, ready_body] = Get(*ep, "/readyz");
     std::printf("zerobusd: %s\n", ready_code == 200 ? "ready" : "not ready");
@@ -193,7 +209,8 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
     const std::string reply = ControlCall(control, "{\"cmd\":\"status\"}", &error);
     if (!reply.empty()) control_status.Parse(reply.c_str());
     lanes = LanesOf(control_status);
-    if (lanes.empty()) std::printf("(no failure details: %s)\n", error.empty() ? "unexpected reply" : error.c_str());
+    waiting = WaitingOf(control_status);
+    if (lanes.empty() && waiting.empty()) std::printf("(no failure details: %s)\n", error.empty() ? "unexpected reply" : error.c_str());
   }
   std::printf("spool: %.0f bytes%s; dead letters: %.0f\n", value("zerobusd_spool_bytes", ""),
               value("zerobusd_spool_full", "") > 0 ? " (FULL)" : "", value("zerobusd_dead_letter_store_records", ""));
@@ -232,6 +249,9 @@ int Status(const std::vector<std::string>& args, bool spool_only) {
     }
     std::printf("\n");
     if (auto it = lanes.find(r); it != lanes.end()) PrintLaneDetail(*it->second);
+    if (auto it = waiting.find(r); it != waiting.end()) {
+      std::printf("  WAITING for the columns of its table: %s\n", it->second.c_str());
+    }
   }
   return 0;
 }
