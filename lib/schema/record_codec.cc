@@ -108,20 +108,21 @@ class ProtoCodec final : public RecordCodec {
   absl::StatusOr<std::string> FromJson(absl::string_view json) const override {
     // Bounds the depth before protobuf's (recursive) JSON parser sees it.
     if (auto s = ValidateJsonObject(json, max_json_depth_); !s.ok()) return s;
-    std::string rewritten;
-    if (column_types_ != nullptr) {
-      absl::StatusOr<std::string> r = column_types_->Rewrite(json);
-      if (!r.ok()) return r.status();
-      rewritten = std::move(*r);
-      json = rewritten;
-    }
     std::unique_ptr<google::protobuf::Message> msg(prototype_->New());
-    google::protobuf::util::JsonParseOptions options;
-    options.ignore_unknown_fields = false;
-    auto status = google::protobuf::util::JsonStringToMessage(std::string(json), msg.get(), options);
-    if (!status.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("does not match ", descriptor_->full_name(), ": ", absl::StripPrefix(std::string(status.message()), ": ")));
+    if (column_types_ != nullptr) {
+      absl::StatusOr<std::string> bytes = column_types_->Rewrite(json);
+      if (!bytes.ok()) return bytes.status();
+      if (!msg->ParsePartialFromString(*bytes)) {
+        return absl::InternalError(absl::StrCat("the record does not parse back as ", descriptor_->full_name()));
+      }
+    } else {
+      google::protobuf::util::JsonParseOptions options;
+      options.ignore_unknown_fields = false;
+      auto status = google::protobuf::util::JsonStringToMessage(std::string(json), msg.get(), options);
+      if (!status.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("does not match ", descriptor_->full_name(), ": ",
+                                                       absl::StripPrefix(std::string(status.message()), ": ")));
+      }
     }
     if (!msg->IsInitialized()) {
       return absl::InvalidArgumentError(absl::StrCat("missing required field(s) of ", descriptor_->full_name(), ": ",
@@ -290,7 +291,7 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(
   std::unique_ptr<ColumnTypeRewriter> rewriter;
   if (!column_types.empty()) {
     absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> made =
-        MakeColumnTypeRewriter(serialized, column_types, max_json_depth);
+        MakeColumnTypeRewriter(serialized, column_types, max_json_depth, d->full_name());
     if (!made.ok()) return absl::InvalidArgumentError(absl::StrCat("column_types: ", made.status().message()));
     rewriter = std::move(*made);
   }

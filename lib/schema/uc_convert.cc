@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
@@ -22,6 +23,7 @@
 #include "google/protobuf/message.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/type_resolver_util.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -117,6 +119,20 @@ absl::StatusOr<std::string> DecimalText(absl::string_view in, int precision, int
   return absl::StrCat(negative && !zero ? "-" : "", whole.empty() ? "0" : whole, scale > 0 ? "." : "", fraction);
 }
 
+// A record parsed twice (as values, and with numbers as their text) into
+// memory on the caller's stack: rapidjson's default first chunk is 64 KiB
+// of heap per document, whose allocation and page faults cost more than the
+// conversion itself. A larger record takes more 8 KiB chunks from the heap.
+struct RecordDocuments {
+  static constexpr size_t kChunk = 8 << 10;
+  char doc_buffer[kChunk];
+  char raw_buffer[kChunk];
+  rapidjson::MemoryPoolAllocator<> doc_allocator{doc_buffer, sizeof(doc_buffer), kChunk};
+  rapidjson::MemoryPoolAllocator<> raw_allocator{raw_buffer, sizeof(raw_buffer), kChunk};
+  rapidjson::Document doc{&doc_allocator};
+  rapidjson::Document raw{&raw_allocator};
+};
+
 // VARIANT: the value as JSON text, numbers as the producer wrote them.
 void VariantText(const Value& v, const Value& raw, rapidjson::Writer<rapidjson::StringBuffer>* w) {
   if (v.IsObject()) {
@@ -160,7 +176,9 @@ class Converter final : public TableRecordConverter {
 
   absl::StatusOr<std::string> Convert(absl::string_view json) const override {
     if (absl::Status s = ValidateJsonObject(json, max_depth_); !s.ok()) return s;
-    rapidjson::Document doc, raw;
+    RecordDocuments docs;
+    rapidjson::Document& doc = docs.doc;
+    rapidjson::Document& raw = docs.raw;
     doc.Parse(json.data(), json.size());
     raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
     if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
@@ -487,9 +505,15 @@ class TableCodec final : public RecordCodec {
   const std::function<void()> on_unknown_column_;
 };
 
-absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, int max_json_depth) {
+// `message` (optional): the serialized DescriptorProto to fill instead of
+// TableToProto's; its fields must have the shapes TableToProto gives the
+// columns (CheckMessageAgainstTable), since values are set by field name
+// and C++ type. A route's own message keeps its own field numbers.
+absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, int max_json_depth,
+                                                       const std::string* message = nullptr) {
   absl::StatusOr<TableProto> proto = TableToProto(table);
   if (!proto.ok()) return proto.status();
+  if (message != nullptr) proto->descriptor_proto = *message;
   std::vector<UcType> types;
   for (const UcColumn& c : table.columns) {
     absl::StatusOr<UcType> t = ParseUcType(c.type_text);
@@ -503,80 +527,73 @@ absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, i
 
 class Rewriter final : public ColumnTypeRewriter {
  public:
-  Rewriter(std::unique_ptr<Converter> converter, std::set<std::string> names)
-      : converter_(std::move(converter)), names_(std::move(names)) {
+  Rewriter(std::unique_ptr<Converter> converter, std::set<std::string> names, const pb::DescriptorProto& relaxed,
+           std::string message_name)
+      : converter_(std::move(converter)), names_(std::move(names)), message_name_(std::move(message_name)) {
     pb::FileDescriptorProto file;
-    file.set_name("typed.proto");
-    file.add_message_type()->ParseFromString(converter_->descriptor_proto());
-    root_ = pool_.BuildFile(file)->message_type(0);
-    factory_.GetPrototype(root_);
+    file.set_name("relaxed.proto");
+    *file.add_message_type() = relaxed;
+    ok_ = pool_.BuildFile(file) != nullptr;
+    resolver_.reset(pb::util::NewTypeResolverForDescriptorPool(kTypeUrlPrefix, &pool_));
+    type_url_ = absl::StrCat(kTypeUrlPrefix, "/", relaxed.name());
   }
+  bool ok() const { return ok_; }
 
   absl::StatusOr<std::string> Rewrite(absl::string_view json) const override {
-    rapidjson::Document doc, raw;
+    RecordDocuments docs;
+    rapidjson::Document& doc = docs.doc;
+    rapidjson::Document& raw = docs.raw;
     doc.Parse(json.data(), json.size());
     raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
     if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
       return absl::InvalidArgumentError("not a JSON object");
     }
-    // The named fields, as written, through the table converter...
-    rapidjson::StringBuffer typed_json;
-    {
-      rapidjson::Writer<rapidjson::StringBuffer> w(typed_json);
-      w.StartObject();
-      for (auto it = doc.MemberBegin(), r = raw.MemberBegin(); it != doc.MemberEnd(); ++it, ++r) {
-        if (names_.count(std::string(Text(it->name))) == 0) continue;
-        w.Key(it->name.GetString(), it->name.GetStringLength());
-        VariantText(it->value, r->value, &w);
-      }
-      w.EndObject();
-    }
-    absl::StatusOr<std::string> bytes = converter_->Convert(absl::string_view(typed_json.GetString(), typed_json.GetSize()));
-    if (!bytes.ok()) return bytes.status();
-    // ... and back as protobuf's JSON of the same fields (64-bit integers
-    // as strings, bytes as base64), which the route's message parses.
-    std::unique_ptr<pb::Message> typed(factory_.GetPrototype(root_)->New());
-    if (!typed->ParseFromString(*bytes)) return absl::InternalError("the converted fields do not parse");
-    std::string typed_out;
-    pb::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    if (!pb::util::MessageToJsonString(*typed, &typed_out, options).ok()) {
-      return absl::InternalError("the converted fields do not print as JSON");
-    }
-    rapidjson::Document converted;
-    converted.Parse(typed_out.data(), typed_out.size());
-    if (converted.HasParseError() || !converted.IsObject()) return absl::InternalError("bad converted JSON");
-    rapidjson::StringBuffer out;
-    rapidjson::Writer<rapidjson::StringBuffer> w(out);
-    w.StartObject();
+    // The named fields to the table converter, the rest to protobuf's JSON
+    // mapping, each as written.
+    rapidjson::StringBuffer typed, rest;
+    rapidjson::Writer<rapidjson::StringBuffer> typed_writer(typed), rest_writer(rest);
+    typed_writer.StartObject();
+    rest_writer.StartObject();
     for (auto it = doc.MemberBegin(), r = raw.MemberBegin(); it != doc.MemberEnd(); ++it, ++r) {
-      if (names_.count(std::string(Text(it->name))) == 0) {
-        w.Key(it->name.GetString(), it->name.GetStringLength());
-        VariantText(it->value, r->value, &w);
-        continue;
-      }
-      auto c = converted.FindMember(it->name);
-      if (c == converted.MemberEnd()) continue;  // null: the field stays unset
+      auto& w = names_.count(std::string(Text(it->name))) > 0 ? typed_writer : rest_writer;
       w.Key(it->name.GetString(), it->name.GetStringLength());
-      c->value.Accept(w);
+      VariantText(it->value, r->value, &w);
     }
-    w.EndObject();
-    return std::string(out.GetString(), out.GetSize());
+    typed_writer.EndObject();
+    rest_writer.EndObject();
+    absl::StatusOr<std::string> bytes = converter_->Convert(absl::string_view(typed.GetString(), typed.GetSize()));
+    if (!bytes.ok()) return bytes.status();
+    // The rest parsed with the named fields optional (they are not in it),
+    // then the converted ones appended: serialized messages concatenate.
+    pb::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    std::string out;
+    auto status = pb::util::JsonToBinaryString(resolver_.get(), type_url_,
+                                               pb::StringPiece(rest.GetString(), rest.GetSize()), &out, options);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("does not match ", message_name_, ": ",
+                                                     absl::StripPrefix(std::string(status.message()), ": ")));
+    }
+    out += *bytes;
+    return out;
   }
 
  private:
-  std::unique_ptr<Converter> converter_;
+  static constexpr char kTypeUrlPrefix[] = "type.googleapis.com";
+  std::unique_ptr<Converter> converter_;  // fills the route's message (its field numbers)
   const std::set<std::string> names_;
-  pb::DescriptorPool pool_;
-  const pb::Descriptor* root_ = nullptr;
-  mutable pb::DynamicMessageFactory factory_{&pool_};
+  const std::string message_name_;  // for messages
+  pb::DescriptorPool pool_;  // the route's message, the named fields optional
+  bool ok_ = false;
+  std::unique_ptr<pb::util::TypeResolver> resolver_;  // thread-safe: reads pool_
+  std::string type_url_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
     const std::string& descriptor_proto, const std::vector<std::pair<std::string, std::string>>& column_types,
-    int max_json_depth) {
+    int max_json_depth, const std::string& message_name) {
   pb::DescriptorProto message;
   if (!message.ParseFromString(descriptor_proto)) return absl::InvalidArgumentError("not a DescriptorProto");
   std::map<std::string, std::string> wanted;
@@ -610,11 +627,21 @@ absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
   if (std::optional<SchemaMismatch> mismatch = CheckMessageAgainstTable(table, named.SerializeAsString())) {
     return absl::InvalidArgumentError(absl::StrCat(mismatch->message, " (", mismatch->cause, ")"));
   }
-  absl::StatusOr<std::unique_ptr<Converter>> converter = MakeConverter(table, max_json_depth);
+  const std::string named_message = named.SerializeAsString();
+  absl::StatusOr<std::unique_ptr<Converter>> converter = MakeConverter(table, max_json_depth, &named_message);
   if (!converter.ok()) return converter.status();
   std::set<std::string> names;
   for (const UcColumn& c : table.columns) names.insert(c.name);
-  return std::unique_ptr<ColumnTypeRewriter>(std::make_unique<Rewriter>(std::move(*converter), std::move(names)));
+  pb::DescriptorProto relaxed = message;
+  for (pb::FieldDescriptorProto& f : *relaxed.mutable_field()) {
+    if (names.count(f.name()) > 0 && f.label() == pb::FieldDescriptorProto::LABEL_REQUIRED) {
+      f.set_label(pb::FieldDescriptorProto::LABEL_OPTIONAL);
+    }
+  }
+  auto rewriter = std::make_unique<Rewriter>(std::move(*converter), std::move(names), relaxed,
+                                             message_name.empty() ? message.name() : message_name);
+  if (!rewriter->ok()) return absl::InternalError("the route's message does not build on its own");
+  return std::unique_ptr<ColumnTypeRewriter>(std::move(rewriter));
 }
 
 absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth,

@@ -63,13 +63,14 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table
 
 // A .proto route whose config names some fields' column types
 // (schema.column_types): a JSON record's named fields are converted as
-// above, into protobuf's JSON form of the route's message; the rest is left
-// as written, for protobuf's JSON mapping. Immutable; thread-safe.
+// above, straight into the route's message; the rest is left as written,
+// for protobuf's JSON mapping. Immutable; thread-safe.
 class ColumnTypeRewriter {
  public:
   virtual ~ColumnTypeRewriter() = default;
-  // The record with its named fields rewritten, or the refusal naming the
-  // field. `json` must have passed ValidateJsonObject.
+  // The record as the route's message, serialized (required fields may
+  // still be missing: the caller checks), or the refusal naming the field.
+  // `json` must have passed ValidateJsonObject.
   virtual absl::StatusOr<std::string> Rewrite(absl::string_view json) const = 0;
 };
 
@@ -78,8 +79,9 @@ class ColumnTypeRewriter {
 // {"ts", "timestamp"}. Each must name a top-level field whose type is what
 // gen-proto makes of that column type (TIMESTAMP: int64, DATE: int32,
 // DECIMAL and VARIANT: string, ...); every mismatch is an error naming it.
+// `message_name`: how refusals name the message (default: its own name).
 absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
     const std::string& descriptor_proto, const std::vector<std::pair<std::string, std::string>>& column_types,
-    int max_json_depth);
+    int max_json_depth, const std::string& message_name = "");
 
 }  // namespace zb
