@@ -357,8 +357,10 @@ class Daemon {
     ZB_CHECK_ON_LOOP(loop_);
     if (stopping_) return;  // a SIGTERM came first: Shutdown() stops what was built
     for (auto& [name, lane] : lanes_) lane->Start();
+    // Tables the start-up read missed (never read, or taken as the spool
+    // recorded them) are read again with backoff until a read succeeds.
     for (const auto& r : config_.routes) {
-      if (r.schema_from_table && known_tables_.count(r.table) == 0) RetryTableLater(r.table, r.drain);
+      if (r.schema_from_table && !table_reads_[r.table].last_error.ok()) RetryTableLater(r.table, r.drain);
     }
     Tick();
     ready_ = true;
@@ -1154,8 +1156,9 @@ class Daemon {
     for (const auto& r : config_.routes) {
       if (!r.schema_from_table || known_tables_.count(r.table) > 0) continue;
       auto read = table_reads_.find(r.table);
-      st.waiting_routes.push_back(
-          WaitingRoute{r.name, r.table, read == table_reads_.end() ? "" : read->second.last_error.ToString()});
+      st.waiting_routes.push_back(WaitingRoute{
+          r.name, r.table,
+          read == table_reads_.end() || read->second.last_error.ok() ? "" : read->second.last_error.ToString()});
     }
     st.spool_bytes = spool_->TotalBytes();
     st.spool_max_bytes = config_.spool.max_bytes;

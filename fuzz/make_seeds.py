@@ -123,6 +123,13 @@ event_wire = (field(1, 2, s("src")) + field(3, 0, varint(1)) +
               field(4, 2, field(1, 2, s("n")) + field(2, 2, field(1, 2, s("c")))) +
               field(11, 2, field(1, 2, s("cause"))))
 write("proto_codec", "event_wire", event_wire + pick(1, 0, 1))
+# The top bit: the codec with schema.column_types.
+write("proto_codec", "reading_json_column_types",
+      s('{"device_id":"dev-1","id":"2026-12-01T10:00:00.5+01:00","raw":"AAEC","tags":["a"],"temp":1.5,'
+        '"location":{"site":"roof","lat":1.5},"labels":{"x":1},"text":"hi"}') + bytes([0x80 | 0b10]))
+write("proto_codec", "event_json_column_types",
+      s('{"source":{"any":[1,2.50]},"ts":"2026-12-01T10:00:00","codes":[1,-2],"body":"aGk=","level":"WARN"}')
+      + bytes([0x80 | 0b11]))
 write("proto_codec", "event_wire_bad_utf8", field(1, 2, b"\xff\xfe") + pick(1, 0, 1))
 
 # ---- config: YAML text

@@ -8,7 +8,9 @@
 // descriptor_proto() must build on its own, as the server builds it.
 //
 // Input layout: the record from the front; the last byte picks the schema,
-// the method and the depth limit.
+// the method and the depth limit, and with its top bit set the codec with
+// schema.column_types (some fields converted by Unity Catalog column types,
+// the rest by protobuf's JSON mapping), at the default depth.
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,6 +20,8 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fuzz/fuzz_check.h"
 #include "google/protobuf/descriptor.h"
@@ -81,6 +85,7 @@ message Event {
 
 struct Schema {
   std::unique_ptr<zb::RecordCodec> codecs[3];  // depth 3, the default, the config's maximum
+  std::unique_ptr<zb::RecordCodec> typed;      // with column_types, the default depth
   google::protobuf::DescriptorPool pool;
   const google::protobuf::Descriptor* descriptor = nullptr;
   std::unique_ptr<google::protobuf::DynamicMessageFactory> factory;
@@ -95,7 +100,8 @@ void WriteFile(const std::string& path, const char* text) {
   ZB_FUZZ_CHECK(out.good(), "cannot write %s", path.c_str());
 }
 
-Schema* Load(const std::string& file, const std::string& message) {
+Schema* Load(const std::string& file, const std::string& message,
+             const std::vector<std::pair<std::string, std::string>>& column_types) {
   auto* s = new Schema;
   for (int i = 0; i < 3; ++i) {
     auto codec = zb::MakeProtoCodec(file, message, kDepths[i]);
@@ -103,6 +109,10 @@ Schema* Load(const std::string& file, const std::string& message) {
                   codec.status().ToString().c_str());
     s->codecs[i] = std::move(*codec);
   }
+  auto typed = zb::MakeProtoCodec(file, message, zb::kDefaultMaxJsonDepth, column_types);
+  ZB_FUZZ_CHECK(typed.ok(), "MakeProtoCodec(%s, %s, column_types): %s", file.c_str(), message.c_str(),
+                typed.status().ToString().c_str());
+  s->typed = std::move(*typed);
   // What the server does with create_stream's descriptor: wrap the
   // DescriptorProto in a package-less file and build it alone.
   google::protobuf::FileDescriptorProto fdp;
@@ -126,8 +136,15 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const std::string base = dir;
   WriteFile(base + "/reading.proto", kProto2);
   WriteFile(base + "/event.proto", kProto3);
-  schemas[0] = Load(base + "/reading.proto", "Reading");
-  schemas[1] = Load(base + "/event.proto", "Event");
+  schemas[0] = Load(base + "/reading.proto", "Reading",
+                    {{"device_id", "varchar(32)"},
+                     {"id", "timestamp"},
+                     {"raw", "binary"},
+                     {"tags", "array<string>"},
+                     {"location", "struct<site:string not null,lat:float,lon:float>"},
+                     {"labels", "map<string,int>"}});
+  schemas[1] = Load(base + "/event.proto", "Event", {{"ts", "timestamp_ntz"}, {"codes", "array<smallint>"},
+                                                     {"body", "binary"}, {"source", "variant"}});
   // The codecs hold what they loaded; the files are not needed any more.
   unlink((base + "/reading.proto").c_str());
   unlink((base + "/event.proto").c_str());
@@ -140,8 +157,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t pick = data[size - 1];
   const Schema& schema = *schemas[pick & 1];
   const bool json = (pick >> 1) & 1;
-  const int depth_index = (pick >> 2) % 3;
-  const zb::RecordCodec& codec = *schema.codecs[depth_index];
+  const bool typed = (pick & 0x80) != 0;
+  const int depth_index = typed ? 1 : (pick >> 2) % 3;
+  const zb::RecordCodec& codec = typed ? *schema.typed : *schema.codecs[depth_index];
   const std::string input(reinterpret_cast<const char*>(data), size - 1);
 
   std::unique_ptr<google::protobuf::Message> msg(schema.factory->GetPrototype(schema.descriptor)->New());

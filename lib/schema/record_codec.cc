@@ -291,7 +291,8 @@ absl::StatusOr<std::unique_ptr<RecordCodec>> MakeProtoCodec(
   std::unique_ptr<ColumnTypeRewriter> rewriter;
   if (!column_types.empty()) {
     absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> made =
-        MakeColumnTypeRewriter(serialized, column_types, max_json_depth, d->full_name());
+        MakeColumnTypeRewriter(serialized, column_types, max_json_depth, d->full_name(),
+                               d->file()->syntax() == google::protobuf::FileDescriptor::SYNTAX_PROTO3 ? "proto3" : "proto2");
     if (!made.ok()) return absl::InvalidArgumentError(absl::StrCat("column_types: ", made.status().message()));
     rewriter = std::move(*made);
   }

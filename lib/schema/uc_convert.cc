@@ -1,6 +1,7 @@
 #include "schema/uc_convert.h"
 
 #include <cfloat>
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -186,7 +187,9 @@ class Converter final : public TableRecordConverter {
     }
     std::unique_ptr<pb::Message> msg(factory_.GetPrototype(root_)->New());
     if (absl::Status s = Fill(msg.get(), members_, doc, raw, ""); !s.ok()) return s;
-    return msg->SerializeAsString();
+    // Partial: a .proto route's message may have required fields inside a
+    // STRUCT its column types call nullable; its codec checks the whole.
+    return msg->SerializePartialAsString();
   }
 
   const std::string& descriptor_proto() const override { return proto_.descriptor_proto; }
@@ -206,9 +209,11 @@ class Converter final : public TableRecordConverter {
     // another version of the table (its numbers may mean other columns
     // here), so the record is refused rather than sent half-read.
     if (const std::string unknown = UnknownFieldPath(*msg, ""); !unknown.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("field number ", unknown, " is not a column of ",
-                                                     table_.full_name, " as last read (encoded for another "
-                                                     "version of the table?)"));
+      absl::Status s = absl::InvalidArgumentError(absl::StrCat(
+          "field number ", unknown, " is not a column of ", table_.full_name,
+          " as last read (encoded for another version of the table?)"));
+      s.SetPayload(kUnknownColumnPayload, absl::Cord(unknown));
+      return s;
     }
     return absl::OkStatus();
   }
@@ -495,7 +500,10 @@ class TableCodec final : public RecordCodec {
     return record;
   }
   absl::StatusOr<std::string> FromWire(absl::string_view bytes) const override {
-    if (absl::Status s = converter_->CheckWire(bytes); !s.ok()) return s;
+    if (absl::Status s = converter_->CheckWire(bytes); !s.ok()) {
+      if (on_unknown_column_ && s.GetPayload(kUnknownColumnPayload)) on_unknown_column_();
+      return s;
+    }
     return std::string(bytes);
   }
   const std::string& descriptor_proto() const override { return converter_->descriptor_proto(); }
@@ -528,10 +536,11 @@ absl::StatusOr<std::unique_ptr<Converter>> MakeConverter(const UcTable& table, i
 class Rewriter final : public ColumnTypeRewriter {
  public:
   Rewriter(std::unique_ptr<Converter> converter, std::set<std::string> names, const pb::DescriptorProto& relaxed,
-           std::string message_name)
+           std::string message_name, const std::string& syntax)
       : converter_(std::move(converter)), names_(std::move(names)), message_name_(std::move(message_name)) {
     pb::FileDescriptorProto file;
     file.set_name("relaxed.proto");
+    if (!syntax.empty()) file.set_syntax(syntax);
     *file.add_message_type() = relaxed;
     ok_ = pool_.BuildFile(file) != nullptr;
     resolver_.reset(pb::util::NewTypeResolverForDescriptorPool(kTypeUrlPrefix, &pool_));
@@ -591,9 +600,47 @@ class Rewriter final : public ColumnTypeRewriter {
 
 }  // namespace
 
+namespace {
+
+// Drops proto3's optional markers and every oneof, here and in nested types.
+void AsPlainProto2(pb::DescriptorProto* m) {
+  for (pb::FieldDescriptorProto& f : *m->mutable_field()) {
+    f.clear_proto3_optional();
+    f.clear_oneof_index();
+  }
+  m->clear_oneof_decl();
+  for (pb::DescriptorProto& nested : *m->mutable_nested_type()) AsPlainProto2(&nested);
+}
+
+// Removes the fields named in `names` (top level), and the oneofs left
+// without a field (proto3 optional ones), renumbering the others.
+void RemoveFields(pb::DescriptorProto* m, const std::set<std::string>& names) {
+  pb::DescriptorProto kept = *m;
+  kept.clear_field();
+  for (const pb::FieldDescriptorProto& f : m->field()) {
+    if (names.count(f.name()) == 0) *kept.add_field() = f;
+  }
+  std::vector<int> new_index(static_cast<size_t>(m->oneof_decl_size()), -1);
+  kept.clear_oneof_decl();
+  for (int i = 0; i < m->oneof_decl_size(); ++i) {
+    const bool used = std::any_of(kept.field().begin(), kept.field().end(), [i](const pb::FieldDescriptorProto& f) {
+      return f.has_oneof_index() && f.oneof_index() == i;
+    });
+    if (!used) continue;
+    new_index[static_cast<size_t>(i)] = kept.oneof_decl_size();
+    *kept.add_oneof_decl() = m->oneof_decl(i);
+  }
+  for (pb::FieldDescriptorProto& f : *kept.mutable_field()) {
+    if (f.has_oneof_index()) f.set_oneof_index(new_index[static_cast<size_t>(f.oneof_index())]);
+  }
+  *m = std::move(kept);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
     const std::string& descriptor_proto, const std::vector<std::pair<std::string, std::string>>& column_types,
-    int max_json_depth, const std::string& message_name) {
+    int max_json_depth, const std::string& message_name, const std::string& syntax) {
   pb::DescriptorProto message;
   if (!message.ParseFromString(descriptor_proto)) return absl::InvalidArgumentError("not a DescriptorProto");
   std::map<std::string, std::string> wanted;
@@ -615,6 +662,10 @@ absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
     } else if (type->kind == UcType::Kind::kUnsupported) {
       problems.push_back(absl::StrCat(f.name(), ": ", it->second, " is not a type Zerobus takes"));
     }
+    if (f.has_oneof_index() && !f.proto3_optional()) {
+      problems.push_back(absl::StrCat(f.name(), ": a member of oneof ", message.oneof_decl(f.oneof_index()).name(),
+                                      " cannot take a column type"));
+    }
     table.columns.push_back(UcColumn{f.name(), it->second, f.label() != pb::FieldDescriptorProto::LABEL_REQUIRED});
     *named.add_field() = f;
     wanted.erase(it);
@@ -623,7 +674,10 @@ absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
     problems.push_back(absl::StrCat(name, ": message ", message.name(), " has no field of that name"));
   }
   if (!problems.empty()) return absl::InvalidArgumentError(absl::StrJoin(problems, "; "));
-  // ... whose fields must be what gen-proto makes of those columns.
+  // ... whose fields must be what gen-proto makes of those columns. (The
+  // copy is built as proto2, as gen-proto's are: proto3's optional and
+  // oneofs are left out; the wire form is the same.)
+  AsPlainProto2(&named);
   if (std::optional<SchemaMismatch> mismatch = CheckMessageAgainstTable(table, named.SerializeAsString())) {
     return absl::InvalidArgumentError(absl::StrCat(mismatch->message, " (", mismatch->cause, ")"));
   }
@@ -632,14 +686,13 @@ absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
   if (!converter.ok()) return converter.status();
   std::set<std::string> names;
   for (const UcColumn& c : table.columns) names.insert(c.name);
+  // The rest is parsed with a copy of the message without the named fields:
+  // they are not in it, and a named field spelled otherwise (its JSON
+  // lowerCamelCase name) must be refused, never parsed unconverted.
   pb::DescriptorProto relaxed = message;
-  for (pb::FieldDescriptorProto& f : *relaxed.mutable_field()) {
-    if (names.count(f.name()) > 0 && f.label() == pb::FieldDescriptorProto::LABEL_REQUIRED) {
-      f.set_label(pb::FieldDescriptorProto::LABEL_OPTIONAL);
-    }
-  }
+  RemoveFields(&relaxed, names);
   auto rewriter = std::make_unique<Rewriter>(std::move(*converter), std::move(names), relaxed,
-                                             message_name.empty() ? message.name() : message_name);
+                                             message_name.empty() ? message.name() : message_name, syntax);
   if (!rewriter->ok()) return absl::InternalError("the route's message does not build on its own");
   return std::unique_ptr<ColumnTypeRewriter>(std::move(rewriter));
 }

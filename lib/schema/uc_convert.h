@@ -48,16 +48,17 @@ class TableRecordConverter {
 absl::StatusOr<std::unique_ptr<TableRecordConverter>> MakeTableRecordConverter(const UcTable& table,
                                                                               int max_json_depth);
 
-// A refusal for a key the table has no column for carries this payload (the
-// field's path): the table may have gained the column since it was read.
+// A refusal for a key (or, in wire form, a field number) the table has no
+// column for carries this payload (the field's path): the table may have
+// gained the column since it was read.
 inline constexpr char kUnknownColumnPayload[] = "type.zerobusd/schema.UnknownColumn";
 
 // The codec of a route whose schema is its table (schema.from_table): JSON
 // records are converted as above; records in wire form (framed mode) must
 // parse as the table's message with every NOT NULL column set.
 // `on_unknown_column` (optional) is called, on the converting thread, when
-// a record is refused for a key the table has no column for; it must be
-// cheap and thread-safe.
+// a record is refused for a key or field number the table has no column
+// for; it must be cheap and thread-safe.
 absl::StatusOr<std::unique_ptr<RecordCodec>> MakeTableCodec(const UcTable& table, int max_json_depth,
                                                             std::function<void()> on_unknown_column = nullptr);
 
@@ -79,9 +80,11 @@ class ColumnTypeRewriter {
 // {"ts", "timestamp"}. Each must name a top-level field whose type is what
 // gen-proto makes of that column type (TIMESTAMP: int64, DATE: int32,
 // DECIMAL and VARIANT: string, ...); every mismatch is an error naming it.
-// `message_name`: how refusals name the message (default: its own name).
+// A oneof member cannot be named. `message_name`: how refusals name the
+// message (default: its own name); `syntax`: its file's ("proto2" or
+// "proto3"; default proto2).
 absl::StatusOr<std::unique_ptr<ColumnTypeRewriter>> MakeColumnTypeRewriter(
     const std::string& descriptor_proto, const std::vector<std::pair<std::string, std::string>>& column_types,
-    int max_json_depth, const std::string& message_name = "");
+    int max_json_depth, const std::string& message_name = "", const std::string& syntax = "");
 
 }  // namespace zb

@@ -251,7 +251,8 @@ message Typed {
     return MakeProtoCodec(dir_.Sub("typed.proto"), "edge.Typed", 64, types);
   }
   // The record decoded as protobuf's text format ("" when refused).
-  std::string Decoded(const RecordCodec& codec, const std::string& json, std::string* refusal = nullptr) {
+  std::string Decoded(const RecordCodec& codec, const std::string& json, std::string* refusal = nullptr,
+                      const char* syntax = "proto2") {
     auto bytes = codec.FromJson(json);
     if (!bytes.ok()) {
       if (refusal) *refusal = std::string(bytes.status().message());
@@ -260,6 +261,7 @@ message Typed {
     google::protobuf::DescriptorPool pool;
     google::protobuf::FileDescriptorProto file;
     file.set_name("t.proto");
+    file.set_syntax(syntax);
     file.add_message_type()->ParseFromString(codec.descriptor_proto());
     const google::protobuf::Descriptor* d = pool.BuildFile(file)->message_type(0);
     google::protobuf::DynamicMessageFactory factory(&pool);
@@ -292,6 +294,39 @@ TEST_F(ColumnTypesTest, NamedFieldsTakeTheirColumnTypeTheRestProtobufJson) {
   EXPECT_NE(why.find("does not match edge.Typed"), std::string::npos) << why;
   EXPECT_EQ(Decoded(**codec, R"({"ts":0})", &why), "");
   EXPECT_NE(why.find("id"), std::string::npos) << why;
+}
+
+// A named field in its other JSON spelling (lowerCamelCase) is refused, not
+// parsed unconverted; proto3 messages with optional fields and oneofs work,
+// and a oneof member cannot be named.
+TEST_F(ColumnTypesTest, OtherSpellingsOneofsAndProto3) {
+  zb::testing::WriteFile(dir_.Sub("p3.proto"), R"(
+syntax = "proto3";
+message Event {
+  string source = 1;
+  optional int64 event_time = 2;
+  oneof detail { string text = 3; int64 at = 4; }
+  message Inner { optional string note = 1; }
+  Inner inner = 5;
+  int32 day = 6;
+}
+)");
+  auto codec = MakeProtoCodec(dir_.Sub("p3.proto"), "Event", 64, {{"event_time", "timestamp"}, {"day", "date"}});
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  EXPECT_EQ(Decoded(**codec, R"({"source":"s","event_time":"1970-01-01T00:00:01Z","text":"t","inner":{"note":"n"},)"
+                             R"("day":"1970-01-03"})",
+                    nullptr, "proto3"),
+            R"(source: "s" event_time: 1000000 text: "t" inner { note: "n" } day: 2)");
+  std::string why;
+  EXPECT_EQ(Decoded(**codec, R"({"source":"s","eventTime":"1970-01-01T00:00:01Z"})", &why, "proto3"), "");
+  EXPECT_NE(why.find("does not match Event"), std::string::npos) << why;
+  EXPECT_EQ(Decoded(**codec, R"({"text":"t","at":"1"})", &why, "proto3"), "") << "the oneof still holds one member";
+
+  auto oneof = MakeProtoCodec(dir_.Sub("p3.proto"), "Event", 64, {{"at", "timestamp"}});
+  ASSERT_FALSE(oneof.ok());
+  EXPECT_NE(oneof.status().message().find("at: a member of oneof detail cannot take a column type"),
+            std::string::npos)
+      << oneof.status();
 }
 
 TEST_F(ColumnTypesTest, EveryNameAndTypeMustFitTheMessage) {

@@ -233,6 +233,16 @@ TEST_F(UcConvertTest, TheTableCodecConvertsJsonAndChecksWireRecords) {
   device->GetReflection()->MutableUnknownFields(device)->AddLengthDelimited(9, "x");
   EXPECT_THAT((*codec)->FromWire(other->SerializeAsString()).status().message(),
               HasSubstr("field number device_info.9 is not a column"));
+
+  // Both forms tell the hook when a record names what the table lacks.
+  int told = 0;
+  auto hooked = MakeTableCodec(*table, 64, [&told] { ++told; });
+  ASSERT_TRUE(hooked.ok());
+  EXPECT_FALSE((*hooked)->FromWire(other->SerializeAsString()).ok());
+  EXPECT_FALSE((*hooked)->FromJson(With(R"("nope":1)")).ok());
+  EXPECT_EQ(told, 2);
+  EXPECT_FALSE((*hooked)->FromJson(With(R"("tiny":1000)")).ok());
+  EXPECT_EQ(told, 2) << "other refusals say nothing";
 }
 
 TEST(RefusingCodecTest, RefusesEveryRecordRetryably) {
