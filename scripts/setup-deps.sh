@@ -15,6 +15,8 @@ PKGS=(
   # The sanitizer build and the fuzz targets (scripts/test.sh, scripts/fuzz.sh):
   # clang, its sanitizer + libFuzzer runtimes, llvm-symbolizer for stacks.
   clang-14 libclang-rt-14-dev llvm-14
+  # systemd-analyze rates the unit's hardening (the UnitExposure test).
+  systemd
 )
 missing=()
 for p in "${PKGS[@]}"; do
