@@ -34,6 +34,7 @@
 #include "common/unix_socket.h"
 #include "control/control_server.h"
 #include "daemon/control_commands.h"
+#include "daemon/logging.h"
 #include "diag/connection_probe.h"
 #include "drain/drain_lane.h"
 #include "intake/intake_server.h"
@@ -926,6 +927,7 @@ class Daemon {
       if (r.schema_from_table && known_tables_.count(r.table) == 0) ReadTable(r.table);
     }
     spdlog::set_level(spdlog::level::from_str(config_.log_level));
+    ConfigureLogging(config_.log_format == "json" ? LogFormat::kJson : LogFormat::kText, LogStreamIsJournal());
     RouteGrpcLoggingToSpdlog();  // gRPC's verbosity follows the new level
     spdlog::info("SIGHUP: configuration reloaded: {} route(s); added [{}], removed [{}], changed [{}]",
                  config_.routes.size(), absl::StrJoin(added, ", "), absl::StrJoin(removed, ", "),

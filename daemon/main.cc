@@ -17,6 +17,7 @@
 
 #include "config/config.h"
 #include "daemon/daemon.h"
+#include "daemon/logging.h"
 #include "spdlog/spdlog.h"
 #include "zerobus/grpc_log.h"
 
@@ -138,7 +139,8 @@ int main(int argc, char** argv) {
   }
   const std::string level = log_level.empty() ? config->log_level : log_level;
   spdlog::set_level(spdlog::level::from_str(level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  zb::ConfigureLogging(config->log_format == "json" ? zb::LogFormat::kJson : zb::LogFormat::kText,
+                       zb::LogStreamIsJournal());
   // gRPC's own lines (TLS handshake failures, ...) through our logger and
   // its rate limits, not straight to stderr.
   zb::RouteGrpcLoggingToSpdlog();

@@ -481,7 +481,7 @@ class Loader {
  private:
   void LoadRoot(const YAML::Node& root) {
     StrictMap map(root, "",
-                  {"zerobus", "spool", "intake", "metrics", "control", "drain", "shutdown_timeout_ms", "log_level",
+                  {"zerobus", "spool", "intake", "metrics", "control", "drain", "shutdown_timeout_ms", "log_level", "log_format",
                    "routes"},
                   problems_);
     if (!map.valid()) return;
@@ -507,6 +507,11 @@ class Loader {
               {{"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}},
               problems_)) {
         config_.log_level = std::string(*v);
+      }
+    }
+    if (const YAML::Node* n = map.Find("log_format")) {
+      if (auto v = ReadEnum<absl::string_view>(*n, "log_format", {{"text", "text"}, {"json", "json"}}, problems_)) {
+        config_.log_format = std::string(*v);
       }
     }
     if (config_.intake.socket == config_.control.socket) {

@@ -144,6 +144,9 @@ struct DaemonConfig {
   DrainConfig drain;  // the top-level drain: section (defaults of every route)
   uint32_t shutdown_timeout_ms = 10'000;  // SIGTERM: wait this long for in-flight ACKs
   std::string log_level = "info";
+  // text, or json: one JSON object per line for log shippers. Under systemd
+  // either carries syslog priority prefixes (daemon/logging.h).
+  std::string log_format = "text";
   std::vector<RouteConfig> routes;
 
   const RouteConfig* FindRoute(const std::string& name) const;

@@ -5,10 +5,15 @@
 // removed or re-pointed route.
 
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "rapidjson/document.h"
 
 namespace zb::testing {
 namespace {
@@ -186,6 +191,52 @@ TEST(LifecycleTest, SighupRepointsRenamesAndRemovesRoutesWithoutOrphaningOrMisdi
       << status;
   EXPECT_EQ(RowIds(server.Rows("main.edge.other")).size(), 100u) << "no old record went to the new table";
   EXPECT_NE(status.find("\"configured\":false"), std::string::npos) << status;
+}
+
+// Under systemd stdout is the journal's stream ($JOURNAL_STREAM names it):
+// every line starts with its syslog priority, so `journalctl -p warning`
+// works; with log_format: json each line after it is one JSON object.
+TEST(LifecycleTest, UnderTheJournalLinesCarryPrioritiesAndJsonLinesParse) {
+  TempDir dir;
+  DevServer server(dir.path());
+  ASSERT_TRUE(server.Start()) << server.log();
+  DaemonOptions o;
+  o.grpc_port = server.grpc_port();
+  o.http_port = server.http_port();
+  o.extra_yaml = absl::StrCat(kFastDrain, "log_format: json\n");
+  Daemon daemon(dir.path(), o);
+  // The daemon's output file, made first so its device and inode are known.
+  WriteFile(dir.Sub("zerobusd.log"), "");
+  struct stat st {};
+  ASSERT_EQ(stat(dir.Sub("zerobusd.log").c_str(), &st), 0);
+  setenv("JOURNAL_STREAM", absl::StrCat(st.st_dev, ":", st.st_ino).c_str(), 1);
+  const bool started = daemon.Start();
+  unsetenv("JOURNAL_STREAM");
+  ASSERT_TRUE(started) << daemon.log();
+  EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
+  int lines = 0, ready = 0, warnings = 0;
+  std::istringstream in(daemon.log());
+  for (std::string line; std::getline(in, line);) {
+    ++lines;
+    ASSERT_GE(line.size(), 4u) << line;
+    ASSERT_EQ(line[0], '<') << line;
+    const char priority = line[1];
+    ASSERT_EQ(line[2], '>') << line;
+    rapidjson::Document d;
+    d.Parse(line.c_str() + 3);
+    ASSERT_FALSE(d.HasParseError()) << line;
+    ASSERT_TRUE(d.HasMember("time") && d.HasMember("level") && d.HasMember("message")) << line;
+    const std::string level = d["level"].GetString();
+    if (level == "info") EXPECT_EQ(priority, '6') << line;
+    if (level == "warning") {
+      EXPECT_EQ(priority, '4') << line;
+      ++warnings;
+    }
+    if (std::string(d["message"].GetString()).find(" ready: socket ") != std::string::npos) ++ready;
+  }
+  EXPECT_GT(lines, 3);
+  EXPECT_EQ(ready, 1) << daemon.log();
+  EXPECT_GE(warnings, 1) << "zerobus.tls: false is a warning\n" << daemon.log();
 }
 
 }  // namespace
