@@ -21,6 +21,8 @@ chmod 0640 "$STAGE/etc/zerobusd/zerobusd.yaml"
 grep -q '^  socket_group: zerobusd-producers$' "$STAGE/etc/zerobusd/zerobusd.yaml"
 install -D -m 0644 config/schemas/reading.proto "$STAGE/etc/zerobusd/schemas/reading.proto"
 install -D -m 0644 README.md "$STAGE/usr/share/doc/zerobusd/README.md"
+# The Python producer library: `import zerobusd` with Debian's python3.
+install -D -m 0644 python/zerobusd.py "$STAGE/usr/lib/python3/dist-packages/zerobusd.py"
 mkdir -p "$STAGE/DEBIAN"
 # Depends: the Debian package of every shared library the binaries load.
 DEPENDS="$(for exe in "$STAGE"/usr/bin/*; do ldd "$exe"; done \
