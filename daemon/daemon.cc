@@ -214,6 +214,7 @@ class Daemon {
     metrics_ = MakePrometheusMetrics();
     spdlog::info("zerobusd {} starting: opening the spool at {}", ZEROBUSD_VERSION, config_.spool.path);
     ZB_RETURN_IF_ERROR(OpenSpool());
+    for (const std::string& lane : spool_->Lanes()) metrics_->SpoolRecordsAtStart(lane, spool_->Stats(lane).records);
     loop_.poll();  // delivers a signal that came during the open
     if (stopping_) {
       spdlog::info("stop requested during start-up: exiting before serving; the spool is intact");

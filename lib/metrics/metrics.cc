@@ -119,6 +119,11 @@ class PrometheusMetrics final : public Metrics {
                            .Name("zerobusd_spool_records")
                            .Help("Records in the spool not yet acknowledged by Zerobus, by route")
                            .Register(*registry_)),
+        spool_at_start_(prometheus::BuildGauge()
+                            .Name("zerobusd_spool_records_at_start")
+                            .Help("Records the lane held when the spool opened (at rest, per route: at start + "
+                                  "accepted = acked + spooled + dead-lettered + dropped)")
+                            .Register(*registry_)),
         spool_bytes_(prometheus::BuildGauge()
                          .Name("zerobusd_spool_bytes")
                          .Help("Payload bytes in the spool, all routes")
@@ -257,6 +262,9 @@ class PrometheusMetrics final : public Metrics {
   void SpoolDepth(const std::string& route, uint64_t records) override {
     Get(spool_records_, {{"route", route}}).Set(static_cast<double>(records));
   }
+  void SpoolRecordsAtStart(const std::string& route, uint64_t records) override {
+    Get(spool_at_start_, {{"route", route}}).Set(static_cast<double>(records));
+  }
   void SpoolTotalBytes(uint64_t bytes) override { spool_bytes_.Set(static_cast<double>(bytes)); }
   void OldestRecordAge(const std::string& route, double seconds) override {
     Get(oldest_age_, {{"route", route}}).Set(seconds);
@@ -311,6 +319,7 @@ class PrometheusMetrics final : public Metrics {
     Get(intake_records_, {{"route", route}, {"result", "accepted"}});
     Get(intake_bytes_, {{"route", route}});
     Get(spool_records_, {{"route", route}});
+    Get(spool_at_start_, {{"route", route}});  // 0 unless the spool held some at start
     Get(oldest_age_, {{"route", route}});
     Get(acked_, {{"route", route}});
     Get(stream_opens_, {{"route", route}});
@@ -357,6 +366,7 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Counter>& intake_records_;
   prometheus::Family<prometheus::Counter>& intake_bytes_;
   prometheus::Family<prometheus::Gauge>& spool_records_;
+  prometheus::Family<prometheus::Gauge>& spool_at_start_;
   prometheus::Gauge& spool_bytes_;
   prometheus::Family<prometheus::Gauge>& oldest_age_;
   prometheus::Family<prometheus::Counter>& acked_;

@@ -64,6 +64,10 @@ class Metrics {
   virtual void IntakeRecords(const std::string& route, IntakeResult result, uint64_t n) = 0;
   virtual void IntakeBytes(const std::string& route, uint64_t bytes) = 0;
   virtual void SpoolDepth(const std::string& route, uint64_t records) = 0;
+  // What a lane held when the spool opened (0 for lanes made since), so that
+  // per route, at rest: records_at_start + accepted = acked + spooled now +
+  // dead-lettered + dropped, across restarts.
+  virtual void SpoolRecordsAtStart(const std::string& route, uint64_t records) = 0;
   virtual void SpoolTotalBytes(uint64_t bytes) = 0;
   virtual void OldestRecordAge(const std::string& route, double seconds) = 0;
   virtual void AckedRecords(const std::string& route, uint64_t n) = 0;

@@ -84,5 +84,54 @@ TEST(RestartTest, ServerRestartMidStreamLosesNothing) {
   EXPECT_EQ(daemon.Terminate(std::chrono::seconds(15)), 0);
 }
 
+// The books balance across a restart: per route, at rest,
+//   spooled at start + accepted = acked + spooled now + dead-lettered + dropped
+// with a backlog carried over a crash, drop_oldest dropping some of it, and
+// a poison record dead-lettered, all in the run that is checked.
+TEST(RestartTest, RecordsBalanceAcrossARestartWithABacklogDropsAndAPoisonRecord) {
+  TempDir dir;
+  const int grpc_port = FreePort();
+  const int http_port = FreePort();
+  DaemonOptions options{.grpc_port = grpc_port, .http_port = http_port};
+  options.spool_yaml = "  when_full: drop_oldest\n  max_bytes: 200KiB\n";
+  auto daemon = std::make_unique<Daemon>(dir.path(), options);
+  ASSERT_TRUE(daemon->Start()) << daemon->log();
+  WriteRecords(dir.Sub("a.ndjson"), "a", 300);
+  ASSERT_EQ(SendFile(daemon->socket(), "readings", dir.Sub("a.ndjson")).exit_code, 0);
+  daemon->Kill();
+
+  daemon = std::make_unique<Daemon>(dir.path(), options);
+  ASSERT_TRUE(daemon->Start()) << daemon->log();
+  auto metric = [&](const std::string& name, const std::string& labels) {
+    return daemon->Metric(name, labels).value_or(-1);
+  };
+  EXPECT_EQ(metric("zerobusd_spool_records_at_start", "route=\"readings\""), 300);
+  // More than the spool holds (1,500 x ~200 B > 200 KiB): the oldest go.
+  WriteRecords(dir.Sub("b.ndjson"), "b", 1500);
+  std::string b = ReadFileOrEmpty(dir.Sub("b.ndjson"));
+  b += "{\"id\":\"poisoned\",\"payload\":\"POISON\"}\n";
+  WriteFile(dir.Sub("b.ndjson"), b);
+  ASSERT_EQ(SendFile(daemon->socket(), "readings", dir.Sub("b.ndjson")).exit_code, 0);
+  ASSERT_GT(metric("zerobusd_dropped_records_total", "reason=\"drop_oldest\",route=\"readings\""), 0);
+
+  DevServer server(dir.path(), grpc_port, http_port, {"--faults", R"({"default":{"poison":"POISON"}})"});
+  ASSERT_TRUE(server.Start()) << server.log();
+  ASSERT_TRUE(WaitFor([&] { return metric("zerobusd_spool_records", "route=\"readings\"") == 0 &&
+                                   metric("zerobusd_dead_letter_records_total", "route=\"readings\"") == 1; },
+                      std::chrono::seconds(60)))
+      << daemon->log();
+  const double at_start = metric("zerobusd_spool_records_at_start", "route=\"readings\"");
+  const double accepted = metric("zerobusd_intake_records_total", "result=\"accepted\",route=\"readings\"");
+  const double acked = metric("zerobusd_acked_records_total", "route=\"readings\"");
+  const double spooled = metric("zerobusd_spool_records", "route=\"readings\"");
+  const double dead = metric("zerobusd_dead_letter_records_total", "route=\"readings\"");
+  const double dropped = metric("zerobusd_dropped_records_total", "reason=\"drop_oldest\",route=\"readings\"");
+  EXPECT_EQ(accepted, 1501);
+  EXPECT_EQ(at_start + accepted, acked + spooled + dead + dropped)
+      << "at start " << at_start << ", accepted " << accepted << ", acked " << acked << ", spooled " << spooled
+      << ", dead-lettered " << dead << ", dropped " << dropped;
+  EXPECT_EQ(daemon->Terminate(std::chrono::seconds(15)), 0);
+}
+
 }  // namespace
 }  // namespace zb::testing
