@@ -215,6 +215,7 @@ class Daemon {
     spdlog::info("zerobusd {} starting: opening the spool at {}", ZEROBUSD_VERSION, config_.spool.path);
     ZB_RETURN_IF_ERROR(OpenSpool());
     for (const std::string& lane : spool_->Lanes()) metrics_->SpoolRecordsAtStart(lane, spool_->Stats(lane).records);
+    metrics_->SpoolMaxBytes(config_.spool.max_bytes);
     loop_.poll();  // delivers a signal that came during the open
     if (stopping_) {
       spdlog::info("stop requested during start-up: exiting before serving; the spool is intact");

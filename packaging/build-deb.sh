@@ -21,6 +21,11 @@ chmod 0640 "$STAGE/etc/zerobusd/zerobusd.yaml"
 grep -q '^  socket_group: zerobusd-producers$' "$STAGE/etc/zerobusd/zerobusd.yaml"
 install -D -m 0644 config/schemas/reading.proto "$STAGE/etc/zerobusd/schemas/reading.proto"
 install -D -m 0644 README.md "$STAGE/usr/share/doc/zerobusd/README.md"
+# Prometheus alerting rules (with their promtool tests) and a Grafana dashboard.
+install -D -m 0644 packaging/prometheus/zerobusd-alerts.yml "$STAGE/usr/share/zerobusd/prometheus/zerobusd-alerts.yml"
+install -D -m 0644 packaging/prometheus/zerobusd-alerts.test.yml \
+  "$STAGE/usr/share/zerobusd/prometheus/zerobusd-alerts.test.yml"
+install -D -m 0644 packaging/grafana/zerobusd-dashboard.json "$STAGE/usr/share/zerobusd/grafana/zerobusd-dashboard.json"
 # The Python producer library: `import zerobusd` with Debian's python3.
 install -D -m 0644 python/zerobusd.py "$STAGE/usr/lib/python3/dist-packages/zerobusd.py"
 mkdir -p "$STAGE/DEBIAN"

@@ -17,6 +17,9 @@ PKGS=(
   clang-14 libclang-rt-14-dev llvm-14
   # systemd-analyze rates the unit's hardening (the UnitExposure test).
   systemd
+  # A real Prometheus scrapes the daemon in a test; promtool checks the
+  # exposition and the shipped alert rules.
+  prometheus
 )
 missing=()
 for p in "${PKGS[@]}"; do

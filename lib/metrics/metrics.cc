@@ -129,6 +129,11 @@ class PrometheusMetrics final : public Metrics {
                          .Help("Payload bytes in the spool, all routes")
                          .Register(*registry_)
                          .Add({})),
+        spool_max_bytes_(prometheus::BuildGauge()
+                             .Name("zerobusd_spool_max_bytes")
+                             .Help("spool.max_bytes: what zerobusd_spool_bytes may reach")
+                             .Register(*registry_)
+                             .Add({})),
         oldest_age_(prometheus::BuildGauge()
                         .Name("zerobusd_oldest_record_age_seconds")
                         .Help("Age of the oldest unacknowledged record, by route (0 when empty)")
@@ -266,6 +271,7 @@ class PrometheusMetrics final : public Metrics {
     Get(spool_at_start_, {{"route", route}}).Set(static_cast<double>(records));
   }
   void SpoolTotalBytes(uint64_t bytes) override { spool_bytes_.Set(static_cast<double>(bytes)); }
+  void SpoolMaxBytes(uint64_t bytes) override { spool_max_bytes_.Set(static_cast<double>(bytes)); }
   void OldestRecordAge(const std::string& route, double seconds) override {
     Get(oldest_age_, {{"route", route}}).Set(seconds);
   }
@@ -330,6 +336,8 @@ class PrometheusMetrics final : public Metrics {
     Get(paced_, {{"route", route}});
     Get(open_streams_, {{"route", route}});
     Get(quota_trips_, {{"route", route}});
+    Get(rotations_, {{"route", route}});
+    Get(dropped_, {{"route", route}, {"reason", "drop_oldest"}});  // the one policy that drops
     for (const char* kind : {"token", "connect", "tls", "stream"}) {
       Get(route_failures_, {{"route", route}, {"kind", kind}});
       Get(route_last_failure_, {{"route", route}, {"kind", kind}});
@@ -368,6 +376,7 @@ class PrometheusMetrics final : public Metrics {
   prometheus::Family<prometheus::Gauge>& spool_records_;
   prometheus::Family<prometheus::Gauge>& spool_at_start_;
   prometheus::Gauge& spool_bytes_;
+  prometheus::Gauge& spool_max_bytes_;
   prometheus::Family<prometheus::Gauge>& oldest_age_;
   prometheus::Family<prometheus::Counter>& acked_;
   prometheus::Histogram& ack_latency_;

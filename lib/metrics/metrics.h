@@ -69,6 +69,7 @@ class Metrics {
   // dead-lettered + dropped, across restarts.
   virtual void SpoolRecordsAtStart(const std::string& route, uint64_t records) = 0;
   virtual void SpoolTotalBytes(uint64_t bytes) = 0;
+  virtual void SpoolMaxBytes(uint64_t bytes) = 0;  // spool.max_bytes
   virtual void OldestRecordAge(const std::string& route, double seconds) = 0;
   virtual void AckedRecords(const std::string& route, uint64_t n) = 0;
   virtual void AckLatency(double seconds) = 0;
