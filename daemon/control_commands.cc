@@ -162,6 +162,18 @@ std::string RenderStatus(const DaemonStatus& status) {
     U64(w, "open_streams", l.open_streams);
     U64(w, "max_streams", l.max_streams);
     U64(w, "failing_attempts", l.failing_attempts);
+    w.Key("oldest_age_seconds");
+    w.Double(l.oldest_age_seconds);
+    // The most recent failure of any kind, for a one-line view.
+    const LaneFailure* last = nullptr;
+    for (const LaneFailure& f : l.failures) {
+      if (last == nullptr || f.last_unix_us > last->last_unix_us) last = &f;
+    }
+    if (last != nullptr) {
+      Str(w, "last_error", last->explanation.empty() ? last->last_message : last->explanation);
+      Str(w, "last_error_time",
+          absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMicros(last->last_unix_us), absl::UTCTimeZone()));
+    }
     // {"connect":{"count":N,"last_time":"2026-...Z","last_message":"..."}, ...}
     w.Key("failures");
     w.StartObject();

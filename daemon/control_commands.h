@@ -57,6 +57,7 @@ struct LaneStatus {
   uint64_t max_streams = 1;
   std::vector<LaneFailure> failures;  // kinds seen at least once
   uint64_t failing_attempts = 0;      // failed attempts in a row now; 0: working (or idle)
+  double oldest_age_seconds = 0;      // of the oldest spooled record (0 when none)
 };
 
 // A route whose schema is its table, while the table was never read: it has

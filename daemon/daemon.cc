@@ -131,7 +131,9 @@ struct Destination {
 
 // None: a from_table route whose table was never read (it has no lane yet).
 std::optional<Destination> DestinationOf(const RouteConfig& r, const RecordCodec& codec, const KnownTables& tables) {
-  if (!r.schema_from_table) return Destination{r.table, r.format == RecordFormat::kProto, codec.descriptor_proto()};
+  if (!r.schema_from_table) {
+    return Destination{r.table, r.format == RecordFormat::kProto, codec.descriptor_proto(), "", 0};
+  }
   auto t = tables.find(r.table);
   if (t == tables.end()) return std::nullopt;
   return Destination{r.table, true, t->second.schema->codec->descriptor_proto(), t->second.schema->table_json,
@@ -1155,6 +1157,12 @@ class Daemon {
         l.failures.push_back(LaneFailure{FailureKindName(kind), t.count, t.last_unix_us, t.last_message, t.explanation});
       }
       l.failing_attempts = lane->health().failing() ? lane->health().outage_failures() : 0;
+      // One seek in the spool per lane with records: an operator's command,
+      // not a hot path.
+      if (s.records > 0) {
+        const int64_t oldest = spool_->OldestAppendTimeUs(name);
+        if (oldest > 0) l.oldest_age_seconds = static_cast<double>(NowUs() - oldest) / 1e6;
+      }
       st.lanes.push_back(std::move(l));
     }
     for (const auto& r : config_.routes) {

@@ -227,7 +227,9 @@ TEST(LifecycleTest, UnderTheJournalLinesCarryPrioritiesAndJsonLinesParse) {
     ASSERT_FALSE(d.HasParseError()) << line;
     ASSERT_TRUE(d.HasMember("time") && d.HasMember("level") && d.HasMember("message")) << line;
     const std::string level = d["level"].GetString();
-    if (level == "info") EXPECT_EQ(priority, '6') << line;
+    if (level == "info") {
+      EXPECT_EQ(priority, '6') << line;
+    }
     if (level == "warning") {
       EXPECT_EQ(priority, '4') << line;
       ++warnings;

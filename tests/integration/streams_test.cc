@@ -71,8 +71,23 @@ TEST_F(StreamsTest, ABacklogOpensStreamsThatStayUnderTheQuotaAndCloseWhenIdle) {
       << "the extra streams close once idle";
   EXPECT_TRUE(WaitFor([&] { return Metric("zerobusd_open_streams", "route=\"readings\"") == 1; },
                       std::chrono::seconds(5)));
-  const RunResult status = daemon_->Ctl({"status", "--metrics", absl::StrCat("127.0.0.1:", daemon_->metrics_port())});
-  EXPECT_NE(status.output.find("streams: 1 open of at most 4"), std::string::npos) << status.output;
+  // zerobusctl status asks the daemon: a table, one line per lane...
+  const RunResult status = daemon_->Ctl({"status"});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("LANE      ROUTE     TABLE"), std::string::npos) << status.output;
+  std::string row;
+  for (size_t at = status.output.find("\nreadings "); at != std::string::npos;) {
+    row = status.output.substr(at + 1, status.output.find('\n', at + 1) - at - 1);
+    break;
+  }
+  EXPECT_NE(row.find(" 1/4 "), std::string::npos) << "open of max_streams\n" << status.output;
+  EXPECT_NE(row.find(" 0 "), std::string::npos) << "nothing spooled\n" << status.output;
+  // ... and --json, the daemon's answer as is.
+  const RunResult json = daemon_->Ctl({"status", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  EXPECT_EQ(json.output.rfind("{\"ok\":true,", 0), 0u) << json.output;
+  EXPECT_NE(json.output.find("\"open_streams\":1,\"max_streams\":4"), std::string::npos) << json.output;
+  EXPECT_NE(json.output.find("\"oldest_age_seconds\":"), std::string::npos) << json.output;
 }
 
 // max_streams: 1 keeps one stream, in seq order, whatever the backlog.

@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <sstream>
@@ -156,7 +157,135 @@ std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path) {
   return std::move(*config);
 }
 
+namespace {
+
+std::string Bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return buf;
+}
+
+std::string Age(double seconds) {
+  if (seconds <= 0) return "-";
+  char buf[32];
+  if (seconds < 120) {
+    std::snprintf(buf, sizeof(buf), "%.1fs", seconds);
+  } else if (seconds < 7200) {
+    std::snprintf(buf, sizeof(buf), "%.0fm", seconds / 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1fh", seconds / 3600);
+  }
+  return buf;
+}
+
+uint64_t U64Of(const rapidjson::Value& v, const char* key) {
+  return v.HasMember(key) && v[key].IsUint64() ? v[key].GetUint64() : 0;
+}
+
+// The daemon's status, asked over the control socket: one line per lane as
+// a table, the details of lanes that fail or are parked below it.
+int StatusFromControl(const std::vector<std::string>& args) {
+  std::string control = kDefaultControl;
+  bool json = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--control" && i + 1 < args.size()) {
+      control = args[++i];
+    } else if (args[i] == "--config" && i + 1 < args.size()) {
+      auto config = LoadDaemonConfig(args[++i]);
+      if (!config) return 2;
+      control = config->control.socket;
+    } else if (args[i] == "--json") {
+      json = true;
+    } else if (args[i] == "--metrics" && i + 1 < args.size()) {
+      ++i;  // accepted for old scripts: status now asks the daemon itself
+    } else {
+      std::fprintf(stderr, "zerobusctl status: unknown option %s (use --control PATH or --config FILE, and --json)\n",
+                   args[i].c_str());
+      return 2;
+    }
+  }
+  std::string error;
+  const std::string reply = ControlCall(control, "{\"cmd\":\"status\"}", &error);
+  rapidjson::Document doc;
+  if (!reply.empty()) doc.Parse(reply.c_str());
+  if (reply.empty() || doc.HasParseError() || !doc.IsObject() || !doc.HasMember("lanes") || !doc["lanes"].IsArray()) {
+    std::fprintf(stderr, "zerobusctl status: %s\n",
+                 error.empty() ? ("the daemon at " + control + " answered something that is not a status").c_str()
+                               : error.c_str());
+    return 1;
+  }
+  if (json) {
+    std::printf("%s\n", reply.c_str());
+    return 0;
+  }
+  const bool ready = doc.HasMember("ready") && doc["ready"].IsBool() && doc["ready"].GetBool();
+  std::printf("zerobusd: %s\n", ready ? "ready" : "not ready");
+  if (doc.HasMember("spool") && doc["spool"].IsObject()) {
+    const auto& sp = doc["spool"];
+    const bool full = sp.HasMember("full") && sp["full"].IsBool() && sp["full"].GetBool();
+    std::printf("spool: %s of %s%s", Bytes(static_cast<double>(U64Of(sp, "bytes"))).c_str(),
+                Bytes(static_cast<double>(U64Of(sp, "max_bytes"))).c_str(), full ? " (FULL)" : "");
+  }
+  if (doc.HasMember("dead_letters") && doc["dead_letters"].IsObject()) {
+    const auto& dl = doc["dead_letters"];
+    std::printf("; dead letters: %llu (%s)", static_cast<unsigned long long>(U64Of(dl, "records")),
+                Bytes(static_cast<double>(U64Of(dl, "bytes"))).c_str());
+  }
+  std::printf("\n");
+  std::vector<std::vector<std::string>> rows = {
+      {"LANE", "ROUTE", "TABLE", "STATE", "STREAMS", "SPOOLED", "BYTES", "OLDEST", "LAST ERROR"}};
+  for (const auto& l : doc["lanes"].GetArray()) {
+    if (!l.IsObject()) continue;
+    std::string state = StringOf(l, "state");
+    if (l.HasMember("configured") && l["configured"].IsBool() && !l["configured"].GetBool()) state += " (old)";
+    std::string last = StringOf(l, "last_error");
+    if (!last.empty()) last = StringOf(l, "last_error_time") + " " + last;
+    if (last.size() > 100) last = last.substr(0, 97) + "...";
+    rows.push_back({StringOf(l, "lane"), StringOf(l, "route"), StringOf(l, "table"), state,
+                    std::to_string(U64Of(l, "open_streams")) + "/" + std::to_string(U64Of(l, "max_streams")),
+                    std::to_string(U64Of(l, "spooled")), Bytes(static_cast<double>(U64Of(l, "bytes"))),
+                    Age(l.HasMember("oldest_age_seconds") && l["oldest_age_seconds"].IsNumber()
+                            ? l["oldest_age_seconds"].GetDouble()
+                            : 0),
+                    last.empty() ? "-" : last});
+  }
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size()) line += std::string(width[c] - row[c].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  // Details: what fails, and why a lane is parked.
+  for (const auto& l : doc["lanes"].GetArray()) {
+    if (!l.IsObject()) continue;
+    const bool failing = U64Of(l, "failing_attempts") > 0 || !StringOf(l, "parked_reason").empty() ||
+                         (l.HasMember("failures") && l["failures"].IsObject() && l["failures"].MemberCount() > 0);
+    if (!failing) continue;
+    std::printf("lane %s:\n", StringOf(l, "lane").c_str());
+    PrintLaneDetail(l);
+  }
+  for (const auto& [route, what] : WaitingOf(doc)) {
+    std::printf("route %s: WAITING for the columns of its table: %s\n", route.c_str(), what.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
 int Status(const std::vector<std::string>& args, bool spool_only) {
+  if (!spool_only) return StatusFromControl(args);
   std::string listen = "127.0.0.1:9464";
   std::string control = kDefaultControl;
   for (size_t i = 0; i < args.size(); ++i) {
