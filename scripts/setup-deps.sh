@@ -20,6 +20,9 @@ PKGS=(
   # A real Prometheus scrapes the daemon in a test; promtool checks the
   # exposition and the shipped alert rules.
   prometheus
+  # The packaging test: lintian on the .deb files, file(1) to see they are
+  # stripped, man(1) to render the man pages.
+  lintian file man-db
 )
 missing=()
 for p in "${PKGS[@]}"; do
