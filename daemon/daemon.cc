@@ -1050,9 +1050,33 @@ class Daemon {
     // The spool answers on the loop.
     const PostFn on_loop = PostTo(std::weak_ptr<asio::io_context>(loop_ptr_));
     switch (command->kind) {
-      case ControlCommand::Kind::kStatus:
-        reply(RenderStatus(Status()));
+      case ControlCommand::Kind::kStatus: {
+        // The oldest record of each lane that holds some is read on the
+        // spool's reader thread (never on the loop); the answer goes out
+        // when the last read is in.
+        auto status = std::make_shared<DaemonStatus>(Status());
+        auto pending = std::make_shared<size_t>(0);
+        for (const LaneStatus& l : status->lanes) *pending += l.spooled > 0 ? 1 : 0;
+        if (*pending == 0) {
+          reply(RenderStatus(*status));
+          return;
+        }
+        for (size_t i = 0; i < status->lanes.size(); ++i) {
+          if (status->lanes[i].spooled == 0) continue;
+          const std::string& lane = status->lanes[i].lane;
+          spool_->ReadFromAsync(
+              lane, spool_->Stats(lane).deleted_up_to + 1, 1, 1, 0,
+              [status, pending, i, reply](absl::StatusOr<std::vector<SpoolRecord>> records) mutable {
+                if (records.ok() && !records->empty() && records->front().append_time_us > 0) {
+                  status->lanes[i].oldest_age_seconds =
+                      static_cast<double>(NowUs() - records->front().append_time_us) / 1e6;
+                }
+                if (--*pending == 0) reply(RenderStatus(*status));
+              },
+              on_loop);
+        }
         return;
+      }
       case ControlCommand::Kind::kResume: {
         // A route name (its current lane) or a lane name; none: every lane.
         const std::string& which = command->filter.lane;
@@ -1157,12 +1181,6 @@ class Daemon {
         l.failures.push_back(LaneFailure{FailureKindName(kind), t.count, t.last_unix_us, t.last_message, t.explanation});
       }
       l.failing_attempts = lane->health().failing() ? lane->health().outage_failures() : 0;
-      // One seek in the spool per lane with records: an operator's command,
-      // not a hot path.
-      if (s.records > 0) {
-        const int64_t oldest = spool_->OldestAppendTimeUs(name);
-        if (oldest > 0) l.oldest_age_seconds = static_cast<double>(NowUs() - oldest) / 1e6;
-      }
       st.lanes.push_back(std::move(l));
     }
     for (const auto& r : config_.routes) {

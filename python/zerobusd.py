@@ -245,6 +245,9 @@ class Producer:
         reached at all.
         """
         encoded = [_encode(r) for r in records]
+        for i, record in enumerate(encoded):
+            if len(record) + 1024 > MAX_FRAME_BYTES:
+                raise RecordRefused("TOO_LARGE", "%d bytes: more than a frame carries (16 MiB)" % len(record), i, 0)
         accepted = 0
         start = 0
         while start < len(encoded):
@@ -265,27 +268,35 @@ class Producer:
         delay = self.backoff_initial
         while True:
             self._seq += 1
+            answer_hint = False
+            retry_after_ms = 0
             try:
                 answer = self._exchange(_batch(self._seq, route, batch), self._seq)
+            except (FileNotFoundError, PermissionError):
+                # No daemon there, or this user may not write to it (not in
+                # the socket's group): waiting will not help.
+                self.close()
+                raise
             except (OSError, ProtocolError) as e:
                 # No answer: the batch may or may not be durable; sending it
                 # again is the at-least-once choice.
                 self.close()
-                if isinstance(e, FileNotFoundError) and accepted == 0 and first_index == 0:
-                    raise
                 why = "connection to %s lost: %s" % (self.socket_path, e)
             else:
                 if answer[0] == "ack":
                     return
                 _, _, reason, message, retry_after_ms, index = answer
+                if reason == "BAD_FRAME":
+                    self.close()  # the daemon closes the connection after it
                 if reason not in RETRYABLE_REASONS:
                     raise RecordRefused(reason, message, None if index < 0 else first_index + index, accepted)
                 why = "%s: %s" % (reason, message)
-                delay = max(delay, retry_after_ms / 1000.0)
+                answer_hint = retry_after_ms > 0
             now = time.monotonic()
             if now >= deadline:
                 raise RetryTimeout("gave up after %.0f s: %s" % (self.retry_timeout, why), accepted)
-            time.sleep(min(random.uniform(0, delay) + delay / 2, deadline - now))
+            pause = max(random.uniform(0, delay) + delay / 2, retry_after_ms / 1000.0 if answer_hint else 0)
+            time.sleep(min(pause, deadline - now))
             delay = min(delay * 2, self.backoff_max)
 
     def _connect(self):
@@ -307,7 +318,9 @@ class Producer:
         self._write_frame(self._sock, frame)
         while True:
             answer = _answer(self._read_frame(self._sock))
-            if answer[1] == seq:
+            # seq 0: an answer to the connection, not a batch (a frame the
+            # daemon could not read).
+            if answer[1] == seq or (answer[0] == "nack" and answer[1] == 0):
                 return answer
             # An answer to an earlier attempt (its batch was given up on): skip.
 
@@ -336,15 +349,17 @@ def send_lines(socket_path, route, lines, timeout=60.0):
     """Line mode (NDJSON): sends `lines` (dicts or JSON strings) to `route`.
 
     Returns (accepted, errors): how many lines are durable, and a list of
-    (line_number, reason) for the refused ones (numbered from 1). Nothing is
-    retried: a full spool refuses lines (when_full: reject) or makes the
-    daemon wait (block).
+    (line_number, reason) for the refused ones (numbered from 1; 0 is the
+    route itself, e.g. one that does not exist). Nothing is retried: a full
+    spool refuses lines (when_full: reject) or makes the daemon wait (block).
     """
     body = ["@route %s" % route]
     for line in lines:
         text = line if isinstance(line, str) else json.dumps(line, separators=(",", ":"), ensure_ascii=False)
-        if "\n" in text:
-            raise ValueError("a line-mode record cannot contain a newline")
+        if "\n" in text or "\r" in text:
+            raise ValueError("a line-mode record cannot contain a line break")
+        if not text.strip() or text.startswith("@"):
+            raise ValueError("a line-mode record cannot be blank or start with @ (a directive): %r" % text[:40])
         body.append(text)
     payload = ("\n".join(body) + "\n").encode("utf-8")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -113,7 +113,11 @@ absl::StatusOr<OwnedSocketPath> ListenOnUnixSocket(boost::asio::local::stream_pr
     return unlock_on_error(absl::UnavailableError(absl::StrCat(key, ": cannot ", what, " ", path, ": ", Errno(err))));
   };
   if (chmod(tmp.c_str(), mode) != 0) return fail("set the mode of", errno);
-  if (gid >= 0 && chown(tmp.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
+  // The socket may be born with the group (the unit makes it the daemon's
+  // primary group, and its system call filter has no chown).
+  struct stat made{};
+  if (gid >= 0 && (lstat(tmp.c_str(), &made) != 0 || made.st_gid != static_cast<gid_t>(gid)) &&
+      chown(tmp.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) {
     return fail(absl::StrCat("give group ", gid, " (intake.socket_group) to"), errno);
   }
   acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);

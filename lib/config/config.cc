@@ -703,6 +703,7 @@ class Loader {
                                                 bool missing_ok) {
     missing_credential_ = false;
     FileRead read = ReadSmallFile(file, kMaxCredentialFileBytes);
+    // With `missing_ok`, an empty file counts as missing too.
     if (read.error == ENOENT && missing_ok) {
       missing_credential_ = true;
       return std::nullopt;
@@ -712,6 +713,12 @@ class Loader {
       return std::nullopt;
     }
     std::string value(absl::StripAsciiWhitespace(read.content));
+    if (value.empty() && missing_ok) {
+      // The unit's empty SetCredential= fallback: systemd found no file
+      // to load, so there is no credential.
+      missing_credential_ = true;
+      return std::nullopt;
+    }
     if (value.empty()) {
       problems_.Add(at, path, absl::StrCat(Quote(file), " is empty"));
       return std::nullopt;

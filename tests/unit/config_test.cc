@@ -1091,6 +1091,14 @@ TEST_F(ConfigTest, CredentialsDirectory) {
   EXPECT_THAT(message, HasSubstr("zerobus.client_secret: required"));
   EXPECT_THAT(message, HasSubstr("$CREDENTIALS_DIRECTORY"));
   EXPECT_THAT(message, Not(HasSubstr("client_id")));
+
+  // The unit's empty SetCredential= fallback (no file to load): no
+  // credential, so an inline secret works and none at all is required.
+  WriteFile(dir.Sub("client_secret"), "");
+  config = Load(Yaml{});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->zerobus.client_secret, "TOPSECRET-inline");
+  EXPECT_THAT(Error(Load(y)), HasSubstr("zerobus.client_secret: required"));
 }
 
 TEST_F(ConfigTest, RelativePathsResolveAgainstTheConfigDirectory) {
