@@ -132,6 +132,15 @@ struct RecordDocuments {
   rapidjson::MemoryPoolAllocator<> raw_allocator{raw_buffer, sizeof(raw_buffer), kChunk};
   rapidjson::Document doc{&doc_allocator};
   rapidjson::Document raw{&raw_allocator};
+
+  absl::Status Parse(absl::string_view json) {
+    doc.Parse(json.data(), json.size());
+    raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
+    if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
+      return absl::InvalidArgumentError("not a JSON object");
+    }
+    return absl::OkStatus();
+  }
 };
 
 // VARIANT: the value as JSON text, numbers as the producer wrote them.
@@ -178,13 +187,9 @@ class Converter final : public TableRecordConverter {
   absl::StatusOr<std::string> Convert(absl::string_view json) const override {
     if (absl::Status s = ValidateJsonObject(json, max_depth_); !s.ok()) return s;
     RecordDocuments docs;
-    rapidjson::Document& doc = docs.doc;
-    rapidjson::Document& raw = docs.raw;
-    doc.Parse(json.data(), json.size());
-    raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
-    if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
-      return absl::InvalidArgumentError("not a JSON object");
-    }
+    if (absl::Status s = docs.Parse(json); !s.ok()) return s;
+    const rapidjson::Document& doc = docs.doc;
+    const rapidjson::Document& raw = docs.raw;
     std::unique_ptr<pb::Message> msg(factory_.GetPrototype(root_)->New());
     if (absl::Status s = Fill(msg.get(), members_, doc, raw, ""); !s.ok()) return s;
     // Partial: a .proto route's message may have required fields inside a
@@ -550,13 +555,9 @@ class Rewriter final : public ColumnTypeRewriter {
 
   absl::StatusOr<std::string> Rewrite(absl::string_view json) const override {
     RecordDocuments docs;
-    rapidjson::Document& doc = docs.doc;
-    rapidjson::Document& raw = docs.raw;
-    doc.Parse(json.data(), json.size());
-    raw.Parse<rapidjson::kParseNumbersAsStringsFlag>(json.data(), json.size());
-    if (doc.HasParseError() || raw.HasParseError() || !doc.IsObject()) {
-      return absl::InvalidArgumentError("not a JSON object");
-    }
+    if (absl::Status s = docs.Parse(json); !s.ok()) return s;
+    const rapidjson::Document& doc = docs.doc;
+    const rapidjson::Document& raw = docs.raw;
     // The named fields to the table converter, the rest to protobuf's JSON
     // mapping, each as written.
     rapidjson::StringBuffer typed, rest;
