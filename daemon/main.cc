@@ -122,7 +122,12 @@ int main(int argc, char** argv) {
     Usage(stderr);
     return 2;
   }
-  auto config = zb::LoadConfigFile(config_path);
+  // A reload check (--check --running) runs beside the daemon, which keeps
+  // its credentials (the zerobus section changes only on restart) and may
+  // hold them where the check cannot read them: it does not require them.
+  zb::LoadOptions load;
+  load.credentials_required = !(check && running);
+  auto config = zb::LoadConfigFile(config_path, load);
   absl::Status runtime = config.ok() ? zb::CheckRuntimeConfig(*config, check && running ? zb::RuntimeCheck::kRunning
                                                                                           : zb::RuntimeCheck::kStart)
                                     : absl::OkStatus();

@@ -100,7 +100,7 @@ Version: $VERSION
 Architecture: $ARCH
 Maintainer: $MAINTAINER
 Installed-Size: 0
-Depends: $(depends "$S"), init-system-helpers (>= 1.54~), adduser
+Depends: $(depends "$S"), init-system-helpers (>= 1.54~), adduser, procps
 Suggests: python3, prometheus
 Section: net
 Priority: optional

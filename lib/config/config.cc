@@ -448,6 +448,7 @@ int SecondDocumentLine(const std::string& yaml) {
 class Loader {
  public:
   Loader(std::string origin, fs::path base_dir) : origin_(std::move(origin)), base_dir_(std::move(base_dir)) {}
+  void set_credentials_required(bool required) { credentials_required_ = required; }
 
   absl::StatusOr<DaemonConfig> Load(const std::string& yaml) {
     YAML::Node root;
@@ -683,6 +684,9 @@ class Loader {
       const std::string resolved = ResolvePath(*name);
       return ReadCredentialFile(*file_node, file_path, resolved, /*missing_ok=*/false).value_or("");
     }
+    // Tools (and the reload check) that need no credentials do not read
+    // systemd's: they may not be allowed to.
+    if (!credentials_required_) return "";
     const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
     if (dir != nullptr && *dir != '\0') {
       const std::string resolved = (fs::path(dir) / key).string();
@@ -1208,13 +1212,16 @@ class Loader {
   Problems problems_;
   DaemonConfig config_;
   bool missing_credential_ = false;
+  bool credentials_required_ = true;  // false: a missing credential is not a problem (LoadOptions)
 };
 
-absl::StatusOr<DaemonConfig> LoadWithBase(const std::string& yaml, const std::string& origin, fs::path base_dir) {
+absl::StatusOr<DaemonConfig> LoadWithBase(const std::string& yaml, const std::string& origin, fs::path base_dir,
+                                          bool credentials_required = true) {
   // yaml-cpp reports through exceptions, and node access can throw on
   // malformed trees; nothing may leave this file as an exception.
   try {
     Loader loader(origin, std::move(base_dir));
+    loader.set_credentials_required(credentials_required);
     return loader.Load(yaml);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(origin.empty() ? "" : absl::StrCat(origin, ": "), "yaml: ", e.msg));
@@ -1227,7 +1234,9 @@ absl::StatusOr<DaemonConfig> LoadWithBase(const std::string& yaml, const std::st
 
 }  // namespace
 
-absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
+absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) { return LoadConfigFile(path, LoadOptions{}); }
+
+absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path, const LoadOptions& options) {
   FileRead read = ReadSmallFile(path, kMaxConfigFileBytes);
   if (read.error != 0) {
     if (read.error == EINVAL || read.error == EFBIG || read.error == EISDIR) {
@@ -1239,7 +1248,7 @@ absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path) {
   std::error_code ec;
   fs::path base = fs::absolute(fs::path(path), ec).parent_path();
   if (ec) base = fs::path(path).parent_path();
-  return LoadWithBase(read.content, path, base);
+  return LoadWithBase(read.content, path, base, options.credentials_required);
 }
 
 absl::StatusOr<DaemonConfig> LoadConfigString(const std::string& yaml, const std::string& origin) {

@@ -177,6 +177,14 @@ inline constexpr uint64_t kMinMemoryBudget = 8ull << 20;
 // read gives the errno's status (e.g. NotFound). Secrets never appear in
 // messages. Never throws.
 absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path);
+
+struct LoadOptions {
+  // false: client_id and client_secret may be missing (they are then
+  // empty): for tools that only need the config's paths, such as
+  // zerobusctl status, run where the daemon's systemd credential is not.
+  bool credentials_required = true;
+};
+absl::StatusOr<DaemonConfig> LoadConfigFile(const std::string& path, const LoadOptions& options);
 // `origin` names the source in messages (a file name).
 absl::StatusOr<DaemonConfig> LoadConfigString(const std::string& yaml, const std::string& origin);
 

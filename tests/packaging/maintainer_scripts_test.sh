@@ -80,7 +80,7 @@ check "deleted config: not recreated" test ! -e /etc/zerobusd/zerobusd.yaml
 
 # Remove keeps the spool; purge deletes it and the secret.
 mkdir -p /var/lib/zerobusd/spool && echo data > /var/lib/zerobusd/spool/000001.log
-echo secret > /etc/zerobusd/client_secret
+mkdir -p /etc/credstore && echo secret > /etc/credstore/zerobusd.client_secret
 check "remove: prerm remove exits 0" run prerm remove
 check "remove: the unit stopped" called "deb-systemd-invoke stop zerobusd.service"
 check "remove: postrm remove exits 0" run postrm remove
@@ -91,7 +91,7 @@ check "upgrade: no stop" not_called "deb-systemd-invoke stop"
 check "purge: postrm purge exits 0" run postrm purge
 check "purge: the unit's state purged" called "deb-systemd-helper purge zerobusd.service"
 check "purge: the spool deleted" test ! -e /var/lib/zerobusd
-check "purge: the secret deleted" test ! -e /etc/zerobusd/client_secret
+check "purge: the secret deleted" test ! -e /etc/credstore/zerobusd.client_secret
 
 rm -rf "$WORK"
 if [ "$fails" -gt 0 ]; then

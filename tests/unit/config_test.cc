@@ -1099,6 +1099,17 @@ TEST_F(ConfigTest, CredentialsDirectory) {
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->zerobus.client_secret, "TOPSECRET-inline");
   EXPECT_THAT(Error(Load(y)), HasSubstr("zerobus.client_secret: required"));
+
+  // Tools that need only the config's paths (zerobusctl status --config)
+  // load it where systemd's credential is not.
+  unsetenv("CREDENTIALS_DIRECTORY");
+  WriteFile(dir.Sub("no-secret.yaml"), absl::StrCat(y.zerobus, "routes:\n  - name: r\n    table: a.b.c\n"));
+  EXPECT_FALSE(LoadConfigFile(dir.Sub("no-secret.yaml")).ok());
+  LoadOptions paths_only;
+  paths_only.credentials_required = false;
+  auto tool = LoadConfigFile(dir.Sub("no-secret.yaml"), paths_only);
+  ASSERT_TRUE(tool.ok()) << tool.status();
+  EXPECT_EQ(tool->zerobus.client_secret, "");
 }
 
 TEST_F(ConfigTest, RelativePathsResolveAgainstTheConfigDirectory) {

@@ -17,7 +17,9 @@ int Send(const std::vector<std::string>& args);
 int Status(const std::vector<std::string>& args, bool spool_only);
 // The daemon's config file (for --config FILE), or nullopt after printing
 // every problem with it.
-std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path);
+// `credentials_required` false: the config's paths are what is wanted (the
+// daemon's secret usually comes from systemd, which zerobusctl does not have).
+std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path, bool credentials_required = false);
 // The control socket the daemon listens on by default (control.socket).
 inline constexpr char kDefaultControl[] = "/run/zerobusd/control.sock";
 // Sends one request line to the control socket; returns the reply line, or

@@ -52,7 +52,7 @@ int GenProto(const std::vector<std::string>& args) {
   std::stringstream text;
   std::string source = from_json;
   if (!config_path.empty()) {
-    std::optional<DaemonConfig> config = LoadDaemonConfig(config_path);
+    std::optional<DaemonConfig> config = LoadDaemonConfig(config_path, /*credentials_required=*/true);
     if (!config) return 2;
     UcFetchOptions fetch;
     fetch.workspace_url = config->zerobus.workspace_url;

@@ -148,8 +148,10 @@ void PrintLaneDetail(const rapidjson::Value& lane) {
 
 }  // namespace
 
-std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path) {
-  auto config = LoadConfigFile(path);
+std::optional<DaemonConfig> LoadDaemonConfig(const std::string& path, bool credentials_required) {
+  LoadOptions options;
+  options.credentials_required = credentials_required;
+  auto config = LoadConfigFile(path, options);
   if (!config.ok()) {
     std::fprintf(stderr, "zerobusctl: %s\n", std::string(config.status().message()).c_str());
     return std::nullopt;
