@@ -194,6 +194,21 @@ TEST_F(UcConvertTest, HostileRecordsAreRefusedWithTheFieldAndTheReason) {
   EXPECT_FALSE(Refusal(With(absl::StrCat(R"("extra":)", deep))).empty()) << "deeper than the route allows";
 }
 
+// intake.max_json_depth (64 here) holds for a table's records too: a VARIANT
+// nested to exactly the limit is taken whole, one level more is refused
+// before anything walks it.
+TEST_F(UcConvertTest, NestingAtTheDepthLimitIsTakenOneMoreIsRefused) {
+  auto nested = [](int arrays) {
+    std::string v = "1";
+    for (int i = 0; i < arrays; ++i) v = "[" + v + "]";
+    return v;
+  };
+  // The record's object is level 1: 63 arrays inside it make 64 levels.
+  auto m = Decode(With(absl::StrCat(R"("extra":)", nested(63))));
+  EXPECT_EQ(m->GetReflection()->GetString(*m, F("extra")), nested(63));
+  EXPECT_THAT(Refusal(With(absl::StrCat(R"("extra":)", nested(64)))), HasSubstr("deep"));
+}
+
 // A from_table route's codec: JSON is converted as above; a framed record
 // already in wire form must be the table's message, NOT NULL columns set.
 TEST_F(UcConvertTest, TheTableCodecConvertsJsonAndChecksWireRecords) {
